@@ -1,0 +1,28 @@
+"""Default AnnData keys and registry names, in one place (see the key table in the docs)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class _Keys(NamedTuple):
+    #: ``adata.varm`` / ``adata.uns`` key of the gene-set annotation mask.
+    MASK: str = "spexlvm_mask"
+    #: ``adata.obsm`` key of the factor scores.
+    FACTORS: str = "X_spexlvm"
+    #: ``adata.varm`` key of the loadings.
+    LOADINGS: str = "spexlvm_loadings"
+    #: ``adata.uns`` key of the fit summary (factor names, R², parameters, tool results).
+    UNS: str = "spexlvm"
+
+
+class _RegistryKeys(NamedTuple):
+    X_KEY: str = "X"
+
+
+KEYS = _Keys()
+REGISTRY_KEYS = _RegistryKeys()
+
+#: Prefixes of the unannotated factors' names.
+SPARSE_PREFIX = "sparse_"
+DENSE_PREFIX = "dense_"
