@@ -1,0 +1,1 @@
+"""Preprocessing: gene sets into ``adata.varm``."""
