@@ -1,5 +1,7 @@
 """Example and synthetic data sets."""
 
+from ._mesc import mesc
+from ._pbmc import pbmc68k_reduced
 from ._synthetic import f1_score, synthetic
 
-__all__ = ["f1_score", "synthetic"]
+__all__ = ["f1_score", "mesc", "pbmc68k_reduced", "synthetic"]
