@@ -1,1 +1,7 @@
 """Preprocessing: gene sets into ``adata.varm``."""
+
+from __future__ import annotations
+
+from ._gene_sets import add_gene_sets, get_mask, read_gmt
+
+__all__ = ["add_gene_sets", "get_mask", "read_gmt"]
