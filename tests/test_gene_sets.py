@@ -1,0 +1,401 @@
+from __future__ import annotations
+
+import gzip
+import logging
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import spexlvm
+from spexlvm.pp import add_gene_sets, get_mask, read_gmt
+
+GENES = ["A1", "B2", "C3", "D4", "E5", "F6", "G7", "H8"]
+
+# Hand-made example: n_genes / n_found known exactly.
+SETS = {
+    "S1": ["A1", "B2", "C3", "X1"],  # 4 genes, 3 found
+    "S2": ["D4", "E5"],  # 2 genes, 2 found
+    "S3": ["X1", "X2", "X3", "H8"],  # 4 genes, 1 found -> too few (min_genes=2)
+    "S4": ["A1", "B2", "C3", "D4", "E5", "F6", "G7"],  # 7 genes, 7 found -> too many
+    "S5": [],  # empty
+}
+
+
+def make_adata(var_names=GENES, **var_cols) -> ad.AnnData:
+    rng = np.random.default_rng(0)
+    var = pd.DataFrame(var_cols, index=pd.Index(list(var_names)))
+    return ad.AnnData(rng.normal(size=(5, len(var_names))).astype(np.float32), var=var)
+
+
+def write_gmt(path, sets, *, crlf=False):
+    nl = "\r\n" if crlf else "\n"
+    text = nl.join("\t".join([name, "na", *genes]) for name, genes in sets.items()) + nl
+    path.write_text(text, encoding="utf-8", newline="")
+    return path
+
+
+def assert_uns_equal(a, b):
+    assert set(a) == set(b)
+    for k in a:
+        if isinstance(a[k], dict):
+            assert_uns_equal(a[k], b[k])
+        elif isinstance(a[k], np.ndarray):
+            assert isinstance(b[k], np.ndarray), k
+            assert a[k].shape == b[k].shape, k
+            if a[k].dtype.kind in "UO":
+                assert b[k].dtype.kind in "UO", k
+                assert [str(x) for x in a[k]] == [str(x) for x in b[k]], k
+            else:
+                assert a[k].dtype == b[k].dtype, k
+                np.testing.assert_array_equal(a[k], b[k])
+        else:
+            assert type(a[k]) is type(b[k]), k
+            assert a[k] == b[k], k
+
+
+# ---------------------------------------------------------------------------------------
+# Coverage and mask
+# ---------------------------------------------------------------------------------------
+
+
+def test_exact_coverage():
+    adata = make_adata()
+    report = add_gene_sets(adata, SETS, min_genes=2, max_genes=6)
+    assert list(report.index) == ["S1", "S2", "S3", "S4", "S5"]
+    assert report["n_genes"].tolist() == [4, 2, 4, 7, 0]
+    assert report["n_found"].tolist() == [3, 2, 1, 7, 0]
+    np.testing.assert_allclose(report["fraction"], [0.75, 1.0, 0.25, 1.0, 0.0])
+    assert report["kept"].tolist() == [True, True, False, False, False]
+    assert report["reason"].tolist() == [
+        "",
+        "",
+        "too few genes found",
+        "too many genes found",
+        "too few genes found",
+    ]
+
+    mask = adata.varm["spexlvm_mask"]
+    assert mask.dtype == bool
+    assert mask.shape == (8, 2)
+    expected = np.zeros((8, 2), dtype=bool)
+    expected[[0, 1, 2], 0] = True
+    expected[[3, 4], 1] = True
+    np.testing.assert_array_equal(mask, expected)
+
+    uns = adata.uns["spexlvm_mask"]
+    assert uns["names"].tolist() == ["S1", "S2"]
+    assert uns["names"].dtype.kind == "U"
+    assert uns["n_genes"].tolist() == [4, 2]
+    assert uns["n_found"].tolist() == [3, 2]
+    cov = uns["coverage"]
+    assert cov["name"].tolist() == list(SETS)
+    assert cov["kept"].dtype == bool
+    assert cov["reason"].tolist() == report["reason"].tolist()
+    assert uns["params"] == {
+        "min_genes": 2,
+        "max_genes": 6,
+        "gene_symbols": "",
+        "case_sensitive": True,
+    }
+
+    m, names = get_mask(adata)
+    np.testing.assert_array_equal(m, expected)
+    assert names.tolist() == ["S1", "S2"]
+
+
+def test_order_kept_and_default_bounds():
+    adata = make_adata()
+    sets = {"Z": ["H8"], "A": ["A1", "B2"], "M": ["C3"]}
+    report = add_gene_sets(adata, sets)
+    assert report["kept"].all()
+    assert adata.uns["spexlvm_mask"]["names"].tolist() == ["Z", "A", "M"]
+    assert adata.uns["spexlvm_mask"]["params"]["max_genes"] == -1
+
+
+def test_same_mask_from_gmt_dict_and_dataframe(tmp_path):
+    sets = {k: v for k, v in SETS.items() if k != "S5"}
+    long = pd.DataFrame(
+        [(s, g) for s, genes in sets.items() for g in genes], columns=["source", "target"]
+    )
+    weighted = long.assign(weight=1.0)
+    weighted.loc[len(weighted)] = ["S1", "H8", 0.0]  # weight 0: dropped
+    masks = []
+    for gs in (
+        sets,
+        write_gmt(tmp_path / "s.gmt", sets),
+        str(tmp_path / "s.gmt"),
+        long,
+        weighted,
+        long.rename(columns={"source": "term", "target": "gene"}),
+        long.rename(columns={"source": "gs_name", "target": "gene_symbol"}),
+        pd.Series(sets),
+    ):
+        adata = make_adata()
+        add_gene_sets(adata, gs, min_genes=2)
+        masks.append(get_mask(adata))
+    for m, n in masks[1:]:
+        np.testing.assert_array_equal(m, masks[0][0])
+        np.testing.assert_array_equal(n, masks[0][1])
+    assert masks[0][1].tolist() == ["S1", "S2", "S4"]
+
+
+def test_gzip_gmt(tmp_path):
+    sets = {"S1": ["A1", "B2"], "S2": ["C3"]}
+    plain = write_gmt(tmp_path / "s.gmt", sets)
+    gz = tmp_path / "s.gmt.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes()))
+    assert read_gmt(gz) == sets
+    adata = make_adata()
+    add_gene_sets(adata, gz)
+    assert adata.uns["spexlvm_mask"]["names"].tolist() == ["S1", "S2"]
+
+
+def test_gene_symbols_on_ensembl_index():
+    ens = [f"ENSG{i:011d}" for i in range(6)]
+    symbols = ["A1", "B2", "C3", "A1", None, "D4"]  # A1 twice, one missing
+    adata = make_adata(ens, symbol=symbols)
+    report = add_gene_sets(adata, {"S": ["A1", "D4", "Q9"]}, gene_symbols="symbol")
+    assert report.loc["S", "n_found"] == 2
+    np.testing.assert_array_equal(
+        adata.varm["spexlvm_mask"][:, 0], [True, False, False, True, False, True]
+    )
+    assert adata.uns["spexlvm_mask"]["params"]["gene_symbols"] == "symbol"
+
+
+def test_case_insensitive_mouse_symbols():
+    adata = make_adata(["Cdk1", "Ccnb1", "Mki67", "Actb"])
+    sets = {"G2M": ["CDK1", "CCNB1", "MKI67", "TOP2A"]}
+    with pytest.raises(ValueError, match="case_sensitive=False"):
+        add_gene_sets(adata, sets)
+    report = add_gene_sets(adata, sets, case_sensitive=False)
+    assert report.loc["G2M", "n_found"] == 3
+    np.testing.assert_array_equal(adata.varm["spexlvm_mask"][:, 0], [1, 1, 1, 0])
+    assert adata.uns["spexlvm_mask"]["params"]["case_sensitive"] is False
+
+
+def test_h5ad_round_trip(tmp_path):
+    ens = [f"ENSMUSG{i:011d}" for i in range(8)]
+    adata = make_adata(ens, symbol=[g.lower() for g in GENES])
+    add_gene_sets(
+        adata,
+        SETS,
+        key="gs",
+        min_genes=2,
+        max_genes=6,
+        gene_symbols="symbol",
+        case_sensitive=False,
+    )
+    add_gene_sets(adata, {"only": ["a1"]}, gene_symbols="symbol")  # default key, max None
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    back = ad.read_h5ad(tmp_path / "a.h5ad")
+    for key in ("gs", "spexlvm_mask"):
+        assert_uns_equal(adata.uns[key], back.uns[key])
+        assert back.varm[key].dtype == bool
+        np.testing.assert_array_equal(adata.varm[key], back.varm[key])
+        for m, n in zip(get_mask(adata, key), get_mask(back, key), strict=True):
+            np.testing.assert_array_equal(m, n)
+
+
+def test_copy_leaves_input_untouched():
+    adata = make_adata()
+    before = adata.copy()
+    out = add_gene_sets(adata, SETS, copy=True)
+    assert isinstance(out, ad.AnnData)
+    assert out is not adata
+    assert "spexlvm_mask" in out.varm and "spexlvm_mask" in out.uns
+    assert "spexlvm_mask" not in adata.varm and "spexlvm_mask" not in adata.uns
+    np.testing.assert_array_equal(adata.X, before.X)
+    assert list(adata.varm) == list(before.varm) and list(adata.uns) == list(before.uns)
+
+
+def test_logging(caplog):
+    adata = make_adata()
+    with caplog.at_level(logging.INFO, logger="spexlvm.pp._gene_sets"):
+        add_gene_sets(adata, {f"L{i}": ["A1", "X1", "X2", "X3"] for i in range(5)})
+    assert "Kept 5 of 5 gene sets" in caplog.text
+    assert "lost more than half" in caplog.text
+    assert "'L0', 'L1', 'L2' and 2 more" in caplog.text
+
+
+def test_string_conversion_and_missing_genes():
+    adata = make_adata()
+    report = add_gene_sets(adata, {1: ["A1", None, np.nan, "A1"], "two": ("B2",)})
+    assert list(report.index) == ["1", "two"]
+    assert report.loc["1", "n_genes"] == 1
+
+
+def test_bundled_collections():
+    hallmark = spexlvm.datasets.gene_sets("hallmark")
+    reactome = spexlvm.datasets.gene_sets("reactome")
+    assert len(hallmark) == 50
+    assert 1600 <= len(reactome) <= 1630
+    assert "HALLMARK_G2M_CHECKPOINT" in hallmark
+    assert "CDK1" in hallmark["HALLMARK_G2M_CHECKPOINT"]
+    assert all(isinstance(g, str) for genes in hallmark.values() for g in genes)
+    with pytest.raises(ValueError, match="hallmark"):
+        spexlvm.datasets.gene_sets("kegg")
+
+
+# ---------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------
+
+
+def test_error_no_overlap_ensembl():
+    ens = [f"ENSG{i:011d}" for i in range(8)]
+    adata = make_adata(ens, symbol=GENES, other=list("abcdefgh"))
+    with pytest.raises(ValueError, match=r"(?s)ENSG0.*look like Ensembl.*gene_symbols='symbol'"):
+        add_gene_sets(adata, SETS)
+
+
+def test_error_no_overlap_generic():
+    with pytest.raises(ValueError, match=r"(?s)No gene of any gene set.*'Q1'.*'A1'"):
+        add_gene_sets(make_adata(), {"S": ["Q1", "Q2"]})
+
+
+def test_error_everything_filtered():
+    with pytest.raises(
+        ValueError, match=r"min_genes=5, max_genes=None.*largest .* is 3 \(set 'S1'\)"
+    ):
+        add_gene_sets(make_adata(), {k: SETS[k] for k in ("S1", "S2")}, min_genes=5)
+
+
+@pytest.mark.parametrize("bad", [42, ["A1", "B2"], np.zeros(3), None])
+def test_error_wrong_type(bad):
+    with pytest.raises(TypeError, match="gene_sets must be"):
+        add_gene_sets(make_adata(), bad)
+
+
+def test_error_genes_as_string():
+    with pytest.raises(TypeError, match="single string"):
+        add_gene_sets(make_adata(), {"S": "A1"})
+
+
+def test_error_dataframe_columns():
+    df = pd.DataFrame({"set": ["S"], "genes": ["A1"]})
+    with pytest.raises(ValueError, match=r"'source', 'target'.*found \['set', 'genes'\]"):
+        add_gene_sets(make_adata(), df)
+
+
+def test_error_gene_symbols_column():
+    with pytest.raises(KeyError, match=r"not a column of adata.var.*\['sym'\]"):
+        add_gene_sets(make_adata(sym=GENES), SETS, gene_symbols="symbol")
+
+
+@pytest.mark.filterwarnings("ignore:Variable names are not unique")
+def test_error_duplicated_var_names():
+    adata = make_adata(["A1", "A1", "B2"])
+    with pytest.raises(ValueError, match=r"var_names_make_unique\(\)"):
+        add_gene_sets(adata, SETS)
+
+
+def test_error_empty_name():
+    with pytest.raises(ValueError, match="non-empty"):
+        add_gene_sets(make_adata(), {"": ["A1"]})
+
+
+def test_error_bounds():
+    with pytest.raises(ValueError, match="smaller than min_genes"):
+        add_gene_sets(make_adata(), SETS, min_genes=3, max_genes=2)
+    with pytest.raises(ValueError, match="No gene sets given"):
+        add_gene_sets(make_adata(), {})
+
+
+def test_error_missing_gmt_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        add_gene_sets(make_adata(), tmp_path / "nope.gmt")
+
+
+def test_read_gmt_errors(tmp_path):
+    dup = tmp_path / "dup.gmt"
+    dup.write_text("S1\tna\tA1\nS2\tna\tB2\nS1\tna\tC3\n")
+    with pytest.raises(ValueError, match="duplicated gene-set names 'S1'"):
+        read_gmt(dup)
+    spaces = tmp_path / "spaces.gmt"
+    spaces.write_text("S1 na A1 B2\n")
+    with pytest.raises(ValueError, match="line 1: no tab"):
+        read_gmt(spaces)
+    noname = tmp_path / "noname.gmt"
+    noname.write_text("S1\tna\tA1\n\tna\tB2\n")
+    with pytest.raises(ValueError, match="line 2: empty gene-set name"):
+        read_gmt(noname)
+
+
+def test_read_gmt_empty_set(tmp_path):
+    p = tmp_path / "e.gmt"
+    p.write_text("EMPTY\tna\nS\tna\tA1\t\n")
+    assert read_gmt(p) == {"EMPTY": [], "S": ["A1"]}
+
+
+def test_get_mask_errors():
+    adata = make_adata()
+    with pytest.raises(KeyError, match=r"Run spexlvm.pp.add_gene_sets\(adata"):
+        get_mask(adata)
+    add_gene_sets(adata, SETS, min_genes=2)
+    adata.uns["spexlvm_mask"]["names"] = np.array(["S1"])
+    with pytest.raises(ValueError, match="out of date"):
+        get_mask(adata)
+
+
+# ---------------------------------------------------------------------------------------
+# GMT parsing properties
+# ---------------------------------------------------------------------------------------
+
+# Names and genes: printable unicode (letters, digits, punctuation, symbols), possibly with
+# inner spaces, never leading/trailing whitespace, tabs or line breaks.
+_token = st.text(
+    st.characters(categories=("L", "N", "P", "S"), exclude_characters="\t\r\n"),
+    min_size=1,
+    max_size=12,
+)
+_field = st.builds(lambda a, b: f"{a} {b}" if b else a, _token, st.one_of(st.just(""), _token))
+_gene_sets = st.dictionaries(
+    _field, st.lists(_token, unique=True, max_size=8), min_size=1, max_size=8
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sets=_gene_sets, data=st.data())
+def test_read_gmt_round_trip(tmp_path_factory, sets, data):
+    lines = []
+    for name, genes in sets.items():
+        genes = list(genes)
+        # duplicated genes inside a set
+        for g in data.draw(st.lists(st.sampled_from(genes), max_size=3)) if genes else []:
+            first = genes.index(g)  # insert after the first occurrence: order is kept
+            genes.insert(data.draw(st.integers(first + 1, len(genes))), g)
+        desc = data.draw(st.sampled_from(["na", "http://x.org/" + name, "", "d d"]))
+        line = "\t".join([name, desc, *genes])
+        line += data.draw(st.sampled_from(["", "\t", "\t\t", " ", "\t \t"]))  # trailing
+        lines.append(line)
+        for _ in range(data.draw(st.integers(0, 2))):  # blank lines
+            lines.append(data.draw(st.sampled_from(["", " ", "\t", "\t\t"])))
+    if data.draw(st.booleans()):
+        lines.insert(0, "")
+    nl = data.draw(st.sampled_from(["\n", "\r\n"]))
+    text = nl.join(lines) + data.draw(st.sampled_from(["", nl, nl + nl]))
+    raw = text.encode("utf-8")
+    if data.draw(st.booleans()):
+        raw = b"\xef\xbb\xbf" + raw  # BOM
+    path = tmp_path_factory.mktemp("gmt") / "sets.gmt"
+    if data.draw(st.booleans()):
+        raw = gzip.compress(raw)
+        path = path.with_suffix(".gmt.gz")
+    path.write_bytes(raw)
+
+    out = read_gmt(path)
+    assert out == sets
+    assert list(out) == list(sets)
+
+
+@settings(max_examples=50, deadline=None)
+@given(sets=_gene_sets)
+def test_read_gmt_crlf_equals_lf(tmp_path_factory, sets):
+    d = tmp_path_factory.mktemp("gmt")
+    assert read_gmt(write_gmt(d / "a.gmt", sets, crlf=True)) == read_gmt(
+        write_gmt(d / "b.gmt", sets)
+    )
