@@ -275,11 +275,12 @@ def _no_overlap_error(
             for c in adata.var.columns
             if c != gene_symbols
             and (
-                adata.var[c].dtype == object or isinstance(adata.var[c].dtype, pd.CategoricalDtype)
+                pd.api.types.is_string_dtype(adata.var[c].dtype)
+                or isinstance(adata.var[c].dtype, pd.CategoricalDtype)
             )
             and adata.var[c].astype(str).str.upper().isin(upper_genes).any()
         ]
-        cols = ", ".join(repr(c) for c in candidates) if candidates else "<column>"
+        cols = " or ".join(repr(c) for c in candidates) if candidates else "<column>"
         hints.append(
             f"{where} look like Ensembl IDs; match gene symbols with gene_symbols={cols} "
             f"(adata.var columns: {list(adata.var.columns)})."
