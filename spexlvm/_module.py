@@ -34,21 +34,47 @@ _LOG_2PI = math.log(2.0 * math.pi)
 _LOG_SD_MIN, _LOG_SD_MAX = -9.0, 3.0
 
 
-def _gauss_hermite(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _gauss_hermite(n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Nodes and weights such that ``E[f(z)] ~ sum(w * f(mu + sd * t))`` for z ~ N(mu, sd^2)."""
     t, w = np.polynomial.hermite.hermgauss(n)
-    return (
-        torch.as_tensor(t * math.sqrt(2.0), dtype=torch.float32),
-        torch.as_tensor(w / math.sqrt(math.pi), dtype=torch.float32),
-    )
+    return tuple((t * math.sqrt(2.0)).tolist()), tuple((w / math.sqrt(math.pi)).tolist())
+
+
+class _ExpectedSoftplus(torch.autograd.Function):
+    """``E[softplus(z)]``, z ~ N(mean, sd^2), by Gauss-Hermite quadrature.
+
+    Fused: one pass per node accumulates the value and both derivatives
+    (``E[sigmoid(z)]`` and ``E[sigmoid(z) t]``), so no ``... x n_nodes`` tensor is built.
+    """
+
+    @staticmethod
+    def forward(ctx, mean, sd, nodes, weights):
+        value = torch.zeros_like(mean)
+        d_mean = torch.zeros_like(mean)
+        d_sd = torch.zeros_like(mean)
+        z = torch.empty_like(mean)
+        sig = torch.empty_like(mean)
+        for t, w in zip(nodes, weights, strict=True):
+            torch.add(mean, sd, alpha=t, out=z)
+            torch.sigmoid(z, out=sig)
+            d_mean.add_(sig, alpha=w)
+            d_sd.add_(sig, alpha=w * t)
+            value.add_(F.softplus(z), alpha=w)
+        ctx.save_for_backward(d_mean, d_sd)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad):
+        d_mean, d_sd = ctx.saved_tensors
+        return grad * d_mean, grad * d_sd, None, None
 
 
 def _expected_softplus(
-    mean: torch.Tensor, sd: torch.Tensor, nodes: torch.Tensor, weights: torch.Tensor
+    mean: torch.Tensor, sd: torch.Tensor, nodes: tuple[float, ...], weights: tuple[float, ...]
 ) -> torch.Tensor:
     """``E[log(1 + exp(z))]`` for z ~ N(mean, sd^2), by Gauss-Hermite quadrature."""
-    z = mean.unsqueeze(-1) + sd.unsqueeze(-1) * nodes
-    return (F.softplus(z) * weights).sum(-1)
+    mean, sd = torch.broadcast_tensors(mean, sd)
+    return _ExpectedSoftplus.apply(mean, sd, nodes, weights)
 
 
 def _lognormal_entropy(loc: torch.Tensor, log_sd: torch.Tensor) -> torch.Tensor:
@@ -77,6 +103,9 @@ class SpexLVMModule(PyroBaseModuleClass):
         Initial loading means (genes x factors, on the model's scale).
     init_noise_var
         Initial per-gene noise variance (on the model's scale).
+    gene_sumsq
+        Per-gene sum of squares of the centred, scaled training data (a constant of the
+        ELBO, used exactly instead of its minibatch estimate).
     noise_prior
         Shape and rate of the Gamma prior on the per-gene noise precision.
     n_quadrature
@@ -93,6 +122,7 @@ class SpexLVMModule(PyroBaseModuleClass):
         init_loadings: torch.Tensor,
         init_noise_var: torch.Tensor,
         *,
+        gene_sumsq: torch.Tensor | None = None,
         noise_prior: tuple[float, float] = (1.0, 1.0),
         n_quadrature: int = 12,
     ):
@@ -112,9 +142,12 @@ class SpexLVMModule(PyroBaseModuleClass):
         self.register_buffer("noise_prior_rate", torch.tensor(float(b0), dtype=f32))
         # the optimal shape of q(precision_g) is known in closed form: a0 + n_g / 2
         self.register_buffer("prec_shape", a0 + 0.5 * n_observed.to(f32))
-        nodes, weights = _gauss_hermite(n_quadrature)
-        self.register_buffer("gh_nodes", nodes)
-        self.register_buffer("gh_weights", weights)
+        self.gh_nodes, self.gh_weights = _gauss_hermite(n_quadrature)
+        # data constants of the ELBO: whether any value is missing and sum_n y_ng^2
+        self.register_buffer("has_missing", torch.tensor(bool((n_observed < n_obs).any())))
+        self.register_buffer(
+            "gene_sumsq", torch.zeros(n_vars, dtype=f32) if gene_sumsq is None else gene_sumsq.to(f32)
+        )
 
         gk = (n_vars, n_factors)
         # q(w) = Normal(w_loc, exp(w_log_sd))
@@ -189,40 +222,58 @@ class SpexLVMModule(PyroBaseModuleClass):
 
     # ------------------------------------------------------------------ q(x | y)
     @torch.no_grad()
-    def score_posterior(
-        self, y: torch.Tensor, observed: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def score_posterior(self, x: torch.Tensor, *, complete: bool | None = None) -> dict:
         """Optimal Gaussian posterior of the cell scores given q(W) and q(precision).
 
-        Returns the means (B x K), the covariance (K x K shared, or B x K x K when values
-        are missing) and the log-determinant of the precision (scalar or B).
+        Parameters
+        ----------
+        x
+            Minibatch of raw input (cells x genes), NaN where missing.
+        complete
+            Whether ``x`` is known to have no missing values; ``None`` checks.
+
+        Returns
+        -------
+        A dict with ``means`` (B x K), ``cov`` (K x K shared, or B x K x K with missing
+        values), ``logdet`` (log-determinant of the precision: scalar or B) and, with
+        missing values, ``y`` (centred, scaled, 0 where missing) and ``observed`` (bool).
+        Without missing values the centring is folded into the products: no elementwise
+        pass over the minibatch.
         """
         mu, var = self.loadings_moments()
         p = self.expected_precision()
+        x = x.to(mu.dtype)
+        if complete is None:
+            complete = bool(torch.isfinite(x).all())
         eye = torch.eye(self.n_factors, dtype=mu.dtype, device=mu.device)
         pmu = mu * p[:, None]
-        if observed is None:
+        if complete:
             prec = eye + mu.T @ pmu + torch.diag(p @ var)
             chol = torch.linalg.cholesky(prec)
             cov = torch.cholesky_inverse(chol)
-            means = (y @ pmu) @ cov
-            logdet = 2.0 * torch.log(torch.diagonal(chol)).sum()
-            return means, cov, logdet
+            # (x - mean) / scale @ P mu, without forming the centred batch
+            rhs = (x @ pmu - self.gene_mean @ pmu) / self.data_scale
+            return {
+                "means": rhs @ cov,
+                "cov": cov,
+                "logdet": 2.0 * torch.log(torch.diagonal(chol)).sum(),
+            }
+        y, observed = self._prepare(x)
+        if observed is None:
+            observed = torch.ones_like(y, dtype=torch.bool)
         o = observed.to(mu.dtype) * p
         # precision_n = I + sum_g o_ng p_g (mu_g mu_g^T + diag var_g)
         prec = eye + torch.einsum("bg,gk,gl->bkl", o, mu, mu) + torch.diag_embed(o @ var)
         chol = torch.linalg.cholesky(prec)
         cov = torch.cholesky_inverse(chol)
-        rhs = (y * p) @ mu
-        means = torch.einsum("bkl,bl->bk", cov, rhs)
+        means = torch.einsum("bkl,bl->bk", cov, (y * p) @ mu)
         logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-        return means, cov, logdet
+        return {"means": means, "cov": cov, "logdet": logdet, "y": y, "observed": observed}
 
     @auto_move_data
     def get_scores(self, x: torch.Tensor) -> torch.Tensor:
         """Posterior means of the cell scores of a minibatch of raw input (cells x genes)."""
-        y, observed = self._prepare(x)
-        return self.score_posterior(y, observed)[0]
+        return self.score_posterior(x)["means"]
 
     # ------------------------------------------------------------------ Pyro programs
     def _model(self, x: torch.Tensor):
@@ -258,8 +309,7 @@ class SpexLVMModule(PyroBaseModuleClass):
 
     def _guide(self, x: torch.Tensor):
         """Mean-field variational family, as a Pyro program (cell scores in closed form)."""
-        y, observed = self._prepare(x)
-        n_batch = y.shape[0]
+        n_batch = x.shape[0]
         pyro.sample("tau", dist.LogNormal(self.tau_loc, self._sd(self.tau_log_sd)))
         with pyro.plate("factors", self.n_factors, dim=-1):
             pyro.sample("factor_scale", dist.LogNormal(self.phi_loc, self._sd(self.phi_log_sd)))
@@ -269,9 +319,9 @@ class SpexLVMModule(PyroBaseModuleClass):
                 pyro.sample("w", dist.Normal(self.w_loc, self._sd(self.w_log_sd)))
         with pyro.plate("genes_noise", self.n_vars, dim=-1):
             pyro.sample("precision", dist.Gamma(self.prec_shape, torch.exp(self.prec_log_rate)))
-        with pyro.plate("cells", self.n_obs, subsample=torch.arange(n_batch, device=y.device), dim=-1):
-            means, cov, _ = self.score_posterior(y, observed)
-            pyro.sample("x", dist.MultivariateNormal(means, covariance_matrix=cov))
+        with pyro.plate("cells", self.n_obs, subsample=torch.arange(n_batch, device=x.device), dim=-1):
+            post = self.score_posterior(x)
+            pyro.sample("x", dist.MultivariateNormal(post["means"], covariance_matrix=post["cov"]))
 
     # ------------------------------------------------------------------ closed-form ELBO
     def global_kl(self) -> dict[str, torch.Tensor]:
@@ -327,58 +377,66 @@ class SpexLVMModule(PyroBaseModuleClass):
             "kl_precision": kl_prec.sum(),
         }
 
-    def expected_log_likelihood(
-        self, y: torch.Tensor, observed: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Expected log-likelihood of a minibatch and the KL of its cell scores.
+    @torch.no_grad()
+    def _minibatch_statistics(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Sufficient statistics of a minibatch under the optimal q(x).
 
-        Both are sums over the minibatch. The cell-score posterior is optimal given the
-        global factors, so (envelope theorem) its parameters are held fixed when
-        differentiating; the gradient is exact.
+        ``ym = Y^T M`` (G x K), ``second = sum_n o_ng (m_n m_n^T + S_n)`` (K x K, or G x K x K
+        with missing values) and the summed KL of the cell scores.
+        """
+        post = self.score_posterior(x, complete=not bool(self.has_missing))
+        means, cov, logdet = post["means"], post["cov"], post["logdet"]
+        n_batch, k = means.shape
+        if "y" not in post:
+            # Y^T M with Y = (x - mean) / scale, again without centring the batch
+            ym = (x.to(means.dtype).T @ means - torch.outer(self.gene_mean, means.sum(0)))
+            ym = ym / self.data_scale
+            second = means.T @ means + n_batch * cov
+            tr_cov = n_batch * torch.diagonal(cov).sum()
+            logdet = n_batch * logdet
+        else:
+            y, o = post["y"], post["observed"].to(means.dtype)
+            ym = y.T @ means
+            second = torch.einsum("bg,bkl->gkl", o, means[:, :, None] * means[:, None, :] + cov)
+            tr_cov = torch.diagonal(cov, dim1=-2, dim2=-1).sum()
+        kl_x = 0.5 * (tr_cov + (means * means).sum() - n_batch * k + logdet.sum())
+        return {"ym": ym, "second": second, "kl_x": kl_x, "n_batch": torch.tensor(n_batch)}
+
+    def expected_log_likelihood(self, stats: dict[str, torch.Tensor], scale: float) -> torch.Tensor:
+        """Expected log-likelihood of the training data under q, from minibatch statistics.
+
+        ``scale`` (``n_obs / batch size``) scales the minibatch sums; the data constants
+        (``sum_n y_ng^2`` and the number of observed values per gene) are exact. The
+        cell-score posterior is optimal given the global factors, so (envelope theorem)
+        its parameters are held fixed when differentiating and the gradient is exact.
         """
         mu, var = self.loadings_moments()
         p = self.expected_precision()
         e_log_p = torch.digamma(self.prec_shape) - self.prec_log_rate
-        means, cov, logdet = self.score_posterior(y, observed)
-        n_batch, k = means.shape
-        with torch.no_grad():
-            ym = y.T @ means  # G x K
-            if observed is None:
-                yy = (y * y).sum(0)
-                n_g = torch.full_like(yy, float(n_batch))
-                second = means.T @ means + n_batch * cov  # K x K, shared by all genes
-                tr_cov = n_batch * torch.diagonal(cov).sum()
-                logdet = n_batch * logdet
-            else:
-                o = observed.to(y.dtype)
-                yy = (y * y).sum(0)
-                n_g = o.sum(0)
-                # per gene: sum_n o_ng (m_n m_n^T + S_n)
-                second = torch.einsum("bg,bkl->gkl", o, means[:, :, None] * means[:, None, :] + cov)
-                tr_cov = torch.diagonal(cov, dim1=-2, dim2=-1).sum()
-            kl_x = 0.5 * (tr_cov + (means * means).sum() - n_batch * k + logdet.sum())
+        n_g = 2.0 * (self.prec_shape - self.noise_prior_shape)
+        second, ym = stats["second"], stats["ym"]
         if second.dim() == 2:
             quad = ((mu @ second) * mu).sum(-1) + var @ torch.diagonal(second)
         else:
             quad = torch.einsum("gk,gkl,gl->g", mu, second, mu) + (
                 var * torch.diagonal(second, dim1=-2, dim2=-1)
             ).sum(-1)
-        sq_err = yy - 2.0 * (mu * ym).sum(-1) + quad
-        ell = 0.5 * (n_g * (e_log_p - _LOG_2PI)).sum() - 0.5 * (p * sq_err).sum()
-        return ell, kl_x
+        sq_err = self.gene_sumsq + scale * (quad - 2.0 * (mu * ym).sum(-1))
+        return 0.5 * (n_g * (e_log_p - _LOG_2PI)).sum() - 0.5 * (p * sq_err).sum()
 
     def analytic_elbo(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The ELBO of :meth:`model` / :meth:`guide` for a minibatch, in closed form.
+        """The ELBO of :meth:`model` / :meth:`guide` for a minibatch of the training data.
 
-        The minibatch terms are scaled by ``n_obs / batch size``, so the value estimates
-        the full-data ELBO (exactly, for a full batch).
+        Minibatch terms are scaled by ``n_obs / batch size``, so the value is an unbiased
+        estimate of the full-data ELBO (exact for a full batch).
         """
-        y, observed = self._prepare(x)
-        scale = self.n_obs / y.shape[0]
-        ell, kl_x = self.expected_log_likelihood(y, observed)
+        stats = self._minibatch_statistics(x)
+        scale = self.n_obs / x.shape[0]
+        ell = self.expected_log_likelihood(stats, scale)
         terms = self.global_kl()
-        elbo = scale * (ell - kl_x) - sum(terms.values())
-        return {"elbo": elbo, "log_likelihood": scale * ell, "kl_x": scale * kl_x, **terms}
+        kl_x = scale * stats["kl_x"]
+        elbo = ell - kl_x - sum(terms.values())
+        return {"elbo": elbo, "log_likelihood": ell, "kl_x": kl_x, **terms}
 
 
 class AnalyticELBO(ELBO):
@@ -395,6 +453,9 @@ class AnalyticELBO(ELBO):
         if not isinstance(module, SpexLVMModule):
             raise TypeError("AnalyticELBO works with the `model` of a SpexLVMModule only.")
         return module
+
+    def _get_trace(self, model, guide, args, kwargs):  # pragma: no cover - not sampled
+        raise NotImplementedError("AnalyticELBO evaluates the ELBO in closed form; no traces.")
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """Negative ELBO, differentiable with respect to the variational parameters."""

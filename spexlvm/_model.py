@@ -1,0 +1,502 @@
+"""The user-facing model class :class:`SpexLVM` (AnnData in, factors out)."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyro
+import torch
+from scipy import sparse
+from scvi.data import AnnDataManager
+from scvi.data.fields import LayerField
+from scvi.model.base import BaseModelClass, PyroSviTrainMixin
+from scvi.utils import setup_anndata_dsp
+
+from ._constants import DENSE_PREFIX, KEYS, REGISTRY_KEYS, SPARSE_PREFIX
+from ._module import SpexLVMModule
+from ._trainingplan import LoadingsConvergence, SpexLVMTrainingPlan
+from .pp._gene_sets import get_mask
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+# set by SpexLVM.load while scvi rebuilds the model: the saved gene-set names, so that the
+# constructor does not need the annotation in adata.varm (the state dict restores it)
+_LOADING: contextvars.ContextVar[dict | None] = contextvars.ContextVar("_LOADING", default=None)
+
+#: Floor of the slab width, so that log(slab) stays finite.
+_MIN_SLAB = 1e-4
+#: Cells used to initialise the loadings.
+_N_INIT_CELLS = 1000
+#: Target number of matrix entries in one minibatch (cells x genes), for the default size.
+_BATCH_ENTRIES = 2**24
+
+
+def _dense_chunks(x: Any, chunk_size: int = 4096) -> Iterator[tuple[slice, np.ndarray]]:
+    """Dense float32 row chunks of a dense, sparse or backed matrix."""
+    n = x.shape[0]
+    for start in range(0, n, chunk_size):
+        sl = slice(start, min(start + chunk_size, n))
+        block = x[sl]
+        if sparse.issparse(block):
+            block = block.toarray()
+        yield sl, np.asarray(block, dtype=np.float32)
+
+
+def _gene_statistics(x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-gene mean, variance and number of observed (finite) values, NaN-aware."""
+    n_vars = x.shape[1]
+    count = np.zeros(n_vars)
+    total = np.zeros(n_vars)
+    total_sq = np.zeros(n_vars)
+    for _, block in _dense_chunks(x):
+        if np.isinf(block).any():
+            raise ValueError(
+                "The input holds +/-inf values; spexlvm accepts finite values and NaN for "
+                "missing ones. Replace them, e.g. `X[np.isinf(X)] = np.nan`."
+            )
+        finite = np.isfinite(block)
+        values = np.where(finite, block, 0.0).astype(np.float64)
+        count += finite.sum(0)
+        total += values.sum(0)
+        total_sq += (values**2).sum(0)
+    mean = np.divide(total, count, out=np.zeros(n_vars), where=count > 0)
+    var = np.divide(total_sq, count, out=np.zeros(n_vars), where=count > 0) - mean**2
+    return mean, np.clip(var, 0.0, None), count
+
+
+def _masked_power_iteration(y: torch.Tensor, mask: torch.Tensor, n_iter: int = 15) -> torch.Tensor:
+    """Leading principal axis of each gene set's columns of ``y`` (cells x genes).
+
+    Returns loadings (genes x sets) supported on each set, scaled so that a unit-variance
+    score reproduces the set's leading variance, and oriented so that they sum to > 0.
+    """
+    m = mask.to(y.dtype)
+    v = m / m.norm(dim=0).clamp_min(1e-12)
+    for _ in range(n_iter):
+        v = m * (y.T @ (y @ v))
+        v = v / v.norm(dim=0).clamp_min(1e-12)
+    scores = y @ v
+    sd = scores.norm(dim=0) / math.sqrt(max(y.shape[0], 1))
+    sign = torch.where(v.sum(0) < 0, -1.0, 1.0)
+    return v * sd * sign
+
+
+class SpexLVM(PyroSviTrainMixin, BaseModelClass):
+    """spex-LVM: factor analysis with factors named after gene sets.
+
+    One factor per gene set in ``adata.varm[mask_key]`` (written by
+    :func:`spexlvm.pp.add_gene_sets`), plus ``n_sparse`` unannotated sparse and ``n_dense``
+    unannotated dense factors, in this order. The loadings have a regularised horseshoe
+    prior whose slab widths encode the annotation (paper section 2); inference is
+    minibatch stochastic variational inference with a closed-form ELBO.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`, holding log-normalised expression.
+    n_sparse
+        Number of unannotated sparse factors.
+    n_dense
+        Number of unannotated dense factors (technical effects that touch most genes).
+    prior_confidence
+        Confidence in the annotation, in (0, 1): the slab width of an unannotated gene in
+        an annotated factor is ``1 - prior_confidence``. 0.99 - 0.999 work well; lower
+        values let the factors drift away from their gene sets.
+    sparse_slab
+        Slab width of every gene in the sparse unannotated factors.
+    dense_slab
+        Slab width of every gene in the dense unannotated factors.
+    noise_prior
+        Shape and rate of the Gamma prior on the per-gene noise precision.
+
+    Examples
+    --------
+    >>> spexlvm.pp.add_gene_sets(adata, spexlvm.datasets.gene_sets("hallmark"))
+    >>> spexlvm.SpexLVM.setup_anndata(adata)
+    >>> model = spexlvm.SpexLVM(adata, n_dense=1)
+    >>> model.train()
+    >>> adata.obsm["X_spexlvm"] = model.get_factors().to_numpy()
+    """
+
+    _module_cls = SpexLVMModule
+    _training_plan_cls = SpexLVMTrainingPlan
+
+    def __init__(
+        self,
+        adata: AnnData,
+        n_sparse: int = 0,
+        n_dense: int = 0,
+        prior_confidence: float = 0.99,
+        *,
+        sparse_slab: float = 0.05,
+        dense_slab: float = 1.0,
+        noise_prior: tuple[float, float] = (1.0, 1.0),
+    ):
+        pyro.clear_param_store()
+        super().__init__(adata)
+        if not 0.0 < prior_confidence < 1.0:
+            raise ValueError(f"prior_confidence must lie in (0, 1), got {prior_confidence}.")
+        for name, value in (("n_sparse", n_sparse), ("n_dense", n_dense)):
+            if int(value) != value or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
+        n_sparse, n_dense = int(n_sparse), int(n_dense)
+
+        loading = _LOADING.get()
+        mask_key = self.adata_manager.registry["setup_args"]["mask_key"]
+        if loading is not None:
+            names = np.asarray(loading["gene_set_names_"], dtype=str)
+            mask = np.zeros((self.summary_stats.n_vars, len(names)), dtype=bool)
+        else:
+            mask, names = get_mask(self.adata, key=mask_key)
+        n_annotated = mask.shape[1]
+        if n_annotated + n_sparse + n_dense == 0:
+            raise ValueError(
+                "The model has no factors: add gene sets with spexlvm.pp.add_gene_sets or ask "
+                "for unannotated factors (n_sparse=..., n_dense=...)."
+            )
+        self.gene_set_names_ = names
+        self.n_sparse = n_sparse
+        self.n_dense = n_dense
+        self.prior_confidence = float(prior_confidence)
+
+        slab = np.concatenate(
+            [
+                np.clip(mask + (1.0 - prior_confidence), _MIN_SLAB, 1.0),
+                np.full((mask.shape[0], n_sparse), sparse_slab),
+                np.full((mask.shape[0], n_dense), dense_slab),
+            ],
+            axis=1,
+        )
+        x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        if loading is not None:  # placeholders; load_state_dict restores the trained values
+            n_vars = mask.shape[0]
+            mean, var, count, scale = np.zeros(n_vars), np.ones(n_vars), np.ones(n_vars), 1.0
+            init_w, noise_var = np.zeros(slab.shape), np.ones(n_vars)
+        else:
+            mean, var, count = _gene_statistics(x)
+            scale = float(np.sqrt(var.mean())) if var.mean() > 0 else 1.0
+            init_w, noise_var = self._initial_loadings(x, mean, scale, mask, n_sparse, n_dense)
+        sumsq = count * var / scale**2
+
+        self.module = self._module_cls(
+            n_obs=self.summary_stats.n_cells,
+            slab=torch.as_tensor(slab, dtype=torch.float32),
+            gene_mean=torch.as_tensor(mean, dtype=torch.float32),
+            data_scale=scale,
+            n_observed=torch.as_tensor(count, dtype=torch.float32),
+            init_loadings=torch.as_tensor(init_w, dtype=torch.float32),
+            init_noise_var=torch.as_tensor(noise_var, dtype=torch.float32),
+            gene_sumsq=torch.as_tensor(sumsq, dtype=torch.float32),
+            noise_prior=tuple(float(v) for v in noise_prior),
+        )
+        self._model_summary_string = (
+            f"SpexLVM: {n_annotated} annotated, {n_sparse} sparse and {n_dense} dense factors, "
+            f"{self.summary_stats.n_vars} genes, {self.summary_stats.n_cells} cells, "
+            f"prior_confidence={prior_confidence}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    # ------------------------------------------------------------------ set-up
+    @classmethod
+    @setup_anndata_dsp.dedent
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        mask_key: str = KEYS.MASK,
+        **kwargs,
+    ):
+        """Register an AnnData with the model.
+
+        Parameters
+        ----------
+        %(param_adata)s
+        %(param_layer)s
+        mask_key
+            Key in ``adata.varm`` / ``adata.uns`` of the gene-set annotation written by
+            :func:`spexlvm.pp.add_gene_sets`.
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        anndata_fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False)]
+        adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @torch.no_grad()
+    def _initial_loadings(
+        self,
+        x: Any,
+        mean: np.ndarray,
+        scale: float,
+        mask: np.ndarray,
+        n_sparse: int,
+        n_dense: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Start each annotated factor at its gene set's leading principal axis.
+
+        Dense factors start at the leading principal axes of all genes, sparse ones at the
+        next axes restricted to their top genes. Loadings that start at zero would get no
+        gradient (the closed-form scores would be zero too).
+        """
+        n_obs = x.shape[0]
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+        rows = np.sort(rng.choice(n_obs, size=min(n_obs, _N_INIT_CELLS), replace=False))
+        block = x[rows]
+        if sparse.issparse(block):
+            block = block.toarray()
+        y = (np.asarray(block, dtype=np.float32) - mean) / scale
+        y = torch.as_tensor(np.nan_to_num(y, nan=0.0), dtype=torch.float32)
+        parts = []
+        if mask.shape[1]:
+            parts.append(_masked_power_iteration(y, torch.as_tensor(mask)))
+        n_free = n_sparse + n_dense
+        if n_free:
+            q = min(n_free, min(y.shape) - 1) if min(y.shape) > 1 else 0
+            free = torch.zeros(y.shape[1], n_free)
+            if q > 0:
+                _, s, v = torch.svd_lowrank(y, q=q, niter=4)
+                axes = v * (s / math.sqrt(y.shape[0]))
+                # dense factors take the leading axes; sparse ones the next, thresholded
+                order = list(range(n_dense, n_free)) + list(range(n_dense))
+                for col, axis in zip(order, axes.T, strict=False):
+                    free[:, col] = axis
+                n_top = max(5, int(0.05 * y.shape[1]))
+                for col in range(n_sparse):
+                    a = free[:, col]
+                    keep = torch.topk(a.abs(), min(n_top, a.numel())).indices
+                    sparse_axis = torch.zeros_like(a)
+                    sparse_axis[keep] = a[keep]
+                    free[:, col] = sparse_axis
+            # an axis that could not be computed starts small and random
+            empty = free.abs().sum(0) == 0
+            free[:, empty] = 0.01 * torch.randn(y.shape[1], int(empty.sum()))
+            parts.append(free)
+        init = torch.cat(parts, dim=1)
+        residual_var = (y - (y @ init) @ torch.linalg.pinv(init) if init.numel() else y).var(0)
+        noise_var = torch.clamp(residual_var, min=1e-3).numpy()
+        return init.numpy(), noise_var
+
+    # ------------------------------------------------------------------ training
+    def train(
+        self,
+        max_epochs: int | None = None,
+        batch_size: int | None = None,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        lr: float = 0.05,
+        early_stopping: bool = True,
+        *,
+        tol: float = 0.02,
+        patience: int = 3,
+        plan_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ):
+        """Train the model by minibatch stochastic variational inference.
+
+        Parameters
+        ----------
+        max_epochs
+            Maximum number of passes through the data. Defaults to a value chosen from the
+            number of minibatches per epoch, so that the default fit gets about 1,500
+            optimisation steps (at least 100 epochs) before convergence stops it.
+        batch_size
+            Cells per minibatch. Defaults to all cells when ``cells x genes`` is at most
+            2^24 (about 16 M entries), else to the number of cells that fills that.
+        accelerator
+            ``"auto"``, ``"cpu"``, ``"gpu"``, ...: Lightning accelerator.
+        device
+            Device index or ``"auto"``.
+        lr
+            Adam learning rate.
+        early_stopping
+            Stop once the loadings have settled (see :class:`LoadingsConvergence`).
+        tol
+            Relative change of the loadings across a window of epochs (about 10
+            optimisation steps, at least one epoch) below which an epoch counts as settled.
+        patience
+            Settled epochs in a row before stopping.
+        plan_kwargs
+            Passed to :class:`~spexlvm._trainingplan.SpexLVMTrainingPlan`.
+        **trainer_kwargs
+            Passed to :class:`~scvi.train.Trainer` (and on to Lightning).
+        """
+        n_obs, n_vars = self.summary_stats.n_cells, self.summary_stats.n_vars
+        if batch_size is None:
+            batch_size = int(min(n_obs, max(128, _BATCH_ENTRIES // max(n_vars, 1))))
+        batch_size = int(min(batch_size, n_obs))
+        steps_per_epoch = math.ceil(n_obs / batch_size)
+        if max_epochs is None:
+            max_epochs = int(max(100, math.ceil(1500 / steps_per_epoch)))
+        plan_kwargs = dict(plan_kwargs or {})
+        plan_kwargs.setdefault("lr", lr)
+        callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
+        convergence = None
+        if early_stopping:
+            convergence = LoadingsConvergence(
+                tol=tol,
+                window=math.ceil(10 / steps_per_epoch),
+                patience=patience,
+                min_epochs=min(max_epochs, 10),
+            )
+            callbacks.append(convergence)
+        trainer_kwargs.setdefault("enable_checkpointing", False)
+        trainer_kwargs.setdefault("log_every_n_steps", max(1, min(50, steps_per_epoch)))
+        logger.info(
+            "Training %s for at most %d epochs of %d minibatch(es) of %d cells.",
+            type(self).__name__,
+            max_epochs,
+            steps_per_epoch,
+            batch_size,
+        )
+        super().train(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            device=device,
+            train_size=1.0,
+            batch_size=batch_size,
+            early_stopping=False,
+            plan_kwargs=plan_kwargs,
+            callbacks=callbacks,
+            **trainer_kwargs,
+        )
+        self.convergence_ = convergence.history if convergence is not None else []
+        self._orient_factors()
+
+    @torch.no_grad()
+    def _orient_factors(self) -> None:
+        """Flip factors so that a positive score means the annotated genes go up.
+
+        The likelihood and the prior are symmetric under ``(x_k, w_k) -> (-x_k, -w_k)``, so
+        the flip changes no fit. Annotated factors: the loadings of the set's genes sum to
+        > 0; unannotated factors: the largest absolute loading is positive.
+        """
+        w = self.module.w_loc
+        n_annotated = len(self.gene_set_names_)
+        annotated = self.module.slab[:, :n_annotated] >= 0.5
+        signs = torch.ones(w.shape[1], device=w.device)
+        if n_annotated:
+            signs[:n_annotated] = torch.where((w[:, :n_annotated] * annotated).sum(0) < 0, -1.0, 1.0)
+        for k in range(n_annotated, w.shape[1]):
+            signs[k] = torch.sign(w[torch.argmax(w[:, k].abs()), k]) or 1.0
+        w.mul_(signs)
+
+    # ------------------------------------------------------------------ results
+    @property
+    def factor_names(self) -> list[str]:
+        """Factor names: gene-set names, then ``sparse_1..S``, ``dense_1..D``."""
+        return (
+            [str(n) for n in self.gene_set_names_]
+            + [f"{SPARSE_PREFIX}{i + 1}" for i in range(self.n_sparse)]
+            + [f"{DENSE_PREFIX}{i + 1}" for i in range(self.n_dense)]
+        )
+
+    def _batches(self, adata: AnnData | None, batch_size: int | None) -> Iterator[torch.Tensor]:
+        adata = self._validate_anndata(adata)
+        if batch_size is None:
+            batch_size = int(max(128, _BATCH_ENTRIES // max(self.summary_stats.n_vars, 1)))
+        loader = self._make_data_loader(adata=adata, batch_size=batch_size, shuffle=False)
+        for tensors in loader:
+            yield tensors[REGISTRY_KEYS.X_KEY]
+
+    @torch.inference_mode()
+    def get_factors(self, adata: AnnData | None = None, batch_size: int | None = None) -> pd.DataFrame:
+        """Posterior mean of the cell scores.
+
+        For cells the model was not trained on (``adata`` with the same genes), this
+        projects them with the learned loadings, without retraining.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the same genes as the training data; defaults to it.
+        batch_size
+            Cells per minibatch.
+
+        Returns
+        -------
+        Cells x factors, columns named by :attr:`factor_names`.
+        """
+        self._check_if_trained(warn=True)
+        adata_ = self._validate_anndata(adata)
+        self.module.eval()
+        scores = [self.module.get_scores(x).cpu() for x in self._batches(adata_, batch_size)]
+        return pd.DataFrame(
+            torch.cat(scores).numpy(), index=adata_.obs_names.copy(), columns=self.factor_names
+        )
+
+    @torch.inference_mode()
+    def get_loadings(self) -> pd.DataFrame:
+        """Posterior mean of the loadings, in the units of the input (genes x factors)."""
+        w = (self.module.w_loc * self.module.data_scale).cpu().numpy()
+        return pd.DataFrame(w, index=self.adata.var_names.copy(), columns=self.factor_names)
+
+    @torch.inference_mode()
+    def get_r2(self, adata: AnnData | None = None, batch_size: int | None = None) -> pd.Series:
+        """Variance explained by each factor (R²) and by all together.
+
+        ``R²_k = 1 - SS_res / SS_tot`` over the observed entries of the centred data, with
+        the factor's own rank-1 reconstruction ``x_k w_k^T`` (posterior means).
+
+        Returns
+        -------
+        R² per factor, named by :attr:`factor_names`; ``attrs["total"]`` holds the R² of
+        the full reconstruction.
+        """
+        self._check_if_trained(warn=True)
+        module = self.module
+        w = module.w_loc
+        k = w.shape[1]
+        ss_tot = torch.zeros((), dtype=torch.float64)
+        ss_res_total = torch.zeros((), dtype=torch.float64)
+        cross = torch.zeros_like(w, dtype=torch.float64)  # sum_n o y x_k, per gene
+        sq = torch.zeros_like(w, dtype=torch.float64)  # sum_n o x_k^2, per gene
+        for x in self._batches(adata, batch_size):
+            x = x.to(w.device)
+            y, observed = module._prepare(x)
+            scores = module.score_posterior(x, complete=observed is None)["means"]
+            o = torch.ones_like(y) if observed is None else observed.to(y.dtype)
+            ss_tot += (y * y).sum().double()
+            ss_res_total += ((o * (y - scores @ w.T)) ** 2).sum().double()
+            cross += (y.T @ scores).double()
+            sq += (o.T @ (scores * scores)).double()
+        wd = w.double()
+        ss_res = ss_tot - 2.0 * (wd * cross).sum(0) + (wd * wd * sq).sum(0)
+        r2 = (1.0 - ss_res / ss_tot).cpu().numpy() if ss_tot > 0 else np.zeros(k)
+        out = pd.Series(r2, index=self.factor_names, name="r2")
+        out.attrs["total"] = float(1.0 - ss_res_total / ss_tot) if ss_tot > 0 else 0.0
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    @classmethod
+    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs):
+        """Load a model saved with :meth:`save`.
+
+        Parameters
+        ----------
+        dir_path
+            Directory given to :meth:`save`.
+        adata
+            AnnData with the same genes as the training data. It does not need the
+            gene-set annotation in ``varm``: the model carries it.
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.load`.
+        """
+        from scvi.model.base._save_load import _load_saved_files
+
+        attr_dict, _, _, _ = _load_saved_files(
+            dir_path, load_adata=False, prefix=kwargs.get("prefix"), map_location="cpu"
+        )
+        token = _LOADING.set(attr_dict)
+        try:
+            return super().load(dir_path, adata=adata, **kwargs)
+        finally:
+            _LOADING.reset(token)
