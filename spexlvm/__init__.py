@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, pp
+from . import datasets, pl, pp, tl
+from ._model import SpexLVM
+from ._module import AnalyticELBO, SpexLVMModule
 
 try:
     __version__ = version("spexlvm")
@@ -14,4 +16,13 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-__all__ = ["__version__", "datasets", "pp"]
+__all__ = [
+    "AnalyticELBO",
+    "SpexLVM",
+    "SpexLVMModule",
+    "__version__",
+    "datasets",
+    "pl",
+    "pp",
+    "tl",
+]

@@ -369,6 +369,15 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             **trainer_kwargs,
         )
         self.convergence_ = convergence.history if convergence is not None else []
+        self.converged_ = bool(convergence is not None and convergence.stopped_epoch is not None)
+        if early_stopping and not self.converged_:
+            logger.warning(
+                "Training reached max_epochs=%d before the loadings settled (last change %.2g "
+                "over %d epochs); consider more epochs.",
+                max_epochs,
+                convergence.history[-1] if convergence.history else float("nan"),
+                convergence.window,
+            )
         self._orient_factors()
 
     @torch.no_grad()

@@ -32,6 +32,9 @@ _LONG_COLUMNS: tuple[tuple[str, str], ...] = (
     ("gs_name", "gene_symbol"),  # msigdbr
 )
 
+#: What :func:`add_gene_sets` accepts as gene sets.
+GeneSets = str | os.PathLike[str] | Mapping[str, Iterable[str]] | pd.DataFrame
+
 _ENSEMBL_RE = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
 _N_EXAMPLES = 5
 
