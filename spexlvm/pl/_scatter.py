@@ -1,0 +1,175 @@
+"""Scatter plot of two factors' cell scores."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .._constants import KEYS
+from ._utils import NA_COLOR, category_colors, factor_names, resolve_factor
+from ._utils import save_or_show as _save_or_show
+from ._utils import short_name as _short_name
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["scatter"]
+
+
+def scatter(
+    adata: AnnData,
+    x: str | int,
+    y: str | int,
+    *,
+    color: str | None = None,
+    key: str = KEYS.UNS,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: bool | str | os.PathLike[str] | None = None,
+    **kwargs: Any,
+) -> Axes | None:
+    """Cell scores of two factors against each other.
+
+    Reads the scores from ``adata.obsm[f"X_{key}"]`` and the factor names from
+    ``adata.uns[key]["factor_names"]`` (written by :func:`spexlvm.tl.fit`).
+
+    Parameters
+    ----------
+    adata
+        AnnData with the results of :func:`spexlvm.tl.fit`.
+    x, y
+        Factors on the x and y axes: the full name
+        (``"REACTOME_MHC_CLASS_II_ANTIGEN_PRESENTATION"``), the short name of
+        :func:`spexlvm.pl.short_name` (``"MHC class II antigen presentation"``; any case,
+        prefix optional) or the column index. An unknown name raises a :class:`KeyError`
+        that lists close matches.
+    color
+        Column of ``adata.obs`` to colour the cells by. Categorical columns (and strings
+        or booleans) get a legend, with the colours of ``adata.uns[f"{color}_colors"]``
+        when present (scanpy's convention), else a colour-blind-safe palette; numeric
+        columns get a colour bar (viridis). Cells with a missing value are grey.
+    key
+        ``key_added`` given to :func:`spexlvm.tl.fit`.
+    ax
+        Axes to draw into; a new figure when ``None``.
+    show
+        Show the figure; ``None`` follows ``scanpy.settings.autoshow`` (and does not show
+        when saving).
+    save
+        ``True`` saves to ``scanpy.settings.figdir`` as ``spexlvm_scatter.png``; a path
+        saves there.
+    **kwargs
+        Passed to :meth:`matplotlib.axes.Axes.scatter` (``s``, ``alpha``, ``cmap``, ...).
+
+    Returns
+    -------
+    The Axes, unless the figure was shown. All cells are one
+    :class:`~matplotlib.collections.PathCollection` (``ax.collections[0]``), drawn in a
+    fixed random order so that no group hides another.
+
+    Examples
+    --------
+    >>> spexlvm.pl.scatter(
+    ...     adata,
+    ...     "REACTOME_MHC_CLASS_II_ANTIGEN_PRESENTATION",
+    ...     "REACTOME_SIGNALING_BY_THE_B_CELL_RECEPTOR_BCR",
+    ...     color="bulk_labels",
+    ... )
+    """
+    obsm_key = f"X_{key}"
+    if obsm_key not in adata.obsm:
+        raise KeyError(
+            f"adata.obsm[{obsm_key!r}] not found: fit the model first with "
+            f"spexlvm.tl.fit(adata, gene_sets, key_added={key!r})."
+        )
+    names = factor_names(adata, key)
+    scores = np.asarray(adata.obsm[obsm_key])
+    if scores.ndim != 2 or scores.shape[1] != len(names):
+        raise ValueError(
+            f"adata.obsm[{obsm_key!r}] has shape {scores.shape} but adata.uns[{key!r}] names "
+            f"{len(names)} factors."
+        )
+    ix, iy = resolve_factor(adata, x, key), resolve_factor(adata, y, key)
+    sx, sy = scores[:, ix], scores[:, iy]
+
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    created = ax is None
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 4.8), layout="constrained")
+
+    n = adata.n_obs
+    kwargs.setdefault("s", float(np.clip(12000 / max(n, 1), 1.0, 20.0)))
+    kwargs.setdefault("linewidths", 0)
+    kwargs.setdefault("rasterized", n > 20000)
+    order = np.random.default_rng(0).permutation(n)
+
+    if color is None:
+        kwargs.setdefault("color", "#0072B2")
+        ax.scatter(sx[order], sy[order], **kwargs)
+    else:
+        if color not in adata.obs.columns:
+            raise KeyError(
+                f"color={color!r} is not a column of adata.obs; columns: "
+                f"{', '.join(map(repr, adata.obs.columns[:15]))}."
+            )
+        values = adata.obs[color]
+        if _is_categorical(values):
+            _scatter_categorical(adata, ax, color, values, sx, sy, order, kwargs, Line2D)
+        else:
+            numeric = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+            cmap = plt.get_cmap(kwargs.pop("cmap", "viridis"))
+            kwargs["cmap"] = cmap.with_extremes(bad=NA_COLOR)
+            kwargs.setdefault("plotnonfinite", True)
+            points = ax.scatter(sx[order], sy[order], c=numeric[order], **kwargs)
+            ax.figure.colorbar(points, ax=ax, label=color, pad=0.01)
+        ax.set_title(color)
+
+    ax.set_xlabel(f"{_short_name(names[ix])} (factor score)")
+    ax.set_ylabel(f"{_short_name(names[iy])} (factor score)")
+    ax.spines[["top", "right"]].set_visible(False)
+    return _save_or_show(ax, show=show, save=save, default_name="spexlvm_scatter", close=created)
+
+
+def _is_categorical(values: pd.Series) -> bool:
+    return bool(
+        isinstance(values.dtype, pd.CategoricalDtype)
+        or pd.api.types.is_bool_dtype(values)
+        or pd.api.types.is_object_dtype(values)
+        or pd.api.types.is_string_dtype(values)
+    )
+
+
+def _scatter_categorical(adata, ax, color, values, sx, sy, order, kwargs, line_cls) -> None:
+    """One PathCollection with per-cell colours, legend from proxy markers."""
+    categorical = values.astype("category")
+    categories = [str(c) for c in categorical.cat.categories]
+    palette = category_colors(adata, color, categories)
+    codes = categorical.cat.codes.to_numpy()
+    lut = np.array([*palette, NA_COLOR], dtype=object)
+    colors = lut[np.where(codes < 0, len(palette), codes)]
+    kwargs.pop("color", None)
+    ax.scatter(sx[order], sy[order], c=list(colors[order]), **kwargs)
+    counts = np.bincount(codes[codes >= 0], minlength=len(categories))
+    labels = [(cat, col) for cat, col, k in zip(categories, palette, counts, strict=True) if k]
+    if (codes < 0).any():
+        labels.append(("NA", NA_COLOR))
+    handles = [
+        line_cls([], [], marker="o", linestyle="", color=col, markersize=6, label=cat)
+        for cat, col in labels
+    ]
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+        fontsize="small",
+    )

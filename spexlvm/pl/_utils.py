@@ -1,0 +1,275 @@
+"""Helpers shared by the plots: factor names, colour palettes, saving and showing."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._constants import DENSE_PREFIX, KEYS, SPARSE_PREFIX
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["short_name"]
+
+#: Collection prefixes stripped from gene-set names for display (MSigDB style).
+_PREFIXES = (
+    "REACTOME_",
+    "HALLMARK_",
+    "KEGG_",
+    "BIOCARTA_",
+    "PID_",
+    "WP_",
+    "GOBP_",
+    "GOCC_",
+    "GOMF_",
+)
+#: Default length of a shortened name, ellipsis included.
+_MAX_LEN = 40
+_ELLIPSIS = "…"
+
+#: Okabe & Ito (2008) colour-blind-safe palette, black dropped.
+OKABE_ITO = (
+    "#0072B2",  # blue
+    "#E69F00",  # orange
+    "#009E73",  # bluish green
+    "#CC79A7",  # reddish purple
+    "#56B4E9",  # sky blue
+    "#D55E00",  # vermillion
+    "#F0E442",  # yellow
+    "#999999",  # grey
+)
+#: Colours of the factor kinds in the bar chart (Okabe-Ito).
+KIND_COLORS = {"annotated": "#0072B2", "sparse": "#E69F00", "dense": "#CC79A7"}
+#: Labels of the factor kinds in legends.
+KIND_LABELS = {
+    "annotated": "annotated (gene set)",
+    "sparse": "unannotated, sparse",
+    "dense": "unannotated, dense",
+}
+#: Colour of cells with a missing category.
+NA_COLOR = "#D3D3D3"
+
+
+def short_name(name: str, max_len: int | None = _MAX_LEN) -> str:
+    """Readable short form of a factor or gene-set name, for plot labels.
+
+    Strips a collection prefix (``REACTOME_``, ``HALLMARK_``, ``KEGG_``, ...), replaces
+    underscores with spaces and truncates to ``max_len`` characters with an ellipsis.
+    Unannotated factors (``sparse_1``, ``dense_1``) keep their names. The full name stays
+    in ``adata.uns["spexlvm"]["factor_names"]``, and :func:`spexlvm.pl.scatter` accepts
+    either form.
+
+    Parameters
+    ----------
+    name
+        Factor name, e.g. ``"REACTOME_MHC_CLASS_II_ANTIGEN_PRESENTATION"``.
+    max_len
+        Maximum length of the result, ellipsis included; ``None``: no truncation.
+
+    Returns
+    -------
+    The short name, e.g. ``"MHC CLASS II ANTIGEN PRESENTATION"``.
+
+    Examples
+    --------
+    >>> short_name("HALLMARK_G2M_CHECKPOINT")
+    'G2M CHECKPOINT'
+    >>> short_name("REACTOME_RESPIRATORY_ELECTRON_TRANSPORT_ATP_SYNTHESIS_BY_CHEMIOSMOSIS")
+    'RESPIRATORY ELECTRON TRANSPORT ATP…'
+    """
+    name = str(name)
+    if _kind_from_name(name) != "annotated":
+        return name
+    upper = name.upper()
+    for prefix in _PREFIXES:
+        if upper.startswith(prefix) and len(name) > len(prefix):
+            name = name[len(prefix) :]
+            break
+    name = re.sub(r"\s+", " ", name.replace("_", " ")).strip()
+    if max_len is not None and len(name) > max_len:
+        cut = name[: max(max_len - 1, 1)]
+        space = cut.rfind(" ")
+        if name[len(cut)] != " " and space >= max_len // 2:
+            cut = cut[:space]  # end on a whole word when that loses little
+        name = cut.rstrip() + _ELLIPSIS
+    return name
+
+
+def _kind_from_name(name: str) -> str:
+    """``"sparse"``, ``"dense"`` or ``"annotated"``, from the name alone."""
+    for prefix, kind in ((SPARSE_PREFIX, "sparse"), (DENSE_PREFIX, "dense")):
+        rest = name[len(prefix) :]
+        if name.startswith(prefix) and rest.isdigit():
+            return kind
+    return "annotated"
+
+
+def _normalise(name: str) -> str:
+    """Key for lenient name matching: short form, lower case, no truncation."""
+    return re.sub(r"[\s_]+", " ", short_name(name, max_len=None)).strip().lower()
+
+
+def get_results(adata: AnnData, key: str = KEYS.UNS) -> dict[str, Any]:
+    """``adata.uns[key]`` written by :func:`spexlvm.tl.fit`, with a clear error if missing."""
+    if key not in adata.uns:
+        raise KeyError(
+            f"adata.uns[{key!r}] not found: fit the model first with "
+            f"spexlvm.tl.fit(adata, gene_sets, key_added={key!r})."
+        )
+    results = adata.uns[key]
+    for field in ("factor_names", "r2"):
+        if field not in results:
+            raise KeyError(
+                f"adata.uns[{key!r}] has no {field!r}; rerun spexlvm.tl.fit or "
+                "spexlvm.tl.write_results."
+            )
+    return results
+
+
+def factor_names(adata: AnnData, key: str = KEYS.UNS) -> list[str]:
+    """Factor names stored by :func:`spexlvm.tl.fit`, as a list of str."""
+    return [str(n) for n in np.asarray(get_results(adata, key)["factor_names"]).reshape(-1)]
+
+
+def factor_kinds(adata: AnnData, key: str = KEYS.UNS) -> list[str]:
+    """``"annotated"``, ``"sparse"`` or ``"dense"`` per factor, in factor order."""
+    results = get_results(adata, key)
+    names = factor_names(adata, key)
+    n_annotated = results.get("n_annotated")
+    n_sparse = results.get("n_sparse")
+    if n_annotated is None or n_sparse is None:
+        return [_kind_from_name(n) for n in names]
+    n_annotated, n_sparse = int(n_annotated), int(n_sparse)
+    return [
+        "annotated" if i < n_annotated else "sparse" if i < n_annotated + n_sparse else "dense"
+        for i in range(len(names))
+    ]
+
+
+def resolve_factor(adata: AnnData, factor: str | int, key: str = KEYS.UNS) -> int:
+    """Column index of a factor given by full name, short name or position.
+
+    Matching order: the exact full name; then the name compared leniently (collection
+    prefix optional, underscores or spaces, any case; a shortened name with its ellipsis
+    works too). An unknown or ambiguous name raises a :class:`KeyError` listing the
+    closest factor names.
+    """
+    names = factor_names(adata, key)
+    if isinstance(factor, int | np.integer) and not isinstance(factor, bool):
+        if not -len(names) <= factor < len(names):
+            raise IndexError(f"Factor index {factor} out of range for {len(names)} factors.")
+        return int(factor) % len(names)
+    factor = str(factor)
+    if factor in names:
+        return names.index(factor)
+
+    query = factor.strip()
+    truncated = query.endswith(_ELLIPSIS) or query.endswith("...")
+    query = _normalise(query.removesuffix(_ELLIPSIS).removesuffix("..."))
+    normalised = [_normalise(n) for n in names]
+    hits = [
+        i
+        for i, n in enumerate(normalised)
+        if n == query or (truncated and query and n.startswith(query))
+    ]
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        raise KeyError(
+            f"Factor {factor!r} is ambiguous in adata.uns[{key!r}]['factor_names']; "
+            f"it matches {', '.join(repr(names[i]) for i in hits[:10])}. Give the full name."
+        )
+
+    close = difflib.get_close_matches(query, normalised, n=5, cutoff=0.5)
+    close_idx = [normalised.index(c) for c in close]
+    if query:
+        close_idx += [i for i, n in enumerate(normalised) if query in n and i not in close_idx]
+    if close_idx:
+        hint = "Close matches: " + ", ".join(repr(names[i]) for i in close_idx[:8]) + "."
+    else:
+        hint = "Names start with: " + ", ".join(repr(n) for n in names[:5]) + "."
+    raise KeyError(
+        f"Factor {factor!r} not found among the {len(names)} factors in "
+        f"adata.uns[{key!r}]['factor_names']. {hint}"
+    )
+
+
+def category_colors(adata: AnnData, column: str, categories: list[str]) -> list[str]:
+    """Colours of a categorical ``obs`` column.
+
+    ``adata.uns[f"{column}_colors"]`` when it has one colour per category (scanpy's
+    convention); otherwise the colour-blind-safe Okabe-Ito palette for up to 8
+    categories and scanpy's default palettes beyond.
+    """
+    stored = adata.uns.get(f"{column}_colors")
+    if stored is not None and len(stored) >= len(categories):
+        return [str(c) for c in list(stored)[: len(categories)]]
+    if stored is not None:
+        logger.info(
+            "adata.uns[%r] has %d colours for %d categories; using a default palette.",
+            f"{column}_colors",
+            len(stored),
+            len(categories),
+        )
+    n = len(categories)
+    if n <= len(OKABE_ITO):
+        return list(OKABE_ITO[:n])
+    from scanpy.plotting import palettes
+
+    for palette in (palettes.default_20, palettes.default_28, palettes.default_102):
+        if n <= len(palette):
+            return list(palette[:n])
+    return [palettes.default_102[i % len(palettes.default_102)] for i in range(n)]
+
+
+def save_or_show(
+    ax: Axes,
+    *,
+    show: bool | None,
+    save: bool | str | os.PathLike[str] | None,
+    default_name: str,
+    close: bool,
+) -> Axes | None:
+    """Save and/or show a figure with scanpy's conventions.
+
+    ``save=True`` writes ``{scanpy.settings.figdir}/{default_name}.{file_format_figs}``; a
+    str or path writes there (``.png`` added when it has no suffix). ``show=None`` shows
+    when ``scanpy.settings.autoshow`` is on and nothing is saved. Returns ``ax`` unless the
+    figure was shown. ``close`` closes a figure this package created once it is saved.
+    """
+    import matplotlib.pyplot as plt
+
+    fig = ax.figure
+    path: Path | None = None
+    if save is True:
+        import scanpy as sc
+
+        path = Path(sc.settings.figdir) / f"{default_name}.{sc.settings.file_format_figs}"
+    elif save not in (None, False):
+        path = Path(os.fspath(save))
+        if not path.suffix:
+            path = path.with_suffix(".png")
+    if show is None:
+        import scanpy as sc
+
+        show = bool(sc.settings.autoshow) and path is None
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        logger.info("Saved figure to %s.", path)
+    if show:
+        plt.show()
+        return None
+    if path is not None and close:
+        plt.close(fig)
+    return ax
