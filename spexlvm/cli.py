@@ -1,0 +1,657 @@
+"""Command line: ``spexlvm fit`` (an .h5ad and a GMT in, an .h5ad out) and ``spexlvm demo``.
+
+Run ``spexlvm --help`` or ``python -m spexlvm.cli --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger("spexlvm.cli")
+
+__all__ = ["main"]
+
+#: Exit codes: success, internal error, user error (bad input; argparse uses 2 too).
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+
+#: Bundled gene-set collections accepted by ``--gene-sets``.
+_COLLECTIONS = ("hallmark", "reactome")
+
+#: Demo: gene sets whose factors are compared with known cell types.
+DEMO_TARGETS = (
+    ("REACTOME_MHC_CLASS_II_ANTIGEN_PRESENTATION", "Dendritic"),
+    ("REACTOME_SIGNALING_BY_THE_B_CELL_RECEPTOR_BCR", "CD19+ B"),
+)
+DEMO_FILES = (
+    "pbmc68k_spexlvm.h5ad",
+    "variance_explained.png",
+    "factors_scatter.png",
+    "summary.tsv",
+)
+#: Demo: smallest number of a gene set's genes found in the data.
+DEMO_MIN_GENES = 10
+#: Epochs of ``spexlvm demo --quick`` (a smoke test, not a converged fit).
+QUICK_EPOCHS = 20
+#: Factors listed in summaries.
+N_SUMMARY = 10
+
+
+class CLIError(Exception):
+    """A problem with the user's input: reported without a traceback, exit code 2."""
+
+
+# ---------------------------------------------------------------------------------------
+# Argument parsing
+# ---------------------------------------------------------------------------------------
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spexlvm")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0+unknown"
+
+
+def _verbosity_parent(suppress: bool) -> argparse.ArgumentParser:
+    """``-v`` / ``-q``, accepted before and after the subcommand."""
+    parent = argparse.ArgumentParser(add_help=False)
+    default = argparse.SUPPRESS if suppress else False
+    group = parent.add_mutually_exclusive_group()
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="Show debug messages, third-party logs and tracebacks.",
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="Show warnings and errors only.",
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser of the ``spexlvm`` command."""
+    parser = argparse.ArgumentParser(
+        prog="spexlvm",
+        description=(
+            "spex-LVM: interpretable factor analysis of single-cell data, with one factor "
+            "per gene set (regularised horseshoe priors informed by gene-set annotations)."
+        ),
+        epilog="Run 'spexlvm COMMAND --help' for the options of a command.",
+        parents=[_verbosity_parent(suppress=False)],
+    )
+    parser.add_argument("--version", action="version", version=f"spexlvm {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = _verbosity_parent(suppress=True)
+
+    fit = sub.add_parser(
+        "fit",
+        parents=[common],
+        help="Fit spex-LVM to an .h5ad file and write the factors to a new .h5ad.",
+        description=(
+            "Read IN.h5ad (cells x genes, log-normalised expression), add the gene sets, "
+            "fit spex-LVM and write OUT.h5ad with obsm['X_spexlvm'] (factor scores), "
+            "varm['spexlvm_loadings'] (loadings) and uns['spexlvm'] (factor names, R², "
+            "settings)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    fit.add_argument("input", metavar="IN.h5ad", help="Input AnnData file.")
+    fit.add_argument(
+        "--gene-sets",
+        metavar="SETS",
+        help=(
+            "A GMT file, or 'hallmark' / 'reactome' for the bundled MSigDB collections. "
+            "Optional when IN.h5ad already holds varm['spexlvm_mask']."
+        ),
+    )
+    fit.add_argument("--out", "-o", metavar="OUT.h5ad", required=True, help="Output file.")
+    fit.add_argument("--layer", help="Layer to fit instead of X.")
+    fit.add_argument("--n-sparse", type=int, default=0, help="Unannotated sparse factors.")
+    fit.add_argument("--n-dense", type=int, default=0, help="Unannotated dense factors.")
+    fit.add_argument(
+        "--confidence",
+        type=float,
+        default=0.99,
+        help="Prior confidence in the annotation, in (0, 1).",
+    )
+    fit.add_argument(
+        "--max-epochs", type=int, help="Maximum epochs (default: chosen from the data size)."
+    )
+    fit.add_argument(
+        "--batch-size", type=int, help="Cells per minibatch (default: chosen from the data size)."
+    )
+    fit.add_argument("--seed", type=int, default=0, help="Random seed.")
+    fit.add_argument(
+        "--min-genes", type=int, default=1, help="Drop gene sets with fewer genes found."
+    )
+    fit.add_argument("--max-genes", type=int, help="Drop gene sets with more genes found.")
+    fit.add_argument(
+        "--case-insensitive",
+        action="store_true",
+        help="Match gene names ignoring case (e.g. mouse genes against human sets).",
+    )
+    fit.add_argument(
+        "--gene-symbols",
+        metavar="COL",
+        help="Column of var holding the gene names to match (default: var_names).",
+    )
+    fit.add_argument(
+        "--accelerator",
+        default="auto",
+        help="Lightning accelerator: auto (GPU when available), cpu, gpu, ...",
+    )
+    fit.add_argument("--save-model", metavar="DIR", help="Also save the trained model here.")
+    fit.add_argument(
+        "--figure", metavar="PNG", help="Also save a variance-explained bar chart here."
+    )
+    fit.set_defaults(func=_cmd_fit)
+
+    demo = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="Fit the bundled PBMC data with Reactome gene sets and write figures and a summary.",
+        description=(
+            "Fit spex-LVM to scanpy's bundled pbmc68k_reduced (700 PBMCs, 765 genes) with the "
+            "bundled Reactome gene sets (those with at least 10 genes found) and one dense "
+            "factor, seed 0. Writes DIR/" + ", DIR/".join(DEMO_FILES) + ". The summary "
+            "compares, by AUROC, how well the MHC class II and B cell receptor factors pick "
+            "out dendritic and B cells with scanpy's score_genes scores of the same sets."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    demo.add_argument(
+        "--out", "-o", metavar="DIR", default="spexlvm_results", help="Output directory."
+    )
+    demo.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"Train only {QUICK_EPOCHS} epochs: a fast smoke test, not a converged fit.",
+    )
+    demo.add_argument(
+        "--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, ..."
+    )
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------
+# Logging
+# ---------------------------------------------------------------------------------------
+
+#: Third-party loggers that are quiet unless --verbose.
+_NOISY_LOGGERS = (
+    "lightning",
+    "lightning.pytorch",
+    "lightning.fabric",
+    "pytorch_lightning",
+    "lightning_fabric",
+    "scvi",
+)
+#: Modules whose Python warnings are hidden unless --verbose.
+_NOISY_WARNING_MODULES = r"(lightning|pytorch_lightning|scvi|torch|pyro)(\.|$)"
+
+
+class _Formatter(logging.Formatter):
+    """The bare message for INFO (the normal output), ``LEVEL: message`` otherwise."""
+
+    def __init__(self, verbose: bool):
+        super().__init__("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s")
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if not self.verbose and record.levelno != logging.INFO:
+            text = f"{record.levelname}: {text}"
+        return text
+
+
+@contextlib.contextmanager
+def _logging(verbose: bool, quiet: bool) -> Iterator[None]:
+    """Messages of spexlvm on stderr; third-party chatter hidden unless verbose.
+
+    Restores the previous logging and warnings state on exit, so that :func:`main` can
+    run in-process (tests, notebooks).
+    """
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(verbose))
+    package = logging.getLogger("spexlvm")
+    loggers = [package] + [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    saved = [(log, log.level, log.propagate) for log in loggers]
+    package.addHandler(handler)
+    package.setLevel(level)
+    package.propagate = False
+    for log in loggers[1:]:
+        log.setLevel(logging.DEBUG if verbose else logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            if not verbose:
+                warnings.filterwarnings("ignore", module=_NOISY_WARNING_MODULES)
+            yield
+    finally:
+        package.removeHandler(handler)
+        for log, lvl, propagate in saved:
+            log.setLevel(lvl)
+            log.propagate = propagate
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------
+
+
+def _read_h5ad(path: str) -> AnnData:
+    import anndata as ad
+
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"Input file not found: {path}")
+    if p.is_dir():
+        raise CLIError(f"Input is a directory, not an .h5ad file: {path}")
+    try:
+        adata = ad.read_h5ad(p)
+    except Exception as err:  # h5py / anndata raise many types for a bad file
+        raise CLIError(f"Cannot read {path} as an .h5ad file: {err}") from err
+    logger.info("Read %s: %d cells x %d genes.", path, adata.n_obs, adata.n_vars)
+    return adata
+
+
+def _writable(path: str | os.PathLike[str], what: str) -> Path:
+    """Create the parent folder of an output file, failing early with a clear message."""
+    p = Path(path)
+    if p.is_dir():
+        raise CLIError(f"{what} {p} is a directory; give a file name.")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CLIError(f"Cannot create the folder of {what} {p}: {err}") from err
+    if not os.access(p.parent, os.W_OK):
+        raise CLIError(f"Cannot write {what} {p}: the folder is not writable.")
+    return p
+
+
+def _gene_sets_arg(value: str) -> Any:
+    """Resolve ``--gene-sets``: a GMT path, or the name of a bundled collection."""
+    import spexlvm
+
+    if Path(value).is_file():
+        return value
+    if value.lower() in _COLLECTIONS:
+        return spexlvm.datasets.gene_sets(value.lower())
+    raise CLIError(
+        f"--gene-sets {value!r}: no such file, and not one of the bundled collections "
+        f"({', '.join(_COLLECTIONS)})."
+    )
+
+
+def _progress_bar(args: argparse.Namespace) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _top_factors(adata: AnnData, n: int = N_SUMMARY) -> list[tuple[str, float]]:
+    import numpy as np
+
+    results = adata.uns["spexlvm"]
+    names = [str(x) for x in np.asarray(results["factor_names"]).reshape(-1)]
+    r2 = np.asarray(results["r2"], dtype=float)
+    order = np.argsort(-r2, kind="stable")[:n]
+    return [(names[i], float(r2[i])) for i in order]
+
+
+def _log_top_factors(adata: AnnData, n: int = N_SUMMARY) -> None:
+    from .pl import short_name
+
+    results = adata.uns["spexlvm"]
+    logger.info(
+        "%d factors, all together explaining R² = %.3f. Top %d by R²:",
+        len(results["factor_names"]),
+        float(results["r2_total"]),
+        n,
+    )
+    for rank, (name, r2) in enumerate(_top_factors(adata, n), start=1):
+        logger.info("  %2d. %-42s R² %.4f", rank, short_name(name), r2)
+
+
+def _save_bar_chart(adata: AnnData, path: Path, n_top: int = 20) -> None:
+    """Variance-explained figure without pyplot (no GUI backend needed)."""
+    from matplotlib.figure import Figure
+
+    from .pl._variance_explained import _figsize, variance_explained
+
+    n = min(n_top, len(adata.uns["spexlvm"]["factor_names"]))
+    fig = Figure(figsize=_figsize(n), layout="constrained")
+    variance_explained(adata, n_top=n_top, ax=fig.subplots(), show=False)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+
+
+# ---------------------------------------------------------------------------------------
+# spexlvm fit
+# ---------------------------------------------------------------------------------------
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    out = _writable(args.out, "Output")
+    figure = _writable(args.figure, "Figure") if args.figure else None
+    adata = _read_h5ad(args.input)
+
+    import spexlvm
+    from spexlvm._constants import KEYS
+
+    if args.gene_sets is not None:
+        sets = _gene_sets_arg(args.gene_sets)
+        try:
+            spexlvm.pp.add_gene_sets(
+                adata,
+                sets,
+                min_genes=args.min_genes,
+                max_genes=args.max_genes,
+                gene_symbols=args.gene_symbols,
+                case_sensitive=not args.case_insensitive,
+            )
+        except (KeyError, ValueError, TypeError) as err:
+            raise CLIError(f"--gene-sets {args.gene_sets}: {_message(err)}") from err
+    elif KEYS.MASK not in adata.varm:
+        raise CLIError(
+            f"{args.input} has no gene-set annotation (varm[{KEYS.MASK!r}]); give --gene-sets "
+            f"SETS.gmt (or one of: {', '.join(_COLLECTIONS)})."
+        )
+    else:
+        logger.info("Using the gene-set annotation in varm[%r].", KEYS.MASK)
+
+    start = time.perf_counter()
+    try:
+        model = spexlvm.tl.fit(
+            adata,
+            None,
+            n_sparse=args.n_sparse,
+            n_dense=args.n_dense,
+            prior_confidence=args.confidence,
+            layer=args.layer,
+            max_epochs=args.max_epochs,
+            batch_size=args.batch_size,
+            accelerator=args.accelerator,
+            seed=args.seed,
+            enable_progress_bar=_progress_bar(args),
+        )
+    except (KeyError, ValueError) as err:
+        raise CLIError(_message(err)) from err
+    logger.info("Fitted in %.1f s.", time.perf_counter() - start)
+    _log_top_factors(adata)
+
+    adata.write_h5ad(out)
+    logger.info("Wrote %s.", out)
+    if args.save_model:
+        model.save(args.save_model, overwrite=True)
+        logger.info("Saved the model to %s/ (load with spexlvm.SpexLVM.load).", args.save_model)
+    if figure is not None:
+        _save_bar_chart(adata, figure)
+        logger.info("Wrote %s.", figure)
+    return EXIT_OK
+
+
+def _message(err: BaseException) -> str:
+    """Return an exception's message (``str(KeyError)`` adds quotes)."""
+    if isinstance(err, KeyError) and err.args:
+        return str(err.args[0])
+    return str(err)
+
+
+# ---------------------------------------------------------------------------------------
+# spexlvm demo
+# ---------------------------------------------------------------------------------------
+
+
+def run_demo(
+    out: str | os.PathLike[str],
+    *,
+    quick: bool = False,
+    accelerator: str = "auto",
+    enable_progress_bar: bool = False,
+) -> dict[str, Any]:
+    """Fit pbmc68k_reduced with Reactome gene sets and write the demo's four files.
+
+    Parameters
+    ----------
+    out
+        Output directory (created if needed).
+    quick
+        Train only a few epochs (a smoke test).
+    accelerator
+        Lightning accelerator.
+    enable_progress_bar
+        Show Lightning's progress bar.
+
+    Returns
+    -------
+    ``adata`` (the fitted data), ``summary`` (the table written to ``summary.tsv``),
+    ``auroc`` (rows of the AUROC comparison), ``seconds`` (fit time) and ``files``.
+    """
+    import numpy as np
+    import pandas as pd
+    import scanpy as sc
+    from matplotlib.figure import Figure
+    from sklearn.metrics import roc_auc_score
+
+    import spexlvm
+    from spexlvm._constants import KEYS
+    from spexlvm.pl import short_name
+
+    outdir = Path(out)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CLIError(f"Cannot create the output folder {outdir}: {err}") from err
+
+    logger.info("Loading scanpy's pbmc68k_reduced and the bundled Reactome gene sets.")
+    adata = spexlvm.datasets.pbmc68k_reduced()
+    reactome = spexlvm.datasets.gene_sets("reactome")
+    logger.info(
+        "pbmc68k_reduced keeps only %d highly variable genes, so most Reactome sets are "
+        "partly covered; the %d-gene minimum keeps the sets with enough genes found.",
+        adata.n_vars,
+        DEMO_MIN_GENES,
+    )
+    train_kwargs: dict[str, Any] = {"enable_progress_bar": enable_progress_bar}
+    if quick:
+        train_kwargs.update(max_epochs=QUICK_EPOCHS, early_stopping=False)
+        logger.info("--quick: %d epochs only; the factors are not converged.", QUICK_EPOCHS)
+    start = time.perf_counter()
+    spexlvm.tl.fit(
+        adata,
+        reactome,
+        n_dense=1,
+        min_genes=DEMO_MIN_GENES,
+        seed=0,
+        accelerator=accelerator,
+        **train_kwargs,
+    )
+    seconds = time.perf_counter() - start
+    results = adata.uns[KEYS.UNS]
+    names = [str(x) for x in np.asarray(results["factor_names"]).reshape(-1)]
+    logger.info(
+        "Fitted %d cells x %d genes, %d Reactome sets with >= %d genes found + 1 dense "
+        "factor, in %.1f s (%d epochs).",
+        adata.n_obs,
+        adata.n_vars,
+        int(results["n_annotated"]),
+        DEMO_MIN_GENES,
+        seconds,
+        int(results["params"]["n_epochs"]),
+    )
+
+    # AUROC of each target factor for its cell type, next to scanpy's score_genes
+    mask = np.asarray(adata.varm[KEYS.MASK], dtype=bool)
+    set_names = [str(x) for x in np.asarray(adata.uns[KEYS.MASK]["names"]).reshape(-1)]
+    scores = np.asarray(adata.obsm[KEYS.FACTORS])
+    auroc_rows = []
+    for gene_set, cell_type in DEMO_TARGETS:
+        if gene_set not in names:
+            raise RuntimeError(f"{gene_set} has no factor; the bundled gene sets changed?")
+        genes = list(adata.var_names[mask[:, set_names.index(gene_set)]])
+        score_name = f"score_genes_{gene_set.removeprefix('REACTOME_').lower()}"
+        sc.tl.score_genes(adata, genes, score_name=score_name, random_state=0, use_raw=False)
+        is_type = (adata.obs["bulk_labels"] == cell_type).to_numpy()
+        auroc_rows.append(
+            {
+                "factor": gene_set,
+                "cell_type": cell_type,
+                "n_genes": len(genes),
+                "auroc_spexlvm": float(roc_auc_score(is_type, scores[:, names.index(gene_set)])),
+                "auroc_score_genes": float(roc_auc_score(is_type, adata.obs[score_name])),
+            }
+        )
+
+    # summary table: the top factors by R², then the AUROC factors if not among them
+    kinds = spexlvm.pl._utils.factor_kinds(adata)
+    r2 = np.asarray(results["r2"], dtype=float)
+    rank = np.empty(len(names), dtype=int)
+    rank[np.argsort(-r2, kind="stable")] = np.arange(1, len(names) + 1)
+    n_found = dict(zip(set_names, np.asarray(adata.uns[KEYS.MASK]["n_found"]), strict=True))
+    listed = [names.index(n) for n, _ in _top_factors(adata, N_SUMMARY)]
+    for row in auroc_rows:
+        if names.index(row["factor"]) not in listed:
+            listed.append(names.index(row["factor"]))
+    by_factor = {r["factor"]: r for r in auroc_rows}
+    summary = pd.DataFrame(
+        {
+            "rank_r2": [int(rank[i]) for i in listed],
+            "factor": [names[i] for i in listed],
+            "short_name": [short_name(names[i]) for i in listed],
+            "kind": [kinds[i] for i in listed],
+            "n_genes": [int(n_found[names[i]]) if names[i] in n_found else pd.NA for i in listed],
+            "r2": [round(float(r2[i]), 5) for i in listed],
+            "auroc_cell_type": [by_factor.get(names[i], {}).get("cell_type", "") for i in listed],
+            "auroc_spexlvm": [by_factor.get(names[i], {}).get("auroc_spexlvm") for i in listed],
+            "auroc_score_genes": [
+                by_factor.get(names[i], {}).get("auroc_score_genes") for i in listed
+            ],
+        }
+    )
+    summary["n_genes"] = summary["n_genes"].astype("Int64")
+    for col in ("auroc_spexlvm", "auroc_score_genes"):
+        summary[col] = summary[col].astype(float).round(4)
+
+    files = [outdir / f for f in DEMO_FILES]
+    h5ad, bars, scatter_png, tsv = files
+    adata.uns[KEYS.UNS]["params"]["demo"] = "quick" if quick else "full"
+    adata.write_h5ad(h5ad)
+    _save_bar_chart(adata, bars)
+    fig = Figure(figsize=(7.6, 4.8), layout="constrained")
+    spexlvm.pl.scatter(
+        adata,
+        DEMO_TARGETS[0][0],
+        DEMO_TARGETS[1][0],
+        color="bulk_labels",
+        ax=fig.subplots(),
+        show=False,
+    )
+    fig.savefig(scatter_png, dpi=150, bbox_inches="tight")
+    summary.to_csv(tsv, sep="\t", index=False, na_rep="")
+    logger.info("Wrote %s.", ", ".join(str(f) for f in files))
+
+    _log_top_factors(adata)
+    logger.info("Does a factor pick out its cell type? AUROC (1 = perfect, 0.5 = chance):")
+    logger.info("  %-36s %-10s %9s %12s", "factor", "cells", "spexlvm", "score_genes")
+    for row in auroc_rows:
+        logger.info(
+            "  %-36s %-10s %9.3f %12.3f",
+            short_name(row["factor"]),
+            row["cell_type"],
+            row["auroc_spexlvm"],
+            row["auroc_score_genes"],
+        )
+    return {
+        "adata": adata,
+        "summary": summary,
+        "auroc": auroc_rows,
+        "seconds": seconds,
+        "files": files,
+    }
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    run_demo(
+        args.out,
+        quick=args.quick,
+        accelerator=args.accelerator,
+        enable_progress_bar=_progress_bar(args),
+    )
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``spexlvm`` command line; returns the exit code.
+
+    Parameters
+    ----------
+    argv
+        Arguments without the program name; ``None`` reads ``sys.argv[1:]``.
+
+    Returns
+    -------
+    0 on success, 2 for bad input (missing or unreadable files, invalid options), 1 for
+    an unexpected error, 130 when interrupted.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    verbose = bool(getattr(args, "verbose", False))
+    quiet = bool(getattr(args, "quiet", False))
+    args.verbose, args.quiet = verbose, quiet
+    with _logging(verbose, quiet):
+        try:
+            return int(args.func(args))
+        except CLIError as err:
+            _report(err, verbose)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("spexlvm: interrupted.", file=sys.stderr)
+            return 130
+        except Exception as err:
+            if verbose:
+                logger.exception("spexlvm %s failed.", args.command)
+            else:
+                print(
+                    f"spexlvm: error: {type(err).__name__}: {_message(err)}\n"
+                    "(run with --verbose for the traceback)",
+                    file=sys.stderr,
+                )
+            return EXIT_INTERNAL
+
+
+def _report(err: CLIError, verbose: bool) -> None:
+    if verbose:
+        logger.error("%s", err, exc_info=err)
+    else:
+        print(f"spexlvm: error: {err}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

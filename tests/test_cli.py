@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import anndata as ad
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+
+import spexlvm
+from spexlvm.cli import DEMO_FILES, DEMO_TARGETS, main
+
+N_OBS, N_VARS, N_FACTORS = 300, 200, 5
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A synthetic .h5ad without annotation and a GMT written from its mask."""
+    path = tmp_path_factory.mktemp("cli")
+    adata = spexlvm.datasets.synthetic(N_OBS, N_VARS, N_FACTORS, seed=0)
+    mask = adata.varm["spexlvm_mask"]
+    names = [str(n) for n in adata.uns["spexlvm_mask"]["names"]]
+    gmt = path / "sets.gmt"
+    lines = [
+        "\t".join([name, "synthetic", *adata.var_names[mask[:, k]]])
+        for k, name in enumerate(names)
+    ]
+    gmt.write_text("\n".join(lines) + "\n")
+    plain = adata.copy()
+    del plain.varm["spexlvm_mask"], plain.uns["spexlvm_mask"]
+    h5ad = path / "in.h5ad"
+    plain.write_h5ad(h5ad)
+    annotated = path / "annotated.h5ad"
+    adata.write_h5ad(annotated)
+    return {"h5ad": h5ad, "annotated": annotated, "gmt": gmt, "names": names}
+
+
+def test_fit_writes_results(inputs, tmp_path, capsys):
+    out = tmp_path / "sub" / "out.h5ad"
+    figure = tmp_path / "ve.png"
+    model_dir = tmp_path / "model"
+    code = main(
+        [
+            "fit",
+            str(inputs["h5ad"]),
+            "--gene-sets",
+            str(inputs["gmt"]),
+            "--out",
+            str(out),
+            "--n-dense",
+            "1",
+            "--max-epochs",
+            "30",
+            "--seed",
+            "1",
+            "--figure",
+            str(figure),
+            "--save-model",
+            str(model_dir),
+        ]
+    )
+    assert code == 0
+    result = ad.read_h5ad(out)
+    k = N_FACTORS + 1
+    assert result.obsm["X_spexlvm"].shape == (N_OBS, k)
+    assert result.varm["spexlvm_loadings"].shape == (N_VARS, k)
+    assert result.varm["spexlvm_mask"].shape == (N_VARS, N_FACTORS)
+    uns = result.uns["spexlvm"]
+    assert list(uns["factor_names"]) == [*inputs["names"], "dense_1"]
+    assert np.asarray(uns["r2"]).shape == (k,)
+    assert uns["params"]["seed"] == 1
+    assert uns["params"]["n_dense"] == 1
+    assert figure.read_bytes()[:8] == PNG_MAGIC
+    assert (model_dir / "model.pt").is_file()
+    err = capsys.readouterr().err
+    assert "Wrote" in err and str(out) in err
+    assert "R²" in err  # the summary of the top factors
+    assert "Traceback" not in err
+
+
+def test_fit_uses_existing_mask(inputs, tmp_path):
+    out = tmp_path / "out.h5ad"
+    code = main(["-q", "fit", str(inputs["annotated"]), "--out", str(out), "--max-epochs", "5"])
+    assert code == 0
+    result = ad.read_h5ad(out)
+    assert list(result.uns["spexlvm"]["factor_names"]) == inputs["names"]
+
+
+def test_fit_quiet_prints_nothing(inputs, tmp_path, capsys):
+    out = tmp_path / "out.h5ad"
+    args = ["fit", str(inputs["annotated"]), "--out", str(out), "--max-epochs", "3", "-q"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "Wrote" not in captured.err
+
+
+@pytest.mark.parametrize(
+    ("make_args", "message"),
+    [
+        (lambda p, i: ["fit", str(p / "missing.h5ad"), "--out", str(p / "o.h5ad")], "not found"),
+        (lambda p, i: ["fit", str(p / "bad.h5ad"), "--out", str(p / "o.h5ad")], "Cannot read"),
+        (lambda p, i: ["fit", str(i["h5ad"]), "--out", str(p / "o.h5ad")], "--gene-sets"),
+        (
+            lambda p, i: ["fit", str(i["h5ad"]), "--gene-sets", "nosuch.gmt", "--out", "o.h5ad"],
+            "no such file",
+        ),
+        (
+            lambda p, i: ["fit", str(i["h5ad"]), "--gene-sets", "hallmark", "--out", "o.h5ad"],
+            "No gene of any gene set",
+        ),
+        (
+            lambda p, i: [
+                "fit",
+                str(i["annotated"]),
+                "--confidence",
+                "1.5",
+                "--out",
+                str(p / "o.h5ad"),
+            ],
+            "prior_confidence",
+        ),
+    ],
+    ids=["missing", "not-h5ad", "no-gene-sets", "no-gmt", "no-overlap", "bad-confidence"],
+)
+def test_bad_input_exits_2(inputs, tmp_path, capsys, make_args, message):
+    (tmp_path / "bad.h5ad").write_text("this is not HDF5")
+    code = main(make_args(tmp_path, inputs))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert "spexlvm: error:" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "o.h5ad").exists()
+
+
+def test_verbose_shows_traceback(tmp_path, capsys):
+    code = main(["fit", str(tmp_path / "missing.h5ad"), "--out", str(tmp_path / "o"), "-v"])
+    assert code == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_usage_errors_and_version(capsys):
+    assert main([]) == 2
+    assert "usage: spexlvm" in capsys.readouterr().err
+    assert main(["fit", "in.h5ad"]) == 2  # --out is required
+    assert "--out" in capsys.readouterr().err
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"spexlvm {spexlvm.__version__}"
+
+
+def test_subprocess_bad_input(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "spexlvm.cli", "fit", str(tmp_path / "nope.h5ad"), "--out", "x"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_demo_quick(tmp_path, capsys):
+    out = tmp_path / "results"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    for name in DEMO_FILES:
+        assert (out / name).is_file(), name
+        assert (out / name).stat().st_size > 0
+    for name in ("variance_explained.png", "factors_scatter.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+
+    adata = ad.read_h5ad(out / "pbmc68k_spexlvm.h5ad")
+    assert adata.shape == (700, 765)
+    names = list(adata.uns["spexlvm"]["factor_names"])
+    assert names[-1] == "dense_1"
+    assert adata.obsm["X_spexlvm"].shape == (700, len(names))
+    assert all(gene_set in names for gene_set, _ in DEMO_TARGETS)
+    # every annotated factor has >= 10 genes found
+    assert adata.varm["spexlvm_mask"].sum(0).min() >= 10
+
+    summary = pd.read_csv(out / "summary.tsv", sep="\t")
+    assert {"factor", "r2", "rank_r2", "auroc_spexlvm", "auroc_score_genes"} <= set(summary)
+    assert summary["rank_r2"].iloc[:10].tolist() == list(range(1, 11))
+    auroc = summary.dropna(subset=["auroc_spexlvm"]).set_index("factor")
+    assert set(auroc.index) == {gene_set for gene_set, _ in DEMO_TARGETS}
+    for gene_set, cell_type in DEMO_TARGETS:
+        assert auroc.loc[gene_set, "auroc_cell_type"] == cell_type
+        assert 0.0 <= auroc.loc[gene_set, "auroc_spexlvm"] <= 1.0
+        assert 0.5 < auroc.loc[gene_set, "auroc_score_genes"] <= 1.0
+
+    err = capsys.readouterr().err
+    assert "AUROC" in err
+    assert "Traceback" not in err
