@@ -174,10 +174,12 @@ class SpexLVMModule(PyroBaseModuleClass):
 
     @property
     def model(self):
+        """The generative model, a Pyro program (see :meth:`_model`)."""
         return self._model
 
     @property
     def guide(self):
+        """The variational family, a Pyro program (see :meth:`_guide`)."""
         return self._guide
 
     def on_load(self, model, **kwargs):

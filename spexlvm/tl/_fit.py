@@ -103,7 +103,7 @@ def fit(
     >>> adata = spexlvm.datasets.pbmc68k_reduced()
     >>> model = spexlvm.tl.fit(adata, spexlvm.datasets.gene_sets("hallmark"), n_dense=1)
     >>> adata.obsm["X_spexlvm"].shape
-    (700, 40)
+    (700, 50)
     """
     if copy:
         adata = adata.copy()
