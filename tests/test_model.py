@@ -1,0 +1,211 @@
+"""``SpexLVM``: save/load, projection of cells, getters and argument checks."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from spexlvm import SpexLVM
+
+MASK_KEY = "spexlvm_mask"
+
+
+def _bare(adata: ad.AnnData, x=None) -> ad.AnnData:
+    """The same cells and genes, without any annotation or results."""
+    out = ad.AnnData(
+        np.array(adata.X if x is None else x, copy=True),
+        obs=pd.DataFrame(index=adata.obs_names.copy()),
+        var=pd.DataFrame(index=adata.var_names.copy()),
+    )
+    return out
+
+
+def _assert_same_results(a: SpexLVM, b: SpexLVM) -> None:
+    assert a.factor_names == b.factor_names
+    fa, fb = a.get_factors(), b.get_factors()
+    assert fa.index.equals(fb.index) and fa.columns.equals(fb.columns)
+    assert np.array_equal(fa.to_numpy(), fb.to_numpy())
+    la, lb = a.get_loadings(), b.get_loadings()
+    assert la.index.equals(lb.index) and la.columns.equals(lb.columns)
+    assert np.array_equal(la.to_numpy(), lb.to_numpy())
+    ra, rb = a.get_r2(), b.get_r2()
+    assert ra.index.equals(rb.index)
+    assert np.array_equal(ra.to_numpy(), rb.to_numpy())
+    assert ra.attrs["total"] == rb.attrs["total"]
+
+
+# --------------------------------------------------------------------------- save / load
+@pytest.fixture(scope="module")
+def saved(paper_fit, tmp_path_factory):
+    _, model = paper_fit
+    path = tmp_path_factory.mktemp("model") / "spexlvm"
+    model.save(str(path))
+    return str(path)
+
+
+def test_save_load_same_adata(paper_fit, saved):
+    adata, model = paper_fit
+    loaded = SpexLVM.load(saved, adata=adata.copy())
+    _assert_same_results(model, loaded)
+    assert loaded.n_sparse == model.n_sparse and loaded.n_dense == model.n_dense
+    assert loaded.prior_confidence == model.prior_confidence
+    np.testing.assert_array_equal(loaded.gene_set_names_, model.gene_set_names_)
+    np.testing.assert_array_equal(
+        loaded.get_factors().to_numpy(dtype=np.float32), adata.obsm["X_spexlvm"]
+    )
+
+
+def test_save_load_without_mask(paper_fit, saved):
+    """The model carries the annotation: the AnnData needs no ``varm``/``uns`` mask."""
+    adata, model = paper_fit
+    bare = _bare(adata)
+    assert MASK_KEY not in bare.varm and MASK_KEY not in bare.uns
+    loaded = SpexLVM.load(saved, adata=bare)
+    _assert_same_results(model, loaded)
+    # the slab widths (the annotation) were restored from the saved state
+    np.testing.assert_array_equal(loaded.module.slab.numpy(), model.module.slab.numpy())
+
+
+def test_load_rejects_other_genes(paper_fit, saved):
+    adata, _ = paper_fit
+    fewer = _bare(adata[:, :900])
+    with (
+        pytest.raises(ValueError, match=r"Number of vars in `adata_target` not the same"),
+        pytest.warns(UserWarning, match=r"`var_names` for the loaded `model` does not match"),
+    ):
+        SpexLVM.load(saved, adata=fewer)
+
+
+def test_load_warns_on_renamed_genes(paper_fit, saved):
+    """Same number of genes, other names: scvi-tools only warns (it does not raise)."""
+    adata, _ = paper_fit
+    renamed = _bare(adata)
+    renamed.var_names = [f"other_{i}" for i in range(adata.n_vars)]
+    with pytest.warns(UserWarning, match=r"`var_names` for the loaded `model` does not match"):
+        SpexLVM.load(saved, adata=renamed)
+
+
+# --------------------------------------------------------------------------- projection
+def test_project_copy_of_training_data(paper_fit):
+    adata, model = paper_fit
+    train = model.get_factors()
+    np.testing.assert_array_equal(train.to_numpy(dtype=np.float32), adata.obsm["X_spexlvm"])
+    projected = model.get_factors(adata.copy())
+    assert projected.index.equals(train.index)
+    assert list(projected.columns) == model.factor_names
+    np.testing.assert_allclose(projected.to_numpy(), train.to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_project_subset_of_cells(paper_fit):
+    adata, model = paper_fit
+    train = model.get_factors()
+    rng = np.random.default_rng(0)
+    idx = np.sort(rng.choice(adata.n_obs, size=137, replace=False))
+    subset = _bare(adata[idx])  # new cells: no annotation, no scvi set-up
+    projected = model.get_factors(subset)
+    assert projected.index.equals(adata.obs_names[idx])
+    np.testing.assert_allclose(projected.to_numpy(), train.to_numpy()[idx], rtol=1e-5, atol=1e-5)
+    # shuffled order: the rows follow the cells
+    perm = rng.permutation(idx)
+    projected_perm = model.get_factors(_bare(adata[perm]))
+    np.testing.assert_allclose(
+        projected_perm.to_numpy(),
+        train.loc[adata.obs_names[perm]].to_numpy(),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    # small minibatches give the same scores
+    np.testing.assert_allclose(
+        model.get_factors(subset, batch_size=10).to_numpy(),
+        projected.to_numpy(),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_project_does_not_retrain(paper_fit):
+    adata, model = paper_fit
+    w = model.module.w_loc.detach().clone()
+    model.get_factors(_bare(adata[:50]))
+    model.get_r2(_bare(adata[:50]))
+    assert torch_equal(model.module.w_loc, w)
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a.detach() == b).all())
+
+
+def test_loadings_in_input_units(paper_fit):
+    """``get_loadings`` is on the scale of the input: X W^T reconstructs the centred data."""
+    adata, model = paper_fit
+    x = adata.obsm["X_spexlvm"].astype(np.float64)
+    w = adata.varm["spexlvm_loadings"].astype(np.float64)
+    y = adata.X.astype(np.float64)
+    yc = y - y.mean(0)
+    r2 = 1.0 - ((yc - x @ w.T) ** 2).sum() / (yc**2).sum()
+    assert r2 == pytest.approx(model.get_r2().attrs["total"], abs=1e-3)
+
+
+# --------------------------------------------------------------------------- argument checks
+@pytest.fixture
+def registered(small_adata):
+    SpexLVM.setup_anndata(small_adata)
+    return small_adata
+
+
+@pytest.mark.parametrize("confidence", [0.0, 1.0, -0.5, 1.5])
+def test_prior_confidence_range(registered, confidence):
+    with pytest.raises(ValueError, match=r"prior_confidence must lie in \(0, 1\)"):
+        SpexLVM(registered, prior_confidence=confidence)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_sparse": -1}, r"n_sparse must be a non-negative integer"),
+        ({"n_dense": -2}, r"n_dense must be a non-negative integer"),
+        ({"n_sparse": 1.5}, r"n_sparse must be a non-negative integer"),
+    ],
+)
+def test_factor_counts(registered, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SpexLVM(registered, **kwargs)
+
+
+def test_no_factors(small_adata):
+    small_adata.varm[MASK_KEY] = np.zeros((small_adata.n_vars, 0), dtype=bool)
+    small_adata.uns[MASK_KEY] = {"names": np.array([], dtype=str)}
+    SpexLVM.setup_anndata(small_adata)
+    with pytest.raises(ValueError, match=r"The model has no factors"):
+        SpexLVM(small_adata)
+
+
+def test_no_mask(small_adata):
+    del small_adata.varm[MASK_KEY], small_adata.uns[MASK_KEY]
+    SpexLVM.setup_anndata(small_adata)
+    with pytest.raises(KeyError, match=r"No gene-set mask: adata.varm\['spexlvm_mask'\]"):
+        SpexLVM(small_adata)
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_inf_in_input(small_adata, value):
+    small_adata.X[0, 0] = value
+    SpexLVM.setup_anndata(small_adata)
+    with pytest.raises(ValueError, match=r"holds \+/-inf values"):
+        SpexLVM(small_adata)
+
+
+def test_model_factor_layout(registered):
+    model = SpexLVM(registered, n_sparse=2, n_dense=1)
+    names = [str(n) for n in registered.uns[MASK_KEY]["names"]]
+    assert model.factor_names == [*names, "sparse_1", "sparse_2", "dense_1"]
+    assert model.module.n_factors == len(names) + 3
+    slab = model.module.slab.numpy()
+    mask = registered.varm[MASK_KEY]
+    a = len(names)
+    np.testing.assert_allclose(slab[:, :a][mask], 1.0)
+    np.testing.assert_allclose(slab[:, :a][~mask], 0.01, rtol=1e-5)
+    np.testing.assert_allclose(slab[:, a : a + 2], 0.05, rtol=1e-6)
+    np.testing.assert_allclose(slab[:, a + 2], 1.0)
