@@ -57,9 +57,7 @@ def run(args: argparse.Namespace) -> None:
         f1 = spexlvm.datasets.f1_score(adata.varm["mask_true"][:, :k], loadings[:, :k])
         extra_r2 = float(adata.uns["spexlvm"]["r2"][k : adata.uns["spexlvm"]["n_annotated"]].sum())
         scores, truth = adata.obsm["X_spexlvm"], adata.obsm["X_true"]
-        corr = np.mean(
-            [abs(np.corrcoef(scores[:, i], truth[:, i])[0, 1]) > 0.9 for i in range(k)]
-        )
+        corr = np.mean([abs(np.corrcoef(scores[:, i], truth[:, i])[0, 1]) > 0.9 for i in range(k)])
         del model
         print(
             f"| {args.n_obs} | {args.n_vars} | {k} | {args.noise} | {args.extra} | {seed} | "

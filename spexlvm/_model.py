@@ -36,6 +36,8 @@ _LOADING: contextvars.ContextVar[dict | None] = contextvars.ContextVar("_LOADING
 _MIN_SLAB = 1e-4
 #: Cells used to initialise the loadings.
 _N_INIT_CELLS = 1000
+#: Initial size of the unannotated factors, relative to the residual's principal axes.
+_FREE_INIT_SCALE = 0.1
 #: Target number of matrix entries in one minibatch (cells x genes), for the default size.
 _BATCH_ENTRIES = 2**24
 
@@ -196,6 +198,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             init_loadings=torch.as_tensor(init_w, dtype=torch.float32),
             init_noise_var=torch.as_tensor(noise_var, dtype=torch.float32),
             gene_sumsq=torch.as_tensor(sumsq, dtype=torch.float32),
+            dense=torch.arange(slab.shape[1]) >= n_annotated + n_sparse,
             noise_prior=tuple(float(v) for v in noise_prior),
         )
         self._model_summary_string = (
@@ -243,9 +246,11 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Start each annotated factor at its gene set's leading principal axis.
 
-        Dense factors start at the leading principal axes of all genes, sparse ones at the
-        next axes restricted to their top genes. Loadings that start at zero would get no
-        gradient (the closed-form scores would be zero too).
+        Unannotated factors start at the leading principal axes of what the annotated
+        factors leave unexplained: dense ones at the first axes, sparse ones at the next
+        axes restricted to their top genes. (Starting a dense factor at the data's first
+        axis lets it take signal that belongs to gene sets.) Loadings that start at zero
+        would get no gradient: the closed-form scores would be zero too.
         """
         n_obs = x.shape[0]
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
@@ -256,26 +261,30 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         y = (np.asarray(block, dtype=np.float32) - mean) / scale
         y = torch.as_tensor(np.nan_to_num(y, nan=0.0), dtype=torch.float32)
         parts = []
+        residual = y
         if mask.shape[1]:
-            parts.append(_masked_power_iteration(y, torch.as_tensor(mask)))
+            annotated = _masked_power_iteration(y, torch.as_tensor(mask))
+            parts.append(annotated)
+            # what the annotated factors leave unexplained (least-squares fit of their scores)
+            residual = y - (y @ torch.linalg.pinv(annotated).T) @ annotated.T
         n_free = n_sparse + n_dense
         if n_free:
-            q = min(n_free, min(y.shape) - 1) if min(y.shape) > 1 else 0
+            # unannotated factors start at the leading axes of the residual: dense factors
+            # take the first ones, sparse factors the next ones restricted to their top genes
             free = torch.zeros(y.shape[1], n_free)
+            q = min(n_free, min(y.shape) - 1)
             if q > 0:
-                _, s, v = torch.svd_lowrank(y, q=q, niter=4)
-                axes = v * (s / math.sqrt(y.shape[0]))
-                # dense factors take the leading axes; sparse ones the next, thresholded
-                order = list(range(n_dense, n_free)) + list(range(n_dense))
-                for col, axis in zip(order, axes.T, strict=False):
-                    free[:, col] = axis
+                _, s, v = torch.svd_lowrank(residual, q=q, niter=4)
+                # small, so that they grow into what the gene sets leave and do not take
+                # over the gene sets' signal
+                axes = (v * (_FREE_INIT_SCALE * s / math.sqrt(y.shape[0]))).T
+                columns = list(range(n_sparse, n_free)) + list(range(n_sparse))
                 n_top = max(5, int(0.05 * y.shape[1]))
-                for col in range(n_sparse):
-                    a = free[:, col]
-                    keep = torch.topk(a.abs(), min(n_top, a.numel())).indices
-                    sparse_axis = torch.zeros_like(a)
-                    sparse_axis[keep] = a[keep]
-                    free[:, col] = sparse_axis
+                for col, axis in zip(columns, axes, strict=False):
+                    if col < n_sparse:
+                        keep = torch.topk(axis.abs(), min(n_top, axis.numel())).indices
+                        axis = torch.zeros_like(axis).index_copy_(0, keep, axis[keep])
+                    free[:, col] = axis
             # an axis that could not be computed starts small and random
             empty = free.abs().sum(0) == 0
             free[:, empty] = 0.01 * torch.randn(y.shape[1], int(empty.sum()))
@@ -338,6 +347,16 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             max_epochs = int(max(100, math.ceil(1500 / steps_per_epoch)))
         plan_kwargs = dict(plan_kwargs or {})
         plan_kwargs.setdefault("lr", lr)
+        # unannotated factors wait ~50 optimisation steps while the gene sets settle
+        n_annotated = len(self.gene_set_names_)
+        warmup = 0
+        if n_annotated and (self.n_sparse or self.n_dense):
+            warmup = min(max_epochs // 2, math.ceil(50 / steps_per_epoch))
+            plan_kwargs.setdefault(
+                "frozen_factors",
+                list(range(n_annotated, n_annotated + self.n_sparse + self.n_dense)),
+            )
+            plan_kwargs.setdefault("warmup_epochs", warmup)
         callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
         convergence = None
         if early_stopping:
@@ -345,7 +364,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
                 tol=tol,
                 window=math.ceil(10 / steps_per_epoch),
                 patience=patience,
-                min_epochs=min(max_epochs, 10),
+                min_epochs=min(max_epochs, 10 + warmup),
             )
             callbacks.append(convergence)
         trainer_kwargs.setdefault("enable_checkpointing", False)
@@ -393,7 +412,9 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         annotated = self.module.slab[:, :n_annotated] >= 0.5
         signs = torch.ones(w.shape[1], device=w.device)
         if n_annotated:
-            signs[:n_annotated] = torch.where((w[:, :n_annotated] * annotated).sum(0) < 0, -1.0, 1.0)
+            signs[:n_annotated] = torch.where(
+                (w[:, :n_annotated] * annotated).sum(0) < 0, -1.0, 1.0
+            )
         for k in range(n_annotated, w.shape[1]):
             signs[k] = torch.sign(w[torch.argmax(w[:, k].abs()), k]) or 1.0
         w.mul_(signs)
@@ -417,7 +438,9 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             yield tensors[REGISTRY_KEYS.X_KEY]
 
     @torch.inference_mode()
-    def get_factors(self, adata: AnnData | None = None, batch_size: int | None = None) -> pd.DataFrame:
+    def get_factors(
+        self, adata: AnnData | None = None, batch_size: int | None = None
+    ) -> pd.DataFrame:
         """Posterior mean of the cell scores.
 
         For cells the model was not trained on (``adata`` with the same genes), this

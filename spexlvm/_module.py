@@ -103,6 +103,9 @@ class SpexLVMModule(PyroBaseModuleClass):
         Initial loading means (genes x factors, on the model's scale).
     init_noise_var
         Initial per-gene noise variance (on the model's scale).
+    dense
+        Bool per factor: ``True`` for dense factors, whose loadings have a Gaussian prior
+        ``N(0, factor_scale_k^2)`` instead of the horseshoe.
     gene_sumsq
         Per-gene sum of squares of the centred, scaled training data (a constant of the
         ELBO, used exactly instead of its minibatch estimate).
@@ -123,6 +126,7 @@ class SpexLVMModule(PyroBaseModuleClass):
         init_noise_var: torch.Tensor,
         *,
         gene_sumsq: torch.Tensor | None = None,
+        dense: torch.Tensor | None = None,
         noise_prior: tuple[float, float] = (1.0, 1.0),
         n_quadrature: int = 12,
     ):
@@ -135,6 +139,10 @@ class SpexLVMModule(PyroBaseModuleClass):
 
         self.register_buffer("slab", slab.to(f32))
         self.register_buffer("log_slab", torch.log(slab.to(f32)))
+        self.register_buffer(
+            "dense",
+            torch.zeros(n_factors, dtype=torch.bool) if dense is None else dense.to(torch.bool),
+        )
         self.register_buffer("gene_mean", gene_mean.to(f32))
         self.register_buffer("data_scale", torch.tensor(float(data_scale), dtype=f32))
         a0, b0 = noise_prior
@@ -146,7 +154,8 @@ class SpexLVMModule(PyroBaseModuleClass):
         # data constants of the ELBO: whether any value is missing and sum_n y_ng^2
         self.register_buffer("has_missing", torch.tensor(bool((n_observed < n_obs).any())))
         self.register_buffer(
-            "gene_sumsq", torch.zeros(n_vars, dtype=f32) if gene_sumsq is None else gene_sumsq.to(f32)
+            "gene_sumsq",
+            torch.zeros(n_vars, dtype=f32) if gene_sumsq is None else gene_sumsq.to(f32),
         )
 
         gk = (n_vars, n_factors)
@@ -216,11 +225,13 @@ class SpexLVMModule(PyroBaseModuleClass):
 
         ``sd = c u / sqrt(c^2 + u^2)`` with ``u = tau * phi_k * lambda_gk`` and
         ``c^2 = c_aux * s^2`` (Piironen & Vehtari 2017), written as
-        ``1 / sd^2 = 1 / u^2 + 1 / c^2``.
+        ``1 / sd^2 = 1 / u^2 + 1 / c^2``. Dense factors have ``sd = phi_k`` (a Gaussian
+        prior: a horseshoe with slab 1 everywhere would be as sparse as an annotated factor
+        and free to take over a gene set's signal, false negatives included).
         """
         u2 = (tau * phi * lam) ** 2
         c2 = caux * self.slab**2
-        return torch.rsqrt(1.0 / u2 + 1.0 / c2)
+        return torch.where(self.dense, phi, torch.rsqrt(1.0 / u2 + 1.0 / c2))
 
     # ------------------------------------------------------------------ q(x | y)
     @torch.no_grad()
@@ -290,16 +301,18 @@ class SpexLVMModule(PyroBaseModuleClass):
             with pyro.plate("genes", self.n_vars, dim=-2):
                 lam = pyro.sample("lambda", dist.HalfCauchy(one))
                 caux = pyro.sample("c_aux", dist.InverseGamma(0.5 * one, 0.5 * one))
-                w = pyro.sample(
-                    "w", dist.Normal(torch.zeros((), device=dev), self.horseshoe_scale(tau, phi, lam, caux))
-                )
+                w_sd = self.horseshoe_scale(tau, phi, lam, caux)
+                w = pyro.sample("w", dist.Normal(torch.zeros((), device=dev), w_sd))
         with pyro.plate("genes_noise", self.n_vars, dim=-1):
             prec = pyro.sample(
                 "precision", dist.Gamma(self.noise_prior_shape, self.noise_prior_rate)
             )
         with pyro.plate("cells", self.n_obs, subsample=torch.arange(n_batch, device=dev), dim=-1):
             z = pyro.sample(
-                "x", dist.Normal(torch.zeros((), device=dev), one).expand([n_batch, self.n_factors]).to_event(1)
+                "x",
+                dist.Normal(torch.zeros((), device=dev), one)
+                .expand([n_batch, self.n_factors])
+                .to_event(1),
             )
             # (..., B, K) @ (..., K, G); the leading dims allow vectorised particles
             w_t = w.transpose(-1, -2)
@@ -321,7 +334,9 @@ class SpexLVMModule(PyroBaseModuleClass):
                 pyro.sample("w", dist.Normal(self.w_loc, self._sd(self.w_log_sd)))
         with pyro.plate("genes_noise", self.n_vars, dim=-1):
             pyro.sample("precision", dist.Gamma(self.prec_shape, torch.exp(self.prec_log_rate)))
-        with pyro.plate("cells", self.n_obs, subsample=torch.arange(n_batch, device=x.device), dim=-1):
+        with pyro.plate(
+            "cells", self.n_obs, subsample=torch.arange(n_batch, device=x.device), dim=-1
+        ):
             post = self.score_posterior(x)
             pyro.sample("x", dist.MultivariateNormal(post["means"], covariance_matrix=post["cov"]))
 
@@ -346,6 +361,12 @@ class SpexLVMModule(PyroBaseModuleClass):
         e_log_inv_v = a_mean + _expected_softplus(
             b_mean - a_mean, torch.sqrt(a_var + b_var), nodes, weights
         )
+        if bool(self.dense.any()):
+            # dense factors: v = phi_k^2, log(1/v) ~ N(-2 m_phi, 4 s_phi^2)
+            e_inv_v = torch.where(
+                self.dense, torch.exp(-2.0 * self.phi_loc + 2.0 * phi_v), e_inv_v
+            )
+            e_log_inv_v = torch.where(self.dense, -2.0 * self.phi_loc, e_log_inv_v)
         # KL(q(w) || p(w | scales)), expected over q(scales)
         kl_w = -0.5 - w_log_sd - 0.5 * e_log_inv_v + 0.5 * (mu**2 + var) * e_inv_v
 
@@ -391,7 +412,7 @@ class SpexLVMModule(PyroBaseModuleClass):
         n_batch, k = means.shape
         if "y" not in post:
             # Y^T M with Y = (x - mean) / scale, again without centring the batch
-            ym = (x.to(means.dtype).T @ means - torch.outer(self.gene_mean, means.sum(0)))
+            ym = x.to(means.dtype).T @ means - torch.outer(self.gene_mean, means.sum(0))
             ym = ym / self.data_scale
             second = means.T @ means + n_batch * cov
             tr_cov = n_batch * torch.diagonal(cov).sum()
@@ -404,7 +425,9 @@ class SpexLVMModule(PyroBaseModuleClass):
         kl_x = 0.5 * (tr_cov + (means * means).sum() - n_batch * k + logdet.sum())
         return {"ym": ym, "second": second, "kl_x": kl_x, "n_batch": torch.tensor(n_batch)}
 
-    def expected_log_likelihood(self, stats: dict[str, torch.Tensor], scale: float) -> torch.Tensor:
+    def expected_log_likelihood(
+        self, stats: dict[str, torch.Tensor], scale: float
+    ) -> torch.Tensor:
         """Expected log-likelihood of the training data under q, from minibatch statistics.
 
         ``scale`` (``n_obs / batch size``) scales the minibatch sums; the data constants

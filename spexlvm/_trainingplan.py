@@ -29,11 +29,24 @@ class SpexLVMTrainingPlan(LowLevelPyroTrainingPlan):
         The :class:`~spexlvm._module.SpexLVMModule` to train.
     lr
         Adam learning rate.
+    frozen_factors
+        Factors (the unannotated ones) whose variational parameters stay at their start
+        for the first ``warmup_epochs`` epochs.
+    warmup_epochs
+        Length of that warm-up.
     **kwargs
         Passed to :class:`~scvi.train.LowLevelPyroTrainingPlan`.
     """
 
-    def __init__(self, pyro_module: SpexLVMModule, *, lr: float = 0.05, **kwargs):
+    def __init__(
+        self,
+        pyro_module: SpexLVMModule,
+        *,
+        lr: float = 0.05,
+        frozen_factors: list[int] | None = None,
+        warmup_epochs: int = 0,
+        **kwargs,
+    ):
         optim_kwargs = dict(kwargs.pop("optim_kwargs", None) or {})
         optim_kwargs.setdefault("lr", lr)
         kwargs.setdefault("loss_fn", AnalyticELBO())
@@ -41,6 +54,24 @@ class SpexLVMTrainingPlan(LowLevelPyroTrainingPlan):
         super().__init__(pyro_module, optim_kwargs=optim_kwargs, **kwargs)
         # the ELBO is reported per observed entry so that its size does not depend on N x G
         self._n_entries = float(pyro_module.n_obs * pyro_module.n_vars)
+        self.frozen_factors = list(frozen_factors or [])
+        self.warmup_epochs = int(warmup_epochs)
+
+    def on_after_backward(self):
+        """Hold the unannotated factors at their start during the warm-up epochs.
+
+        The annotated factors first explain what their gene sets can; the unannotated
+        factors then grow into what is left, instead of taking over a gene set's signal
+        (an unannotated factor pays no price for a set's missing genes, so from an equal
+        start it can win a set's signal and switch the annotated factor off).
+        """
+        if not self.frozen_factors or self.current_epoch >= self.warmup_epochs:
+            return
+        cols = torch.as_tensor(self.frozen_factors, device=self.module.w_loc.device)
+        k = self.module.n_factors
+        for _name, param in self.module.named_parameters():
+            if param.grad is not None and param.dim() >= 1 and param.shape[-1] == k:
+                param.grad.index_fill_(param.dim() - 1, cols, 0.0)
 
     def training_step(self, batch, batch_idx):
         """One minibatch step: the negative closed-form ELBO."""

@@ -103,6 +103,22 @@ def test_recovery_annotation_noise(noise, min_f1, run_fit, recovery):
     _assert_recovered(m, min_f1=min_f1)
 
 
+def test_recovery_with_unannotated_factors(run_fit):
+    """A sparse and a dense factor on data that has no technical signal: the annotated
+    factors keep their gene sets' signal (the unannotated ones wait during a warm-up and
+    the dense one has a Gaussian prior) and the unannotated ones stay small."""
+    adata = synthetic(2000, 1000, K, noise=0.2, extra=0.2, seed=0)
+    run_fit(adata, n_sparse=1, n_dense=1)
+    loadings, factors = adata.varm["spexlvm_loadings"], adata.obsm["X_spexlvm"]
+    f1 = spexlvm.datasets.f1_score(adata.varm["mask_true"][:, :K], loadings[:, :K])
+    corr = [abs(np.corrcoef(factors[:, k], adata.obsm["X_true"][:, k])[0, 1]) for k in range(K)]
+    r2 = np.asarray(adata.uns["spexlvm"]["r2"])
+    print(f"\n[unannotated] F1 {f1:.4f}, min |r| {min(corr):.3f}, sparse/dense R2 {r2[-2:]}")
+    assert f1 >= 0.95
+    assert np.mean(np.array(corr) > 0.9) >= 0.9
+    assert r2[-2:].sum() < 0.05
+
+
 def test_orientation(paper_fit):
     """Annotated factors point up in their gene sets; scores flip with the loadings."""
     adata, _ = paper_fit

@@ -29,7 +29,7 @@ def _data(n: int = N, *, missing: bool = False, seed: int = 0) -> torch.Tensor:
 
 
 def _slab(low: float = 0.3) -> torch.Tensor:
-    """Two annotated factors (overlapping sets) and one dense factor."""
+    """Two annotated factors (overlapping sets) and one dense factor (Gaussian prior)."""
     mask = torch.zeros(G, K)
     mask[:3, 0] = 1.0
     mask[2:5, 1] = 1.0
@@ -47,7 +47,7 @@ def _module(x: torch.Tensor, slab: torch.Tensor, *, seed: int = 0) -> SpexLVMMod
     cnt = torch.isfinite(x).sum(0).float()
     m = SpexLVMModule(
         n, slab, mean, 1.0, cnt, torch.randn(G, K) * 0.5, torch.ones(G) * 0.5,
-        gene_sumsq=(yc**2).sum(0),
+        gene_sumsq=(yc**2).sum(0), dense=torch.tensor([False, False, True]),
     )  # fmt: skip
     with torch.no_grad():
         for p in m.parameters():

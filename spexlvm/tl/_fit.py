@@ -1,4 +1,4 @@
-"""One call from AnnData to a fitted model: :func:`fit`; results into AnnData: :func:`write_results`."""
+"""Fit in one call (:func:`fit`) and write the results into AnnData (:func:`write_results`)."""
 
 from __future__ import annotations
 
@@ -166,7 +166,7 @@ def write_results(
         "prior_confidence": float(model.prior_confidence),
         "layer": setup.get("layer") or "",
         "mask_key": setup["mask_key"],
-        "n_epochs": int(len(elbo)) if elbo is not None else 0,
+        "n_epochs": len(elbo) if elbo is not None else 0,
         "converged": bool(getattr(model, "converged_", False)),
         "spexlvm_version": _version(),
     }
@@ -175,7 +175,7 @@ def write_results(
         "factor_names": np.asarray(model.factor_names, dtype=str),
         "r2": r2.to_numpy(dtype=np.float64),
         "r2_total": float(r2.attrs["total"]),
-        "n_annotated": int(len(model.gene_set_names_)),
+        "n_annotated": len(model.gene_set_names_),
         "n_sparse": int(model.n_sparse),
         "n_dense": int(model.n_dense),
         "params": params,
