@@ -472,6 +472,29 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         return pd.DataFrame(w, index=self.adata.var_names.copy(), columns=self.factor_names)
 
     @torch.inference_mode()
+    def get_loadings_sd(self) -> pd.DataFrame:
+        """Posterior standard deviation of the loadings, in input units (genes x factors)."""
+        sd = (self.module._sd(self.module.w_log_sd) * self.module.data_scale).cpu().numpy()
+        return pd.DataFrame(sd, index=self.adata.var_names.copy(), columns=self.factor_names)
+
+    @torch.inference_mode()
+    def get_factor_scales(self) -> pd.DataFrame:
+        """Posterior of the per-factor scale (log-normal): median and 90% interval.
+
+        A factor whose scale collapsed towards zero was switched off (pruned) by the data.
+        """
+        loc = self.module.phi_loc.detach().cpu()
+        sd = self.module._sd(self.module.phi_log_sd).detach().cpu()
+        return pd.DataFrame(
+            {
+                "median": torch.exp(loc).numpy(),
+                "q05": torch.exp(loc - 1.6449 * sd).numpy(),
+                "q95": torch.exp(loc + 1.6449 * sd).numpy(),
+            },
+            index=self.factor_names,
+        )
+
+    @torch.inference_mode()
     def get_r2(self, adata: AnnData | None = None, batch_size: int | None = None) -> pd.Series:
         """Variance explained by each factor (R²) and by all together.
 

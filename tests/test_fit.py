@@ -55,7 +55,9 @@ def _assert_only_fit_keys_changed(before, after, *, mask_keys_may_change: bool, 
     assert set(after.obsm) == set(before.obsm) | {"X_spexlvm"}
     for key in before.obsm:
         np.testing.assert_array_equal(after.obsm[key], before.obsm[key], err_msg=key)
-    new_varm = {"spexlvm_loadings"} | ({MASK_KEY} if mask_keys_may_change else set())
+    new_varm = {"spexlvm_loadings", "spexlvm_loadings_sd"} | (
+        {MASK_KEY} if mask_keys_may_change else set()
+    )
     assert set(after.varm) == set(before.varm) | new_varm
     for key in before.varm:
         if key == MASK_KEY and mask_keys_may_change:

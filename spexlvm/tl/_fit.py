@@ -144,10 +144,13 @@ def write_results(
         projected when they are not the training cells.
     key_added
         Writes ``obsm[f"X_{key_added}"]`` (float32, cells x factors),
-        ``varm[f"{key_added}_loadings"]`` (float32, genes x factors) and
+        ``varm[f"{key_added}_loadings"]`` (float32, genes x factors, posterior means),
+        ``varm[f"{key_added}_loadings_sd"]`` (their posterior standard deviations) and
         ``uns[key_added]``: ``factor_names`` (str array), ``r2`` (float array, per factor),
-        ``r2_total``, ``n_annotated``, ``n_sparse``, ``n_dense``, ``params`` (settings)
-        and ``history`` (ELBO per epoch). Everything survives ``write_h5ad``.
+        ``r2_total``, ``n_annotated``, ``n_sparse``, ``n_dense``, ``factor_scale``
+        (posterior median of each factor's scale; near zero = pruned), ``gene_mean`` and
+        ``data_scale`` (the centring and scaling of the input), ``params`` (settings) and
+        ``history`` (ELBO per epoch). Everything survives ``write_h5ad``.
     extra_params
         Further entries of ``params`` (str, int, float or bool values).
     """
@@ -157,6 +160,8 @@ def write_results(
     r2 = model.get_r2(adata)
     adata.obsm[f"X_{key_added}"] = factors.to_numpy(dtype=np.float32)
     adata.varm[f"{key_added}_loadings"] = loadings.to_numpy(dtype=np.float32)
+    adata.varm[f"{key_added}_loadings_sd"] = model.get_loadings_sd().to_numpy(dtype=np.float32)
+    scales = model.get_factor_scales()
     setup = model.adata_manager.registry["setup_args"]
     history = model.history_ or {}
     elbo = history.get("elbo_train")
@@ -178,6 +183,9 @@ def write_results(
         "n_annotated": len(model.gene_set_names_),
         "n_sparse": int(model.n_sparse),
         "n_dense": int(model.n_dense),
+        "factor_scale": scales["median"].to_numpy(dtype=np.float64),
+        "gene_mean": model.module.gene_mean.detach().cpu().numpy().astype(np.float64),
+        "data_scale": float(model.module.data_scale),
         "params": params,
         "history": {
             "elbo_train": np.asarray(elbo, dtype=np.float64).ravel()
