@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import math
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -54,11 +55,16 @@ def _dense_chunks(x: Any, chunk_size: int = 4096) -> Iterator[tuple[slice, np.nd
 
 
 def _gene_statistics(x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-gene mean, variance and number of observed (finite) values, NaN-aware."""
+    """Per-gene mean, variance and number of observed (finite) values, NaN-aware.
+
+    Also checks the values: +/-inf is an error; raw counts and scaled (z-scored) data
+    get a warning that says what to do.
+    """
     n_vars = x.shape[1]
     count = np.zeros(n_vars)
     total = np.zeros(n_vars)
     total_sq = np.zeros(n_vars)
+    lowest, highest, integral = np.inf, -np.inf, True
     for _, block in _dense_chunks(x):
         if np.isinf(block).any():
             raise ValueError(
@@ -66,13 +72,82 @@ def _gene_statistics(x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 "missing ones. Replace them, e.g. `X[np.isinf(X)] = np.nan`."
             )
         finite = np.isfinite(block)
+        if finite.any():
+            observed = block[finite]
+            lowest = min(lowest, float(observed.min()))
+            highest = max(highest, float(observed.max()))
+            integral = integral and bool(np.all(observed == np.round(observed)))
         values = np.where(finite, block, 0.0).astype(np.float64)
         count += finite.sum(0)
         total += values.sum(0)
         total_sq += (values**2).sum(0)
+    if not np.isfinite(lowest):
+        raise ValueError("The input holds no finite value (all NaN): nothing to fit.")
+    if integral and highest > 20:
+        warnings.warn(
+            f"The input looks like raw counts (integers up to {highest:.0f}); spexlvm expects "
+            "log-normalised expression. Run `sc.pp.normalize_total(adata)` and "
+            "`sc.pp.log1p(adata)` first, or pass `layer=` with log-normalised values.",
+            UserWarning,
+            stacklevel=3,
+        )
     mean = np.divide(total, count, out=np.zeros(n_vars), where=count > 0)
     var = np.divide(total_sq, count, out=np.zeros(n_vars), where=count > 0) - mean**2
+    if lowest < 0 and np.median(np.abs(mean)) < 0.05 and np.median(np.abs(var - 1.0)) < 0.05:
+        warnings.warn(
+            "The input looks scaled (z-scored: negative values, every gene with mean 0 and "
+            "variance 1); spexlvm expects log-normalised expression: scaling gives every gene "
+            "unit variance, noise included. Fit `adata.raw` or a log-normalised layer "
+            "(`layer=`) instead.",
+            UserWarning,
+            stacklevel=3,
+        )
     return mean, np.clip(var, 0.0, None), count
+
+
+def _package_version() -> str:
+    from . import __version__
+
+    return str(__version__)
+
+
+def _check_annotation(adata: AnnData, mask: np.ndarray, names: np.ndarray) -> None:
+    """Clear errors and warnings about the identifiers and the annotation."""
+    for axis, index in (("var_names", adata.var_names), ("obs_names", adata.obs_names)):
+        if not index.is_unique:
+            dup = index[index.duplicated()].unique()[:5].tolist()
+            fix = (
+                "adata.var_names_make_unique()"
+                if axis == "var_names"
+                else "adata.obs_names_make_unique()"
+            )
+            raise ValueError(f"adata.{axis} has duplicates (e.g. {dup}); run `{fix}` first.")
+    empty = np.flatnonzero(mask.sum(0) == 0)
+    if empty.size:
+        shown = ", ".join(str(n) for n in names[empty][:5])
+        raise ValueError(
+            f"{empty.size} gene set(s) have no gene in this AnnData ({shown}): the annotation "
+            "in varm is out of date (was the AnnData subset after `spexlvm.pp.add_gene_sets`?). "
+            "Run `spexlvm.pp.add_gene_sets` again on this AnnData."
+        )
+
+
+def _check_version(saved: str, dir_path: str) -> None:
+    """Refuse a model saved by a newer spexlvm (its state may not mean the same here)."""
+
+    def parts(v: str) -> tuple[int, ...]:
+        out = []
+        for piece in v.split("+")[0].split(".")[:3]:
+            digits = "".join(ch for ch in piece if ch.isdigit())
+            out.append(int(digits) if digits else 0)
+        return tuple(out)
+
+    current = _package_version()
+    if parts(saved) > parts(current):
+        raise ValueError(
+            f"The model in {dir_path!r} was saved by spexlvm {saved}, newer than the installed "
+            f"{current}. Upgrade spexlvm (`pip install -U spexlvm`) to load it."
+        )
 
 
 def _masked_power_iteration(y: torch.Tensor, mask: torch.Tensor, n_iter: int = 15) -> torch.Tensor:
@@ -157,15 +232,35 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         if loading is not None:
             names = np.asarray(loading["gene_set_names_"], dtype=str)
             mask = np.zeros((self.summary_stats.n_vars, len(names)), dtype=bool)
+        elif (
+            mask_key not in self.adata.varm
+            and mask_key not in self.adata.uns
+            and (n_sparse or n_dense)
+        ):
+            # no gene sets at all: a model of unannotated factors only
+            logger.info(
+                "No gene-set annotation in varm[%r]: fitting unannotated factors only.", mask_key
+            )
+            names = np.zeros(0, dtype=str)
+            mask = np.zeros((self.summary_stats.n_vars, 0), dtype=bool)
         else:
             mask, names = get_mask(self.adata, key=mask_key)
+            _check_annotation(self.adata, mask, names)
         n_annotated = mask.shape[1]
         if n_annotated + n_sparse + n_dense == 0:
             raise ValueError(
                 "The model has no factors: add gene sets with spexlvm.pp.add_gene_sets or ask "
                 "for unannotated factors (n_sparse=..., n_dense=...)."
             )
+        n_factors = n_annotated + n_sparse + n_dense
+        if n_factors >= self.summary_stats.n_vars:
+            raise ValueError(
+                f"The model has {n_factors} factors but the data only {self.summary_stats.n_vars} "
+                "genes: a factor model needs fewer factors than genes. Use fewer or smaller-"
+                "bounded gene sets (`max_genes=`, `min_genes=`) or fewer unannotated factors."
+            )
         self.gene_set_names_ = names
+        self.spexlvm_version_ = _package_version()
         self.n_sparse = n_sparse
         self.n_dense = n_dense
         self.prior_confidence = float(prior_confidence)
@@ -228,6 +323,11 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             Key in ``adata.varm`` / ``adata.uns`` of the gene-set annotation written by
             :func:`spexlvm.pp.add_gene_sets`.
         """
+        if layer is not None and layer not in adata.layers:
+            raise KeyError(
+                f"layer {layer!r} is not in adata.layers (available: {list(adata.layers)}); "
+                "pass one of those, or layer=None for adata.X."
+            )
         setup_method_args = cls._get_setup_method_args(**locals())
         anndata_fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False)]
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
@@ -545,11 +645,42 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.load`.
         """
+        import os
+
         from scvi.model.base._save_load import _load_saved_files
 
-        attr_dict, _, _, _ = _load_saved_files(
-            dir_path, load_adata=False, prefix=kwargs.get("prefix"), map_location="cpu"
-        )
+        prefix = kwargs.get("prefix") or ""
+        model_file = os.path.join(dir_path, f"{prefix}model.pt")
+        if not os.path.isfile(model_file):
+            raise FileNotFoundError(
+                f"No saved model at {model_file!r}: pass the directory given to `model.save`."
+            )
+        try:
+            attr_dict, var_names, _, _ = _load_saved_files(
+                dir_path, load_adata=False, prefix=kwargs.get("prefix"), map_location="cpu"
+            )
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # torch / pickle errors of a damaged file
+            raise ValueError(
+                f"Could not read a saved model from {dir_path!r} ({type(err).__name__}: {err}). "
+                "The file is corrupt or truncated, or not a spexlvm model: save the model again "
+                "with `model.save(dir_path, overwrite=True)`."
+            ) from err
+        if "gene_set_names_" not in attr_dict:
+            raise ValueError(f"{dir_path!r} holds a saved scvi-tools model, but not a SpexLVM.")
+        _check_version(str(attr_dict.get("spexlvm_version_", "0")), dir_path)
+        if adata is not None:
+            saved = np.asarray(var_names, dtype=str)
+            given = np.asarray(adata.var_names, dtype=str)
+            if saved.shape != given.shape or not np.array_equal(saved, given):
+                missing = np.setdiff1d(saved, given)
+                raise ValueError(
+                    f"The AnnData's genes differ from the model's ({given.size} vs {saved.size} "
+                    f"genes; {missing.size} of the model's genes missing, e.g. "
+                    f"{missing[:5].tolist()}). Subset and order the AnnData like the training "
+                    "data: `adata[:, genes]` with the genes the model was trained on, in order."
+                )
         token = _LOADING.set(attr_dict)
         try:
             return super().load(dir_path, adata=adata, **kwargs)

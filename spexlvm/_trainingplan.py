@@ -76,12 +76,27 @@ class SpexLVMTrainingPlan(LowLevelPyroTrainingPlan):
     def training_step(self, batch, batch_idx):
         """One minibatch step: the negative closed-form ELBO."""
         args, kwargs = self.module._get_fn_args_from_batch(batch)
-        loss = self.differentiable_loss_fn(self.module.model, self.module.guide, *args, **kwargs)
+        hint = (
+            "Training diverged at epoch {epoch}, step {step}: {what}. Lower the learning "
+            "rate (`lr=`, default 0.05) or check the input for extreme outliers."
+        )
+        try:
+            loss = self.differentiable_loss_fn(
+                self.module.model, self.module.guide, *args, **kwargs
+            )
+        except torch.linalg.LinAlgError as err:
+            raise FloatingPointError(
+                hint.format(
+                    epoch=self.current_epoch,
+                    step=batch_idx,
+                    what="the cell-score precision matrix is no longer positive definite",
+                )
+            ) from err
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"The ELBO became {loss.item()} at epoch {self.current_epoch}, step "
-                f"{batch_idx}. Check the input for inf values or extreme outliers, or lower "
-                "the learning rate (`lr=`)."
+                hint.format(
+                    epoch=self.current_epoch, step=batch_idx, what=f"the ELBO became {loss.item()}"
+                )
             )
         self.training_step_outputs.append(loss.detach())
         return {"loss": loss}

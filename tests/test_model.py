@@ -71,19 +71,16 @@ def test_save_load_without_mask(paper_fit, saved):
 def test_load_rejects_other_genes(paper_fit, saved):
     adata, _ = paper_fit
     fewer = _bare(adata[:, :900])
-    with (
-        pytest.raises(ValueError, match=r"Number of vars in `adata_target` not the same"),
-        pytest.warns(UserWarning, match=r"`var_names` for the loaded `model` does not match"),
-    ):
+    with pytest.raises(ValueError, match=r"genes differ from the model's \(900 vs 1000 genes"):
         SpexLVM.load(saved, adata=fewer)
 
 
-def test_load_warns_on_renamed_genes(paper_fit, saved):
-    """Same number of genes, other names: scvi-tools only warns (it does not raise)."""
+def test_load_rejects_renamed_genes(paper_fit, saved):
+    """Same number of genes, other names: scvi-tools would only warn; spexlvm refuses."""
     adata, _ = paper_fit
     renamed = _bare(adata)
     renamed.var_names = [f"other_{i}" for i in range(adata.n_vars)]
-    with pytest.warns(UserWarning, match=r"`var_names` for the loaded `model` does not match"):
+    with pytest.raises(ValueError, match=r"genes differ from the model's"):
         SpexLVM.load(saved, adata=renamed)
 
 

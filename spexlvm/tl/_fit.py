@@ -83,7 +83,8 @@ def fit(
         ``uns[key_added]``.
     copy
         Work on a copy of ``adata``; the returned model's ``adata`` holds the results and
-        the input is left untouched.
+        the input is left untouched. Without it a view is first made an actual AnnData
+        (like scanpy's functions do; the view's parent is left untouched).
     model_kwargs
         Further keyword arguments of :class:`~spexlvm.SpexLVM`.
     **train_kwargs
@@ -107,6 +108,10 @@ def fit(
     """
     if copy:
         adata = adata.copy()
+    elif adata.is_view:
+        # as scanpy does: the view becomes an actual AnnData (its parent is not touched)
+        logger.warning("adata is a view; making it an actual AnnData to write the results.")
+        adata._init_as_actual(adata.copy())
     if gene_sets is not None:
         add_gene_sets(adata, gene_sets, key=mask_key, min_genes=min_genes, max_genes=max_genes)
     scvi.settings.seed = seed
