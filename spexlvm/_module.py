@@ -105,7 +105,7 @@ class SpexLVMModule(PyroBaseModuleClass):
         Initial per-gene noise variance (on the model's scale).
     dense
         Bool per factor: ``True`` for dense factors, whose loadings have a Gaussian prior
-        ``N(0, factor_scale_k^2)`` instead of the horseshoe.
+        ``N(0, (factor_scale_k s_gk)^2)`` instead of the horseshoe.
     gene_sumsq
         Per-gene sum of squares of the centred, scaled training data (a constant of the
         ELBO, used exactly instead of its minibatch estimate).
@@ -225,13 +225,13 @@ class SpexLVMModule(PyroBaseModuleClass):
 
         ``sd = c u / sqrt(c^2 + u^2)`` with ``u = tau * phi_k * lambda_gk`` and
         ``c^2 = c_aux * s^2`` (Piironen & Vehtari 2017), written as
-        ``1 / sd^2 = 1 / u^2 + 1 / c^2``. Dense factors have ``sd = phi_k`` (a Gaussian
+        ``1 / sd^2 = 1 / u^2 + 1 / c^2``. Dense factors have ``sd = phi_k s_gk`` (a Gaussian
         prior: a horseshoe with slab 1 everywhere would be as sparse as an annotated factor
         and free to take over a gene set's signal, false negatives included).
         """
         u2 = (tau * phi * lam) ** 2
         c2 = caux * self.slab**2
-        return torch.where(self.dense, phi, torch.rsqrt(1.0 / u2 + 1.0 / c2))
+        return torch.where(self.dense, phi * self.slab, torch.rsqrt(1.0 / u2 + 1.0 / c2))
 
     # ------------------------------------------------------------------ q(x | y)
     @torch.no_grad()
@@ -362,11 +362,10 @@ class SpexLVMModule(PyroBaseModuleClass):
             b_mean - a_mean, torch.sqrt(a_var + b_var), nodes, weights
         )
         if bool(self.dense.any()):
-            # dense factors: v = phi_k^2, log(1/v) ~ N(-2 m_phi, 4 s_phi^2)
-            e_inv_v = torch.where(
-                self.dense, torch.exp(-2.0 * self.phi_loc + 2.0 * phi_v), e_inv_v
-            )
-            e_log_inv_v = torch.where(self.dense, -2.0 * self.phi_loc, e_log_inv_v)
+            # dense factors: v = phi_k^2 s^2, log(1/v) ~ N(-2 m_phi - 2 log s, 4 s_phi^2)
+            d_mean = -2.0 * (self.phi_loc + self.log_slab)
+            e_inv_v = torch.where(self.dense, torch.exp(d_mean + 2.0 * phi_v), e_inv_v)
+            e_log_inv_v = torch.where(self.dense, d_mean, e_log_inv_v)
         # KL(q(w) || p(w | scales)), expected over q(scales)
         kl_w = -0.5 - w_log_sd - 0.5 * e_log_inv_v + 0.5 * (mu**2 + var) * e_inv_v
 

@@ -34,7 +34,7 @@ def _slab(low: float = 0.3) -> torch.Tensor:
     mask[:3, 0] = 1.0
     mask[2:5, 1] = 1.0
     slab = torch.clamp(mask + low, 1e-4, 1.0)
-    slab[:, 2] = 1.0
+    slab[:, 2] = 0.8  # dense factor: Gaussian prior with scale factor_scale * 0.8
     return slab
 
 
