@@ -16,6 +16,7 @@ from .._constants import DENSE_PREFIX, KEYS, SPARSE_PREFIX
 if TYPE_CHECKING:
     from anndata import AnnData
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 
@@ -233,23 +234,25 @@ def category_colors(adata: AnnData, column: str, categories: list[str]) -> list[
 
 
 def save_or_show(
-    ax: Axes,
+    ax: Axes | Figure,
     *,
     show: bool | None,
     save: bool | str | os.PathLike[str] | None,
     default_name: str,
     close: bool,
-) -> Axes | None:
+) -> Axes | Figure | None:
     """Save and/or show a figure with scanpy's conventions.
 
     ``save=True`` writes ``{scanpy.settings.figdir}/{default_name}.{file_format_figs}``; a
     str or path writes there (``.png`` added when it has no suffix). ``show=None`` shows
-    when ``scanpy.settings.autoshow`` is on and nothing is saved. Returns ``ax`` unless the
-    figure was shown. ``close`` closes a figure this package created once it is saved.
+    when ``scanpy.settings.autoshow`` is on and nothing is saved. Returns ``ax`` (an Axes
+    or a Figure) unless the figure was shown. ``close`` closes a figure this package
+    created once it is saved.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig = ax.figure
+    fig = ax if isinstance(ax, Figure) else ax.figure
     path: Path | None = None
     if save is True:
         import scanpy as sc
@@ -273,3 +276,149 @@ def save_or_show(
     if path is not None and close:
         plt.close(fig)
     return ax
+
+
+# ---------------------------------------------------------------- loadings, mask, changes
+
+#: Colours of a gene's status in a factor (Okabe-Ito; the paper's Fig. 2 marks false
+#: positives red and false negatives green, here vermillion and bluish green).
+GENE_COLORS = {
+    "kept": "#0072B2",  # blue: annotated and active
+    "added": "#009E73",  # bluish green: active but not annotated
+    "removed": "#D55E00",  # vermillion: annotated but inactive
+    "other": "#BBBBBB",  # grey: neither annotated nor called added
+}
+#: Labels of the gene statuses in legends.
+GENE_LABELS = {
+    "kept": "annotated, active",
+    "added": "added (not annotated)",
+    "removed": "removed (annotated, inactive)",
+    "other": "not annotated",
+}
+#: Default activity threshold of the fallback rule, a fraction of the factor's max |w|.
+ACTIVE_THRESHOLD = 0.1
+
+
+def get_loadings(adata: AnnData, key: str = KEYS.UNS) -> np.ndarray:
+    """Loadings ``adata.varm[f"{key}_loadings"]`` (genes x factors) as a float array."""
+    varm_key = f"{key}_loadings"
+    if varm_key not in adata.varm:
+        raise KeyError(
+            f"adata.varm[{varm_key!r}] not found: fit the model first with "
+            f"spexlvm.tl.fit(adata, gene_sets, key_added={key!r})."
+        )
+    loadings = np.asarray(adata.varm[varm_key], dtype=np.float64)
+    n = len(factor_names(adata, key))
+    if loadings.ndim != 2 or loadings.shape[1] != n:
+        raise ValueError(
+            f"adata.varm[{varm_key!r}] has shape {loadings.shape} but adata.uns[{key!r}] "
+            f"names {n} factors."
+        )
+    return loadings
+
+
+def get_mask(adata: AnnData, key: str = KEYS.UNS) -> np.ndarray:
+    """Annotation mask of the fit (genes x annotated factors, bool).
+
+    Read from ``adata.varm[mask_key]`` with the ``mask_key`` recorded in
+    ``adata.uns[key]["params"]`` (default ``"spexlvm_mask"``).
+    """
+    params = get_results(adata, key).get("params", {}) or {}
+    mask_key = str(params.get("mask_key", KEYS.MASK))
+    if mask_key not in adata.varm:
+        raise KeyError(
+            f"adata.varm[{mask_key!r}] (the gene-set annotation) not found; it is written by "
+            "spexlvm.pp.add_gene_sets / spexlvm.tl.fit."
+        )
+    return np.asarray(adata.varm[mask_key]).astype(bool)
+
+
+def gene_status(
+    adata: AnnData,
+    factor: int,
+    key: str = KEYS.UNS,
+    threshold: float = ACTIVE_THRESHOLD,
+) -> tuple[np.ndarray, str]:
+    """Status of every gene in one factor: ``"kept"``, ``"added"``, ``"removed"``, ``"other"``.
+
+    When :func:`spexlvm.tl.refine` has stored its calls in ``adata.uns[key]["refine"]``,
+    those are used (genes it added / removed; the rest of the annotated genes are kept).
+    Otherwise a simple rule on the posterior means: a gene is *active* when
+    ``|w| > threshold * max|w|`` of the factor; *added* = active and not annotated,
+    *removed* = annotated and not active, *kept* = annotated and active. Unannotated
+    factors (no mask column) count every gene as not annotated.
+
+    Returns
+    -------
+    A str array over ``adata.var_names`` and the source, ``"refine"`` or ``"threshold"``.
+    """
+    names = factor_names(adata, key)
+    mask = get_mask(adata, key)
+    annotated = mask[:, factor] if factor < mask.shape[1] else np.zeros(adata.n_vars, bool)
+    status = np.where(annotated, "kept", "other").astype(object)
+    stored = get_results(adata, key).get("refine")
+    if isinstance(stored, dict) and {"factor", "gene", "change"} <= set(stored):
+        rows = np.asarray(stored["factor"]).astype(str) == names[factor]
+        pos = {g: i for i, g in enumerate(adata.var_names)}
+        for gene, change in zip(
+            np.asarray(stored["gene"]).astype(str)[rows],
+            np.asarray(stored["change"]).astype(str)[rows],
+            strict=True,
+        ):
+            if gene in pos and change in ("added", "removed"):
+                status[pos[gene]] = change
+        return status.astype(str), "refine"
+    w = np.abs(get_loadings(adata, key)[:, factor])
+    active = w > threshold * w.max() if w.size and w.max() > 0 else np.zeros(w.shape, bool)
+    status[active & ~annotated] = "added"
+    status[~active & annotated] = "removed"
+    return status.astype(str), "threshold"
+
+
+def top_factors(
+    adata: AnnData, n_top: int, key: str = KEYS.UNS, *, annotated_only: bool = False
+) -> list[int]:
+    """Indices of the ``n_top`` factors with the largest R² (annotated ones only if asked)."""
+    r2 = np.asarray(get_results(adata, key)["r2"], dtype=np.float64).reshape(-1)
+    candidates = np.arange(r2.size)
+    if annotated_only:
+        kinds = factor_kinds(adata, key)
+        candidates = np.array([i for i in candidates if kinds[i] == "annotated"], dtype=int)
+    order = np.argsort(-np.nan_to_num(r2[candidates], nan=-np.inf), kind="stable")
+    return [int(i) for i in candidates[order][: int(n_top)]]
+
+
+def resolve_factors(
+    adata: AnnData,
+    factors: Any,
+    key: str = KEYS.UNS,
+    *,
+    n_top: int = 20,
+    annotated_only: bool = False,
+) -> list[int]:
+    """Factor indices from names / positions, or the top factors by R² when ``None``."""
+    if factors is None:
+        return top_factors(adata, n_top, key, annotated_only=annotated_only)
+    if isinstance(factors, str | int | np.integer):
+        factors = [factors]
+    out = [resolve_factor(adata, f, key) for f in factors]
+    if not out:
+        raise ValueError("factors is empty.")
+    return out
+
+
+def unique_labels(labels: list[str]) -> list[str]:
+    """Make labels unique: two long names may shorten alike; number the repeats."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
+    return out
+
+
+def check_n_top(n_top: Any, name: str = "n_top") -> int:
+    """A positive integer, or a :class:`ValueError`."""
+    if isinstance(n_top, bool) or not isinstance(n_top, int | np.integer) or n_top < 1:
+        raise ValueError(f"{name} must be a positive integer, got {n_top!r}.")
+    return int(n_top)
