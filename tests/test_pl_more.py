@@ -271,3 +271,27 @@ def test_scanpy_embedding_reads_factors(adata, tmp_path):
     np.testing.assert_allclose(np.sort(offsets[:, 1]), np.sort(scores[:, 1]), rtol=1e-5)
     plt.gcf().savefig(tmp_path / "embedding.png")
     assert _png(tmp_path / "embedding.png")
+
+
+# ------------------------------------------------------------------ variance_explained groupby
+
+
+def test_variance_explained_groupby(adata):
+    from spexlvm.pl._variance_explained import r2_by_group
+
+    r2 = np.asarray(adata.uns["spexlvm"]["r2"])
+    # one group of all cells gives back the stored R² (same centring and reconstruction)
+    adata.obs["all"] = pd.Categorical(["x"] * adata.n_obs)
+    per_group, groups = r2_by_group(adata, "all", list(range(r2.size)))
+    assert groups == ["x"]
+    np.testing.assert_allclose(per_group[:, 0], r2, atol=1e-5)
+
+    ax = spexlvm.pl.variance_explained(adata, n_top=4, groupby="group", show=False)
+    dots = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(dots) == 3  # one per group, a dot per factor each
+    assert all(len(d.get_offsets()) == 4 for d in dots)
+    assert len(_bars(ax)) == 4
+    legend = _labels(ax.get_legend().get_texts())
+    assert legend == ["all cells", "A", "B", "C"]
+    expected, _ = r2_by_group(adata, "group", list(np.argsort(-r2, kind="stable")[:4]))
+    np.testing.assert_allclose(dots[0].get_offsets()[:, 0], expected[:, 0])

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
+from scipy import sparse
 
 from .._constants import KEYS
-from ._utils import KIND_COLORS, KIND_LABELS, factor_kinds, factor_names, get_results
+from ._utils import (
+    KIND_COLORS,
+    KIND_LABELS,
+    category_colors,
+    factor_kinds,
+    factor_names,
+    get_loadings,
+    get_results,
+)
 from ._utils import save_or_show as _save_or_show
 from ._utils import short_name as _short_name
 
@@ -22,15 +33,16 @@ logger = logging.getLogger(__name__)
 __all__ = ["variance_explained"]
 
 
-def _figsize(n_bars: int) -> tuple[float, float]:
-    """Figure size that gives every bar label room."""
-    return 6.4, max(2.5, 0.28 * n_bars + 1.2)
+def _figsize(n_bars: int, legend: bool = False) -> tuple[float, float]:
+    """Figure size that gives every bar label (and a legend on the right) room."""
+    return 6.4 + 3.2 * legend, max(2.5, 0.28 * n_bars + 1.2)
 
 
 def variance_explained(
     adata: AnnData,
     *,
     n_top: int = 20,
+    groupby: str | None = None,
     key: str = KEYS.UNS,
     ax: Axes | None = None,
     show: bool | None = None,
@@ -49,6 +61,13 @@ def variance_explained(
         AnnData with the results of :func:`spexlvm.tl.fit`.
     n_top
         Number of factors to show.
+    groupby
+        Categorical column of ``adata.obs``: also show each factor's R² within each group
+        of cells (coloured dots over light grey bars of the R² over all cells; colours from
+        ``adata.uns[f"{groupby}_colors"]`` when present). Computed from the expression
+        the model was fitted on (``X`` or the fitted layer), centred by
+        ``adata.uns[key]["gene_mean"]``, and each factor's rank-1 reconstruction
+        ``x_k w_k^T``: ``R²_kg = 1 - SS_res / SS_tot`` over the group's observed entries.
     key
         ``key_added`` given to :func:`spexlvm.tl.fit`.
     ax
@@ -89,13 +108,22 @@ def variance_explained(
 
     created = ax is None
     if ax is None:
-        _, ax = plt.subplots(figsize=_figsize(len(order)), layout="constrained")
+        _, ax = plt.subplots(
+            figsize=_figsize(len(order), groupby is not None), layout="constrained"
+        )
 
     y = np.arange(len(order))[::-1]  # largest on top
-    ax.barh(y, values, color=[KIND_COLORS[k] for k in bar_kinds], height=0.75, zorder=2)
+    if groupby is not None:
+        per_group, groups = r2_by_group(adata, groupby, order, key)
+        _draw_groups(adata, ax, groupby, y, values, per_group, groups)
+        labels_kinds = None
+    else:
+        ax.barh(y, values, color=[KIND_COLORS[k] for k in bar_kinds], height=0.75, zorder=2)
+        labels_kinds = bar_kinds
     ax.set_yticks(y, labels)
     ax.set_ylim(-0.6, len(order) - 0.4)
-    ax.set_xlim(0, max(float(np.nanmax(values)) * 1.1, 1e-3) if values.size else 1.0)
+    if groupby is None:
+        ax.set_xlim(0, max(float(np.nanmax(values)) * 1.1, 1e-3) if values.size else 1.0)
     ax.set_xlabel("variance explained (R²)")
     ax.set_ylabel("factor")
     ax.grid(axis="x", color="#E5E5E5", zorder=0)
@@ -106,11 +134,93 @@ def variance_explained(
         title += f"; all together R² {float(total):.2f}"
     # right-aligned: long factor labels make the axes narrow, the title may extend left
     ax.set_title(title, loc="right")
-    present = [k for k in KIND_LABELS if k in bar_kinds]
-    handles = [Patch(color=KIND_COLORS[k], label=KIND_LABELS[k]) for k in present]
-    ax.legend(handles=handles, loc="lower right", frameon=False)
+    if labels_kinds is not None:
+        present = [k for k in KIND_LABELS if k in labels_kinds]
+        handles = [Patch(color=KIND_COLORS[k], label=KIND_LABELS[k]) for k in present]
+        ax.legend(handles=handles, loc="lower right", frameon=False)
     return _save_or_show(
         ax, show=show, save=save, default_name="spexlvm_variance_explained", close=created
+    )
+
+
+def r2_by_group(
+    adata: AnnData, groupby: str, factors: Sequence[int], key: str = KEYS.UNS
+) -> tuple[np.ndarray, list[str]]:
+    """R² of each factor within each group of cells (factors x groups) and the groups."""
+    if groupby not in adata.obs.columns:
+        raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
+    results = get_results(adata, key)
+    if "gene_mean" not in results:
+        raise KeyError(f"adata.uns[{key!r}] has no gene_mean; rerun spexlvm.tl.fit.")
+    layer = str((results.get("params") or {}).get("layer") or "") or None
+    data = adata.layers[layer] if layer is not None else adata.X
+    mean = np.asarray(results["gene_mean"], dtype=np.float64).reshape(1, -1)
+    scores = np.asarray(adata.obsm[f"X_{key}"], dtype=np.float64)[:, list(factors)]
+    w = get_loadings(adata, key)[:, list(factors)]
+    values = adata.obs[groupby]
+    present = {str(v) for v in values.dropna()}
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        groups = [str(c) for c in values.cat.categories if str(c) in present]
+    else:
+        groups = sorted(present)
+    labels = values.astype(str).to_numpy()
+    known = values.notna().to_numpy()
+    out = np.full((len(factors), len(groups)), np.nan)
+    for j, group in enumerate(groups):
+        cells = np.flatnonzero(known & (labels == group))
+        ss_tot, cross, sq = 0.0, np.zeros_like(w), np.zeros_like(w)
+        for start in range(0, cells.size, 4096):
+            rows = cells[start : start + 4096]
+            chunk = data[rows]
+            chunk = chunk.toarray() if sparse.issparse(chunk) else np.asarray(chunk)
+            y = chunk.astype(np.float64) - mean
+            observed = np.isfinite(y)
+            y = np.where(observed, y, 0.0)
+            s = scores[rows]
+            ss_tot += float((y * y).sum())
+            cross += y.T @ s
+            sq += observed.T.astype(np.float64) @ (s * s)
+        if ss_tot > 0:
+            out[:, j] = 1.0 - (ss_tot - 2.0 * (w * cross).sum(0) + (w * w * sq).sum(0)) / ss_tot
+    return out, groups
+
+
+def _draw_groups(adata, ax, groupby, y, overall, per_group, groups) -> None:
+    """Grey bars (all cells) with one coloured dot per group on every factor's row."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    colors = category_colors(adata, groupby, groups)
+    ax.barh(y, overall, color="#DDDDDD", height=0.75, zorder=2)
+    for j, color in enumerate(colors):
+        ax.scatter(
+            per_group[:, j],
+            y,
+            s=28,
+            color=color,
+            edgecolors="white",
+            linewidths=0.5,
+            zorder=3,
+        )
+    lo = min(0.0, float(np.nanmin(per_group)) if per_group.size else 0.0)
+    hi = max(float(np.nanmax(per_group)) if per_group.size else 0.0, float(np.nanmax(overall)))
+    pad = 0.05 * max(hi - lo, 1e-3)
+    ax.set_xlim(lo - (pad if lo < 0 else 0.0), hi + pad)
+    if lo < 0:
+        ax.axvline(0, color="#333333", lw=0.8, zorder=2)
+    handles = [Patch(color="#DDDDDD", label="all cells")] + [
+        Line2D([], [], marker="o", ls="", color=c, markersize=6, label=g)
+        for g, c in zip(groups, colors, strict=True)
+    ]
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+        fontsize="small",
+        title=groupby,
+        title_fontsize="small",
+        alignment="left",
     )
 
 
