@@ -295,3 +295,28 @@ def test_variance_explained_groupby(adata):
     assert legend == ["all cells", "A", "B", "C"]
     expected, _ = r2_by_group(adata, "group", list(np.argsort(-r2, kind="stable")[:4]))
     np.testing.assert_allclose(dots[0].get_offsets()[:, 0], expected[:, 0])
+
+
+# ------------------------------------------------------------------ with the tl results
+
+
+def test_plots_use_tl_refine_and_auroc(adata):
+    if not (hasattr(spexlvm.tl, "refine") and hasattr(spexlvm.tl, "auroc")):
+        pytest.skip("spexlvm.tl.refine / spexlvm.tl.auroc not available")
+    changes = spexlvm.tl.refine(adata)
+    ax = spexlvm.pl.refinement(adata, show=False)
+    assert "tl.refine" in ax.get_legend().get_title().get_text()
+    names = list(adata.uns["spexlvm"]["factor_names"])
+    shown = [names.index(n.get_text().replace(" ", "_")) for n in ax.get_yticklabels()]
+    for j, change in ((1, "added"), (2, "removed")):
+        counts = changes[changes["change"] == change]["factor"].value_counts()
+        widths = [b.get_width() for b in ax.containers[j]]
+        assert widths == [int(counts.get(names[k], 0)) for k in shown]
+
+    table = spexlvm.tl.auroc(adata, "group")
+    ax = spexlvm.pl.auroc(adata, "group", factors=[0, 1], show=False)
+    assert "tl.auroc" in ax.get_title(loc="right")
+    wide = table.pivot(index="factor", columns="group", values="auroc")
+    np.testing.assert_allclose(
+        ax.images[0].get_array(), wide.loc[names[:2], ["A", "B", "C"]].to_numpy()
+    )
