@@ -1,7 +1,28 @@
-"""Tools: fit the model and write its results into AnnData."""
+"""Tools: fit the model, write its results into AnnData and analyse them."""
 
 from __future__ import annotations
 
+from ._auroc import auroc
 from ._fit import fit, write_results
+from ._impute import impute
+from ._project import project
+from ._pruning import active_factors
+from ._refine import refine, refined_gene_sets, write_gmt
+from ._significance import gene_set_test
+from ._stability import stability
+from ._variance import variance_explained
 
-__all__ = ["fit", "write_results"]
+__all__ = [
+    "active_factors",
+    "auroc",
+    "fit",
+    "gene_set_test",
+    "impute",
+    "project",
+    "refine",
+    "refined_gene_sets",
+    "stability",
+    "variance_explained",
+    "write_gmt",
+    "write_results",
+]

@@ -1,0 +1,147 @@
+"""Stability of the factors across random seeds."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+
+from ._utils import frame_to_uns, get_factor_names, get_results, store
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["stability"]
+
+#: Settings of ``uns[key]["params"]`` that are arguments of :func:`spexlvm.tl.fit`.
+_FIT_PARAMS = ("n_sparse", "n_dense", "prior_confidence", "layer", "mask_key")
+
+
+def _abs_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|Pearson correlation| between the columns of ``a`` and of ``b`` (a.k x b.k)."""
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    na = np.linalg.norm(a, axis=0)
+    nb = np.linalg.norm(b, axis=0)
+    denom = np.outer(na, nb)
+    c = np.divide(a.T @ b, denom, out=np.zeros((a.shape[1], b.shape[1])), where=denom > 0)
+    return np.abs(c)
+
+
+def _match(ref: np.ndarray, other: np.ndarray, n_annotated: int) -> np.ndarray:
+    """Column order of ``other`` that matches ``ref``.
+
+    Annotated factors by name (position), unannotated ones by maximal |correlation| of
+    the loadings (Hungarian assignment).
+    """
+    order = np.arange(ref.shape[1])
+    if ref.shape[1] - n_annotated > 1:
+        c = _abs_corr(ref[:, n_annotated:], other[:, n_annotated:])
+        _, cols = linear_sum_assignment(-c)
+        order[n_annotated:] = n_annotated + cols
+    return order
+
+
+def stability(
+    adata: AnnData,
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    key: str = "spexlvm",
+    **fit_kwargs: Any,
+) -> pd.DataFrame:
+    """Refit the model with several seeds and report how reproducible each factor is.
+
+    Each seed refits a copy of ``adata`` with :func:`spexlvm.tl.fit`, using the original
+    fit's settings from ``uns[key]["params"]`` (``n_sparse``, ``n_dense``,
+    ``prior_confidence``, ``layer``, ``mask_key``) unless ``fit_kwargs`` overrides them.
+    For every pair of seeds, the loadings and the scores of each factor are compared by
+    their absolute Pearson correlation. Annotated factors are matched by name;
+    unannotated (sparse, dense) factors, which have no name to hold them in place, are
+    matched by the loadings' correlation (Hungarian assignment). ``adata`` is not
+    modified except for the summary stored in ``uns``.
+
+    Parameters
+    ----------
+    adata
+        AnnData fitted by :func:`spexlvm.tl.fit`.
+    seeds
+        At least two seeds.
+    key
+        Key of the fit.
+    **fit_kwargs
+        Further arguments of :func:`spexlvm.tl.fit` (e.g. ``max_epochs``).
+
+    Returns
+    -------
+    One row per factor (index: factor name): ``loadings_corr_mean``,
+    ``loadings_corr_min``, ``scores_corr_mean`` and ``scores_corr_min`` over the pairs of
+    seeds. Values near 1 mark factors to trust. An h5ad-safe copy (with ``seeds``) goes
+    to ``adata.uns[key]["stability"]``.
+    """
+    from ._fit import fit
+
+    seeds = [int(s) for s in seeds]
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"stability needs at least two distinct seeds, got {seeds}.")
+    names = get_factor_names(adata, key)
+    uns = get_results(adata, key)
+    params = uns.get("params", {})
+    n_annotated = int(uns.get("n_annotated", len(names)))
+    kwargs: dict[str, Any] = {p: params[p] for p in _FIT_PARAMS if p in params}
+    if "layer" in kwargs:
+        kwargs["layer"] = str(kwargs["layer"]) or None
+    for p in ("n_sparse", "n_dense"):
+        if p in kwargs:
+            kwargs[p] = int(kwargs[p])
+    kwargs.update(fit_kwargs)
+    kwargs.setdefault("enable_progress_bar", False)
+    kwargs.pop("copy", None)
+    kwargs.pop("seed", None)
+
+    loadings, scores = [], []
+    for seed in seeds:
+        logger.info("stability: fitting seed %d.", seed)
+        copy = adata.copy()
+        fit(copy, seed=seed, key_added=key, **kwargs)
+        w = np.asarray(copy.varm[f"{key}_loadings"], dtype=np.float64)
+        s = np.asarray(copy.obsm[f"X_{key}"], dtype=np.float64)
+        if w.shape[1] != len(names):
+            raise ValueError(
+                f"The refit has {w.shape[1]} factors, the original {len(names)}: pass the "
+                "original settings (n_sparse=..., n_dense=...) in fit_kwargs."
+            )
+        if loadings:
+            order = _match(loadings[0], w, n_annotated)
+            w, s = w[:, order], s[:, order]
+        loadings.append(w)
+        scores.append(s)
+
+    pairs = list(itertools.combinations(range(len(seeds)), 2))
+    lc = np.array([np.diag(_abs_corr(loadings[i], loadings[j])) for i, j in pairs])
+    sc = np.array([np.diag(_abs_corr(scores[i], scores[j])) for i, j in pairs])
+    df = pd.DataFrame(
+        {
+            "loadings_corr_mean": lc.mean(0),
+            "loadings_corr_min": lc.min(0),
+            "scores_corr_mean": sc.mean(0),
+            "scores_corr_min": sc.min(0),
+        },
+        index=pd.Index(names, name="factor"),
+    )
+    stored = frame_to_uns(df, index="factor")
+    stored["seeds"] = np.asarray(seeds, dtype=np.int64)
+    store(adata, key, "stability", stored)
+    logger.info(
+        "stability over %d seeds: %d of %d factors with min loadings correlation >= 0.9.",
+        len(seeds),
+        int((df["loadings_corr_min"] >= 0.9).sum()),
+        len(df),
+    )
+    return df

@@ -1,0 +1,149 @@
+"""Shared readers of fitted results in AnnData, and h5ad-safe storage of tool results."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+_FIT_HINT = "run spexlvm.tl.fit first"
+
+
+def get_results(adata: AnnData, key: str = "spexlvm") -> dict[str, Any]:
+    """The fit summary ``adata.uns[key]`` written by :func:`spexlvm.tl.fit`.
+
+    Raises
+    ------
+    KeyError
+        When ``adata.uns`` has no such entry.
+    """
+    if key not in adata.uns or not isinstance(adata.uns[key], dict):
+        raise KeyError(f"adata.uns[{key!r}] not found: {_FIT_HINT} (with key_added={key!r}).")
+    return adata.uns[key]
+
+
+def get_uns_entry(adata: AnnData, name: str, key: str = "spexlvm") -> Any:
+    """One entry of ``adata.uns[key]``, with a clear error when it is missing."""
+    uns = get_results(adata, key)
+    if name not in uns:
+        raise KeyError(
+            f"adata.uns[{key!r}][{name!r}] not found: {_FIT_HINT} (results written by an "
+            "older version lack it; refit)."
+        )
+    return uns[name]
+
+
+def get_factor_names(adata: AnnData, key: str = "spexlvm") -> np.ndarray:
+    """Factor names (str array) of the fit under ``key``."""
+    return np.asarray(get_uns_entry(adata, "factor_names", key), dtype=str)
+
+
+def get_scores(adata: AnnData, key: str = "spexlvm") -> np.ndarray:
+    """Factor scores ``obsm[f"X_{key}"]`` (cells x factors, float64)."""
+    name = f"X_{key}"
+    if name not in adata.obsm:
+        raise KeyError(f"adata.obsm[{name!r}] not found: {_FIT_HINT} (with key_added={key!r}).")
+    return np.asarray(adata.obsm[name], dtype=np.float64)
+
+
+def get_loadings(adata: AnnData, key: str = "spexlvm", *, sd: bool = False) -> np.ndarray:
+    """Loadings ``varm[f"{key}_loadings"]`` (or their posterior sd), genes x factors."""
+    name = f"{key}_loadings_sd" if sd else f"{key}_loadings"
+    if name not in adata.varm:
+        raise KeyError(f"adata.varm[{name!r}] not found: {_FIT_HINT} (with key_added={key!r}).")
+    return np.asarray(adata.varm[name], dtype=np.float64)
+
+
+def get_annotation(adata: AnnData, key: str = "spexlvm") -> tuple[np.ndarray, np.ndarray]:
+    """The gene-set mask the fit used (genes x annotated factors) and the set names."""
+    uns = get_results(adata, key)
+    params = uns.get("params", {})
+    mask_key = str(params.get("mask_key", "spexlvm_mask")) if isinstance(params, dict) else ""
+    mask_key = mask_key or "spexlvm_mask"
+    if mask_key not in adata.varm:
+        raise KeyError(
+            f"adata.varm[{mask_key!r}] (the gene-set annotation of the fit) not found: "
+            "add the gene sets with spexlvm.pp.add_gene_sets, or run spexlvm.tl.fit first."
+        )
+    mask = np.asarray(adata.varm[mask_key]).astype(bool)
+    n_annotated = int(uns.get("n_annotated", mask.shape[1]))
+    names = get_factor_names(adata, key)[:n_annotated]
+    return mask[:, :n_annotated], names
+
+
+def get_layer(adata: AnnData, layer: str | None) -> Any:
+    """``adata.X`` or ``adata.layers[layer]``, with a clear error for a missing layer."""
+    if layer is None:
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(
+            f"Layer {layer!r} not found in adata.layers (available: {list(adata.layers)})."
+        )
+    return adata.layers[layer]
+
+
+def fit_layer(adata: AnnData, key: str = "spexlvm", layer: str | None = None) -> str | None:
+    """The layer to read: ``layer`` if given, else the one the fit used (``params``)."""
+    if layer is not None:
+        return layer
+    params = get_results(adata, key).get("params", {})
+    used = params.get("layer", "") if isinstance(params, dict) else ""
+    return str(used) or None
+
+
+def dense_chunks(x: Any, chunk_size: int = 2048) -> Iterator[tuple[slice, np.ndarray]]:
+    """Dense float64 row chunks of a dense, sparse or backed matrix."""
+    n = x.shape[0]
+    for start in range(0, n, chunk_size):
+        sl = slice(start, min(start + chunk_size, n))
+        block = x[sl]
+        if sparse.issparse(block):
+            block = block.toarray()
+        yield sl, np.asarray(block, dtype=np.float64)
+
+
+def frame_to_uns(df: pd.DataFrame, *, index: str | None = "index") -> dict[str, np.ndarray]:
+    """An h5ad-safe copy of a DataFrame: a dict of column name -> numpy array.
+
+    Numeric and bool columns stay numeric / bool; everything else becomes a str array
+    (missing values as ``""``). The index is stored under ``index`` unless ``None``.
+    """
+    out: dict[str, np.ndarray] = {}
+    if index is not None:
+        out[index] = np.asarray([str(i) for i in df.index], dtype=str)
+    for col in df.columns:
+        values = df[col]
+        if pd.api.types.is_bool_dtype(values):
+            out[str(col)] = values.to_numpy(dtype=bool)
+        elif pd.api.types.is_integer_dtype(values):
+            out[str(col)] = values.to_numpy(dtype=np.int64)
+        elif pd.api.types.is_float_dtype(values):
+            out[str(col)] = values.to_numpy(dtype=np.float64)
+        else:
+            out[str(col)] = np.asarray(
+                ["" if pd.isna(v) else str(v) for v in values], dtype=str
+            ).reshape(-1)
+    return out
+
+
+def uns_to_frame(stored: dict[str, Any], *, index: str | None = "index") -> pd.DataFrame:
+    """Inverse of :func:`frame_to_uns` (columns in stored order)."""
+    data = {k: np.asarray(v) for k, v in stored.items() if k != index}
+    df = pd.DataFrame(data)
+    if index is not None and index in stored:
+        df.index = [str(i) for i in np.asarray(stored[index])]
+    return df
+
+
+def store(adata: AnnData, key: str, name: str, value: dict[str, Any]) -> None:
+    """Store an h5ad-safe result under ``adata.uns[key][name]``."""
+    get_results(adata, key)[name] = value

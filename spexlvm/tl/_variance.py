@@ -1,0 +1,172 @@
+"""Variance explained (R²) per factor, overall and per group of cells."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ._utils import (
+    dense_chunks,
+    fit_layer,
+    get_factor_names,
+    get_layer,
+    get_loadings,
+    get_scores,
+    get_uns_entry,
+    store,
+)
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["variance_explained"]
+
+#: Target number of matrix entries per chunk of cells.
+_CHUNK_ENTRIES = 2**22
+
+
+class _Accumulator:
+    """Sums of squares of the centred data and of the per-factor / full residuals."""
+
+    def __init__(self, n_factors: int):
+        self.ss_tot = 0.0
+        self.ss_res = np.zeros(n_factors)  # minus sum(y^2): added at the end
+        self.ss_res_total = 0.0
+
+    def add(self, y: np.ndarray, o: np.ndarray | None, s: np.ndarray, w: np.ndarray) -> None:
+        # y: centred data (0 where missing), o: observed mask or None, s: scores, w: loadings
+        self.ss_tot += float((y * y).sum())
+        resid = y - s @ w.T
+        if o is not None:
+            resid *= o
+            sq = o.T @ (s * s)
+        else:
+            sq = np.broadcast_to((s * s).sum(0), w.shape)
+        self.ss_res_total += float((resid * resid).sum())
+        cross = y.T @ s
+        self.ss_res += -2.0 * (w * cross).sum(0) + (w * w * sq).sum(0)
+
+    def r2(self) -> tuple[np.ndarray, float]:
+        if self.ss_tot <= 0:
+            return np.zeros_like(self.ss_res), 0.0
+        per_factor = 1.0 - (self.ss_tot + self.ss_res) / self.ss_tot
+        return per_factor, 1.0 - self.ss_res_total / self.ss_tot
+
+
+def variance_explained(
+    adata: AnnData,
+    groupby: str | None = None,
+    *,
+    key: str = "spexlvm",
+    layer: str | None = None,
+    chunk_size: int | None = None,
+) -> pd.DataFrame:
+    """Variance explained (R²) by each factor, in all cells and per group of cells.
+
+    ``R²_k = 1 - SS_res,k / SS_tot`` over the observed (non-NaN) entries of the data
+    centred with the fit's gene means (``uns[key]["gene_mean"]``), where the residual is
+    the data minus the factor's own rank-1 reconstruction ``x_k w_k^T`` (scores from
+    ``obsm[f"X_{key}"]``, loadings from ``varm[f"{key}_loadings"]``). The total R² uses
+    the full reconstruction ``X W^T``. This is what :meth:`spexlvm.SpexLVM.get_r2` computes.
+    The data are streamed in chunks of cells (dense, sparse or backed).
+
+    Parameters
+    ----------
+    adata
+        AnnData fitted by :func:`spexlvm.tl.fit`.
+    groupby
+        Optional ``obs`` column: R² per factor within each of its groups, too.
+    key
+        Key of the fit (``key_added`` of :func:`spexlvm.tl.fit`).
+    layer
+        Layer to read; defaults to the layer the fit used.
+    chunk_size
+        Cells per chunk; defaults to about 4 M entries per chunk.
+
+    Returns
+    -------
+    One row per factor (index: factor name), ranked by R², largest first: ``r2``,
+    ``rank`` (1 = largest) and, with ``groupby``, one column ``r2_<group>`` per group.
+    ``attrs["total"]`` holds the total R², ``attrs["total_by_group"]`` the total per group.
+    An h5ad-safe copy goes to ``adata.uns[key]["variance_explained"]``: ``factor_names``,
+    ``r2``, ``rank`` (in the fit's factor order), ``r2_total`` and, with ``groupby``,
+    ``groupby``, ``groups``, ``r2_by_group`` (groups x factors), ``r2_total_by_group``.
+
+    Examples
+    --------
+    >>> df = spexlvm.tl.variance_explained(adata, groupby="cell_type")
+    >>> df.head()
+    """
+    names = get_factor_names(adata, key)
+    scores = get_scores(adata, key)
+    w = get_loadings(adata, key)
+    mean = np.asarray(get_uns_entry(adata, "gene_mean", key), dtype=np.float64)
+    x = get_layer(adata, fit_layer(adata, key, layer))
+    if x.shape[1] != w.shape[0] or mean.shape[0] != w.shape[0]:
+        raise ValueError(
+            f"The data have {x.shape[1]} genes, the fit {w.shape[0]}: use the AnnData (and "
+            "layer) the model was fitted on."
+        )
+    if groupby is not None:
+        if groupby not in adata.obs:
+            raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
+        labels = adata.obs[groupby]
+        if isinstance(labels.dtype, pd.CategoricalDtype):
+            groups = [str(g) for g in labels.cat.categories]
+        else:
+            groups = sorted({str(v) for v in labels.dropna()})
+        codes = pd.Categorical(labels.astype(str).where(labels.notna()), categories=groups).codes
+        per_group = [_Accumulator(len(names)) for _ in groups]
+    else:
+        groups, codes, per_group = [], None, []
+    if chunk_size is None:
+        chunk_size = max(1, _CHUNK_ENTRIES // max(x.shape[1], 1))
+
+    total = _Accumulator(len(names))
+    for sl, block in dense_chunks(x, chunk_size):
+        y = block - mean
+        finite = np.isfinite(y)
+        o = None if finite.all() else finite.astype(np.float64)
+        if o is not None:
+            y = np.where(finite, y, 0.0)
+        s = scores[sl]
+        total.add(y, o, s, w)
+        if codes is not None:
+            c = codes[sl]
+            for g in np.unique(c[c >= 0]):
+                rows = c == g
+                per_group[g].add(y[rows], None if o is None else o[rows], s[rows], w)
+
+    r2, r2_total = total.r2()
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[np.argsort(-r2, kind="stable")] = np.arange(1, len(names) + 1)
+    df = pd.DataFrame({"r2": r2, "rank": rank}, index=pd.Index(names, name="factor"))
+    stored: dict = {
+        "factor_names": names.copy(),
+        "r2": r2.astype(np.float64),
+        "rank": rank,
+        "r2_total": float(r2_total),
+    }
+    if groupby is not None:
+        by_group = np.zeros((len(groups), len(names)))
+        total_by_group = np.zeros(len(groups))
+        for i, acc in enumerate(per_group):
+            by_group[i], total_by_group[i] = acc.r2()
+            df[f"r2_{groups[i]}"] = by_group[i]
+        df.attrs["total_by_group"] = dict(zip(groups, total_by_group.tolist(), strict=True))
+        stored.update(
+            groupby=str(groupby),
+            groups=np.asarray(groups, dtype=str),
+            r2_by_group=by_group,
+            r2_total_by_group=total_by_group,
+        )
+    df.attrs["total"] = float(r2_total)
+    df = df.sort_values("rank")
+    store(adata, key, "variance_explained", stored)
+    logger.info("Total R2 %.3f; top factor %s (R2 %.3f).", r2_total, df.index[0], df["r2"].iloc[0])
+    return df

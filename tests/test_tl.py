@@ -1,0 +1,429 @@
+"""Downstream tools of spexlvm.tl on fitted synthetic data with known truth."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+import spexlvm
+from spexlvm.datasets import synthetic
+from spexlvm.tl._refine import bayesian_fdr_select, relevance_probability
+from spexlvm.tl._utils import frame_to_uns, uns_to_frame
+
+N_TRUE = 10
+FIT_FIRST = r"run spexlvm\.tl\.fit first"
+
+
+def _flip_metrics(adata, changes, n_factors):
+    """Precision / recall of the added (vs false negatives) and removed (vs false positives)."""
+    genes = {g: i for i, g in enumerate(adata.var_names)}
+    factors = {f"factor_{k + 1}": k for k in range(n_factors)}
+    out = {}
+    for change, truth_key in (("added", "false_negatives"), ("removed", "false_positives")):
+        truth = adata.varm[truth_key][:, :n_factors]
+        sub = changes[(changes["change"] == change) & changes["factor"].isin(factors)]
+        call = np.zeros_like(truth)
+        call[[genes[g] for g in sub["gene"]], [factors[f] for f in sub["factor"]]] = True
+        tp = int((call & truth).sum())
+        out[change] = (tp / max(int(call.sum()), 1), tp / int(truth.sum()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def fitted(run_fit):
+    """1000 cells x 400 genes, 10 true factors, 20% annotation noise, 3 extra sets."""
+    adata = synthetic(1000, 400, N_TRUE, noise=0.2, extra=0.3, seed=0)
+    truth = adata.obsm["X_true"][:, 0]
+    adata.obs["planted"] = pd.Categorical(
+        np.where(truth > 1.0, "high", np.where(truth < -1.0, "low", "mid"))
+    )
+    model = run_fit(adata)
+    return adata, model
+
+
+@pytest.fixture(scope="module")
+def fitted_missing(run_fit):
+    """500 cells x 200 genes, 5 factors, 10% of the entries missing."""
+    adata = synthetic(500, 200, 5, noise=0.2, missing=0.1, seed=0)
+    model = run_fit(adata, max_epochs=300)
+    return adata, model
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def test_unfitted_errors():
+    adata = synthetic(50, 30, 2, seed=0)
+    for func in (
+        spexlvm.tl.variance_explained,
+        spexlvm.tl.active_factors,
+        spexlvm.tl.refine,
+        spexlvm.tl.impute,
+        spexlvm.tl.gene_set_test,
+    ):
+        with pytest.raises(KeyError, match=FIT_FIRST):
+            func(adata)
+    with pytest.raises(KeyError, match=FIT_FIRST):
+        spexlvm.tl.auroc(adata, "x")
+    with pytest.raises(KeyError, match=FIT_FIRST):
+        spexlvm.tl.stability(adata)
+
+
+# ---------------------------------------------------------------------------- variance
+
+
+def test_variance_explained_matches_get_r2(fitted):
+    adata, model = fitted
+    adata = adata.copy()
+    df = spexlvm.tl.variance_explained(adata)
+    r2 = model.get_r2()
+    np.testing.assert_allclose(df.loc[r2.index, "r2"], r2.to_numpy(), atol=1e-5)
+    assert df.attrs["total"] == pytest.approx(r2.attrs["total"], abs=1e-5)
+    assert list(df["rank"]) == list(range(1, len(df) + 1))
+    assert df["r2"].is_monotonic_decreasing
+    # the extra (irrelevant) sets rank last
+    assert set(df.index[-3:]) == {"extra_1", "extra_2", "extra_3"}
+    stored = adata.uns["spexlvm"]["variance_explained"]
+    np.testing.assert_allclose(stored["r2"], r2.to_numpy(), atol=1e-5)
+
+
+def test_variance_explained_groupby_and_sparse(fitted):
+    adata, _ = fitted
+    adata = adata.copy()
+    df = spexlvm.tl.variance_explained(adata, groupby="planted", chunk_size=128)
+    # brute force on one group's cells
+    rows = (adata.obs["planted"] == "high").to_numpy()
+    y = adata.X[rows] - adata.uns["spexlvm"]["gene_mean"]
+    s, w = adata.obsm["X_spexlvm"][rows], adata.varm["spexlvm_loadings"]
+    ss_tot = (y**2).sum()
+    brute = [1 - ((y - np.outer(s[:, k], w[:, k])) ** 2).sum() / ss_tot for k in range(w.shape[1])]
+    names = list(adata.uns["spexlvm"]["factor_names"])
+    np.testing.assert_allclose(df.loc[names, "r2_high"], brute, atol=1e-4)
+    # factor_1 drives the planted groups: it explains more within the extreme groups
+    assert df.loc["factor_1", "r2_high"] > df.loc["factor_1", "r2_mid"]
+    total = 1 - ((y - s @ w.T) ** 2).sum() / ss_tot
+    assert df.attrs["total_by_group"]["high"] == pytest.approx(total, abs=1e-4)
+    # sparse input gives the same numbers
+    sp = adata.copy()
+    sp.X = sparse.csr_matrix(sp.X)
+    df_sp = spexlvm.tl.variance_explained(sp, groupby="planted")
+    pd.testing.assert_frame_equal(df, df_sp, atol=1e-6)
+    with pytest.raises(KeyError, match="not a column"):
+        spexlvm.tl.variance_explained(adata, groupby="nope")
+
+
+def test_variance_explained_missing(fitted_missing):
+    adata, model = fitted_missing
+    adata = adata.copy()
+    df = spexlvm.tl.variance_explained(adata)
+    r2 = model.get_r2()
+    np.testing.assert_allclose(df.loc[r2.index, "r2"], r2.to_numpy(), atol=1e-5)
+    assert df.attrs["total"] == pytest.approx(r2.attrs["total"], abs=1e-5)
+
+
+# ---------------------------------------------------------------------------- pruning
+
+
+def test_active_factors(fitted):
+    adata, _ = fitted
+    adata = adata.copy()
+    df = spexlvm.tl.active_factors(adata)
+    assert list(df.columns) == [
+        "kind",
+        "factor_scale",
+        "relative_scale",
+        "r2",
+        "active",
+        "reason",
+    ]
+    assert df.loc[[f"factor_{k + 1}" for k in range(N_TRUE)], "active"].all()
+    extra = df.loc[["extra_1", "extra_2", "extra_3"]]
+    assert not extra["active"].any()
+    assert set(extra["reason"]) <= {"scale collapsed", "explains < min_r2"}
+    assert (df.loc[df["active"], "reason"] == "").all()
+    # a huge min_r2 switches every factor off for that reason
+    strict = spexlvm.tl.active_factors(adata, min_r2=0.99, min_scale=0.0)
+    assert (strict["reason"] == "explains < min_r2").all()
+    with pytest.raises(ValueError, match="must be >= 0"):
+        spexlvm.tl.active_factors(adata, min_r2=-1)
+
+
+# ---------------------------------------------------------------------------- refine
+
+
+def test_relevance_probability_and_bayesian_fdr():
+    w = np.array([[10.0], [0.0], [0.5], [-10.0]])
+    sd = np.full_like(w, 0.1)
+    p = relevance_probability(w, sd, threshold=0.05)  # t = 0.5
+    np.testing.assert_allclose(p[[0, 1, 3], 0], [1.0, 0.0, 1.0], atol=1e-6)
+    assert p[2, 0] == pytest.approx(0.5, abs=1e-6)
+    sel = bayesian_fdr_select(np.array([0.99, 0.98, 0.9, 0.6, 0.2, 0.0]), fdr=0.05)
+    # mean error of the top 3 is 0.043 <= 0.05, of the top 4 0.13
+    assert sel.tolist() == [True, True, True, False, False, False]
+    # calls with p < min_prob are never made, even within the budget
+    sel = bayesian_fdr_select(np.r_[np.ones(50), 0.3], fdr=0.05)
+    assert sel.sum() == 50
+
+
+def test_refine_recovers_flipped_genes(fitted):
+    adata, _ = fitted
+    adata = adata.copy()
+    changes = spexlvm.tl.refine(adata)
+    assert list(changes.columns) == ["factor", "gene", "change", "probability", "loading"]
+    assert set(changes["change"]) == {"added", "removed"}
+    assert changes["probability"].between(0.5, 1.0).all()
+    metrics = _flip_metrics(adata, changes, N_TRUE)
+    for change in ("added", "removed"):
+        precision, recall = metrics[change]
+        # measured: 1.0 and 1.0 for both lists (seed 0)
+        assert precision >= 0.95, (change, metrics)
+        assert recall >= 0.95, (change, metrics)
+    # an added gene has a large loading; a removed true-factor gene a small one
+    added = changes[(changes["change"] == "added") & changes["factor"].str.startswith("factor_")]
+    assert (added["loading"].abs() > 0.1).all()
+    stored = adata.uns["spexlvm"]["refine"]
+    assert stored["fdr"] == 0.05
+    pd.testing.assert_frame_equal(uns_to_frame(stored | {}, index=None)[changes.columns], changes)
+    with pytest.raises(ValueError, match="threshold"):
+        spexlvm.tl.refine(adata, threshold=1.5)
+
+
+def test_refined_gene_sets_and_gmt(fitted, tmp_path):
+    adata, _ = fitted
+    adata = adata.copy()
+    sets = spexlvm.tl.refined_gene_sets(adata)
+    # extra (pruned) sets are dropped; all true factors stay
+    assert list(sets) == [f"factor_{k + 1}" for k in range(N_TRUE)]
+    truth = adata.varm["mask_true"]
+    genes = np.asarray(adata.var_names)
+    for k in range(N_TRUE):
+        true_set = set(genes[truth[:, k]])
+        got = set(sets[f"factor_{k + 1}"])
+        assert len(got & true_set) / len(got | true_set) >= 0.85
+    all_sets = spexlvm.tl.refined_gene_sets(adata, only_active=False)
+    assert len(all_sets) == N_TRUE + 3
+    path = spexlvm.tl.write_gmt(sets, tmp_path / "refined.gmt")
+    assert spexlvm.pp.read_gmt(path) == sets
+    with pytest.raises(ValueError, match="tabs"):
+        spexlvm.tl.write_gmt({"a\tb": ["g"]}, tmp_path / "bad.gmt")
+
+
+# ---------------------------------------------------------------------------- auroc
+
+
+def _toy_adata(scores, labels):
+    adata = ad.AnnData(np.zeros((len(labels), 2), dtype=np.float32))
+    adata.obs["group"] = pd.Categorical(labels)
+    adata.obsm["X_spexlvm"] = np.asarray(scores, dtype=np.float32)
+    adata.uns["spexlvm"] = {"factor_names": np.array(["f1", "f2"])}
+    return adata
+
+
+def test_auroc_exact():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    labels = np.array(["a"] * 6 + ["b"] * 5 + ["c"] * 4)
+    scores = np.c_[np.round(rng.normal(size=15), 1), np.arange(15.0)]  # ties in f1
+    adata = _toy_adata(scores, labels)
+    df = spexlvm.tl.auroc(adata, "group")
+    assert list(df.columns) == ["factor", "group", "auroc", "pval", "pval_adj"]
+    assert len(df) == 6
+    for row in df.itertuples():
+        k = int(row.factor[1]) - 1
+        expected = roc_auc_score(labels == row.group, scores[:, k])
+        assert row.auroc == pytest.approx(expected, abs=1e-6)
+    # f2 increases with the cell index: group "a" (first cells) scores lowest
+    assert df.set_index(["factor", "group"]).loc[("f2", "a"), "auroc"] == 0.0
+    assert df.set_index(["factor", "group"]).loc[("f2", "c"), "auroc"] == 1.0
+    assert (df["pval_adj"] >= df["pval"]).all()
+    stored = adata.uns["spexlvm"]["auroc"]
+    assert stored["auroc"].shape == (2, 3)
+    one = spexlvm.tl.auroc(adata, "group", factors=["f2"])
+    assert set(one["factor"]) == {"f2"}
+    with pytest.raises(KeyError, match="Unknown factor"):
+        spexlvm.tl.auroc(adata, "group", factors=["f9"])
+    adata.obs["single"] = "x"
+    with pytest.raises(ValueError, match="at least two groups"):
+        spexlvm.tl.auroc(adata, "single")
+
+
+def test_auroc_planted_groups(fitted):
+    adata, _ = fitted
+    adata = adata.copy()
+    df = spexlvm.tl.auroc(adata, "planted").set_index(["factor", "group"])
+    # factor_1 drives the groups (its sign is arbitrary: the fit orients it by its genes)
+    high, low = df.loc[("factor_1", "high"), "auroc"], df.loc[("factor_1", "low"), "auroc"]
+    assert min(high, low) < 0.05
+    assert max(high, low) > 0.95
+    assert df.loc[("factor_1", "high"), "pval_adj"] < 1e-10
+    others = df.drop(index="factor_1", level="factor")
+    assert (others["auroc"].between(0.35, 0.65)).all()
+
+
+# ---------------------------------------------------------------------------- impute
+
+
+def test_impute_beats_gene_mean(fitted_missing):
+    adata, _ = fitted_missing
+    adata = adata.copy()
+    before = adata.X.copy()
+    report = spexlvm.tl.impute(adata)
+    missing = np.isnan(before)
+    np.testing.assert_array_equal(np.isnan(adata.X), missing)  # input untouched
+    imputed = adata.layers["spexlvm_imputed"]
+    assert not np.isnan(imputed).any()
+    np.testing.assert_array_equal(imputed[~missing], before[~missing])
+    assert report["n_missing"].sum() == missing.sum()
+    complete = adata.layers["complete"]
+    rmse = np.sqrt(np.mean((imputed[missing] - complete[missing]) ** 2))
+    gene_mean = np.broadcast_to(np.nanmean(before, axis=0), before.shape)
+    rmse_mean = np.sqrt(np.mean((gene_mean[missing] - complete[missing]) ** 2))
+    # the residual noise has sd 1: the model gets close to it, the gene mean does not
+    assert rmse < 1.1
+    assert rmse < 0.7 * rmse_mean, (rmse, rmse_mean)
+    with pytest.raises(ValueError, match="overwrite"):
+        spexlvm.tl.impute(adata, layer="complete", layer_added="complete")
+
+
+# ---------------------------------------------------------------------------- project
+
+
+def test_project(fitted):
+    adata, model = fitted
+    new = adata[:200].copy()
+    del new.obsm["X_spexlvm"]
+    del new.uns["spexlvm"]
+    scores = spexlvm.tl.project(model, new)
+    fitted_scores = adata.obsm["X_spexlvm"][:200]
+    for k in range(scores.shape[1]):
+        r = np.corrcoef(scores.iloc[:, k], fitted_scores[:, k])[0, 1]
+        assert r > 0.99
+    np.testing.assert_allclose(new.obsm["X_spexlvm"], fitted_scores, atol=1e-4)
+    # the other tools work on the projected cells
+    assert len(spexlvm.tl.auroc(new, "planted")) == 3 * scores.shape[1]
+
+    missing = adata[:20, 5:].copy()
+    with pytest.raises(ValueError, match=r"lacks 5 of the model's 400 genes: 'gene_0'"):
+        spexlvm.tl.project(model, missing)
+    with pytest.raises(ValueError, match=r"adata_new\[:, model.adata.var_names\]"):
+        spexlvm.tl.project(model, adata[:20, ::-1].copy())
+
+
+# ---------------------------------------------------------------------------- significance
+
+
+def test_gene_set_test(fitted):
+    adata, _ = fitted
+    adata = adata.copy()
+    df = spexlvm.tl.gene_set_test(adata)
+    assert list(df.columns) == ["n_genes", "mean_in", "mean_out", "t", "pval", "pval_adj"]
+    true = df.loc[[f"factor_{k + 1}" for k in range(N_TRUE)]]
+    assert (true["pval_adj"] < 1e-3).all()
+    assert (true["mean_in"] > 10 * true["mean_out"]).all()
+    np.testing.assert_array_equal(df["n_genes"], adata.varm["spexlvm_mask"].sum(0))
+    # the extra sets' loadings are tiny compared with the true factors'
+    extra = df.loc[["extra_1", "extra_2", "extra_3"]]
+    assert (extra["mean_in"] < 0.1 * true["mean_in"].min()).all()
+    assert (df["pval_adj"] >= df["pval"] - 1e-15).all()
+
+
+# ---------------------------------------------------------------------------- stability
+
+
+@pytest.mark.slow
+def test_stability(fitted):
+    adata, _ = fitted
+    adata = adata.copy()
+    df = spexlvm.tl.stability(adata, seeds=(0, 1))
+    assert list(df.index) == list(adata.uns["spexlvm"]["factor_names"])
+    assert list(df.columns) == [
+        "loadings_corr_mean",
+        "loadings_corr_min",
+        "scores_corr_mean",
+        "scores_corr_min",
+    ]
+    true = df.iloc[:N_TRUE]
+    assert (true["loadings_corr_min"] > 0.95).all()
+    assert (true["scores_corr_min"] > 0.95).all()
+    assert (df["loadings_corr_min"] <= df["loadings_corr_mean"] + 1e-12).all()
+    np.testing.assert_array_equal(adata.uns["spexlvm"]["stability"]["seeds"], [0, 1])
+    with pytest.raises(ValueError, match="two distinct seeds"):
+        spexlvm.tl.stability(adata, seeds=(0,))
+
+
+def test_stability_matching_and_errors(fitted):
+    from spexlvm.tl._stability import _match
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(50, 5))
+    other = ref[:, [0, 1, 4, 2, 3]] * np.array([1, 1, -1, 1, 1])
+    # the first two (annotated) stay in place, the others are matched up to sign
+    assert _match(ref, other, 2).tolist() == [0, 1, 3, 4, 2]
+    with pytest.raises(ValueError, match="two distinct seeds"):
+        spexlvm.tl.stability(fitted[0].copy(), seeds=(0, 0))
+
+
+# ---------------------------------------------------------------------------- storage
+
+
+def test_frame_to_uns_round_trip():
+    df = pd.DataFrame(
+        {"a": [1.5, 2.0], "b": [True, False], "c": ["x", None], "d": [1, 2]}, index=["r1", "r2"]
+    )
+    stored = frame_to_uns(df)
+    assert stored["c"].tolist() == ["x", ""]
+    back = uns_to_frame(stored)
+    assert back.index.tolist() == ["r1", "r2"]
+    assert back["b"].dtype == bool
+    assert back["d"].dtype == np.int64
+
+
+def test_all_results_survive_h5ad(fitted, tmp_path, nested_equal):
+    adata, model = fitted
+    adata = adata.copy()
+    spexlvm.tl.variance_explained(adata, groupby="planted")
+    spexlvm.tl.active_factors(adata)
+    spexlvm.tl.refine(adata)
+    spexlvm.tl.auroc(adata, "planted")
+    spexlvm.tl.gene_set_test(adata)
+    adata.uns["spexlvm"]["impute"] = {}  # replaced below
+    with_nan = adata.copy()
+    with_nan.X[0, 0] = np.nan
+    spexlvm.tl.impute(with_nan)
+    adata.uns["spexlvm"]["impute"] = with_nan.uns["spexlvm"]["impute"]
+    new = adata[:50].copy()
+    spexlvm.tl.project(model, new)
+    path = tmp_path / "tools.h5ad"
+    adata.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    for name in ("variance_explained", "active_factors", "refine", "auroc", "gene_set_test"):
+        nested_equal(adata.uns["spexlvm"][name], back.uns["spexlvm"][name], name)
+    nested_equal(adata.uns["spexlvm"]["impute"], back.uns["spexlvm"]["impute"], "impute")
+    new.write_h5ad(tmp_path / "new.h5ad")
+    nested_equal(new.uns["spexlvm"], ad.read_h5ad(tmp_path / "new.h5ad").uns["spexlvm"])
+
+
+# ---------------------------------------------------------------------------- paper size
+
+
+@pytest.mark.slow
+def test_paper_size_pruning_and_refinement(run_fit):
+    """2000 cells x 1000 genes x 20 factors, 20% noise, 10 extra random sets (paper 3.1).
+
+    Measured (seed 0): all 10 extra sets inactive, all 20 true factors active; refinement
+    precision and recall 1.0 for both the added (310) and the removed (310) genes.
+    """
+    adata = synthetic(2000, 1000, 20, noise=0.2, extra=0.5, seed=0)
+    run_fit(adata)
+    report = spexlvm.tl.active_factors(adata)
+    assert report.iloc[20:]["active"].mean() <= 0.1  # >= 90% of the extra sets pruned
+    assert report.iloc[:20]["active"].mean() >= 0.95
+    metrics = _flip_metrics(adata, spexlvm.tl.refine(adata), 20)
+    for change in ("added", "removed"):
+        precision, recall = metrics[change]
+        assert precision >= 0.95, (change, metrics)
+        assert recall >= 0.95, (change, metrics)
