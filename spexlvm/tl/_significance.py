@@ -35,6 +35,12 @@ def gene_set_test(
     genes than elsewhere does not represent its gene set (e.g. a pruned factor, or one
     that drifted to other genes).
 
+    The test is conditional on the factor being active: the annotation-informed prior
+    alone makes even a pruned factor's tiny loadings somewhat larger on its own genes, so
+    with many genes a pruned factor can still come out significant (on synthetic data
+    with random extra gene sets, 2 of 3 such sets did). Read it together with
+    :func:`spexlvm.tl.active_factors` (or compare ``mean_in`` across factors).
+
     Parameters
     ----------
     adata
