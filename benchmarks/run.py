@@ -1,0 +1,30 @@
+"""Run every benchmark in this folder (``nox -s bench``) and print Markdown tables.
+
+The numbers go into ``benchmarks/RESULTS.md`` together with the machine and the date.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+SCRIPTS = [
+    ["fit_time.py", "--n-obs", "2000", "--n-vars", "1000", "--n-factors", "20"],
+    ["pbmc_auroc.py", "--seeds", "0", "1", "2", "3", "4"],
+]
+
+
+def main() -> int:
+    """Run the scripts one after the other; stop at the first failure."""
+    for script, *args in SCRIPTS:
+        print(f"\n## {script} {' '.join(args)}\n", flush=True)
+        result = subprocess.run([sys.executable, str(HERE / script), *args], check=False)
+        if result.returncode:
+            return result.returncode
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
