@@ -22,6 +22,7 @@ from scvi.utils import setup_anndata_dsp
 from ._constants import DENSE_PREFIX, KEYS, REGISTRY_KEYS, SPARSE_PREFIX
 from ._module import SpexLVMModule
 from ._trainingplan import LoadingsConvergence, SpexLVMTrainingPlan
+from ._utils import dense_chunks
 from .pp._gene_sets import get_mask
 
 if TYPE_CHECKING:
@@ -43,17 +44,6 @@ _FREE_INIT_SCALE = 0.1
 _BATCH_ENTRIES = 2**24
 
 
-def _dense_chunks(x: Any, chunk_size: int = 4096) -> Iterator[tuple[slice, np.ndarray]]:
-    """Dense float32 row chunks of a dense, sparse or backed matrix."""
-    n = x.shape[0]
-    for start in range(0, n, chunk_size):
-        sl = slice(start, min(start + chunk_size, n))
-        block = x[sl]
-        if sparse.issparse(block):
-            block = block.toarray()
-        yield sl, np.asarray(block, dtype=np.float32)
-
-
 def _gene_statistics(x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-gene mean, variance and number of observed (finite) values, NaN-aware.
 
@@ -65,7 +55,7 @@ def _gene_statistics(x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     total = np.zeros(n_vars)
     total_sq = np.zeros(n_vars)
     lowest, highest, integral = np.inf, -np.inf, True
-    for _, block in _dense_chunks(x):
+    for _, block in dense_chunks(x):
         if np.isinf(block).any():
             raise ValueError(
                 "The input holds +/-inf values; spexlvm accepts finite values and NaN for "

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
+
+from .._utils import dense_chunks as _dense_chunks
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -102,13 +103,7 @@ def fit_layer(adata: AnnData, key: str = "spexlvm", layer: str | None = None) ->
 
 def dense_chunks(x: Any, chunk_size: int = 2048) -> Iterator[tuple[slice, np.ndarray]]:
     """Dense float64 row chunks of a dense, sparse or backed matrix."""
-    n = x.shape[0]
-    for start in range(0, n, chunk_size):
-        sl = slice(start, min(start + chunk_size, n))
-        block = x[sl]
-        if sparse.issparse(block):
-            block = block.toarray()
-        yield sl, np.asarray(block, dtype=np.float64)
+    return _dense_chunks(x, chunk_size, np.float64)
 
 
 def frame_to_uns(df: pd.DataFrame, *, index: str | None = "index") -> dict[str, np.ndarray]:
