@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import math
@@ -93,6 +94,29 @@ def _gene_statistics(x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             stacklevel=3,
         )
     return mean, np.clip(var, 0.0, None), count
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's per-fit chatter that says nothing about this model.
+
+    The accelerator lines ("GPU available: ...", logged again by spexlvm at INFO), the
+    tip to install a logger, and the warning that the (empty) validation loop is skipped:
+    spexlvm trains on every cell and has no validation step.
+    """
+    names = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*val_dataloader.*validation_step")
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _package_version() -> str:
@@ -460,23 +484,27 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         trainer_kwargs.setdefault("enable_checkpointing", False)
         trainer_kwargs.setdefault("log_every_n_steps", max(1, min(50, steps_per_epoch)))
         logger.info(
-            "Training %s for at most %d epochs of %d minibatch(es) of %d cells.",
+            "Training %s for at most %d epochs of %d minibatch(es) of %d cells on %s.",
             type(self).__name__,
             max_epochs,
             steps_per_epoch,
             batch_size,
+            accelerator
+            if accelerator != "auto"
+            else ("gpu" if torch.cuda.is_available() else "cpu"),
         )
-        super().train(
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            device=device,
-            train_size=1.0,
-            batch_size=batch_size,
-            early_stopping=False,
-            plan_kwargs=plan_kwargs,
-            callbacks=callbacks,
-            **trainer_kwargs,
-        )
+        with quiet_lightning():
+            super().train(
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                device=device,
+                train_size=1.0,
+                batch_size=batch_size,
+                early_stopping=False,
+                plan_kwargs=plan_kwargs,
+                callbacks=callbacks,
+                **trainer_kwargs,
+            )
         self.convergence_ = convergence.history if convergence is not None else []
         self.converged_ = bool(convergence is not None and convergence.stopped_epoch is not None)
         if early_stopping and not self.converged_:

@@ -9,7 +9,7 @@ import numpy as np
 import scvi
 
 from .._constants import KEYS
-from .._model import SpexLVM
+from .._model import SpexLVM, quiet_lightning
 from ..pp._gene_sets import add_gene_sets
 
 if TYPE_CHECKING:
@@ -114,7 +114,8 @@ def fit(
         adata._init_as_actual(adata.copy())
     if gene_sets is not None:
         add_gene_sets(adata, gene_sets, key=mask_key, min_genes=min_genes, max_genes=max_genes)
-    scvi.settings.seed = seed
+    with quiet_lightning():  # "Seed set to ..."
+        scvi.settings.seed = seed
     SpexLVM.setup_anndata(adata, layer=layer, mask_key=mask_key)
     model = SpexLVM(
         adata,
