@@ -187,8 +187,9 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
     One factor per gene set in ``adata.varm[mask_key]`` (written by
     :func:`spexlvm.pp.add_gene_sets`), plus ``n_sparse`` unannotated sparse and ``n_dense``
     unannotated dense factors, in this order. The loadings have a regularised horseshoe
-    prior whose slab widths encode the annotation (paper section 2); inference is
-    minibatch stochastic variational inference with a closed-form ELBO.
+    prior whose slab widths encode the annotation (paper section 2; dense factors have a
+    Gaussian prior); inference is minibatch stochastic variational inference with a
+    closed-form ELBO.
 
     Parameters
     ----------
@@ -205,7 +206,9 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
     sparse_slab
         Slab width of every gene in the sparse unannotated factors.
     dense_slab
-        Slab width of every gene in the dense unannotated factors.
+        Prior scale of the dense unannotated factors' loadings, times the factor scale:
+        dense factors have a Gaussian prior ``N(0, (factor_scale * dense_slab)^2)``, not
+        the horseshoe (see the architecture page).
     noise_prior
         Shape and rate of the Gamma prior on the per-gene noise precision.
 
