@@ -550,8 +550,8 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             + [f"{DENSE_PREFIX}{i + 1}" for i in range(self.n_dense)]
         )
 
-    def _batches(self, adata: AnnData | None, batch_size: int | None) -> Iterator[torch.Tensor]:
-        adata = self._validate_anndata(adata)
+    def _batches(self, adata: AnnData, batch_size: int | None) -> Iterator[torch.Tensor]:
+        """Minibatches of the registered input of an already validated AnnData."""
         if batch_size is None:
             batch_size = int(max(128, _BATCH_ENTRIES // max(self.summary_stats.n_vars, 1)))
         loader = self._make_data_loader(adata=adata, batch_size=batch_size, shuffle=False)
@@ -635,7 +635,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         ss_res_total = torch.zeros((), dtype=torch.float64)
         cross = torch.zeros_like(w, dtype=torch.float64)  # sum_n o y x_k, per gene
         sq = torch.zeros_like(w, dtype=torch.float64)  # sum_n o x_k^2, per gene
-        for x in self._batches(adata, batch_size):
+        for x in self._batches(self._validate_anndata(adata), batch_size):
             x = x.to(w.device)
             y, observed = module._prepare(x)
             scores = module.score_posterior(x, complete=observed is None)["means"]

@@ -422,7 +422,7 @@ class SpexLVMModule(PyroBaseModuleClass):
             second = torch.einsum("bg,bkl->gkl", o, means[:, :, None] * means[:, None, :] + cov)
             tr_cov = torch.diagonal(cov, dim1=-2, dim2=-1).sum()
         kl_x = 0.5 * (tr_cov + (means * means).sum() - n_batch * k + logdet.sum())
-        return {"ym": ym, "second": second, "kl_x": kl_x, "n_batch": torch.tensor(n_batch)}
+        return {"ym": ym, "second": second, "kl_x": kl_x}
 
     def expected_log_likelihood(
         self, stats: dict[str, torch.Tensor], scale: float

@@ -15,6 +15,12 @@ from ._module import AnalyticELBO, SpexLVMModule
 logger = logging.getLogger(__name__)
 
 
+_DIVERGED = (
+    "Training diverged at epoch {epoch}, step {step}: {what}. Lower the learning rate "
+    "(`lr=`, default 0.05) or check the input for extreme outliers."
+)
+
+
 class SpexLVMTrainingPlan(LowLevelPyroTrainingPlan):
     """Minibatch stochastic variational inference with the closed-form ELBO.
 
@@ -76,10 +82,7 @@ class SpexLVMTrainingPlan(LowLevelPyroTrainingPlan):
     def training_step(self, batch, batch_idx):
         """One minibatch step: the negative closed-form ELBO."""
         args, kwargs = self.module._get_fn_args_from_batch(batch)
-        hint = (
-            "Training diverged at epoch {epoch}, step {step}: {what}. Lower the learning "
-            "rate (`lr=`, default 0.05) or check the input for extreme outliers."
-        )
+        hint = _DIVERGED
         try:
             loss = self.differentiable_loss_fn(
                 self.module.model, self.module.guide, *args, **kwargs

@@ -20,6 +20,7 @@ from ._utils import (
     factor_names,
     get_loadings,
     get_results,
+    unique_labels,
 )
 from ._utils import save_or_show as _save_or_show
 from ._utils import short_name as _short_name
@@ -99,7 +100,7 @@ def variance_explained(
             f"adata.uns[{key!r}] has {r2.size} R² values for {len(names)} factor names."
         )
     order = np.argsort(-np.nan_to_num(r2, nan=-np.inf), kind="stable")[: int(n_top)]
-    labels = _unique_labels([_short_name(names[i]) for i in order])
+    labels = unique_labels([_short_name(names[i]) for i in order])
     values = r2[order]
     bar_kinds = [kinds[i] for i in order]
 
@@ -222,13 +223,3 @@ def _draw_groups(adata, ax, groupby, y, overall, per_group, groups) -> None:
         title_fontsize="small",
         alignment="left",
     )
-
-
-def _unique_labels(labels: list[str]) -> list[str]:
-    """Make labels unique: two long names may shorten alike; number the repeats."""
-    seen: dict[str, int] = {}
-    out = []
-    for label in labels:
-        seen[label] = seen.get(label, 0) + 1
-        out.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
-    return out

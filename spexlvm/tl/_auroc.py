@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control, mannwhitneyu
 
-from ._utils import get_factor_names, get_scores, store
+from ._utils import get_factor_names, get_scores, group_labels, store
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -78,13 +78,7 @@ def auroc(
     names = get_factor_names(adata, key)
     idx = _select_factors(names, factors)
     scores = get_scores(adata, key)[:, idx]
-    if groupby not in adata.obs:
-        raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
-    labels = adata.obs[groupby]
-    if isinstance(labels.dtype, pd.CategoricalDtype):
-        groups = [str(g) for g in labels.cat.categories]
-    else:
-        groups = sorted({str(v) for v in labels.dropna()})
+    labels, groups = group_labels(adata, groupby)
     known = labels.notna().to_numpy()
     values = labels.astype(str).to_numpy()
     groups = [g for g in groups if np.any(known & (values == g))]

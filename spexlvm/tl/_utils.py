@@ -43,6 +43,16 @@ def get_uns_entry(adata: AnnData, name: str, key: str = "spexlvm") -> Any:
     return uns[name]
 
 
+def group_labels(adata: AnnData, groupby: str) -> tuple[pd.Series, list[str]]:
+    """The ``obs[groupby]`` column and its groups (categories in order, else sorted)."""
+    if groupby not in adata.obs:
+        raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
+    labels = adata.obs[groupby]
+    if isinstance(labels.dtype, pd.CategoricalDtype):
+        return labels, [str(g) for g in labels.cat.categories]
+    return labels, sorted({str(v) for v in labels.dropna()})
+
+
 def get_factor_names(adata: AnnData, key: str = "spexlvm") -> np.ndarray:
     """Factor names (str array) of the fit under ``key``."""
     return np.asarray(get_uns_entry(adata, "factor_names", key), dtype=str)

@@ -16,6 +16,7 @@ from ._utils import (
     get_loadings,
     get_scores,
     get_uns_entry,
+    group_labels,
     store,
 )
 
@@ -113,13 +114,7 @@ def variance_explained(
             "layer) the model was fitted on."
         )
     if groupby is not None:
-        if groupby not in adata.obs:
-            raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
-        labels = adata.obs[groupby]
-        if isinstance(labels.dtype, pd.CategoricalDtype):
-            groups = [str(g) for g in labels.cat.categories]
-        else:
-            groups = sorted({str(v) for v in labels.dropna()})
+        labels, groups = group_labels(adata, groupby)
         codes = pd.Categorical(labels.astype(str).where(labels.notna()), categories=groups).codes
         per_group = [_Accumulator(len(names)) for _ in groups]
     else:
