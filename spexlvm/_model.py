@@ -42,7 +42,19 @@ _N_INIT_CELLS = 1000
 #: Initial size of the unannotated factors, relative to the residual's principal axes.
 _FREE_INIT_SCALE = 0.1
 #: Target number of matrix entries in one minibatch (cells x genes), for the default size.
-_BATCH_ENTRIES = 2**24
+_BATCH_ENTRIES = 2**26
+
+
+def _default_batch_size(n_obs: int, n_vars: int) -> int:
+    """Cells per minibatch: about ``_BATCH_ENTRIES`` matrix entries, in equal batches.
+
+    Large enough that the per-step cost of the global KL (``genes x factors``, independent
+    of the batch) stays small beside the ``batch x genes x factors`` products, and the
+    batches of an epoch are of equal size (no small, noisy last batch).
+    """
+    per_batch = max(128, _BATCH_ENTRIES // max(n_vars, 1))
+    n_batches = max(1, math.ceil(n_obs / per_batch))
+    return int(min(n_obs, math.ceil(n_obs / n_batches)))
 
 
 def _gene_statistics(x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -436,7 +448,8 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             optimisation steps (at least 100 epochs) before convergence stops it.
         batch_size
             Cells per minibatch. Defaults to all cells when ``cells x genes`` is at most
-            2^24 (about 16 M entries), else to the number of cells that fills that.
+            2^26 (about 67 M entries, 256 MB in float32), else to equal batches of about
+            that many entries.
         accelerator
             ``"auto"``, ``"cpu"``, ``"gpu"``, ...: Lightning accelerator.
         device
@@ -446,8 +459,9 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         early_stopping
             Stop once the loadings have settled (see :class:`LoadingsConvergence`).
         tol
-            Relative change of the loadings across a window of epochs (about 10
-            optimisation steps, at least one epoch) below which an epoch counts as settled.
+            Relative change of the (step-averaged) loadings across a window of epochs
+            (about 10 optimisation steps, at least one epoch) below which an epoch counts
+            as settled.
         patience
             Settled epochs in a row before stopping.
         plan_kwargs
@@ -457,7 +471,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         """
         n_obs, n_vars = self.summary_stats.n_cells, self.summary_stats.n_vars
         if batch_size is None:
-            batch_size = int(min(n_obs, max(128, _BATCH_ENTRIES // max(n_vars, 1))))
+            batch_size = _default_batch_size(n_obs, n_vars)
         batch_size = int(min(batch_size, n_obs))
         steps_per_epoch = math.ceil(n_obs / batch_size)
         if max_epochs is None:
@@ -553,7 +567,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
     def _batches(self, adata: AnnData, batch_size: int | None) -> Iterator[torch.Tensor]:
         """Minibatches of the registered input of an already validated AnnData."""
         if batch_size is None:
-            batch_size = int(max(128, _BATCH_ENTRIES // max(self.summary_stats.n_vars, 1)))
+            batch_size = _default_batch_size(adata.n_obs, self.summary_stats.n_vars)
         loader = self._make_data_loader(adata=adata, batch_size=batch_size, shuffle=False)
         for tensors in loader:
             yield tensors[REGISTRY_KEYS.X_KEY]

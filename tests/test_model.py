@@ -6,6 +6,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from spexlvm import SpexLVM
 
@@ -206,3 +207,60 @@ def test_model_factor_layout(registered):
     np.testing.assert_allclose(slab[:, :a][~mask], 0.01, rtol=1e-5)
     np.testing.assert_allclose(slab[:, a : a + 2], 0.05, rtol=1e-6)
     np.testing.assert_allclose(slab[:, a + 2], 1.0)
+
+
+# ------------------------------------------------------------------ convergence rule
+def _drive(rule, steps_per_epoch, loadings, start=0):
+    """Feed loadings to the rule as if they were optimisation steps ``start, start + 1, ...``."""
+    from types import SimpleNamespace
+
+    module = SimpleNamespace(w_loc=None)
+    plan = SimpleNamespace(module=module, log=lambda *a, **k: None)
+    trainer = SimpleNamespace(current_epoch=start // steps_per_epoch, should_stop=False)
+    for step, w in enumerate(loadings, start=start):
+        module.w_loc = w
+        rule.on_train_batch_end(trainer, plan, None, None, step)
+        if (step + 1) % steps_per_epoch == 0:
+            rule.on_train_epoch_end(trainer, plan)
+            if trainer.should_stop:
+                return trainer.current_epoch + 1
+            trainer.current_epoch += 1
+    return None
+
+
+def test_convergence_rule_ignores_jitter_but_not_drift():
+    from spexlvm._trainingplan import LoadingsConvergence
+
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(200, 5, generator=gen)
+    # settled loadings with 3% step-to-step jitter (minibatch noise): the average settles
+    jitter = [base + 0.03 * torch.randn(200, 5, generator=gen) for _ in range(400)]
+    rule = LoadingsConvergence(tol=0.02, window=5, patience=3, min_epochs=10)
+    stopped = _drive(rule, 2, jitter)
+    assert stopped is not None and stopped <= 20, stopped
+    # with no smoothing the same jitter never counts as settled
+    raw = LoadingsConvergence(tol=0.02, window=5, patience=3, min_epochs=10, smoothing=0.0)
+    assert _drive(raw, 2, jitter) is None
+    # a steady drift of 1% per step is not settled, however smooth
+    drift = [base * (1.0 + 0.01 * t) for t in range(400)]
+    assert _drive(LoadingsConvergence(tol=0.02, window=5), 2, drift) is None
+    with pytest.raises(ValueError, match="smoothing"):
+        LoadingsConvergence(smoothing=1.0)
+
+
+def test_convergence_rule_state_round_trip():
+    from spexlvm._trainingplan import LoadingsConvergence
+
+    gen = torch.Generator().manual_seed(1)
+    base = torch.randn(50, 3, generator=gen)
+    steps = [base + 0.03 * torch.randn(50, 3, generator=gen) for _ in range(300)]
+    whole = LoadingsConvergence(window=5)
+    expected = _drive(whole, 2, steps)
+    first = LoadingsConvergence(window=5)
+    assert _drive(first, 2, steps[:16]) is None
+    resumed = LoadingsConvergence(window=5)
+    resumed.load_state_dict(first.state_dict())
+    # continue from epoch 8: the resumed rule stops at the same epoch as the whole run
+    stop = _drive(resumed, 2, steps[16:], start=16)
+    assert stop == expected
+    assert resumed.history == whole.history[: len(resumed.history)]
