@@ -338,7 +338,14 @@ class SpexLVMModule(PyroBaseModuleClass):
             "cells", self.n_obs, subsample=torch.arange(n_batch, device=x.device), dim=-1
         ):
             post = self.score_posterior(x)
-            pyro.sample("x", dist.MultivariateNormal(post["means"], covariance_matrix=post["cov"]))
+            # no argument validation: it checks the covariance, broadcast to B x K x K, for
+            # symmetry, i.e. materialises it (33 GB for 8,388 cells and K = 1,000)
+            pyro.sample(
+                "x",
+                dist.MultivariateNormal(
+                    post["means"], covariance_matrix=post["cov"], validate_args=False
+                ),
+            )
 
     # ------------------------------------------------------------------ closed-form ELBO
     def global_kl(self) -> dict[str, torch.Tensor]:
