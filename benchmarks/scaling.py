@@ -22,7 +22,8 @@ epochs, early stopping off. Reported per point:
     s/epoch divided by the floor.
 
 Points whose dense X (N x G float32) exceeds ``--max-gb`` are not generated and print as
-``skipped (memory)``; the generator holds up to three N x G arrays at once, so keep
+``skipped (memory)``; a point whose fit fails (e.g. out of memory) prints as ``failed``
+with the error, and the run goes on; the generator holds up to three N x G arrays at once, so keep
 ``--max-gb`` below a third of the free memory.
 
 Usage::
@@ -45,6 +46,7 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,7 +316,13 @@ def main() -> int:
     for n, g, k in keys:
         point = Point(n, g, k)
         start = time.perf_counter()
-        measure(point, args)
+        try:
+            measure(point, args)
+        except (RuntimeError, MemoryError) as err:  # e.g. out of memory: report, go on
+            traceback.print_exc(file=sys.stderr)
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            point.skipped = f"failed: {type(err).__name__}: {first[:120]}"
+            gc.collect()
         points[(n, g, k)] = point
         print(
             f"  measured N={n} G={g} K={k} in {time.perf_counter() - start:.1f} s"
