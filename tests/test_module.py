@@ -328,3 +328,21 @@ def test_guide_scores_do_not_validate_broadcast_covariance():
     fn = guide.nodes["x"]["fn"]
     assert fn._unbroadcasted_scale_tril.shape == (K, K)
     assert not fn._validate_args
+
+
+def test_guide_scores_draw_like_the_stock_multivariate_normal():
+    """The guide's score draws (one matmul with the shared Cholesky factor) equal the stock
+    ``MultivariateNormal.rsample`` (a batch of broadcast matrix-vector products)."""
+    x = _data()
+    m = _module(x, _slab(0.3))
+    with torch.no_grad():
+        guide = poutine.trace(m.guide).get_trace(x)
+        fn = guide.nodes["x"]["fn"]
+        stock = torch.distributions.MultivariateNormal(fn.loc, scale_tril=fn.scale_tril)
+        for shape in ((), (4,)):
+            torch.manual_seed(3)
+            ours = fn.rsample(torch.Size(shape))
+            torch.manual_seed(3)
+            ref = stock.rsample(torch.Size(shape))
+            assert ours.shape == ref.shape == (*shape, N, K)
+            torch.testing.assert_close(ours, ref)
