@@ -82,7 +82,13 @@ def tutorials(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, venv_backend="venv")
 def bench(session: nox.Session) -> None:
-    """Run the benchmarks (benchmarks/run.py) and print their results."""
+    """Run the benchmarks (benchmarks/run.py) and print their results.
+
+    Quick sizes by default; ``nox -s bench -- --full`` runs the sizes reported in
+    benchmarks/RESULTS.md. The MuVI comparison runs only where MuVI's own environment
+    exists (``MUVI_PYTHON`` or ``../muvi-venv`` beside the repository, see
+    benchmarks/compare_muvi.py); otherwise it is skipped with a message.
+    """
     script = ROOT / "benchmarks" / "run.py"
     if not script.is_file():
         available = ", ".join(sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")))

@@ -34,6 +34,25 @@ _LOG_2PI = math.log(2.0 * math.pi)
 _LOG_SD_MIN, _LOG_SD_MAX = -9.0, 3.0
 
 
+class _SharedScaleMVN(dist.MultivariateNormal):
+    """Multivariate normal whose draws multiply by one shared Cholesky factor as one matmul.
+
+    Cell scores share one K x K covariance over the minibatch. The stock ``rsample``
+    multiplies it into every cell's noise vector as a batch of broadcast matrix-vector
+    products: 27 s instead of 0.5 s for 8,388 cells at K = 1,000. Same draws as the
+    stock one (same noise, same Cholesky factor).
+    """
+
+    def rsample(self, sample_shape=()):
+        sample_shape = torch.Size(sample_shape)
+        scale_tril = self._unbroadcasted_scale_tril
+        if scale_tril.dim() != 2:
+            return super().rsample(sample_shape)
+        shape = self._extended_shape(sample_shape)
+        eps = torch.empty(shape, dtype=self.loc.dtype, device=self.loc.device).normal_()
+        return self.loc + eps @ scale_tril.mT
+
+
 def _gauss_hermite(n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Nodes and weights such that ``E[f(z)] ~ sum(w * f(mu + sd * t))`` for z ~ N(mu, sd^2)."""
     t, w = np.polynomial.hermite.hermgauss(n)
@@ -338,7 +357,12 @@ class SpexLVMModule(PyroBaseModuleClass):
             "cells", self.n_obs, subsample=torch.arange(n_batch, device=x.device), dim=-1
         ):
             post = self.score_posterior(x)
-            pyro.sample("x", dist.MultivariateNormal(post["means"], covariance_matrix=post["cov"]))
+            # no argument validation: it checks the covariance, broadcast to B x K x K, for
+            # symmetry, i.e. materialises it (33 GB for 8,388 cells and K = 1,000)
+            pyro.sample(
+                "x",
+                _SharedScaleMVN(post["means"], covariance_matrix=post["cov"], validate_args=False),
+            )
 
     # ------------------------------------------------------------------ closed-form ELBO
     def global_kl(self) -> dict[str, torch.Tensor]:
