@@ -27,12 +27,14 @@ HERE = Path(__file__).parent
 QUICK = [
     ["fit_time.py", "--n-obs", "2000", "--n-vars", "1000", "--n-factors", "20"],
     ["pbmc_auroc.py", "--seeds", "0", "1", "2", "3", "4"],
+    ["paper_size.py", "--n-obs", "2000", "--n-vars", "1000", "--n-factors", "20"],
     ["scaling.py", "--quick"],
     ["compare_muvi.py", "--cases", "a", "--seeds", "0"],
 ]
 FULL = [
     ["fit_time.py", "--n-obs", "2000", "--n-vars", "1000", "--n-factors", "20"],
     ["pbmc_auroc.py", "--seeds", "0", "1", "2", "3", "4"],
+    ["paper_size.py", "--seeds", "0", "1", "2"],
     ["scaling.py"],
     ["compare_muvi.py", "--cases", "a", "b", "--seeds", "0", "1", "2"],
 ]

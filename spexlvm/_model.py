@@ -42,7 +42,7 @@ _N_INIT_CELLS = 1000
 #: Initial size of the unannotated factors, relative to the residual's principal axes.
 _FREE_INIT_SCALE = 0.1
 #: Target number of matrix entries in one minibatch (cells x genes), for the default size.
-_BATCH_ENTRIES = 2**26
+_BATCH_ENTRIES = 2**27
 
 
 def _default_batch_size(n_obs: int, n_vars: int) -> int:
@@ -448,7 +448,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             optimisation steps (at least 100 epochs) before convergence stops it.
         batch_size
             Cells per minibatch. Defaults to all cells when ``cells x genes`` is at most
-            2^26 (about 67 M entries, 256 MB in float32), else to equal batches of about
+            2^27 (about 134 M entries, 512 MB in float32), else to equal batches of about
             that many entries.
         accelerator
             ``"auto"``, ``"cpu"``, ``"gpu"``, ...: Lightning accelerator.
