@@ -259,8 +259,8 @@ class BlockSampler:
 
     The cells are cut into blocks of ``block_size`` consecutive cells; each epoch the
     block order is permuted (seeded by ``seed`` and the epoch, so every process and a
-    resumed run draw the same order) and every ``batch_size // block_size`` blocks form
-    one optimisation step. With ``world_size`` processes (DDP), the blocks of a step
+    resumed run draw the same order) and every ``round(batch_size / block_size)`` blocks
+    form one optimisation step. With ``world_size`` processes (DDP), the blocks of a step
     are dealt out among them, so a step covers the same cells as with one process and
     every process runs the same number of steps (a process that would get no block in
     the last step gets one from the start of the order). Yields the sorted cell indices
@@ -304,7 +304,9 @@ class BlockSampler:
         block_size = min(int(block_size), max(1, batch_size // self.world_size))
         self.block_size = int(block_size)
         self.n_blocks = math.ceil(self.n_obs / self.block_size)
-        self.blocks_per_step = max(self.world_size, batch_size // self.block_size)
+        # whole blocks per step, as close to batch_size as they come (all of them: full batch)
+        per_step = self.n_blocks if batch_size >= self.n_obs else round(batch_size / block_size)
+        self.blocks_per_step = max(self.world_size, 1, per_step)
         self.shuffle = shuffle
         self.seed = int(seed)
         self.rank = int(rank)
