@@ -13,6 +13,22 @@ HERE = Path(__file__).parent
 SCRIPTS = [
     ["fit_time.py", "--n-obs", "2000", "--n-vars", "1000", "--n-factors", "20"],
     ["pbmc_auroc.py", "--seeds", "0", "1", "2", "3", "4"],
+    # builds ~11 GiB of .h5ad under $SPEXLVM_ATLAS_DIR (default /work/scratch/spexlvm_atlas)
+    [
+        "atlas.py",
+        "--n-obs",
+        "1000000",
+        "--max-epochs",
+        "60",
+        "--subset",
+        "100000",
+        "--scaling",
+        "10000",
+        "30000",
+        "100000",
+        "300000",
+        "1000000",
+    ],
 ]
 
 
