@@ -589,7 +589,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
                 **extra,
                 **trainer_kwargs,
             )
-        run.finish()
+        run.finish(convergence, max_epochs)
         self.convergence_ = convergence.history if convergence is not None else []
         self.converged_ = bool(convergence is not None and convergence.stopped_epoch is not None)
         if early_stopping and not self.converged_ and is_rank_zero():

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy, Strategy
@@ -369,10 +370,29 @@ class TrainingRun:
         )
         self.callback_states = states
 
-    def finish(self) -> None:
-        """After the fit: the history of a resumed fit includes the checkpoint's epochs."""
-        if self.checkpoint is None or self.resume_from is None:
-            return
-        earlier = _checkpoint.history_frames(self.checkpoint.metrics)
+    @property
+    def trained_in_workers(self) -> bool:
+        """Whether the fit ran in spawned / forked processes (not in this one)."""
+        method = getattr(self.strategy, "_start_method", "popen")
+        return isinstance(self.strategy, DDPStrategy) and method != "popen"
+
+    def finish(self, convergence: Any = None, max_epochs: int | None = None) -> None:
+        """After the fit: complete what the callbacks of this process could not see.
+
+        The history of a resumed fit includes the checkpoint's epochs. After a fit in
+        spawned or forked processes (``ddp_spawn``, ``ddp_notebook``) the parameters and
+        the history come back to this process, the callbacks do not: the convergence
+        rule's record is rebuilt from the logged ``loadings_change``.
+        """
         history = self.model.history_ if isinstance(self.model.history_, dict) else {}
-        self.model.history_ = _checkpoint.merge_history(earlier, history)
+        if self.checkpoint is not None and self.resume_from is not None:
+            earlier = _checkpoint.history_frames(self.checkpoint.metrics)
+            history = _checkpoint.merge_history(earlier, history)
+            self.model.history_ = history
+        if convergence is not None and self.trained_in_workers and not convergence.history:
+            changes = history.get("loadings_change")
+            n_epochs = len(history.get("elbo_train", []))
+            if changes is not None:
+                convergence.history = [float(v) for v in np.asarray(changes).ravel()]
+            if max_epochs is not None and 0 < n_epochs < max_epochs:
+                convergence.stopped_epoch = n_epochs

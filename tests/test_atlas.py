@@ -336,3 +336,16 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert child.f1(adata, w_ddp) > 0.9
     # each process computed half of every step: the same steps as one process
     np.testing.assert_allclose(w_ddp, w_single, atol=5e-3)
+
+
+def test_ddp_notebook_in_this_process():
+    """Forked processes (notebooks): parameters, history and convergence record come back."""
+    import _fit_child as child
+
+    adata, forked = child.make_model()
+    forked.train(**child.TRAIN, strategy="ddp_notebook", devices=2, accelerator="cpu")
+    _, single = child.fit_in_process()
+    w_forked, w_single = forked.get_loadings().to_numpy(), single.get_loadings().to_numpy()
+    np.testing.assert_allclose(w_forked, w_single, atol=5e-3)
+    assert len(forked.history_["elbo_train"]) == len(single.history_["elbo_train"])
+    assert forked.convergence_ == pytest.approx(single.convergence_, abs=1e-3)
