@@ -79,7 +79,9 @@ def main() -> None:
         kwargs.update(checkpoint_dir=args.checkpoint_dir, checkpoint_interval=0)
     callbacks = [Kill()] if args.kill_at_epoch >= 0 else []
     model.train(callbacks=callbacks, **kwargs)
-    if model.trainer.is_global_zero:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:
         np.save(args.out, model.get_loadings().to_numpy())
         print(f"F1 {f1(adata, model.get_loadings().to_numpy()):.4f}", flush=True)
 

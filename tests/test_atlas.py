@@ -342,7 +342,7 @@ def test_ddp_notebook_in_this_process():
     """Forked processes (notebooks): parameters, history and convergence record come back."""
     import _fit_child as child
 
-    adata, forked = child.make_model()
+    _, forked = child.make_model()
     forked.train(**child.TRAIN, strategy="ddp_notebook", devices=2, accelerator="cpu")
     _, single = child.fit_in_process()
     w_forked, w_single = forked.get_loadings().to_numpy(), single.get_loadings().to_numpy()
