@@ -36,6 +36,22 @@ FULL = [
     ["pbmc_auroc.py", "--seeds", "0", "1", "2", "3", "4"],
     ["paper_size.py", "--seeds", "0", "1", "2"],
     ["scaling.py"],
+    # builds ~11 GiB of .h5ad under $SPEXLVM_ATLAS_DIR (default /work/scratch/spexlvm_atlas)
+    [
+        "atlas.py",
+        "--n-obs",
+        "1000000",
+        "--max-epochs",
+        "60",
+        "--subset",
+        "100000",
+        "--scaling",
+        "10000",
+        "30000",
+        "100000",
+        "300000",
+        "1000000",
+    ],
     ["compare_muvi.py", "--cases", "a", "b", "--seeds", "0", "1", "2"],
 ]
 

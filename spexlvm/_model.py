@@ -14,20 +14,23 @@ import numpy as np
 import pandas as pd
 import pyro
 import torch
-from scipy import sparse
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass, PyroSviTrainMixin
 from scvi.utils import setup_anndata_dsp
 
 from ._constants import DENSE_PREFIX, KEYS, REGISTRY_KEYS, SPARSE_PREFIX
+from ._data import RowReader, SpexLVMDataModule
 from ._module import SpexLVMModule
+from ._runtime import TrainingRun, is_rank_zero
 from ._trainingplan import LoadingsConvergence, SpexLVMTrainingPlan
-from ._utils import dense_chunks
 from .pp._gene_sets import get_mask
 
 if TYPE_CHECKING:
+    import os
+
     from anndata import AnnData
+    from lightning.pytorch.strategies import Strategy
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,8 @@ _N_INIT_CELLS = 1000
 _FREE_INIT_SCALE = 0.1
 #: Target number of matrix entries in one minibatch (cells x genes), for the default size.
 _BATCH_ENTRIES = 2**27
+#: Cells per chunk when the per-gene statistics are computed (streamed).
+_STATS_CHUNK_ENTRIES = 2**23
 
 
 def _default_batch_size(n_obs: int, n_vars: int) -> int:
@@ -61,29 +66,38 @@ def _gene_statistics(x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-gene mean, variance and number of observed (finite) values, NaN-aware.
 
     Also checks the values: +/-inf is an error; raw counts and scaled (z-scored) data
-    get a warning that says what to do.
+    get a warning that says what to do. ``x`` is read in chunks of cells (any storage
+    :class:`~spexlvm._data.RowReader` reads: in memory, sparse, backed, zarr, dask).
     """
-    n_vars = x.shape[1]
+    reader = x if isinstance(x, RowReader) else RowReader(x)
+    n_vars = reader.n_vars
     count = np.zeros(n_vars)
     total = np.zeros(n_vars)
     total_sq = np.zeros(n_vars)
     lowest, highest, integral = np.inf, -np.inf, True
-    for _, block in dense_chunks(x):
-        if np.isinf(block).any():
-            raise ValueError(
-                "The input holds +/-inf values; spexlvm accepts finite values and NaN for "
-                "missing ones. Replace them, e.g. `X[np.isinf(X)] = np.nan`."
-            )
+    chunk = max(1, _STATS_CHUNK_ENTRIES // max(n_vars, 1))
+    for _, tensor in reader.chunks(chunk):
+        block = tensor.numpy()
         finite = np.isfinite(block)
-        if finite.any():
+        if finite.all():  # the common case: no pass for missing values
+            observed, values = block, block.astype(np.float64)
+            count += block.shape[0]
+        else:
+            if np.isinf(block[~finite]).any():
+                raise ValueError(
+                    "The input holds +/-inf values; spexlvm accepts finite values and NaN for "
+                    "missing ones. Replace them, e.g. `X[np.isinf(X)] = np.nan`."
+                )
             observed = block[finite]
+            values = np.where(finite, block, 0.0).astype(np.float64)
+            count += finite.sum(0)
+        if observed.size:
             lowest = min(lowest, float(observed.min()))
             highest = max(highest, float(observed.max()))
             integral = integral and bool(np.all(observed == np.round(observed)))
-        values = np.where(finite, block, 0.0).astype(np.float64)
-        count += finite.sum(0)
         total += values.sum(0)
-        total_sq += (values**2).sum(0)
+        values *= values
+        total_sq += values.sum(0)
     if not np.isfinite(lowest):
         raise ValueError("The input holds no finite value (all NaN): nothing to fit.")
     if integral and highest > 20:
@@ -235,6 +249,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
 
     _module_cls = SpexLVMModule
     _training_plan_cls = SpexLVMTrainingPlan
+    _data_splitter_cls = SpexLVMDataModule
 
     def __init__(
         self,
@@ -302,7 +317,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             ],
             axis=1,
         )
-        x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        x = RowReader(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
         if loading is not None:  # placeholders; load_state_dict restores the trained values
             n_vars = mask.shape[0]
             mean, var, count, scale = np.zeros(n_vars), np.ones(n_vars), np.ones(n_vars), 1.0
@@ -366,7 +381,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
     @torch.no_grad()
     def _initial_loadings(
         self,
-        x: Any,
+        x: RowReader,
         mean: np.ndarray,
         scale: float,
         mask: np.ndarray,
@@ -381,13 +396,10 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         axis lets it take signal that belongs to gene sets.) Loadings that start at zero
         would get no gradient: the closed-form scores would be zero too.
         """
-        n_obs = x.shape[0]
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
-        rows = np.sort(rng.choice(n_obs, size=min(n_obs, _N_INIT_CELLS), replace=False))
-        block = x[rows]
-        if sparse.issparse(block):
-            block = block.toarray()
-        y = (np.asarray(block, dtype=np.float32) - mean) / scale
+        # random cells (on disk: in a few contiguous blocks at random positions)
+        block = x.sample(_N_INIT_CELLS, rng)
+        y = (block - mean) / scale
         y = torch.as_tensor(np.nan_to_num(y, nan=0.0), dtype=torch.float32)
         parts = []
         residual = y
@@ -436,6 +448,11 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         tol: float = 0.02,
         patience: int = 3,
         plan_kwargs: dict | None = None,
+        strategy: str | Strategy = "auto",
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_interval: float = 300.0,
+        resume: bool = True,
+        block_size: int | None = None,
         **trainer_kwargs,
     ):
         """Train the model by minibatch stochastic variational inference.
@@ -453,7 +470,8 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         accelerator
             ``"auto"``, ``"cpu"``, ``"gpu"``, ...: Lightning accelerator.
         device
-            Device index or ``"auto"``.
+            Device index, number of devices (with ``strategy="ddp"``), or ``"auto"``.
+            ``devices=`` (Lightning's name) is accepted too.
         lr
             Adam learning rate.
         early_stopping
@@ -466,9 +484,49 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             Settled epochs in a row before stopping.
         plan_kwargs
             Passed to :class:`~spexlvm._trainingplan.SpexLVMTrainingPlan`.
+        strategy
+            Lightning strategy. ``"ddp"`` trains data-parallel on ``device`` processes
+            (one per GPU, or CPU processes with ``accelerator="cpu"``): each computes the
+            ELBO of its share of every minibatch and the gradients are averaged, so the fit
+            is statistically the same as on one device (``batch_size`` counts the cells of
+            a step over all processes). ``"ddp"`` runs the script once per process
+            (Lightning starts the others, or SLURM / ``torchrun`` does); in notebooks use
+            ``"ddp_notebook"``. See the architecture page of the docs.
+        checkpoint_dir
+            Directory for checkpoints (created). The fit saves ``last.ckpt`` there at the
+            end of an epoch every ``checkpoint_interval`` seconds and when it ends. If the
+            directory already holds a checkpoint of this model and data (same genes, cells,
+            annotation and settings; anything else is an error), the fit resumes from it:
+            parameters, optimiser state, epoch, convergence rule and minibatch order are
+            restored, so the resumed fit ends where the uninterrupted one would have. A
+            finished fit is loaded without training.
+        checkpoint_interval
+            Minimum number of seconds between two checkpoints (``0``: every epoch).
+        resume
+            Whether to resume from a checkpoint in ``checkpoint_dir``; ``False`` starts
+            again and overwrites it.
+        block_size
+            Consecutive cells read together. ``None``: 1 for data in memory (minibatches of
+            independent random cells); for data on disk (backed h5ad, zarr, dask) blocks of
+            about 1 MB, whose order is shuffled every epoch, so that reading stays
+            sequential (see :mod:`spexlvm._data`).
         **trainer_kwargs
             Passed to :class:`~scvi.train.Trainer` (and on to Lightning).
+
+        Notes
+        -----
+        The data are never loaded whole: statistics, initialisation and training read
+        chunks or minibatches of cells, so an AnnData read with ``backed="r"`` (dense or
+        CSR ``X``), or holding a zarr or dask array, trains in the memory of a few
+        minibatches; a sparse matrix is densified one minibatch at a time. The time per
+        epoch is measured on the first steps and logged (logger ``spexlvm``, level INFO)
+        with the longest the fit can take; a progress bar shows the ELBO.
         """
+        if "devices" in trainer_kwargs:  # Lightning's name for `device`
+            devices = trainer_kwargs.pop("devices")
+            if device != "auto" and device != devices:
+                raise ValueError(f"Pass either device={device!r} or devices={devices!r}.")
+            device = devices
         n_obs, n_vars = self.summary_stats.n_cells, self.summary_stats.n_vars
         if batch_size is None:
             batch_size = _default_batch_size(n_obs, n_vars)
@@ -498,9 +556,29 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
                 min_epochs=min(max_epochs, 10 + warmup),
             )
             callbacks.append(convergence)
-        trainer_kwargs.setdefault("enable_checkpointing", False)
+        run = TrainingRun(
+            self,
+            strategy=strategy,
+            device=device,
+            trainer_kwargs=trainer_kwargs,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_interval=checkpoint_interval,
+            resume=resume,
+            block_size=block_size,
+            steps_per_epoch=steps_per_epoch,
+        )
+        if run.finished_info is not None:
+            run.restore_finished()
+            state = run.callback_states.get(LoadingsConvergence.__qualname__) or {}
+            self.convergence_ = list(state.get("history", []))
+            self.converged_ = state.get("stopped_epoch") is not None
+            self._orient_factors()
+            return
+        callbacks.extend(run.callbacks())
+        trainer_kwargs = run.trainer_kwargs(trainer_kwargs)
         trainer_kwargs.setdefault("log_every_n_steps", max(1, min(50, steps_per_epoch)))
-        logger.info(
+        logger.log(
+            logging.INFO if is_rank_zero() else logging.DEBUG,
             "Training %s for at most %d epochs of %d minibatch(es) of %d cells on %s.",
             type(self).__name__,
             max_epochs,
@@ -510,7 +588,8 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             if accelerator != "auto"
             else ("gpu" if torch.cuda.is_available() else "cpu"),
         )
-        with quiet_lightning():
+        run.log_start(max_epochs, batch_size, accelerator)
+        with quiet_lightning(), run.context() as extra:
             super().train(
                 max_epochs=max_epochs,
                 accelerator=accelerator,
@@ -520,11 +599,14 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
                 early_stopping=False,
                 plan_kwargs=plan_kwargs,
                 callbacks=callbacks,
+                datasplitter_kwargs=run.datasplitter_kwargs(),
+                **extra,
                 **trainer_kwargs,
             )
+        run.finish(convergence, max_epochs)
         self.convergence_ = convergence.history if convergence is not None else []
         self.converged_ = bool(convergence is not None and convergence.stopped_epoch is not None)
-        if early_stopping and not self.converged_:
+        if early_stopping and not self.converged_ and is_rank_zero():
             logger.warning(
                 "Training reached max_epochs=%d before the loadings settled (last change %.2g "
                 "over %d epochs); consider more epochs.",
@@ -565,12 +647,17 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         )
 
     def _batches(self, adata: AnnData, batch_size: int | None) -> Iterator[torch.Tensor]:
-        """Minibatches of the registered input of an already validated AnnData."""
+        """Consecutive chunks of cells of the registered input of a validated AnnData.
+
+        Streamed from any storage (read ahead in a thread when on disk); only a chunk is
+        densified at a time.
+        """
         if batch_size is None:
             batch_size = _default_batch_size(adata.n_obs, self.summary_stats.n_vars)
-        loader = self._make_data_loader(adata=adata, batch_size=batch_size, shuffle=False)
-        for tensors in loader:
-            yield tensors[REGISTRY_KEYS.X_KEY]
+        manager = self.get_anndata_manager(adata, required=True)
+        reader = RowReader(manager.get_from_registry(REGISTRY_KEYS.X_KEY))
+        for _, x in reader.chunks(batch_size):
+            yield x
 
     @torch.inference_mode()
     def get_factors(

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from scvi.train import LowLevelPyroTrainingPlan
 
+from ._checkpoint import StatefulCallback
 from ._module import AnalyticELBO, SpexLVMModule
 
 logger = logging.getLogger(__name__)
@@ -95,10 +96,18 @@ class SpexLVMTrainingPlan(LowLevelPyroTrainingPlan):
                     what="the cell-score precision matrix is no longer positive definite",
                 )
             ) from err
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # every process stops together: one that raised alone would leave the others
+            # waiting for its gradients until the DDP timeout
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
             raise FloatingPointError(
                 hint.format(
-                    epoch=self.current_epoch, step=batch_idx, what=f"the ELBO became {loss.item()}"
+                    epoch=self.current_epoch,
+                    step=batch_idx,
+                    what=f"the ELBO became {loss.item()}"
+                    + (" (in one of the processes)" if bool(torch.isfinite(loss)) else ""),
                 )
             )
         self.training_step_outputs.append(loss.detach())
@@ -108,11 +117,17 @@ class SpexLVMTrainingPlan(LowLevelPyroTrainingPlan):
         """Log the mean negative ELBO of the epoch (per matrix entry)."""
         outputs = self.training_step_outputs
         elbo = torch.stack(outputs).mean() / self._n_entries if outputs else torch.tensor(math.nan)
-        self.log("elbo_train", elbo, prog_bar=True)
+        # averaged over the processes under DDP (each saw its share of the cells)
+        self.log(
+            "elbo_train",
+            elbo,
+            prog_bar=True,
+            sync_dist=self._trainer is not None and self.trainer.world_size > 1,
+        )
         self.training_step_outputs.clear()
 
 
-class LoadingsConvergence(Callback):
+class LoadingsConvergence(StatefulCallback, Callback):
     """Stop training when the loadings have settled.
 
     The rule follows the answer (the loadings, hence the active genes and the factor
@@ -138,6 +153,9 @@ class LoadingsConvergence(Callback):
         Never stop before this many epochs.
     smoothing
         Weight of the old average in the per-step moving average.
+
+    Its state (moving average, snapshots, history, settled epochs) goes into checkpoints,
+    so that a resumed fit stops where the uninterrupted one would have.
     """
 
     def __init__(
@@ -196,20 +214,3 @@ class LoadingsConvergence(Callback):
                 self.window,
             )
             trainer.should_stop = True
-
-    def state_dict(self) -> dict:
-        """The rule's state, so that a resumed run continues where it stopped."""
-        return {
-            "average": self._average,
-            "snapshots": list(self._snapshots),
-            "settled": self._settled,
-            "history": list(self.history),
-        }
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Restore the state saved by :meth:`state_dict`."""
-        self._average = state_dict.get("average")
-        self._snapshots.clear()
-        self._snapshots.extend(state_dict.get("snapshots", []))
-        self._settled = int(state_dict.get("settled", 0))
-        self.history = list(state_dict.get("history", []))

@@ -160,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="Lightning accelerator: auto (GPU when available), cpu, gpu, ...",
     )
+    fit.add_argument(
+        "--backed",
+        action="store_true",
+        help="Leave X on disk (read in chunks): for files larger than memory.",
+    )
+    fit.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help=(
+            "Save checkpoints here while training; run the same command again to resume an "
+            "interrupted fit (e.g. after a cluster time limit)."
+        ),
+    )
     fit.add_argument("--save-model", metavar="DIR", help="Also save the trained model here.")
     fit.add_argument(
         "--figure", metavar="PNG", help="Also save a variance-explained bar chart here."
@@ -260,7 +273,7 @@ def _logging(verbose: bool, quiet: bool) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------
 
 
-def _read_h5ad(path: str) -> AnnData:
+def _read_h5ad(path: str, *, backed: bool = False) -> AnnData:
     import anndata as ad
 
     p = Path(path)
@@ -269,7 +282,7 @@ def _read_h5ad(path: str) -> AnnData:
     if p.is_dir():
         raise CLIError(f"Input is a directory, not an .h5ad file: {path}")
     try:
-        adata = ad.read_h5ad(p)
+        adata = ad.read_h5ad(p, backed="r" if backed else None)
     except Exception as err:  # h5py / anndata raise many types for a bad file
         raise CLIError(f"Cannot read {path} as an .h5ad file: {err}") from err
     logger.info("Read %s: %d cells x %d genes.", path, adata.n_obs, adata.n_vars)
@@ -352,7 +365,9 @@ def _save_bar_chart(adata: AnnData, path: Path, n_top: int = 20) -> None:
 def _cmd_fit(args: argparse.Namespace) -> int:
     out = _writable(args.out, "Output")
     figure = _writable(args.figure, "Figure") if args.figure else None
-    adata = _read_h5ad(args.input)
+    adata = _read_h5ad(args.input, backed=args.backed)
+    if args.backed and out.resolve() == Path(args.input).resolve():
+        raise CLIError("With --backed, --out must differ from the input file.")
 
     import spexlvm
     from spexlvm._constants import KEYS
@@ -392,6 +407,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             accelerator=args.accelerator,
             seed=args.seed,
             enable_progress_bar=_progress_bar(args),
+            checkpoint_dir=args.checkpoint_dir,
         )
     except (KeyError, ValueError) as err:
         raise CLIError(_message(err)) from err

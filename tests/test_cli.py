@@ -91,6 +91,19 @@ def test_fit_uses_existing_mask(inputs, tmp_path):
     assert list(result.uns["spexlvm"]["factor_names"]) == inputs["names"]
 
 
+def test_fit_backed_with_checkpoints(inputs, tmp_path):
+    """--backed leaves X on disk; --checkpoint-dir makes a rerun load the finished fit."""
+    out, again = tmp_path / "out.h5ad", tmp_path / "again.h5ad"
+    ckpt = tmp_path / "ckpt"
+    base = ["-q", "fit", str(inputs["annotated"]), "--backed", "--max-epochs", "5"]
+    assert main([*base, "--out", str(out), "--checkpoint-dir", str(ckpt)]) == 0
+    assert (ckpt / "last.ckpt").is_file()
+    assert main([*base, "--out", str(again), "--checkpoint-dir", str(ckpt)]) == 0
+    first, second = ad.read_h5ad(out), ad.read_h5ad(again)
+    np.testing.assert_array_equal(first.X, ad.read_h5ad(inputs["annotated"]).X)
+    np.testing.assert_array_equal(first.varm["spexlvm_loadings"], second.varm["spexlvm_loadings"])
+
+
 def test_fit_quiet_prints_nothing(inputs, tmp_path, capsys):
     out = tmp_path / "out.h5ad"
     args = ["fit", str(inputs["annotated"]), "--out", str(out), "--max-epochs", "3", "-q"]

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 from .._constants import KEYS
+from ..tl._utils import dense_chunks
 from ._utils import (
     KIND_COLORS,
     KIND_LABELS,
@@ -166,23 +166,30 @@ def r2_by_group(
         groups = sorted(present)
     labels = values.astype(str).to_numpy()
     known = values.notna().to_numpy()
-    out = np.full((len(factors), len(groups)), np.nan)
+    codes = np.full(labels.shape[0], -1)
     for j, group in enumerate(groups):
-        cells = np.flatnonzero(known & (labels == group))
-        ss_tot, cross, sq = 0.0, np.zeros_like(w), np.zeros_like(w)
-        for start in range(0, cells.size, 4096):
-            rows = cells[start : start + 4096]
-            chunk = data[rows]
-            chunk = chunk.toarray() if sparse.issparse(chunk) else np.asarray(chunk)
-            y = chunk.astype(np.float64) - mean
-            observed = np.isfinite(y)
-            y = np.where(observed, y, 0.0)
-            s = scores[rows]
-            ss_tot += float((y * y).sum())
-            cross += y.T @ s
-            sq += observed.T.astype(np.float64) @ (s * s)
-        if ss_tot > 0:
-            out[:, j] = 1.0 - (ss_tot - 2.0 * (w * cross).sum(0) + (w * w * sq).sum(0)) / ss_tot
+        codes[known & (labels == group)] = j
+    n_groups = len(groups)
+    ss_tot = np.zeros(n_groups)
+    cross = np.zeros((n_groups, *w.shape))
+    sq = np.zeros((n_groups, *w.shape))
+    # one pass over consecutive chunks of cells (streamed from disk for backed data)
+    for sl, chunk in dense_chunks(data, 4096):
+        y = chunk - mean
+        observed = np.isfinite(y)
+        y = np.where(observed, y, 0.0)
+        c = codes[sl]
+        for j in np.unique(c[c >= 0]):
+            rows = c == j
+            s = scores[sl][rows]
+            ss_tot[j] += float((y[rows] * y[rows]).sum())
+            cross[j] += y[rows].T @ s
+            sq[j] += observed[rows].T.astype(np.float64) @ (s * s)
+    out = np.full((len(factors), n_groups), np.nan)
+    for j in range(n_groups):
+        if ss_tot[j] > 0:
+            explained = 2.0 * (w * cross[j]).sum(0) - (w * w * sq[j]).sum(0)
+            out[:, j] = explained / ss_tot[j]
     return out, groups
 
 

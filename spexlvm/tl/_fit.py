@@ -52,7 +52,9 @@ def fit(
     ----------
     adata
         Cells x genes, log-normalised expression in ``X`` or in ``layers[layer]`` (dense or
-        sparse; NaN marks missing values). Genes are centred internally.
+        sparse; NaN marks missing values). Genes are centred internally. ``X`` may stay on
+        disk (``anndata.read_h5ad(path, backed="r")``, or a zarr / dask array): it is read
+        in chunks, never whole (see :meth:`SpexLVM.train`).
     gene_sets
         A GMT path, a ``dict`` of set name -> genes, or a long DataFrame (decoupler's
         ``source`` / ``target``); see :func:`spexlvm.pp.add_gene_sets`. ``None`` uses the
@@ -88,7 +90,8 @@ def fit(
     model_kwargs
         Further keyword arguments of :class:`~spexlvm.SpexLVM`.
     **train_kwargs
-        Further keyword arguments of :meth:`SpexLVM.train` (``lr``, ``early_stopping``, ...).
+        Further keyword arguments of :meth:`SpexLVM.train` (``lr``, ``early_stopping``,
+        ``checkpoint_dir``, ``strategy``, ``devices``, ...).
 
     Returns
     -------
@@ -107,6 +110,12 @@ def fit(
     (700, 50)
     """
     if copy:
+        if adata.isbacked:
+            raise ValueError(
+                "copy=True copies the AnnData into memory, but this one is backed (read with "
+                "backed='r'): fit it without copy (results go into its obsm / varm / uns in "
+                "memory; X stays on disk), or load it with `adata.to_memory()` first."
+            )
         adata = adata.copy()
     elif adata.is_view:
         # as scanpy does: the view becomes an actual AnnData (its parent is not touched)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from .._data import RowReader
 from ._utils import (
     dense_chunks,
     fit_layer,
@@ -27,6 +28,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["impute"]
 
 _CHUNK_ENTRIES = 2**22
+#: Largest dense layer written for data read from disk (backed, zarr, dask), in bytes.
+_MAX_BACKED_BYTES = 2**31
 
 
 def impute(
@@ -73,6 +76,13 @@ def impute(
         )
     if layer_added == source or (source is None and layer_added in ("X", "")):
         raise ValueError(f"layer_added={layer_added!r} would overwrite the input; pick another.")
+    size = 4 * x.shape[0] * x.shape[1]
+    if RowReader(x).on_disk and size > _MAX_BACKED_BYTES:
+        raise ValueError(
+            f"impute writes a dense in-memory layer ({size / 2**30:.1f} GiB) and the data are "
+            "read from disk: impute a subset of cells instead, e.g. `sub = adata[cells]."
+            "to_memory(); spexlvm.tl.impute(sub)`, or load the AnnData into memory first."
+        )
     out = np.empty(x.shape, dtype=np.float32)
     n_missing = np.zeros(x.shape[1], dtype=np.int64)
     chunk = max(1, _CHUNK_ENTRIES // max(x.shape[1], 1))

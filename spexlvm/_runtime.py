@@ -1,0 +1,398 @@
+"""Training infrastructure of :meth:`SpexLVM.train`: devices and DDP, checkpoints, estimates.
+
+Kept apart from the model class so that the statistical settings of ``train`` (batch
+size, epochs, learning rate, convergence rule) and the machinery that runs the fit can
+change independently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import math
+import os
+import resource
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import DDPStrategy, Strategy
+from lightning.pytorch.utilities import rank_zero_only
+
+from . import _checkpoint
+
+if TYPE_CHECKING:
+    from ._model import SpexLVM
+
+logger = logging.getLogger(__name__)
+
+#: Steps per epoch from which the progress bar advances per step instead of per epoch.
+_STEP_BAR_FROM = 20
+#: Steps timed (after one warm-up step) before the time estimate is logged.
+_PROBE_STEPS = 3
+
+_DDP_START = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
+
+
+def resolve_strategy(strategy: str | Strategy | None) -> str | Strategy:
+    """Lightning strategy for ``strategy``; DDP names become a tuned :class:`DDPStrategy`.
+
+    Every parameter of the model is global (loadings, horseshoe scales, noise) and the
+    cell scores are computed per minibatch, so data parallelism is all that is needed:
+    each process computes the ELBO of its share of a minibatch and DDP averages the
+    gradients. The module's buffers (slab widths, gene means) never change, so they are
+    not broadcast at every step (``broadcast_buffers=False``).
+    """
+    if strategy is None or strategy == "auto":
+        return "auto"
+    if isinstance(strategy, str):
+        name = strategy.lower()
+        find_unused = name.endswith("_find_unused_parameters_true")
+        base = name.removesuffix("_find_unused_parameters_true").removesuffix(
+            "_find_unused_parameters_false"
+        )
+        if base in _DDP_START:
+            return DDPStrategy(
+                start_method=_DDP_START[base],
+                find_unused_parameters=find_unused,
+                **_no_buffer_sync(),
+            )
+        if base in ("single_device", "single_xla"):
+            return strategy
+        raise ValueError(
+            f"strategy={strategy!r} is not supported. spexlvm's parameters are small (genes x "
+            "factors), so data parallelism is all it needs: use strategy='ddp' (one process per "
+            "device; scripts, SLURM, torchrun), 'ddp_notebook' (interactive sessions), or "
+            "'auto' for one device."
+        )
+    return strategy
+
+
+def _no_buffer_sync() -> dict[str, bool]:
+    """DDP argument that stops the per-step broadcast of buffers (renamed in torch 2.13)."""
+    params = inspect.signature(torch.nn.parallel.DistributedDataParallel.__init__).parameters
+    if "forward_sync_buffers" in params:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
+
+
+def is_rank_zero() -> bool:
+    """Whether this is the main process (rank 0) of a (possibly distributed) run."""
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def world_size(strategy: str | Strategy, devices: Any, num_nodes: int = 1) -> int:
+    """Number of processes a strategy / devices pair will run (for the log line)."""
+    if isinstance(strategy, str) and strategy == "auto" and devices in ("auto", 1, "1", None):
+        return 1
+    env = os.environ.get("WORLD_SIZE")
+    if env and env.isdigit():
+        return int(env)
+    if isinstance(devices, list | tuple):
+        n = len(devices)
+    elif isinstance(devices, str) and "," in devices:
+        n = len([d for d in devices.split(",") if d.strip()])
+    elif isinstance(devices, int) or (isinstance(devices, str) and devices.isdigit()):
+        n = int(devices)
+        if n == -1:
+            n = max(1, torch.cuda.device_count())
+    else:
+        n = 1
+    return max(1, n) * max(1, int(num_nodes))
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far, in GB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**30 if sys.platform == "darwin" else 2**20)
+
+
+def memory_estimate(
+    n_vars: int, n_factors: int, cells_per_process: int, *, prefetch: int, data_in_memory: float
+) -> str:
+    """A log line: memory a fit needs besides the interpreter and the libraries."""
+    batch = 4.0 * cells_per_process * n_vars * (3 + prefetch)  # minibatch, centred copy, reads
+    params = 4.0 * n_vars * n_factors * 8 * 6  # 8 G x K arrays: value, grad, Adam, temporaries
+    total = batch + params
+    text = (
+        f"about {total / 2**30:.2f} GB for minibatches and parameters "
+        f"({cells_per_process} cells x {n_vars} genes per step"
+        + (f", {prefetch} read ahead" if prefetch else "")
+        + ")"
+    )
+    if data_in_memory:
+        text += f", plus the data already in memory ({data_in_memory / 2**30:.2f} GB)"
+    return text
+
+
+class FitMonitor(Callback):
+    """Logs a time estimate after the first steps and a summary at the end.
+
+    After one warm-up step, :data:`_PROBE_STEPS` steps are timed and the estimate is
+    logged: seconds per epoch and the longest the fit can take (``max_epochs``; the
+    convergence rule usually stops it earlier). At the end: epochs, seconds per epoch
+    and the peak resident memory.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds_per_epoch: float | None = None
+        self.epoch_seconds: list[float] = []
+        self._t_probe: float | None = None
+        self._steps = 0
+        self._t_epoch = 0.0
+        self._t_start = 0.0
+        self._first_epoch = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        """Start the clocks."""
+        self._t_start = time.perf_counter()
+        self._first_epoch = int(trainer.current_epoch)
+        self._steps = 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        """Start the epoch's clock."""
+        self._t_epoch = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        """Time the first steps and log the estimate."""
+        self._steps += 1
+        if self._steps == 1:
+            self._t_probe = time.perf_counter()
+            return
+        if self._steps != 1 + _PROBE_STEPS or self._t_probe is None:
+            return
+        per_step = (time.perf_counter() - self._t_probe) / _PROBE_STEPS
+        steps = max(1, int(trainer.num_training_batches))
+        self.seconds_per_epoch = per_step * steps
+        remaining = max(0, int(trainer.max_epochs) - int(trainer.current_epoch))
+        if trainer.is_global_zero:
+            logger.info(
+                "Estimate: %.3g s per step, about %s per epoch of %d steps; at most %d epochs "
+                "left, %s (the convergence rule usually stops earlier).",
+                per_step,
+                _duration(self.seconds_per_epoch),
+                steps,
+                remaining,
+                _duration(self.seconds_per_epoch * remaining),
+            )
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        """Record the epoch's duration."""
+        self.epoch_seconds.append(time.perf_counter() - self._t_epoch)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        """Log the summary."""
+        n = len(self.epoch_seconds)
+        if n and trainer.is_global_zero:
+            wall = time.perf_counter() - self._t_start
+            logger.info(
+                "Trained %d epochs in %s (%.3g s per epoch); peak memory of this process %.2f GB.",
+                n,
+                _duration(wall),
+                wall / n,
+                peak_rss_gb(),
+            )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class TrainingRun:
+    """The machinery around one call of :meth:`SpexLVM.train`.
+
+    Resolves the strategy and devices, prepares the checkpoint directory (and finds
+    a checkpoint to resume), and provides the callbacks, the Trainer and data-module
+    arguments, and the post-processing (history of a resumed fit).
+    """
+
+    def __init__(
+        self,
+        model: SpexLVM,
+        *,
+        strategy: str | Strategy | None,
+        device: Any,
+        trainer_kwargs: dict[str, Any],
+        checkpoint_dir: str | os.PathLike | None,
+        checkpoint_interval: float,
+        resume: bool,
+        block_size: int | None,
+        steps_per_epoch: int,
+    ):
+        if checkpoint_interval < 0:
+            raise ValueError(
+                f"checkpoint_interval must be >= 0 seconds, got {checkpoint_interval}."
+            )
+        if block_size is not None and (int(block_size) != block_size or block_size < 1):
+            raise ValueError(f"block_size must be a positive integer, got {block_size!r}.")
+        self.model = model
+        self.strategy = resolve_strategy(strategy)
+        self.device = device
+        self.world_size = world_size(
+            self.strategy, device, int(trainer_kwargs.get("num_nodes", 1) or 1)
+        )
+        self.block_size = block_size
+        self.steps_per_epoch = steps_per_epoch
+        self.monitor = FitMonitor()
+        self.checkpoint: _checkpoint.PeriodicCheckpoint | None = None
+        self.resume_from: Path | None = None
+        self.resume_info: dict[str, Any] | None = None
+        self.finished_info: dict[str, Any] | None = None
+        if checkpoint_dir is not None:
+            path, info = _checkpoint.prepare(model, checkpoint_dir, resume=resume)
+            self.checkpoint = _checkpoint.PeriodicCheckpoint(
+                checkpoint_dir, _checkpoint.fingerprint(model), checkpoint_interval
+            )
+            if info is not None and info.get("finished"):
+                self.finished_info = info
+            self.resume_from, self.resume_info = path, info
+
+    @property
+    def distributed(self) -> bool:
+        """Whether several processes train together."""
+        return self.world_size > 1 or isinstance(self.strategy, DDPStrategy)
+
+    def callbacks(self) -> list[Callback]:
+        """The infrastructure callbacks: time estimate, checkpoints."""
+        out: list[Callback] = [self.monitor]
+        if self.checkpoint is not None:
+            out.append(self.checkpoint)
+        return out
+
+    def trainer_kwargs(self, trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Trainer arguments for the strategy, checkpoints and the progress bar."""
+        out = dict(trainer_kwargs)
+        out["strategy"] = self.strategy
+        if self.distributed:
+            # the data module deals each process its share of every step itself
+            out.setdefault("use_distributed_sampler", False)
+        if self.checkpoint is not None:
+            # None: Lightning enables checkpointing (our Checkpoint callback) without
+            # scvi-tools adding its validation-loss checkpoint
+            out["enable_checkpointing"] = None
+            if self.resume_from is not None:
+                out["ckpt_path"] = str(self.resume_from)
+        else:
+            out.setdefault("enable_checkpointing", False)
+        # long epochs: a progress bar that moves with every step, not once per epoch
+        if self.steps_per_epoch >= _STEP_BAR_FROM:
+            out.setdefault("simple_progress_bar", False)
+        return out
+
+    def datasplitter_kwargs(self) -> dict[str, Any]:
+        """Arguments of :class:`~spexlvm._data.SpexLVMDataModule`."""
+        return {"block_size": self.block_size}
+
+    def log_start(self, max_epochs: int, batch_size: int, accelerator: str) -> None:
+        """The memory estimate (and where the fit resumes)."""
+        from ._data import _PREFETCH, RowReader
+
+        reader = RowReader(self.model.adata_manager.get_from_registry("X"))
+        in_memory = 0.0
+        if not reader.on_disk:
+            x = reader.x
+            in_memory = float(getattr(x, "nbytes", 0) or 0)
+            if hasattr(x, "data") and hasattr(x, "indices"):
+                in_memory = float(x.data.nbytes + x.indices.nbytes + x.indptr.nbytes)
+        if not is_rank_zero():
+            return
+        per_process = math.ceil(batch_size / self.world_size)
+        logger.info(
+            "Memory: %s.",
+            memory_estimate(
+                reader.n_vars,
+                self.model.module.n_factors,
+                per_process,
+                prefetch=_PREFETCH if reader.on_disk else 0,
+                data_in_memory=in_memory,
+            ),
+        )
+        if self.distributed:
+            logger.info(
+                "Data parallel over %d processes: each computes the ELBO of %d of the %d "
+                "cells of a step; gradients are averaged.",
+                self.world_size,
+                per_process,
+                batch_size,
+            )
+        if self.resume_from is not None and self.finished_info is None:
+            logger.info(
+                "Resuming from %s (%d epochs done).",
+                self.resume_from,
+                int((self.resume_info or {}).get("epochs", 0)),
+            )
+
+    @contextlib.contextmanager
+    def context(self) -> Iterator[dict[str, Any]]:
+        """Around the fit: a temporary log directory under DDP, quiet DDP warnings.
+
+        Under DDP scvi-tools writes the training history to disk for the main process.
+        """
+        extra: dict[str, Any] = {}
+        with contextlib.ExitStack() as stack:
+            if self.distributed:
+                extra["log_save_dir"] = stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="spexlvm-log-")
+                )
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="early_stopping was automatically")
+                warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
+                yield extra
+
+    def restore_finished(self) -> None:
+        """Load a finished fit from the checkpoint instead of training again."""
+        assert self.resume_from is not None
+        states = _checkpoint.restore_finished(self.model, self.resume_from)
+        ckpt_state = states.get(self.checkpoint.state_key) if self.checkpoint else None
+        if ckpt_state:
+            self.checkpoint.load_state_dict(ckpt_state)
+        self.model.history_ = _checkpoint.history_frames(
+            self.checkpoint.metrics if self.checkpoint else {}
+        )
+        logger.info(
+            "%s holds a finished fit (%d epochs): loaded it without training. Pass "
+            "resume=False (or another checkpoint_dir) to train again.",
+            self.resume_from,
+            int(self.finished_info.get("epochs", 0)) if self.finished_info else 0,
+        )
+        self.callback_states = states
+
+    @property
+    def trained_in_workers(self) -> bool:
+        """Whether the fit ran in spawned / forked processes (not in this one)."""
+        method = getattr(self.strategy, "_start_method", "popen")
+        return isinstance(self.strategy, DDPStrategy) and method != "popen"
+
+    def finish(self, convergence: Any = None, max_epochs: int | None = None) -> None:
+        """After the fit: complete what the callbacks of this process could not see.
+
+        The history of a resumed fit includes the checkpoint's epochs. After a fit in
+        spawned or forked processes (``ddp_spawn``, ``ddp_notebook``) the parameters and
+        the history come back to this process, the callbacks do not: the convergence
+        rule's record is rebuilt from the logged ``loadings_change``.
+        """
+        history = self.model.history_ if isinstance(self.model.history_, dict) else {}
+        if self.checkpoint is not None and self.resume_from is not None:
+            earlier = _checkpoint.history_frames(self.checkpoint.metrics)
+            history = _checkpoint.merge_history(earlier, history)
+            self.model.history_ = history
+        if convergence is not None and self.trained_in_workers and not convergence.history:
+            changes = history.get("loadings_change")
+            n_epochs = len(history.get("elbo_train", []))
+            if changes is not None:
+                convergence.history = [float(v) for v in np.asarray(changes).ravel()]
+            if max_epochs is not None and 0 < n_epochs < max_epochs:
+                convergence.stopped_epoch = n_epochs
