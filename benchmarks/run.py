@@ -13,6 +13,7 @@ HERE = Path(__file__).parent
 SCRIPTS = [
     ["fit_time.py", "--n-obs", "2000", "--n-vars", "1000", "--n-factors", "20"],
     ["pbmc_auroc.py", "--seeds", "0", "1", "2", "3", "4"],
+    ["ddp_resume.py"],
     # builds ~11 GiB of .h5ad under $SPEXLVM_ATLAS_DIR (default /work/scratch/spexlvm_atlas)
     [
         "atlas.py",
