@@ -36,6 +36,7 @@ FULL = [
     ["pbmc_auroc.py", "--seeds", "0", "1", "2", "3", "4"],
     ["paper_size.py", "--seeds", "0", "1", "2"],
     ["scaling.py"],
+    ["ddp_resume.py"],
     # builds ~11 GiB of .h5ad under $SPEXLVM_ATLAS_DIR (default /work/scratch/spexlvm_atlas)
     [
         "atlas.py",

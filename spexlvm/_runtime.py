@@ -116,20 +116,33 @@ def peak_rss_gb() -> float:
 
 
 def memory_estimate(
-    n_vars: int, n_factors: int, cells_per_process: int, *, prefetch: int, data_in_memory: float
+    n_obs: int,
+    n_vars: int,
+    n_factors: int,
+    cells_per_process: int,
+    *,
+    prefetch: int,
+    data_in_memory: float,
 ) -> str:
-    """A log line: memory a fit needs besides the interpreter and the libraries."""
-    batch = 4.0 * cells_per_process * n_vars * (3 + prefetch)  # minibatch, centred copy, reads
-    params = 4.0 * n_vars * n_factors * 8 * 6  # 8 G x K arrays: value, grad, Adam, temporaries
-    total = batch + params
+    """A log line: memory a fit needs besides Python and the libraries (about 0.6 GB).
+
+    Minibatches (the batch, its centred copy and temporaries, the ones read ahead), the
+    parameters (8 genes x factors arrays with gradients, Adam's moments and temporaries)
+    and the results (cells x factors scores, twice while they are written).
+    """
+    batch = 4.0 * cells_per_process * n_vars * (3 + prefetch)
+    params = 4.0 * n_vars * n_factors * 8 * 6
+    results = 4.0 * n_obs * n_factors * 2
+    total = batch + params + results
     text = (
-        f"about {total / 2**30:.2f} GB for minibatches and parameters "
-        f"({cells_per_process} cells x {n_vars} genes per step"
-        + (f", {prefetch} read ahead" if prefetch else "")
-        + ")"
+        f"about {total / 2**30:.2f} GB besides Python and the libraries: minibatches of "
+        f"{cells_per_process} cells x {n_vars} genes"
+        + (f" ({prefetch} read ahead)" if prefetch else "")
+        + f" {batch / 2**30:.2f} GB, parameters {params / 2**30:.2f} GB, scores "
+        f"{results / 2**30:.2f} GB"
     )
     if data_in_memory:
-        text += f", plus the data already in memory ({data_in_memory / 2**30:.2f} GB)"
+        text += f"; the data already in memory take {data_in_memory / 2**30:.2f} GB"
     return text
 
 
@@ -313,6 +326,7 @@ class TrainingRun:
         logger.info(
             "Memory: %s.",
             memory_estimate(
+                reader.n_obs,
                 reader.n_vars,
                 self.model.module.n_factors,
                 per_process,

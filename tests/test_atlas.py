@@ -274,7 +274,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path):
     assert child.f1(adata, w_resumed) == pytest.approx(child.f1(adata, w_full))
     # the history covers every epoch, the convergence rule continued where it was
     assert len(resumed.history_["elbo_train"]) == len(full.history_["elbo_train"])
-    assert resumed.convergence_ == pytest.approx(full.convergence_)
+    assert resumed.convergence_ == pytest.approx(full.convergence_, rel=1e-4, abs=1e-6)
     info = json.loads((ckpt / "spexlvm_checkpoint.json").read_text())
     assert info["finished"]
 

@@ -153,9 +153,9 @@ def test_same_seed_same_fit(small_data, run_fit):
     # minibatches, so that the seed matters: a full-batch fit of gene-set factors has
     # nothing random (every cell starts the loadings, the batch is every cell)
     a, b, c = small_data(), small_data(), small_data()
-    run_fit(a, seed=0, batch_size=100)
-    run_fit(b, seed=0, batch_size=100)
-    run_fit(c, seed=1, batch_size=100)
+    run_fit(a, seed=0, batch_size=100, max_epochs=30)
+    run_fit(b, seed=0, batch_size=100, max_epochs=30)
+    run_fit(c, seed=1, batch_size=100, max_epochs=30)
     assert np.array_equal(a.obsm["X_spexlvm"], b.obsm["X_spexlvm"])
     assert np.array_equal(a.varm["spexlvm_loadings"], b.varm["spexlvm_loadings"])
     np.testing.assert_array_equal(a.uns["spexlvm"]["r2"], b.uns["spexlvm"]["r2"])
