@@ -24,7 +24,7 @@ from ._constants import DENSE_PREFIX, KEYS, REGISTRY_KEYS, SPARSE_PREFIX
 from ._module import SpexLVMModule
 from ._trainingplan import LoadingsConvergence, SpexLVMTrainingPlan
 from ._utils import dense_chunks
-from .pp._gene_sets import get_mask
+from .pp._gene_sets import get_mask, get_prior
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -248,7 +248,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         mask_key = self.adata_manager.registry["setup_args"]["mask_key"]
         if loading is not None:
             names = np.asarray(loading["gene_set_names_"], dtype=str)
-            mask = np.zeros((self.summary_stats.n_vars, len(names)), dtype=bool)
+            mask = prior = np.zeros((self.summary_stats.n_vars, len(names)), dtype=bool)
         elif (
             mask_key not in self.adata.varm
             and mask_key not in self.adata.uns
@@ -259,10 +259,12 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
                 "No gene-set annotation in varm[%r]: fitting unannotated factors only.", mask_key
             )
             names = np.zeros(0, dtype=str)
-            mask = np.zeros((self.summary_stats.n_vars, 0), dtype=bool)
+            mask = prior = np.zeros((self.summary_stats.n_vars, 0), dtype=bool)
         else:
             mask, names = get_mask(self.adata, key=mask_key)
             _check_annotation(self.adata, mask, names)
+            # nested gene sets leave their genes to the smaller set (pp.add_gene_sets)
+            prior = get_prior(self.adata, mask, key=mask_key)
         n_annotated = mask.shape[1]
         if n_annotated + n_sparse + n_dense == 0:
             raise ValueError(
@@ -284,7 +286,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
 
         slab = np.concatenate(
             [
-                np.clip(mask + (1.0 - prior_confidence), _MIN_SLAB, 1.0),
+                np.clip(prior + (1.0 - prior_confidence), _MIN_SLAB, 1.0),
                 np.full((mask.shape[0], n_sparse), sparse_slab),
                 np.full((mask.shape[0], n_dense), dense_slab),
             ],

@@ -13,17 +13,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from scipy import sparse
 
 from .._constants import KEYS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_gene_sets", "get_mask", "read_gmt"]
+__all__ = ["add_gene_sets", "gene_set_overlaps", "get_mask", "get_prior", "read_gmt"]
 
 #: ``reason`` values of the coverage table.
 REASON_KEPT = ""
+REASON_TOO_SMALL = "too small"  # fewer genes than min_genes in the set itself
 REASON_TOO_FEW = "too few genes found"
-REASON_TOO_MANY = "too many genes found"
+REASON_TOO_LARGE = "too large"  # more genes found than max_genes
+REASON_MERGED = "merged"
+
+#: Default Jaccard index at or above which two kept sets become one factor.
+MERGE_JACCARD = 0.8
+#: Default share of a set's genes inside a larger set above which it counts as nested.
+NESTED_CONTAINMENT = 0.8
+#: Suffix of the ``varm`` key of the prior mask (the annotation after nested sets).
+PRIOR_SUFFIX = "_prior"
 
 #: Accepted (set, gene) column pairs of a long DataFrame, tried in this order.
 _LONG_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -305,6 +315,215 @@ def _no_overlap_error(
     return ValueError("\n".join(msg))
 
 
+def _match(
+    sets: dict[str, list[str]], index: dict[str, list[int]], case_sensitive: bool
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per set: the number of distinct set genes found and the matched rows."""
+    n_found = np.zeros(len(sets), dtype=np.int64)
+    rows: list[np.ndarray] = []
+    for j, genes in enumerate(sets.values()):
+        keys = _unique(genes if case_sensitive else (g.upper() for g in genes))
+        hits = [index[k] for k in keys if k in index]
+        n_found[j] = len(hits)
+        rows.append(
+            np.fromiter((i for h in hits for i in h), dtype=np.int64)
+            if hits
+            else np.zeros(0, dtype=np.int64)
+        )
+    return n_found, rows
+
+
+def _matching_summary(
+    sets: dict[str, list[str]], ids: np.ndarray, index: dict[str, list[int]], case_sensitive: bool
+) -> dict[str, int]:
+    """How the distinct set genes mapped to the genes of the AnnData."""
+    genes = _unique(g for gs in sets.values() for g in gs)
+    exact = {v for v in ids if v is not None}
+    n_matched = n_case_only = n_multiple = 0
+    for g in genes:
+        hits = index.get(g if case_sensitive else g.upper())
+        if not hits:
+            continue
+        n_matched += 1
+        n_case_only += g not in exact
+        n_multiple += len(hits) > 1
+    return {
+        "n_set_genes": len(genes),
+        "n_matched": n_matched,
+        "n_case_only": n_case_only,
+        "n_multiple": n_multiple,
+    }
+
+
+def _full_identifiers(
+    adata: AnnData, gene_symbols: str | None, full_genes: Iterable[str] | None
+) -> tuple[np.ndarray | None, str]:
+    """Identifiers of the full gene list (before a gene selection) and where they came from."""
+    if full_genes is not None:
+        if isinstance(full_genes, str | bytes):
+            raise TypeError("full_genes must be a list of gene identifiers, not a single string.")
+        ids = np.array([None if pd.isna(g) else str(g) for g in full_genes], dtype=object)
+        return ids, "full_genes"
+    raw = adata.raw
+    if raw is None:
+        return None, ""
+    if gene_symbols is None:
+        return np.asarray(raw.var_names.astype(str), dtype=object), "adata.raw"
+    if gene_symbols in raw.var.columns:
+        col = raw.var[gene_symbols]
+        ids = np.array([str(v) for v in col.astype(object)], dtype=object)
+        ids[np.asarray(col.isna())] = None
+        return ids, "adata.raw"
+    logger.info(
+        "adata.raw.var has no column %r: the gene selection is not reported.", gene_symbols
+    )
+    return None, ""
+
+
+# ---------------------------------------------------------------------------------------
+# Redundancy: near-duplicate and nested sets
+# ---------------------------------------------------------------------------------------
+
+
+def _shared_genes(mask: np.ndarray) -> sparse.csr_matrix:
+    """Number of genes shared by every pair of mask columns (sparse, sets x sets)."""
+    m = sparse.csc_matrix(mask.astype(np.int64))
+    return (m.T @ m).tocsr()
+
+
+def _merge_duplicates(mask: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Group near-duplicate columns of a mask.
+
+    Sets are visited from the largest to the smallest (ties: in column order); a set joins
+    the already chosen representative it shares the highest Jaccard index with, when that
+    index is at least ``threshold``, else it becomes a representative itself. Jaccard
+    indices are those of the sets as given, not of the growing unions.
+
+    Returns
+    -------
+    The representative of every column (itself for representatives) and the Jaccard index
+    to it (1.0 for representatives).
+    """
+    n_sets = mask.shape[1]
+    size = mask.sum(0)
+    shared = _shared_genes(mask)
+    into = np.arange(n_sets)
+    jaccard = np.ones(n_sets)
+    is_rep = np.zeros(n_sets, dtype=bool)
+    for k in np.lexsort((np.arange(n_sets), -size)):
+        row = shared.getrow(k)
+        cols, n_shared = row.indices, row.data
+        cand = is_rep[cols] & (cols != k)
+        if cand.any():
+            cols, n_shared = cols[cand], n_shared[cand]
+            jac = n_shared / (size[cols] + size[k] - n_shared)
+            best = int(np.argmax(jac))
+            if jac[best] >= threshold:
+                into[k], jaccard[k] = cols[best], jac[best]
+                continue
+        is_rep[k] = True
+    return into, jaccard
+
+
+def _nested_pairs(
+    mask: np.ndarray, containment: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (smaller set, larger set) where the smaller lies mostly inside the larger.
+
+    Returns the column of the nested set, of the larger set and the number of shared genes
+    for every pair with ``shared >= containment * size(smaller)`` and sizes that differ.
+    """
+    size = mask.sum(0)
+    coo = _shared_genes(mask).tocoo()
+    sub, sup, n_shared = coo.row, coo.col, coo.data
+    sel = (size[sub] < size[sup]) & (n_shared > 0) & (n_shared >= containment * size[sub])
+    order = np.lexsort((sub[sel], sup[sel]))
+    return sub[sel][order], sup[sel][order], n_shared[sel][order].astype(np.int64)
+
+
+def _prior_mask(mask: np.ndarray, sub: np.ndarray, sup: np.ndarray) -> np.ndarray:
+    """The mask without, in each larger set, the genes of the sets nested in it."""
+    n_sets = mask.shape[1]
+    nested = sparse.csr_matrix(
+        (np.ones(sub.size, dtype=np.int64), (sub, sup)), shape=(n_sets, n_sets)
+    )
+    ceded = (sparse.csr_matrix(mask.astype(np.int64)) @ nested).toarray() > 0
+    return mask & ~ceded
+
+
+def _check_fraction(name: str, value: float | None, *, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise TypeError(f"{name} must be a number{' or None' if allow_none else ''}.")
+    if not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{name} must lie in (0, 1], got {value}.")
+
+
+def gene_set_overlaps(
+    adata: AnnData,
+    key: str = KEYS.MASK,
+    *,
+    min_jaccard: float = 0.0,
+    containment: float = NESTED_CONTAINMENT,
+) -> pd.DataFrame:
+    """Pairs of kept gene sets that share genes: their overlap and how they relate.
+
+    Reads the annotation written by :func:`add_gene_sets` (after merging near-duplicates).
+
+    Parameters
+    ----------
+    adata
+        AnnData annotated by :func:`add_gene_sets`.
+    key
+        Key given to :func:`add_gene_sets`.
+    min_jaccard
+        Only pairs with at least this Jaccard index.
+    containment
+        Share of the smaller set's genes inside the larger one from which the pair counts
+        as ``"nested"``.
+
+    Returns
+    -------
+    One row per pair, sorted by decreasing Jaccard index: ``set_a`` and ``set_b`` (``set_a``
+    the smaller, or the earlier of two sets of the same size), ``n_a``, ``n_b`` (genes found),
+    ``n_shared``, ``jaccard`` (shared / union), ``containment`` (shared / ``n_a``) and
+    ``relation``: ``"nested"`` (``set_a`` lies mostly inside the larger ``set_b``) or
+    ``"overlap"``.
+
+    Examples
+    --------
+    >>> spexlvm.pp.add_gene_sets(adata, spexlvm.datasets.gene_sets("reactome"))  # doctest: +SKIP
+    >>> spexlvm.pp.gene_set_overlaps(adata, min_jaccard=0.5)  # doctest: +SKIP
+    """
+    mask, names = get_mask(adata, key)
+    size = mask.sum(0).astype(np.int64)
+    coo = sparse.triu(_shared_genes(mask), k=1).tocoo()
+    i, j, n_shared = coo.row, coo.col, coo.data.astype(np.int64)
+    keep = n_shared > 0
+    i, j, n_shared = i[keep], j[keep], n_shared[keep]
+    swap = size[j] < size[i]
+    a, b = np.where(swap, j, i), np.where(swap, i, j)
+    jac = n_shared / (size[a] + size[b] - n_shared)
+    cont = n_shared / np.maximum(size[a], 1)
+    df = pd.DataFrame(
+        {
+            "set_a": names[a].astype(object),
+            "set_b": names[b].astype(object),
+            "n_a": size[a],
+            "n_b": size[b],
+            "n_shared": n_shared,
+            "jaccard": jac,
+            "containment": cont,
+            "relation": np.where((cont >= containment) & (size[a] < size[b]), "nested", "overlap"),
+        }
+    )
+    df = df[df["jaccard"] >= min_jaccard]
+    return df.sort_values(["jaccard", "n_shared"], ascending=False, kind="stable").reset_index(
+        drop=True
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------
@@ -319,13 +538,22 @@ def add_gene_sets(
     max_genes: int | None = None,
     gene_symbols: str | None = None,
     case_sensitive: bool = True,
+    merge_jaccard: float | None = MERGE_JACCARD,
+    resolve_nested: bool = True,
+    nested_containment: float = NESTED_CONTAINMENT,
+    full_genes: Iterable[str] | None = None,
     copy: bool = False,
 ) -> pd.DataFrame | AnnData:
     """Annotate genes with gene sets: the prior knowledge of the annotated factors.
 
     Matches the genes of every set to the genes of ``adata``, drops sets with too few or
-    too many genes found, and writes a boolean mask (one column per kept set, in the
-    given order) to ``adata.varm[key]`` with a summary in ``adata.uns[key]``.
+    too many genes found, merges near-duplicate sets, and writes a boolean mask (one
+    column per kept set, in the given order) to ``adata.varm[key]`` with a summary in
+    ``adata.uns[key]``. Where a set lies mostly inside a larger one (nested sets, e.g.
+    Reactome's *MHC class II antigen presentation* inside *adaptive immune system*), the
+    shared genes are left to the smaller, more specific set in the model's prior
+    (``adata.varm[key + "_prior"]``), so that the two factors do not compete for one
+    signal (see Notes).
 
     Parameters
     ----------
@@ -360,6 +588,22 @@ def add_gene_sets(
     case_sensitive
         If ``False``, compare upper-cased identifiers, e.g. mouse symbols (``Cdk1``)
         against human gene sets (``CDK1``), as in the spex-LVM paper.
+    merge_jaccard
+        Kept sets whose genes found have at least this Jaccard index (shared / union) are
+        merged into one factor: the union of their genes, named after the largest of them
+        (see :func:`gene_set_overlaps`). ``None`` merges nothing.
+    resolve_nested
+        Leave the genes a set shares with a smaller set nested in it to the smaller set,
+        in the prior of the model (``varm[key + "_prior"]``). ``False`` gives every set all
+        of its genes (the original spex-LVM prior), so nested sets compete.
+    nested_containment
+        Share of a set's genes found that must lie inside a larger set for it to count as
+        nested in that set.
+    full_genes
+        The full gene list before a gene selection (e.g. all genes before highly variable
+        gene selection), identifiers of the same kind as those matched. Defaults to
+        ``adata.raw`` (its ``var_names``, or its ``var[gene_symbols]``) when present. The
+        report then says how many genes of each set the selection removed.
     copy
         Work on a copy of ``adata`` and return it, leaving ``adata`` untouched.
 
@@ -367,21 +611,39 @@ def add_gene_sets(
     -------
     With ``copy=False``, the coverage report of every input set as a DataFrame indexed
     by set name with the columns ``n_genes`` (genes in the set), ``n_found`` (genes
-    found in ``adata``), ``fraction`` (``n_found / n_genes``), ``kept`` and ``reason``
-    (``""``, ``"too few genes found"`` or ``"too many genes found"``). With
-    ``copy=True``, the annotated copy of ``adata``.
+    found in ``adata``), ``fraction`` (``n_found / n_genes``), ``kept``, ``reason``
+    (``""`` for kept sets, ``"too small"`` (the set has fewer than ``min_genes`` genes),
+    ``"too few genes found"``, ``"too large"`` (more than ``max_genes`` genes found) or
+    ``"merged"``), ``merged_into`` (the set a merged set became part of, else ``""``) and
+    ``n_prior`` (genes of the kept set's factor in the prior, after nested sets took
+    theirs; 0 for dropped sets); with a full gene list also ``n_found_full`` (genes found
+    in the full list) and ``n_removed`` (of those, how many the gene selection removed).
+    With ``copy=True``, the annotated copy of ``adata``.
 
     Sets the following fields (on the copy when ``copy=True``):
 
     ``adata.varm[key]`` : :class:`numpy.ndarray` (dtype ``bool``)
-        ``n_vars x A`` mask; column ``a`` marks the genes of the ``a``-th kept set.
+        ``n_vars x A`` mask; column ``a`` marks the genes of the ``a``-th kept set (the
+        union of the genes of the sets merged into it).
+    ``adata.varm[key + "_prior"]`` : :class:`numpy.ndarray` (dtype ``bool``)
+        The mask as the model's prior uses it: without, in each set, the genes of the sets
+        nested in it. Only written when ``resolve_nested`` and some set is nested in
+        another; :class:`~spexlvm.SpexLVM` falls back to the mask without it.
     ``adata.uns[key]`` : :class:`dict`
         ``names`` (str array, A: kept set names in column order), ``n_genes`` and
-        ``n_found`` (int arrays, A), ``coverage`` (dict of arrays over all input sets:
-        ``name``, ``n_genes``, ``n_found``, ``fraction``, ``kept``, ``reason``) and
-        ``params`` (``min_genes``, ``max_genes`` (``-1``: no bound), ``gene_symbols``
-        (``""``: ``var_names``), ``case_sensitive``). Every value survives
-        :meth:`~anndata.AnnData.write_h5ad` (string arrays read back with dtype object).
+        ``n_found`` (int arrays, A: of the set itself), ``n_prior`` (int array, A),
+        ``coverage`` (dict of arrays over all input sets: the columns of the report and
+        ``name``), ``merged`` (dict of arrays: ``name``, ``into``, ``jaccard``, one entry
+        per merged set), ``nested`` (dict of arrays: ``subset``, ``superset``,
+        ``n_shared``, ``containment``, one entry per nested pair whose shared genes went
+        to the subset), ``matching`` (``n_set_genes``: distinct genes of all sets,
+        ``n_matched``: of those, found; ``n_case_only``: found only by ignoring case;
+        ``n_multiple``: matching several rows of ``adata``) and ``params`` (``min_genes``,
+        ``max_genes`` (``-1``: no bound), ``gene_symbols`` (``""``: ``var_names``),
+        ``case_sensitive``, ``merge_jaccard`` (``-1.0``: off), ``resolve_nested``,
+        ``nested_containment``, ``full_genes`` (``"adata.raw"``, ``"full_genes"`` or
+        ``""``)). Every value survives :meth:`~anndata.AnnData.write_h5ad` (string arrays
+        read back with dtype object).
 
     Raises
     ------
@@ -391,8 +653,9 @@ def add_gene_sets(
         If ``gene_symbols`` is not a column of ``adata.var``.
     ValueError
         If ``adata.var_names`` repeat, a DataFrame lacks the set/gene columns, set
-        names are empty or repeat, no set gene is found at all (the message suggests a
-        fix), or no set passes ``min_genes``/``max_genes``.
+        names are empty or repeat, no set gene is found at all (the message names
+        identifiers from both sides and suggests a fix), or no set passes
+        ``min_genes``/``max_genes``.
 
     Notes
     -----
@@ -400,6 +663,18 @@ def add_gene_sets(
     shared by several rows annotates all of them, so a mask column may have more
     ``True`` entries than ``n_found``. Kept sets that lost more than half of their genes
     are named in a warning.
+
+    **Competing sets.** Collections such as Reactome are hierarchies: a broad set (*adaptive
+    immune system*, 79 genes in scanpy's ``pbmc68k_reduced``) contains specific ones
+    (*MHC class II antigen presentation*, 19). With the original prior both factors may
+    explain the shared genes, and the broad factor can take the specific one's signal. With
+    ``resolve_nested=True`` a set counts as nested in a larger set when at least
+    ``nested_containment`` of its genes lie inside it; the larger set's factor then treats
+    the shared genes as unannotated (slab ``1 - prior_confidence``), so the broad factor
+    explains what its specific parts do not. A broad set that is entirely the union of
+    sets nested in it keeps no gene of its own and its factor is usually switched off.
+    ``benchmarks/gene_set_competition.py`` measures this against the alternatives (merging
+    only, a slab scaled by the number of sets a gene belongs to, dropping such unions).
 
     Examples
     --------
@@ -419,6 +694,8 @@ def add_gene_sets(
             raise TypeError(f"max_genes must be an int or None, not {type(max_genes).__name__}.")
         if max_genes < min_genes:
             raise ValueError(f"max_genes ({max_genes}) is smaller than min_genes ({min_genes}).")
+    _check_fraction("merge_jaccard", merge_jaccard, allow_none=True)
+    _check_fraction("nested_containment", nested_containment, allow_none=False)
     if adata.var_names.has_duplicates:
         dups = adata.var_names[adata.var_names.duplicated()].unique()
         raise ValueError(
@@ -435,33 +712,35 @@ def add_gene_sets(
     n_vars = adata.n_vars
     names = list(sets)
     n_sets = len(names)
-    n_genes = np.zeros(n_sets, dtype=np.int64)
-    n_found = np.zeros(n_sets, dtype=np.int64)
-    rows: list[np.ndarray] = []
-    for j, name in enumerate(names):
-        genes = sets[name]
-        n_genes[j] = len(genes)
-        keys = _unique(genes if case_sensitive else (g.upper() for g in genes))
-        hits = [index[k] for k in keys if k in index]
-        n_found[j] = len(hits)
-        rows.append(
-            np.fromiter((i for h in hits for i in h), dtype=np.int64)
-            if hits
-            else np.zeros(0, dtype=np.int64)
-        )
+    n_genes = np.array([len(g) for g in sets.values()], dtype=np.int64)
+    n_found, rows = _match(sets, index, case_sensitive)
 
     if n_found.sum() == 0:
         raise _no_overlap_error(
             sets, ids, adata, gene_symbols=gene_symbols, case_sensitive=case_sensitive
         )
+    matching = _matching_summary(sets, ids, index, case_sensitive)
+    where = "adata.var_names" if gene_symbols is None else f"adata.var[{gene_symbols!r}]"
+    logger.info(
+        "Matched %d of %d distinct gene-set genes to %s%s%s.",
+        matching["n_matched"],
+        matching["n_set_genes"],
+        where,
+        " ignoring case" if not case_sensitive else "",
+        f" ({matching['n_case_only']} only by ignoring case)" if matching["n_case_only"] else "",
+    )
 
     too_few = n_found < min_genes
     too_many = np.zeros(n_sets, dtype=bool) if max_genes is None else n_found > max_genes
-    kept = ~too_few & ~too_many
-    reason = np.where(too_few, REASON_TOO_FEW, np.where(too_many, REASON_TOO_MANY, REASON_KEPT))
+    passed = ~too_few & ~too_many
+    reason = np.where(
+        n_genes < min_genes,
+        REASON_TOO_SMALL,
+        np.where(too_few, REASON_TOO_FEW, np.where(too_many, REASON_TOO_LARGE, REASON_KEPT)),
+    ).astype(object)
     fraction = (n_found / np.maximum(n_genes, 1)).astype(np.float64)  # 0.0 for empty sets
 
-    if not kept.any():
+    if not passed.any():
         best = int(np.argmax(n_found))
         bounds = f"min_genes={min_genes}, max_genes={max_genes}"
         raise ValueError(
@@ -469,18 +748,101 @@ def add_gene_sets(
             f"found is {int(n_found[best])} (set {names[best]!r}). Relax the bounds."
         )
 
-    kept_idx = np.flatnonzero(kept)
-    mask = np.zeros((n_vars, kept_idx.size), dtype=bool)
-    for col, j in enumerate(kept_idx):
-        mask[rows[j], col] = True
+    passed_idx = np.flatnonzero(passed)
+    full = np.zeros((n_vars, passed_idx.size), dtype=bool)
+    for col, j in enumerate(passed_idx):
+        full[rows[j], col] = True
+
+    # near-duplicates: one factor per group, named after its largest set
+    merged_into = np.full(n_sets, "", dtype=object)
+    merged_rows: dict[str, list] = {"name": [], "into": [], "jaccard": []}
+    if merge_jaccard is not None and passed_idx.size > 1:
+        into, jac = _merge_duplicates(full, float(merge_jaccard))
+        for col in np.flatnonzero(into != np.arange(passed_idx.size)):
+            rep = into[col]
+            full[:, rep] |= full[:, col]
+            j, jr = passed_idx[col], passed_idx[rep]
+            merged_into[j] = names[jr]
+            reason[j] = REASON_MERGED
+            merged_rows["name"].append(names[j])
+            merged_rows["into"].append(names[jr])
+            merged_rows["jaccard"].append(float(jac[col]))
+        keep_cols = into == np.arange(passed_idx.size)
+        full = full[:, keep_cols]
+        kept_idx = passed_idx[keep_cols]
+        if merged_rows["name"]:
+            logger.info(
+                "Merged %d near-duplicate gene set(s) (Jaccard >= %g) into %d factor(s): %s.",
+                len(merged_rows["name"]),
+                merge_jaccard,
+                len(set(merged_rows["into"])),
+                _preview(
+                    f"{a} -> {b}"
+                    for a, b in zip(merged_rows["name"], merged_rows["into"], strict=True)
+                ),
+            )
+    else:
+        kept_idx = passed_idx
+    kept = np.zeros(n_sets, dtype=bool)
+    kept[kept_idx] = True
+    mask = full
     kept_names = np.array([names[j] for j in kept_idx], dtype=str)
 
+    # nested sets: the larger set leaves the shared genes to the smaller one
+    nested_rows: dict[str, list] = {
+        "subset": [],
+        "superset": [],
+        "n_shared": [],
+        "containment": [],
+    }
+    prior = mask
+    if resolve_nested and kept_idx.size > 1:
+        sub, sup, shared = _nested_pairs(mask, float(nested_containment))
+        if sub.size:
+            prior = _prior_mask(mask, sub, sup)
+            size = mask.sum(0)
+            nested_rows = {
+                "subset": [str(kept_names[j]) for j in sub],
+                "superset": [str(kept_names[k]) for k in sup],
+                "n_shared": shared.tolist(),
+                "containment": (shared / size[sub]).tolist(),
+            }
+            supersets = _unique(nested_rows["superset"])
+            logger.info(
+                "Nested gene sets: %d set(s) lie mostly inside %d larger one(s) (e.g. %s); "
+                "their shared genes are left to the smaller sets in the prior "
+                "(resolve_nested=False keeps every set whole).",
+                len(_unique(nested_rows["subset"])),
+                len(supersets),
+                _preview(
+                    (
+                        f"{a} in {b}"
+                        for a, b in zip(
+                            nested_rows["subset"], nested_rows["superset"], strict=True
+                        )
+                    ),
+                    2,
+                ),
+            )
+            empty = [str(kept_names[k]) for k in np.flatnonzero(prior.sum(0) == 0)]
+            if empty:
+                logger.info(
+                    "%d set(s) are covered by the sets nested in them and keep no gene of "
+                    "their own in the prior (their factors are usually switched off): %s.",
+                    len(empty),
+                    _preview(empty, 3),
+                )
+    n_prior_kept = prior.sum(0).astype(np.int64)
+    n_prior = np.zeros(n_sets, dtype=np.int64)
+    n_prior[kept_idx] = n_prior_kept
+
     logger.info(
-        "Kept %d of %d gene sets (%d with too few genes found, %d with too many).",
+        "Kept %d of %d gene sets (%d with too few genes found, %d with too many, %d merged).",
         kept_idx.size,
         n_sets,
         int(too_few.sum()),
         int(too_many.sum()),
+        len(merged_rows["name"]),
     )
     lost = [names[j] for j in kept_idx if n_genes[j] > 0 and fraction[j] < 0.5]
     if lost:
@@ -490,43 +852,76 @@ def add_gene_sets(
             _preview(lost, 3),
         )
 
+    # genes a gene selection removed (adata.raw or a full gene list)
+    full_ids, full_source = _full_identifiers(adata, gene_symbols, full_genes)
+    selection: dict[str, np.ndarray] = {}
+    if full_ids is not None:
+        n_found_full, _ = _match(sets, _index(full_ids, case_sensitive), case_sensitive)
+        n_found_full = np.maximum(n_found_full, n_found)
+        n_removed = n_found_full - n_found
+        selection = {"n_found_full": n_found_full, "n_removed": n_removed}
+        hit = [names[j] for j in kept_idx if n_removed[j] > 0.5 * n_found_full[j]]
+        logger.info(
+            "The gene selection removed %d of %d gene-set genes found in %s%s.",
+            int(n_removed.sum()),
+            int(n_found_full.sum()),
+            full_source,
+            f"; {len(hit)} kept set(s) lost more than half of them: {_preview(hit, 3)}"
+            if hit
+            else "",
+        )
+
     if copy:
         adata = adata.copy()
+    prior_key = f"{key}{PRIOR_SUFFIX}"
     if key in adata.varm or key in adata.uns:
         logger.info("Overwriting adata.varm[%r] / adata.uns[%r].", key, key)
+    adata.varm.pop(prior_key, None)
     adata.varm[key] = mask
+    if prior is not mask:
+        adata.varm[prior_key] = prior
+    coverage = {
+        "n_genes": n_genes,
+        "n_found": n_found,
+        "fraction": fraction,
+        "kept": kept,
+        "reason": np.asarray(reason, dtype=str),
+        "merged_into": np.asarray(merged_into, dtype=str),
+        "n_prior": n_prior,
+        **selection,
+    }
     adata.uns[key] = {
         "names": kept_names,
         "n_genes": n_genes[kept_idx].copy(),
         "n_found": n_found[kept_idx].copy(),
-        "coverage": {
-            "name": np.array(names, dtype=str),
-            "n_genes": n_genes,
-            "n_found": n_found,
-            "fraction": fraction,
-            "kept": kept,
-            "reason": np.asarray(reason, dtype=str),
+        "n_prior": n_prior_kept,
+        "coverage": {"name": np.array(names, dtype=str), **coverage},
+        "merged": {
+            "name": np.array(merged_rows["name"], dtype=str),
+            "into": np.array(merged_rows["into"], dtype=str),
+            "jaccard": np.array(merged_rows["jaccard"], dtype=np.float64),
         },
+        "nested": {
+            "subset": np.array(nested_rows["subset"], dtype=str),
+            "superset": np.array(nested_rows["superset"], dtype=str),
+            "n_shared": np.array(nested_rows["n_shared"], dtype=np.int64),
+            "containment": np.array(nested_rows["containment"], dtype=np.float64),
+        },
+        "matching": {k: int(v) for k, v in matching.items()},
         "params": {
             "min_genes": int(min_genes),
             "max_genes": -1 if max_genes is None else int(max_genes),
             "gene_symbols": "" if gene_symbols is None else str(gene_symbols),
             "case_sensitive": bool(case_sensitive),
+            "merge_jaccard": -1.0 if merge_jaccard is None else float(merge_jaccard),
+            "resolve_nested": bool(resolve_nested),
+            "nested_containment": float(nested_containment),
+            "full_genes": full_source,
         },
     }
     if copy:
         return adata
-
-    return pd.DataFrame(
-        {
-            "n_genes": n_genes,
-            "n_found": n_found,
-            "fraction": fraction,
-            "kept": kept,
-            "reason": np.asarray(reason, dtype=str),
-        },
-        index=pd.Index(names, name="gene_set", dtype=object),
-    )
+    return pd.DataFrame(coverage, index=pd.Index(names, name="gene_set", dtype=object))
 
 
 def get_mask(adata: AnnData, key: str = KEYS.MASK) -> tuple[np.ndarray, np.ndarray]:
@@ -578,3 +973,52 @@ def get_mask(adata: AnnData, key: str = KEYS.MASK) -> tuple[np.ndarray, np.ndarr
             raise ValueError(f"adata.varm[{key!r}] must be boolean (or 0/1).")
         mask = mask.astype(bool)
     return mask, names
+
+
+def get_prior(adata: AnnData, mask: np.ndarray, key: str = KEYS.MASK) -> np.ndarray:
+    """The annotation as the model's prior uses it: ``varm[key + "_prior"]``, else the mask.
+
+    :func:`add_gene_sets` writes the prior mask when it leaves the genes of nested sets to
+    them (``resolve_nested=True``). Values between 0 and 1 weaken the annotation of a gene
+    (the slab width is ``clip(prior + 1 - prior_confidence, ..., 1)``).
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix.
+    mask
+        The mask returned by :func:`get_mask` for ``key``.
+    key
+        Key given to :func:`add_gene_sets`.
+
+    Returns
+    -------
+    ``n_vars x A`` array (bool, or float in [0, 1]); ``mask`` itself when there is no
+    prior mask.
+
+    Raises
+    ------
+    ValueError
+        If the prior mask does not match the mask (out of date), holds values outside
+        [0, 1], or annotates a gene the mask does not.
+    """
+    prior_key = f"{key}{PRIOR_SUFFIX}"
+    if prior_key not in adata.varm:
+        return mask
+    prior = adata.varm[prior_key]
+    prior = np.asarray(prior.toarray() if hasattr(prior, "toarray") else prior)
+    fix = "Rerun spexlvm.pp.add_gene_sets(adata, ...)."
+    if prior.shape != mask.shape:
+        raise ValueError(
+            f"adata.varm[{prior_key!r}] has shape {prior.shape}, the mask "
+            f"adata.varm[{key!r}] {mask.shape}: the prior mask is out of date. {fix}"
+        )
+    if prior.dtype != bool:
+        prior = prior.astype(np.float64)
+        if not np.all((prior >= 0.0) & (prior <= 1.0)):
+            raise ValueError(f"adata.varm[{prior_key!r}] must lie in [0, 1]. {fix}")
+    if np.any((prior != 0) & ~mask):
+        raise ValueError(
+            f"adata.varm[{prior_key!r}] annotates genes that adata.varm[{key!r}] does not. {fix}"
+        )
+    return prior
