@@ -10,7 +10,7 @@ import scvi
 
 from .._constants import KEYS
 from .._model import SpexLVM, quiet_lightning
-from ..pp._gene_sets import add_gene_sets
+from ..pp._gene_sets import MERGE_JACCARD, add_gene_sets
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -36,6 +36,8 @@ def fit(
     seed: int = 0,
     min_genes: int = 1,
     max_genes: int | None = None,
+    merge_jaccard: float | None = MERGE_JACCARD,
+    resolve_nested: bool = True,
     mask_key: str = KEYS.MASK,
     key_added: str = KEYS.UNS,
     copy: bool = False,
@@ -76,6 +78,13 @@ def fit(
         Random seed: the same seed gives the same factors (on the same hardware).
     min_genes, max_genes
         Size bounds of the gene sets, counted in genes found in ``adata``.
+    merge_jaccard
+        Merge kept sets with at least this Jaccard index into one factor; ``None``: never
+        (see :func:`spexlvm.pp.add_gene_sets`).
+    resolve_nested
+        Leave the genes that a set shares with a smaller set nested in it to the smaller
+        set in the prior, so that broad and specific sets do not compete for one signal;
+        ``False``: every set keeps all its genes (see :func:`spexlvm.pp.add_gene_sets`).
     mask_key
         Key of the annotation in ``varm`` / ``uns``.
     key_added
@@ -113,7 +122,15 @@ def fit(
         logger.warning("adata is a view; making it an actual AnnData to write the results.")
         adata._init_as_actual(adata.copy())
     if gene_sets is not None:
-        add_gene_sets(adata, gene_sets, key=mask_key, min_genes=min_genes, max_genes=max_genes)
+        add_gene_sets(
+            adata,
+            gene_sets,
+            key=mask_key,
+            min_genes=min_genes,
+            max_genes=max_genes,
+            merge_jaccard=merge_jaccard,
+            resolve_nested=resolve_nested,
+        )
     with quiet_lightning():  # "Seed set to ..."
         scvi.settings.seed = seed
     SpexLVM.setup_anndata(adata, layer=layer, mask_key=mask_key)
