@@ -16,24 +16,26 @@ and prints Markdown tables of cell-type AUROCs:
   factors against G2/M cells, and the best factor of the Reactome cell-cycle family (the
   sets nested in REACTOME_CELL_CYCLE), to show where the cell-cycle signal went.
 
-Options (``--options``):
+Options (``--options``); a set is *nested* in a larger one when >= 80% of its genes found
+lie inside it, and its *direct parents* are the smallest sets it is nested in:
 
 ``original``
-    every set keeps all its genes, no merging (the spex-LVM paper's prior);
+    every set keeps all its genes (``pp.add_gene_sets(..., nested="keep")``, the prior of
+    the spex-LVM paper);
 ``merge``
-    near-duplicates (Jaccard >= 0.8) merged into one factor;
+    a nested set with at least half the genes of a direct parent is merged into it
+    (near-duplicates included; ``nested="merge"``);
 ``count``
     the slab of a gene in a set divided by the number of kept sets that contain it;
 ``drop_unions``
     sets whose genes are >= 80% covered by kept sets nested in them are dropped;
-``nested``
-    the genes a set shares with a smaller set nested in it (>= 80% inside) are left to
-    the smaller set (``resolve_nested=True``);
+``nested_all``
+    every larger set leaves the genes it shares with a set nested in it to that set;
 ``nested_minor``
-    as ``nested``, but only for nested sets with at most half the larger set's genes and
-    only towards the smallest sets containing them;
-``merge_nested``
-    ``merge`` and ``nested`` together.
+    only direct parents leave the shared genes, and only to nested sets with less than
+    half of their genes;
+``resolve``
+    ``merge`` and ``nested_minor`` together: the default (``nested="resolve"``).
 
 Usage::
 
@@ -56,32 +58,40 @@ from anndata import AnnData
 from sklearn.metrics import roc_auc_score
 
 import spexlvm
-from spexlvm.pp._gene_sets import _nested_pairs
+from spexlvm.pp._gene_sets import _shared_genes
 
 MHC = "REACTOME_MHC_CLASS_II_ANTIGEN_PRESENTATION"
 BCR = "REACTOME_SIGNALING_BY_THE_B_CELL_RECEPTOR_BCR"
 G2M = "HALLMARK_G2M_CHECKPOINT"
 CC = "REACTOME_CELL_CYCLE"
 PBMC_PAIRS = {MHC: "Dendritic", BCR: "CD19+ B"}
-OPTIONS = (
-    "original",
-    "merge",
-    "count",
-    "drop_unions",
-    "nested",
-    "nested_minor",
-    "merge_nested",
-)
+OPTIONS = ("original", "merge", "count", "drop_unions", "nested_all", "nested_minor", "resolve")
 #: add_gene_sets settings of each option (the custom priors are written afterwards).
 SETTINGS = {
-    "original": {"merge_jaccard": None, "resolve_nested": False},
-    "merge": {"merge_jaccard": 0.8, "resolve_nested": False},
-    "count": {"merge_jaccard": None, "resolve_nested": False},
-    "drop_unions": {"merge_jaccard": None, "resolve_nested": False},
-    "nested": {"merge_jaccard": None, "resolve_nested": True},
-    "nested_minor": {"merge_jaccard": None, "resolve_nested": False},
-    "merge_nested": {"merge_jaccard": 0.8, "resolve_nested": True},
+    "original": {"nested": "keep"},
+    "merge": {"nested": "merge"},
+    "count": {"nested": "keep"},
+    "drop_unions": {"nested": "keep"},
+    "nested_all": {"nested": "keep"},
+    "nested_minor": {"nested": "keep"},
+    "resolve": {"nested": "resolve"},
 }
+
+
+def _nested_pairs(mask: np.ndarray, containment: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """(nested set, strictly larger set) column pairs."""
+    size = mask.sum(0)
+    coo = _shared_genes(mask).tocoo()
+    sel = (size[coo.row] < size[coo.col]) & (coo.data >= containment * size[coo.row])
+    return coo.row[sel], coo.col[sel]
+
+
+def _all_prior(mask: np.ndarray) -> np.ndarray:
+    """Every larger set leaves the genes of the sets nested in it to them."""
+    prior = mask.copy()
+    for j, k in zip(*_nested_pairs(mask), strict=True):
+        prior[mask[:, j], k] = False
+    return prior
 
 
 def _count_prior(mask: np.ndarray) -> np.ndarray:
@@ -92,7 +102,7 @@ def _count_prior(mask: np.ndarray) -> np.ndarray:
 
 def _minor_prior(mask: np.ndarray, fraction: float = 0.5) -> np.ndarray:
     """Nested sets with at most ``fraction`` of the larger set's genes, smallest parents only."""
-    sub, sup, _ = _nested_pairs(mask, 0.8)
+    sub, sup = _nested_pairs(mask)
     size = mask.sum(0)
     parents: dict[int, list[int]] = {}
     for j, k in zip(sub, sup, strict=True):
@@ -102,14 +112,14 @@ def _minor_prior(mask: np.ndarray, fraction: float = 0.5) -> np.ndarray:
     for j, ks in parents.items():
         direct = [k for k in ks if not any((m, k) in nested for m in ks if m != k)]
         for k in direct:
-            if size[j] <= fraction * size[k]:
+            if size[j] < fraction * size[k]:
                 prior[mask[:, j], k] = False
     return prior
 
 
 def _drop_unions(mask: np.ndarray, threshold: float = 0.8) -> np.ndarray:
     """Columns to keep: drop sets >= threshold covered by kept sets nested in them."""
-    sub, sup, _ = _nested_pairs(mask, threshold)
+    sub, sup = _nested_pairs(mask, threshold)
     size = mask.sum(0)
     keep = np.ones(mask.shape[1], dtype=bool)
     for k in np.argsort(-size, kind="stable"):
@@ -125,6 +135,8 @@ def annotate(adata: AnnData, sets: dict, option: str, **kwargs) -> None:
     mask, names = spexlvm.pp.get_mask(adata)
     if option == "count":
         adata.varm["spexlvm_mask_prior"] = _count_prior(mask)
+    elif option == "nested_all":
+        adata.varm["spexlvm_mask_prior"] = _all_prior(mask)
     elif option == "nested_minor":
         adata.varm["spexlvm_mask_prior"] = _minor_prior(mask)
     elif option == "drop_unions":

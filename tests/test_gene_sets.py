@@ -104,9 +104,9 @@ def test_exact_coverage():
         "max_genes": 6,
         "gene_symbols": "",
         "case_sensitive": True,
-        "merge_jaccard": 0.8,
-        "resolve_nested": True,
+        "nested": "resolve",
         "nested_containment": 0.8,
+        "merge_fraction": 0.5,
         "full_genes": "",
     }
     assert uns["n_prior"].tolist() == [3, 2]
@@ -238,9 +238,7 @@ def test_copy_leaves_input_untouched():
 def test_logging(caplog):
     adata = make_adata()
     with caplog.at_level(logging.INFO, logger="spexlvm.pp._gene_sets"):
-        add_gene_sets(
-            adata, {f"L{i}": ["A1", "X1", "X2", "X3"] for i in range(5)}, merge_jaccard=None
-        )
+        add_gene_sets(adata, {f"L{i}": ["A1", "X1", "X2", "X3"] for i in range(5)}, nested="keep")
     assert "Kept 5 of 5 gene sets" in caplog.text
     assert "lost more than half" in caplog.text
     assert "'L0', 'L1', 'L2' and 2 more" in caplog.text
@@ -307,7 +305,7 @@ def test_redundancy_report_exact(caplog):
     assert uns["n_prior"].tolist() == [11, 15, 5, 3]
     assert uns["merged"]["name"].tolist() == ["DUP_B"]
     assert uns["merged"]["into"].tolist() == ["DUP_A"]
-    np.testing.assert_allclose(uns["merged"]["jaccard"], [9 / 11])
+    np.testing.assert_allclose(uns["merged"]["jaccard"], [10 / 11])  # DUP_B in the union
     assert uns["nested"]["subset"].tolist() == ["SPECIFIC"]
     assert uns["nested"]["superset"].tolist() == ["BROAD"]
     assert uns["nested"]["n_shared"].tolist() == [5]
@@ -328,40 +326,63 @@ def test_redundancy_report_exact(caplog):
         prior[:, 1], [g in REDUNDANT["BROAD"][5:] for g in genes]
     )  # G15..G29
     np.testing.assert_array_equal(prior[:, 2:], mask[:, 2:])
-    assert "Merged 1 near-duplicate gene set(s)" in caplog.text
+    assert "'DUP_B -> DUP_A'" in caplog.text
     assert "'SPECIFIC in BROAD'" in caplog.text
     assert "removed 3 of" in caplog.text
 
 
 def test_redundancy_off():
     adata = make_redundant()
-    report = add_gene_sets(adata, REDUNDANT, min_genes=2, merge_jaccard=None, resolve_nested=False)
+    report = add_gene_sets(adata, REDUNDANT, min_genes=2, nested="keep")
     assert report["kept"].all()
     assert report["n_prior"].tolist() == report["n_found"].tolist()
     assert "spexlvm_mask_prior" not in adata.varm
-    assert adata.uns["spexlvm_mask"]["params"]["merge_jaccard"] == -1.0
+    assert adata.uns["spexlvm_mask"]["params"]["nested"] == "keep"
+    # merge only: DUP_B merged, BROAD keeps SPECIFIC's genes
+    report = add_gene_sets(adata, REDUNDANT, min_genes=2, nested="merge")
+    assert report["merged_into"].tolist() == ["", "DUP_A", "", "", ""]
+    assert report["n_prior"].tolist() == [11, 0, 20, 5, 3]
+    assert "spexlvm_mask_prior" not in adata.varm
     # a stale prior mask from an earlier call is removed
     add_gene_sets(adata, REDUNDANT, min_genes=2)
     assert "spexlvm_mask_prior" in adata.varm
-    add_gene_sets(adata, REDUNDANT, min_genes=2, resolve_nested=False)
+    add_gene_sets(adata, REDUNDANT, min_genes=2, nested="keep")
     assert "spexlvm_mask_prior" not in adata.varm
 
 
-def test_merge_threshold_and_largest_name():
+def test_nested_merge_or_cede():
     adata = make_adata(UNIVERSE)
-    sets = {"SMALL": UNIVERSE[:9], "LARGE": UNIVERSE[:10]}  # nested, Jaccard 0.9
+    sets = {"SMALL": UNIVERSE[:9], "LARGE": UNIVERSE[:10]}  # 90% of LARGE: merged
     report = add_gene_sets(adata, sets)
     assert report["merged_into"].tolist() == ["LARGE", ""]  # named after the larger set
     assert adata.uns["spexlvm_mask"]["names"].tolist() == ["LARGE"]
-    report = add_gene_sets(adata, sets, merge_jaccard=0.95)
+    report = add_gene_sets(adata, sets, merge_fraction=0.95)  # now a specific part
     assert report["kept"].all()
+    assert report["n_prior"].tolist() == [9, 1]
     assert adata.uns["spexlvm_mask"]["nested"]["subset"].tolist() == ["SMALL"]
-    # nested_containment: SMALL has 9 of 10 genes in a 12-gene set -> nested only at 0.9
-    sets = {"S": [*UNIVERSE[:9], "G29"], "L": UNIVERSE[:12]}
-    add_gene_sets(adata, sets, merge_jaccard=None, nested_containment=0.95)
+    # nested_containment: S has 9 of its 10 genes in L
+    sets = {"S": [*UNIVERSE[:9], "G29"], "L": UNIVERSE[:24]}  # S: 10 genes, 42% of L
+    add_gene_sets(adata, sets, nested_containment=0.95)
     assert adata.uns["spexlvm_mask"]["nested"]["subset"].size == 0
-    add_gene_sets(adata, sets, merge_jaccard=None, nested_containment=0.9)
+    add_gene_sets(adata, sets, nested_containment=0.9)
     assert adata.uns["spexlvm_mask"]["nested"]["subset"].tolist() == ["S"]
+    assert adata.varm["spexlvm_mask_prior"][:, 1].sum() == 15  # L leaves G0..G8 to S
+
+
+def test_nested_chains_and_direct_parents():
+    adata = make_adata(UNIVERSE)
+    sets = {
+        "ROOT": UNIVERSE[:24],  # 24 genes
+        "MID": UNIVERSE[:16],  # 2/3 of ROOT: merged into it
+        "PART": UNIVERSE[:6],  # 6/16 of MID, its direct parent: keeps its genes
+        "TINY": UNIVERSE[:5],  # 5/6 of PART: merged into PART
+    }
+    report = add_gene_sets(adata, sets)
+    assert report["merged_into"].tolist() == ["", "ROOT", "", "PART"]
+    assert adata.uns["spexlvm_mask"]["names"].tolist() == ["ROOT", "PART"]
+    assert report["n_prior"].tolist() == [18, 0, 6, 0]
+    nested = adata.uns["spexlvm_mask"]["nested"]
+    assert nested["subset"].tolist() == ["PART"] and nested["superset"].tolist() == ["ROOT"]
 
 
 def test_full_genes_argument():
@@ -376,8 +397,9 @@ def test_full_genes_argument():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"merge_jaccard": 0.0}, "merge_jaccard"),
+        ({"merge_fraction": 0.0}, "merge_fraction"),
         ({"nested_containment": 1.5}, "nested_containment"),
+        ({"nested": "drop"}, "nested must be one of"),
     ],
 )
 def test_error_redundancy_bounds(kwargs, match):

@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -28,10 +28,13 @@ REASON_TOO_FEW = "too few genes found"
 REASON_TOO_LARGE = "too large"  # more genes found than max_genes
 REASON_MERGED = "merged"
 
-#: Default Jaccard index at or above which two kept sets become one factor.
-MERGE_JACCARD = 0.8
-#: Default share of a set's genes inside a larger set above which it counts as nested.
+#: How nested gene sets are handled by default (see :func:`add_gene_sets`).
+NESTED = "resolve"
+_NESTED_MODES = ("resolve", "merge", "keep")
+#: Default share of a set's genes inside a larger set from which it counts as nested.
 NESTED_CONTAINMENT = 0.8
+#: Default share of its parent's genes from which a nested set is merged into the parent.
+MERGE_FRACTION = 0.5
 #: Suffix of the ``varm`` key of the prior mask (the annotation after nested sets).
 PRIOR_SUFFIX = "_prior"
 
@@ -391,71 +394,83 @@ def _shared_genes(mask: np.ndarray) -> sparse.csr_matrix:
     return (m.T @ m).tocsr()
 
 
-def _merge_duplicates(mask: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Group near-duplicate columns of a mask.
-
-    Sets are visited from the largest to the smallest (ties: in column order); a set joins
-    the already chosen representative it shares the highest Jaccard index with, when that
-    index is at least ``threshold``, else it becomes a representative itself. Jaccard
-    indices are those of the sets as given, not of the growing unions.
-
-    Returns
-    -------
-    The representative of every column (itself for representatives) and the Jaccard index
-    to it (1.0 for representatives).
-    """
-    n_sets = mask.shape[1]
-    size = mask.sum(0)
-    shared = _shared_genes(mask)
-    into = np.arange(n_sets)
-    jaccard = np.ones(n_sets)
-    is_rep = np.zeros(n_sets, dtype=bool)
-    for k in np.lexsort((np.arange(n_sets), -size)):
-        row = shared.getrow(k)
-        cols, n_shared = row.indices, row.data
-        cand = is_rep[cols] & (cols != k)
-        if cand.any():
-            cols, n_shared = cols[cand], n_shared[cand]
-            jac = n_shared / (size[cols] + size[k] - n_shared)
-            best = int(np.argmax(jac))
-            if jac[best] >= threshold:
-                into[k], jaccard[k] = cols[best], jac[best]
-                continue
-        is_rep[k] = True
-    return into, jaccard
-
-
 def _nested_pairs(
     mask: np.ndarray, containment: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs (smaller set, larger set) where the smaller lies mostly inside the larger.
+    """Pairs (set, larger set) where the set lies mostly inside the larger one.
 
-    Returns the column of the nested set, of the larger set and the number of shared genes
-    for every pair with ``shared >= containment * size(smaller)`` and sizes that differ.
+    A column ``j`` is nested in ``k`` when at least ``containment`` of its genes lie in
+    ``k`` and ``k`` is larger (of two sets of the same size, the later one counts as nested
+    in the earlier one). Returns the columns of the nested sets, of the larger sets and the
+    numbers of shared genes, sorted by larger set, then nested set.
     """
     size = mask.sum(0)
     coo = _shared_genes(mask).tocoo()
     sub, sup, n_shared = coo.row, coo.col, coo.data
-    sel = (size[sub] < size[sup]) & (n_shared > 0) & (n_shared >= containment * size[sub])
+    larger = (size[sub] < size[sup]) | ((size[sub] == size[sup]) & (sub > sup))
+    sel = larger & (n_shared > 0) & (n_shared >= containment * size[sub])
     order = np.lexsort((sub[sel], sup[sel]))
     return sub[sel][order], sup[sel][order], n_shared[sel][order].astype(np.int64)
 
 
-def _prior_mask(mask: np.ndarray, sub: np.ndarray, sup: np.ndarray) -> np.ndarray:
-    """The mask without, in each larger set, the genes of the sets nested in it."""
+def _resolve_nested(
+    mask: np.ndarray, containment: float, fraction: float, cede: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Merge nested sets that make up most of a set, cede the genes of smaller ones.
+
+    For every set, its *direct* parents are the larger sets it is nested in (see
+    :func:`_nested_pairs`) that contain no other such set. A set with at least ``fraction``
+    of the genes of a direct parent is merged into it (into the one it shares the highest
+    Jaccard index with; chains merge up to the broadest set). With ``cede``, a direct
+    parent that it is smaller than that leaves the set's genes to it: the parent's factor
+    treats them as unannotated.
+
+    Returns
+    -------
+    ``group``: the column every column is merged into (itself when not merged, always a
+    column that is not merged itself); ``merged``: the mask with every group's genes in
+    its column (``mask.shape``; columns of merged sets empty); ``prior``: ``merged``
+    without the ceded genes; ``ceded``: (set, group) pairs whose shared genes the group
+    left to the set.
+    """
     n_sets = mask.shape[1]
-    nested = sparse.csr_matrix(
-        (np.ones(sub.size, dtype=np.int64), (sub, sup)), shape=(n_sets, n_sets)
-    )
-    ceded = (sparse.csr_matrix(mask.astype(np.int64)) @ nested).toarray() > 0
-    return mask & ~ceded
+    size = mask.sum(0)
+    sub, sup, shared = _nested_pairs(mask, containment)
+    n_shared = {(int(j), int(k)): int(n) for j, k, n in zip(sub, sup, shared, strict=True)}
+    parents: dict[int, list[int]] = {}
+    for j, k in n_shared:
+        parents.setdefault(j, []).append(k)
+    direct = {
+        j: [k for k in ks if not any((m, k) in n_shared for m in ks if m != k)]
+        for j, ks in parents.items()
+    }
+    into = np.arange(n_sets)
+    for j, ks in direct.items():
+        major = [k for k in ks if size[j] >= fraction * size[k]]
+        if major:
+            jaccard = [n_shared[j, k] / (size[j] + size[k] - n_shared[j, k]) for k in major]
+            into[j] = major[int(np.argmax(jaccard))]
+    group = into.copy()
+    for j in range(n_sets):  # parents are larger (or earlier): chains end
+        while group[group[j]] != group[j]:
+            group[j] = group[group[j]]
+    merged = np.zeros_like(mask)
+    for j in range(n_sets):
+        merged[:, group[j]] |= mask[:, j]
+    prior = merged.copy()
+    ceded: list[tuple[int, int]] = []
+    if cede:
+        for j, ks in sorted(direct.items()):
+            for k in ks:
+                if size[j] < fraction * size[k] and group[j] != group[k]:
+                    prior[mask[:, j], group[k]] = False
+                    ceded.append((j, int(group[k])))
+    return group, merged, prior, ceded
 
 
-def _check_fraction(name: str, value: float | None, *, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
+def _check_fraction(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-        raise TypeError(f"{name} must be a number{' or None' if allow_none else ''}.")
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}.")
     if not 0.0 < float(value) <= 1.0:
         raise ValueError(f"{name} must lie in (0, 1], got {value}.")
 
@@ -469,7 +484,7 @@ def gene_set_overlaps(
 ) -> pd.DataFrame:
     """Pairs of kept gene sets that share genes: their overlap and how they relate.
 
-    Reads the annotation written by :func:`add_gene_sets` (after merging near-duplicates).
+    Reads the annotation written by :func:`add_gene_sets` (after merging nested sets).
 
     Parameters
     ----------
@@ -486,10 +501,10 @@ def gene_set_overlaps(
     Returns
     -------
     One row per pair, sorted by decreasing Jaccard index: ``set_a`` and ``set_b`` (``set_a``
-    the smaller, or the earlier of two sets of the same size), ``n_a``, ``n_b`` (genes found),
+    the smaller, or the later of two sets of the same size), ``n_a``, ``n_b`` (genes found),
     ``n_shared``, ``jaccard`` (shared / union), ``containment`` (shared / ``n_a``) and
-    ``relation``: ``"nested"`` (``set_a`` lies mostly inside the larger ``set_b``) or
-    ``"overlap"``.
+    ``relation``: ``"nested"`` (at least ``containment`` of ``set_a`` lies inside
+    ``set_b``; for sets of the same size: near-duplicates) or ``"overlap"``.
 
     Examples
     --------
@@ -502,7 +517,7 @@ def gene_set_overlaps(
     i, j, n_shared = coo.row, coo.col, coo.data.astype(np.int64)
     keep = n_shared > 0
     i, j, n_shared = i[keep], j[keep], n_shared[keep]
-    swap = size[j] < size[i]
+    swap = size[j] <= size[i]  # set_a: the smaller, or the later of two of the same size
     a, b = np.where(swap, j, i), np.where(swap, i, j)
     jac = n_shared / (size[a] + size[b] - n_shared)
     cont = n_shared / np.maximum(size[a], 1)
@@ -515,7 +530,7 @@ def gene_set_overlaps(
             "n_shared": n_shared,
             "jaccard": jac,
             "containment": cont,
-            "relation": np.where((cont >= containment) & (size[a] < size[b]), "nested", "overlap"),
+            "relation": np.where(cont >= containment, "nested", "overlap"),
         }
     )
     df = df[df["jaccard"] >= min_jaccard]
@@ -538,22 +553,23 @@ def add_gene_sets(
     max_genes: int | None = None,
     gene_symbols: str | None = None,
     case_sensitive: bool = True,
-    merge_jaccard: float | None = MERGE_JACCARD,
-    resolve_nested: bool = True,
+    nested: Literal["resolve", "merge", "keep"] = NESTED,
     nested_containment: float = NESTED_CONTAINMENT,
+    merge_fraction: float = MERGE_FRACTION,
     full_genes: Iterable[str] | None = None,
     copy: bool = False,
 ) -> pd.DataFrame | AnnData:
     """Annotate genes with gene sets: the prior knowledge of the annotated factors.
 
     Matches the genes of every set to the genes of ``adata``, drops sets with too few or
-    too many genes found, merges near-duplicate sets, and writes a boolean mask (one
-    column per kept set, in the given order) to ``adata.varm[key]`` with a summary in
-    ``adata.uns[key]``. Where a set lies mostly inside a larger one (nested sets, e.g.
-    Reactome's *MHC class II antigen presentation* inside *adaptive immune system*), the
-    shared genes are left to the smaller, more specific set in the model's prior
-    (``adata.varm[key + "_prior"]``), so that the two factors do not compete for one
-    signal (see Notes).
+    too many genes found, resolves nested and near-duplicate sets, and writes a boolean
+    mask (one column per kept set, in the given order) to ``adata.varm[key]`` with a
+    summary in ``adata.uns[key]``. By default (``nested="resolve"``, see Notes) a set that
+    lies mostly inside a larger one is merged into it when it makes up at least half of it
+    (near-duplicates included), and otherwise keeps the shared genes to itself in the
+    model's prior (``adata.varm[key + "_prior"]``): the specific set (Reactome's *MHC class
+    II antigen presentation*) and the broad one (*adaptive immune system*) then do not
+    compete for one signal.
 
     Parameters
     ----------
@@ -588,17 +604,19 @@ def add_gene_sets(
     case_sensitive
         If ``False``, compare upper-cased identifiers, e.g. mouse symbols (``Cdk1``)
         against human gene sets (``CDK1``), as in the spex-LVM paper.
-    merge_jaccard
-        Kept sets whose genes found have at least this Jaccard index (shared / union) are
-        merged into one factor: the union of their genes, named after the largest of them
-        (see :func:`gene_set_overlaps`). ``None`` merges nothing.
-    resolve_nested
-        Leave the genes a set shares with a smaller set nested in it to the smaller set,
-        in the prior of the model (``varm[key + "_prior"]``). ``False`` gives every set all
-        of its genes (the original spex-LVM prior), so nested sets compete.
+    nested
+        How kept sets that lie inside others are handled (see Notes):
+        ``"resolve"`` merges a nested set into the smallest set containing it when it has
+        at least ``merge_fraction`` of that set's genes, and otherwise leaves it the genes
+        it shares with that set in the prior (``varm[key + "_prior"]``); ``"merge"`` only
+        merges; ``"keep"`` keeps every set as given (the original spex-LVM prior: nested
+        sets compete for their shared genes).
     nested_containment
         Share of a set's genes found that must lie inside a larger set for it to count as
-        nested in that set.
+        nested in that set. Two sets of the same size with this overlap (near-duplicates)
+        count as the later one nested in the earlier one.
+    merge_fraction
+        A nested set with at least this share of its parent's genes is merged into it.
     full_genes
         The full gene list before a gene selection (e.g. all genes before highly variable
         gene selection), identifiers of the same kind as those matched. Defaults to
@@ -614,9 +632,9 @@ def add_gene_sets(
     found in ``adata``), ``fraction`` (``n_found / n_genes``), ``kept``, ``reason``
     (``""`` for kept sets, ``"too small"`` (the set has fewer than ``min_genes`` genes),
     ``"too few genes found"``, ``"too large"`` (more than ``max_genes`` genes found) or
-    ``"merged"``), ``merged_into`` (the set a merged set became part of, else ``""``) and
-    ``n_prior`` (genes of the kept set's factor in the prior, after nested sets took
-    theirs; 0 for dropped sets); with a full gene list also ``n_found_full`` (genes found
+    ``"merged"``), ``merged_into`` (the kept set a merged set became part of, else
+    ``""``) and ``n_prior`` (genes of the kept set's factor in the prior, after nested
+    sets took theirs; 0 for dropped sets); with a full gene list also ``n_found_full`` (genes found
     in the full list) and ``n_removed`` (of those, how many the gene selection removed).
     With ``copy=True``, the annotated copy of ``adata``.
 
@@ -626,24 +644,25 @@ def add_gene_sets(
         ``n_vars x A`` mask; column ``a`` marks the genes of the ``a``-th kept set (the
         union of the genes of the sets merged into it).
     ``adata.varm[key + "_prior"]`` : :class:`numpy.ndarray` (dtype ``bool``)
-        The mask as the model's prior uses it: without, in each set, the genes of the sets
-        nested in it. Only written when ``resolve_nested`` and some set is nested in
-        another; :class:`~spexlvm.SpexLVM` falls back to the mask without it.
+        The mask as the model's prior uses it: without, in each set, the genes it leaves
+        to the smaller sets nested in it. Only written when some set left genes to another
+        (``nested="resolve"``); :class:`~spexlvm.SpexLVM` falls back to the mask without it.
     ``adata.uns[key]`` : :class:`dict`
         ``names`` (str array, A: kept set names in column order), ``n_genes`` and
         ``n_found`` (int arrays, A: of the set itself), ``n_prior`` (int array, A),
         ``coverage`` (dict of arrays over all input sets: the columns of the report and
-        ``name``), ``merged`` (dict of arrays: ``name``, ``into``, ``jaccard``, one entry
-        per merged set), ``nested`` (dict of arrays: ``subset``, ``superset``,
-        ``n_shared``, ``containment``, one entry per nested pair whose shared genes went
-        to the subset), ``matching`` (``n_set_genes``: distinct genes of all sets,
+        ``name``), ``merged`` (dict of arrays, one entry per merged set: ``name``, ``into``
+        (the kept set) and ``jaccard`` (of the set's genes and the kept set's union)),
+        ``nested`` (dict of arrays, one entry per nested set whose genes a larger set left
+        to it: ``subset``, ``superset`` (the kept set that left them), ``n_shared``,
+        ``containment``), ``matching`` (``n_set_genes``: distinct genes of all sets,
         ``n_matched``: of those, found; ``n_case_only``: found only by ignoring case;
         ``n_multiple``: matching several rows of ``adata``) and ``params`` (``min_genes``,
         ``max_genes`` (``-1``: no bound), ``gene_symbols`` (``""``: ``var_names``),
-        ``case_sensitive``, ``merge_jaccard`` (``-1.0``: off), ``resolve_nested``,
-        ``nested_containment``, ``full_genes`` (``"adata.raw"``, ``"full_genes"`` or
-        ``""``)). Every value survives :meth:`~anndata.AnnData.write_h5ad` (string arrays
-        read back with dtype object).
+        ``case_sensitive``, ``nested``, ``nested_containment``, ``merge_fraction``,
+        ``full_genes`` (``"adata.raw"``, ``"full_genes"`` or ``""``)). Every value
+        survives :meth:`~anndata.AnnData.write_h5ad` (string arrays read back with dtype
+        object).
 
     Raises
     ------
@@ -665,16 +684,23 @@ def add_gene_sets(
     are named in a warning.
 
     **Competing sets.** Collections such as Reactome are hierarchies: a broad set (*adaptive
-    immune system*, 79 genes in scanpy's ``pbmc68k_reduced``) contains specific ones
-    (*MHC class II antigen presentation*, 19). With the original prior both factors may
-    explain the shared genes, and the broad factor can take the specific one's signal. With
-    ``resolve_nested=True`` a set counts as nested in a larger set when at least
-    ``nested_containment`` of its genes lie inside it; the larger set's factor then treats
-    the shared genes as unannotated (slab ``1 - prior_confidence``), so the broad factor
-    explains what its specific parts do not. A broad set that is entirely the union of
-    sets nested in it keeps no gene of its own and its factor is usually switched off.
-    ``benchmarks/gene_set_competition.py`` measures this against the alternatives (merging
-    only, a slab scaled by the number of sets a gene belongs to, dropping such unions).
+    immune system*, 79 genes in scanpy's ``pbmc68k_reduced``) contains specific ones (*MHC
+    class II antigen presentation*, 19; *B cell receptor signalling*, 15), and chains of
+    sets that are almost the same (*cell cycle* > *cell cycle, mitotic* > *M phase*). With
+    the original prior (``nested="keep"``) every factor may explain the shared genes: the
+    broad factor takes the specific one's signal, or the seed decides which of the nested
+    sets gets it. ``nested="resolve"`` gives every shared gene one owner. A set is nested
+    in a larger set when at least ``nested_containment`` of its genes lie inside it; only
+    the smallest such sets (its direct parents) count. A nested set with at least
+    ``merge_fraction`` of a parent's genes describes mostly the same genes and is merged
+    into it (one factor, named after the larger set; chains merge up to the broadest set);
+    a smaller one is a specific part, and the parent's factor treats their shared genes as
+    unannotated (slab ``1 - prior_confidence``). A broad set that is only the union of its
+    parts keeps no gene of its own and its factor is usually switched off.
+    ``benchmarks/gene_set_competition.py`` compares this with the alternatives (merging
+    only, a slab divided by the number of sets a gene belongs to, dropping unions of other
+    sets); ``benchmarks/RESULTS.md`` has the numbers. :func:`spexlvm.tl.competing_sets`
+    reports which factors still competed after a fit.
 
     Examples
     --------
@@ -694,8 +720,10 @@ def add_gene_sets(
             raise TypeError(f"max_genes must be an int or None, not {type(max_genes).__name__}.")
         if max_genes < min_genes:
             raise ValueError(f"max_genes ({max_genes}) is smaller than min_genes ({min_genes}).")
-    _check_fraction("merge_jaccard", merge_jaccard, allow_none=True)
-    _check_fraction("nested_containment", nested_containment, allow_none=False)
+    if nested not in _NESTED_MODES:
+        raise ValueError(f"nested must be one of {list(_NESTED_MODES)}, got {nested!r}.")
+    _check_fraction("nested_containment", nested_containment)
+    _check_fraction("merge_fraction", merge_fraction)
     if adata.var_names.has_duplicates:
         dups = adata.var_names[adata.var_names.duplicated()].unique()
         raise ValueError(
@@ -753,78 +781,61 @@ def add_gene_sets(
     for col, j in enumerate(passed_idx):
         full[rows[j], col] = True
 
-    # near-duplicates: one factor per group, named after its largest set
+    # nested sets: merged into their parent when they make up most of it, else they keep
+    # their genes to themselves (the parent's factor leaves them)
     merged_into = np.full(n_sets, "", dtype=object)
     merged_rows: dict[str, list] = {"name": [], "into": [], "jaccard": []}
-    if merge_jaccard is not None and passed_idx.size > 1:
-        into, jac = _merge_duplicates(full, float(merge_jaccard))
-        for col in np.flatnonzero(into != np.arange(passed_idx.size)):
-            rep = into[col]
-            full[:, rep] |= full[:, col]
-            j, jr = passed_idx[col], passed_idx[rep]
+    nested_rows: dict[str, list] = {
+        k: [] for k in ("subset", "superset", "n_shared", "containment")
+    }
+    kept_idx, mask, prior = passed_idx, full, full
+    if nested != "keep" and passed_idx.size > 1:
+        group, merged, prior_all, ceded = _resolve_nested(
+            full, float(nested_containment), float(merge_fraction), cede=nested == "resolve"
+        )
+        roots = group == np.arange(passed_idx.size)
+        for col in np.flatnonzero(~roots):
+            j, jr = passed_idx[col], passed_idx[group[col]]
             merged_into[j] = names[jr]
             reason[j] = REASON_MERGED
+            union = merged[:, group[col]]
+            n_both = int((full[:, col] & union).sum())
             merged_rows["name"].append(names[j])
             merged_rows["into"].append(names[jr])
-            merged_rows["jaccard"].append(float(jac[col]))
-        keep_cols = into == np.arange(passed_idx.size)
-        full = full[:, keep_cols]
-        kept_idx = passed_idx[keep_cols]
+            merged_rows["jaccard"].append(n_both / int((full[:, col] | union).sum()))
+        size = full.sum(0)
+        for col, root in ceded:
+            n_both = int((full[:, col] & merged[:, root]).sum())
+            nested_rows["subset"].append(names[passed_idx[col]])
+            nested_rows["superset"].append(names[passed_idx[root]])
+            nested_rows["n_shared"].append(n_both)
+            nested_rows["containment"].append(n_both / int(size[col]))
+        kept_idx = passed_idx[roots]
+        mask, prior = merged[:, roots], prior_all[:, roots]
+        if not ceded:
+            prior = mask
         if merged_rows["name"]:
             logger.info(
-                "Merged %d near-duplicate gene set(s) (Jaccard >= %g) into %d factor(s): %s.",
+                "Merged %d gene set(s) that make up most of a set they lie in (or duplicate "
+                "it) into %d factor(s): %s.",
                 len(merged_rows["name"]),
-                merge_jaccard,
                 len(set(merged_rows["into"])),
                 _preview(
                     f"{a} -> {b}"
                     for a, b in zip(merged_rows["name"], merged_rows["into"], strict=True)
                 ),
             )
-    else:
-        kept_idx = passed_idx
-    kept = np.zeros(n_sets, dtype=bool)
-    kept[kept_idx] = True
-    mask = full
-    kept_names = np.array([names[j] for j in kept_idx], dtype=str)
-
-    # nested sets: the larger set leaves the shared genes to the smaller one
-    nested_rows: dict[str, list] = {
-        "subset": [],
-        "superset": [],
-        "n_shared": [],
-        "containment": [],
-    }
-    prior = mask
-    if resolve_nested and kept_idx.size > 1:
-        sub, sup, shared = _nested_pairs(mask, float(nested_containment))
-        if sub.size:
-            prior = _prior_mask(mask, sub, sup)
-            size = mask.sum(0)
-            nested_rows = {
-                "subset": [str(kept_names[j]) for j in sub],
-                "superset": [str(kept_names[k]) for k in sup],
-                "n_shared": shared.tolist(),
-                "containment": (shared / size[sub]).tolist(),
-            }
-            supersets = _unique(nested_rows["superset"])
+        if nested_rows["subset"]:
+            pairs = zip(nested_rows["subset"], nested_rows["superset"], strict=True)
             logger.info(
-                "Nested gene sets: %d set(s) lie mostly inside %d larger one(s) (e.g. %s); "
-                "their shared genes are left to the smaller sets in the prior "
-                "(resolve_nested=False keeps every set whole).",
-                len(_unique(nested_rows["subset"])),
-                len(supersets),
-                _preview(
-                    (
-                        f"{a} in {b}"
-                        for a, b in zip(
-                            nested_rows["subset"], nested_rows["superset"], strict=True
-                        )
-                    ),
-                    2,
-                ),
+                "Nested gene sets: %d larger set(s) leave the genes of %d smaller set(s) "
+                "nested in them to those in the prior (e.g. %s); nested='keep' keeps every "
+                "set whole.",
+                len(set(nested_rows["superset"])),
+                len(set(nested_rows["subset"])),
+                _preview((f"{a} in {b}" for a, b in pairs), 2),
             )
-            empty = [str(kept_names[k]) for k in np.flatnonzero(prior.sum(0) == 0)]
+            empty = [names[j] for j, n in zip(kept_idx, prior.sum(0), strict=True) if n == 0]
             if empty:
                 logger.info(
                     "%d set(s) are covered by the sets nested in them and keep no gene of "
@@ -832,6 +843,9 @@ def add_gene_sets(
                     len(empty),
                     _preview(empty, 3),
                 )
+    kept = np.zeros(n_sets, dtype=bool)
+    kept[kept_idx] = True
+    kept_names = np.array([names[j] for j in kept_idx], dtype=str)
     n_prior_kept = prior.sum(0).astype(np.int64)
     n_prior = np.zeros(n_sets, dtype=np.int64)
     n_prior[kept_idx] = n_prior_kept
@@ -913,9 +927,9 @@ def add_gene_sets(
             "max_genes": -1 if max_genes is None else int(max_genes),
             "gene_symbols": "" if gene_symbols is None else str(gene_symbols),
             "case_sensitive": bool(case_sensitive),
-            "merge_jaccard": -1.0 if merge_jaccard is None else float(merge_jaccard),
-            "resolve_nested": bool(resolve_nested),
+            "nested": str(nested),
             "nested_containment": float(nested_containment),
+            "merge_fraction": float(merge_fraction),
             "full_genes": full_source,
         },
     }
@@ -978,9 +992,9 @@ def get_mask(adata: AnnData, key: str = KEYS.MASK) -> tuple[np.ndarray, np.ndarr
 def get_prior(adata: AnnData, mask: np.ndarray, key: str = KEYS.MASK) -> np.ndarray:
     """The annotation as the model's prior uses it: ``varm[key + "_prior"]``, else the mask.
 
-    :func:`add_gene_sets` writes the prior mask when it leaves the genes of nested sets to
-    them (``resolve_nested=True``). Values between 0 and 1 weaken the annotation of a gene
-    (the slab width is ``clip(prior + 1 - prior_confidence, ..., 1)``).
+    :func:`add_gene_sets` writes the prior mask when larger sets leave the genes of sets
+    nested in them to those (``nested="resolve"``). Values between 0 and 1 weaken the
+    annotation of a gene (the slab width is ``clip(prior + 1 - prior_confidence, ..., 1)``).
 
     Parameters
     ----------

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import scvi
 
 from .._constants import KEYS
 from .._model import SpexLVM, quiet_lightning
-from ..pp._gene_sets import MERGE_JACCARD, add_gene_sets
+from ..pp._gene_sets import NESTED, add_gene_sets
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -36,8 +36,7 @@ def fit(
     seed: int = 0,
     min_genes: int = 1,
     max_genes: int | None = None,
-    merge_jaccard: float | None = MERGE_JACCARD,
-    resolve_nested: bool = True,
+    nested: Literal["resolve", "merge", "keep"] = NESTED,
     mask_key: str = KEYS.MASK,
     key_added: str = KEYS.UNS,
     copy: bool = False,
@@ -78,13 +77,12 @@ def fit(
         Random seed: the same seed gives the same factors (on the same hardware).
     min_genes, max_genes
         Size bounds of the gene sets, counted in genes found in ``adata``.
-    merge_jaccard
-        Merge kept sets with at least this Jaccard index into one factor; ``None``: never
-        (see :func:`spexlvm.pp.add_gene_sets`).
-    resolve_nested
-        Leave the genes that a set shares with a smaller set nested in it to the smaller
-        set in the prior, so that broad and specific sets do not compete for one signal;
-        ``False``: every set keeps all its genes (see :func:`spexlvm.pp.add_gene_sets`).
+    nested
+        Nested and near-duplicate gene sets: ``"resolve"`` merges a set into the set it
+        lies in when it makes up at least half of it, and otherwise leaves it the shared
+        genes in the prior, so that broad and specific sets do not compete for one signal;
+        ``"merge"`` only merges; ``"keep"`` keeps every set whole (the original prior).
+        See :func:`spexlvm.pp.add_gene_sets`.
     mask_key
         Key of the annotation in ``varm`` / ``uns``.
     key_added
@@ -128,8 +126,7 @@ def fit(
             key=mask_key,
             min_genes=min_genes,
             max_genes=max_genes,
-            merge_jaccard=merge_jaccard,
-            resolve_nested=resolve_nested,
+            nested=nested,
         )
     with quiet_lightning():  # "Seed set to ..."
         scvi.settings.seed = seed
