@@ -432,14 +432,14 @@ def test_paper_size_pruning_and_refinement(run_fit):
 # ---------------------------------------------------------------------------- competing_sets
 def _competing_example(r2_b: float = 0.05) -> ad.AnnData:
     """Hand-made fit: set A nested in set B, C apart; A and B share one top gene (g0)."""
-    genes = [f"g{i}" for i in range(10)]
-    adata = ad.AnnData(np.zeros((4, 10), dtype=np.float32), var=pd.DataFrame(index=genes))
-    sets = {"A": genes[:5], "B": genes[:7], "C": genes[7:]}
+    genes = [f"g{i}" for i in range(14)]
+    adata = ad.AnnData(np.zeros((4, 14), dtype=np.float32), var=pd.DataFrame(index=genes))
+    sets = {"A": genes[:5], "B": genes[:11], "C": genes[11:]}  # A: 5 of B's 11 genes
     spexlvm.pp.add_gene_sets(adata, sets)
-    w = np.zeros((10, 4))
+    w = np.zeros((14, 4))
     w[[0, 1, 2], 0] = [1.0, 0.8, 0.05]  # top genes of A: g0, g1
     w[[0, 5, 6], 1] = [0.5, 1.0, 0.2]  # top genes of B: g0, g5, g6
-    w[[7, 8], 2] = 1.0
+    w[[11, 12], 2] = 1.0
     w[:, 3] = 0.3  # dense
     adata.varm["spexlvm_loadings"] = w.astype(np.float32)
     adata.obsm["X_spexlvm"] = np.array(
@@ -460,7 +460,7 @@ def test_competing_sets_exact(tmp_path):
     assert len(df) == 1
     row = df.iloc[0]
     assert (row.factor_a, row.factor_b) == ("A", "B")
-    assert row.n_shared_genes == 5 and row.jaccard_sets == pytest.approx(5 / 7)
+    assert row.n_shared_genes == 5 and row.jaccard_sets == pytest.approx(5 / 11)
     assert bool(row.nested)  # pp.add_gene_sets left g0..g4 to A
     assert (row.n_top_a, row.n_top_b, row.n_shared_top) == (2, 3, 1)
     assert row.jaccard_top == pytest.approx(1 / 4)
