@@ -202,7 +202,9 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
     prior_confidence
         Confidence in the annotation, in (0, 1): the slab width of an unannotated gene in
         an annotated factor is ``1 - prior_confidence``. 0.99 - 0.999 work well; lower
-        values let the factors drift away from their gene sets.
+        values let the factors drift away from their gene sets. Genes that a broad gene
+        set leaves to a set nested in it (``adata.varm[mask_key + "_prior"]``, see
+        :func:`spexlvm.pp.add_gene_sets`) count as unannotated in the broad set's factor.
     sparse_slab
         Slab width of every gene in the sparse unannotated factors.
     dense_slab
