@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from ._utils import frame_to_uns, get_annotation, get_loadings, get_results, get_scores, store
 
@@ -80,18 +81,19 @@ def competing_sets(
 
     largest = np.abs(w).max(0)
     top = (np.abs(w) >= threshold * largest) & (largest > 0)
-    m = mask.astype(np.float64)
-    shared_genes = m.T @ m
     n_set = mask.sum(0)
-    t = top.astype(np.float64)
-    shared_top = t.T @ t
     n_top = top.sum(0)
-    active = r2 >= min_r2
-    a, b = np.nonzero(np.triu(shared_genes > 0, k=1) & active[:, None] & active[None, :])
-    union_top = n_top[a] + n_top[b] - shared_top[a, b]
-    jaccard_top = np.divide(shared_top[a, b], union_top, out=np.zeros(a.size), where=union_top > 0)
+    active = np.flatnonzero(r2 >= min_r2)
+    # pairs of active factors whose sets share a gene (sparse: collections can be large)
+    m = sparse.csc_matrix(mask[:, active].astype(np.int64))
+    coo = sparse.triu(m.T @ m, k=1).tocoo()
+    a, b = active[coo.row], active[coo.col]
+    t = sparse.csc_matrix(top.astype(np.int64))
+    shared_top = np.asarray(t[:, a].multiply(t[:, b]).sum(0)).ravel().astype(np.int64)
+    union_top = n_top[a] + n_top[b] - shared_top
+    jaccard_top = np.divide(shared_top, union_top, out=np.zeros(a.size), where=union_top > 0)
     sel = jaccard_top >= min_jaccard
-    a, b, jaccard_top = a[sel], b[sel], jaccard_top[sel]
+    a, b, jaccard_top, shared_top = a[sel], b[sel], jaccard_top[sel], shared_top[sel]
 
     both = mask[:, a] & mask[:, b]  # genes x pairs
     energy_a = ((w[:, a] ** 2) * both).sum(0)
@@ -100,7 +102,7 @@ def competing_sets(
     share_a = np.divide(energy_a, total, out=np.full(a.size, np.nan), where=total > 0)
     corr = np.array([_corr(scores[:, i], scores[:, j]) for i, j in zip(a, b, strict=True)])
     nested = _nested_pairs(adata, uns, names)
-    n_shared = shared_genes[a, b].astype(np.int64)
+    n_shared = both.sum(0).astype(np.int64)
     df = pd.DataFrame(
         {
             "factor_a": names[a].astype(object),
@@ -116,7 +118,7 @@ def competing_sets(
             ),
             "n_top_a": n_top[a].astype(np.int64),
             "n_top_b": n_top[b].astype(np.int64),
-            "n_shared_top": shared_top[a, b].astype(np.int64),
+            "n_shared_top": shared_top,
             "jaccard_top": jaccard_top,
             "share_a": share_a,
             "r2_a": r2[a],
