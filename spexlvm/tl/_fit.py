@@ -111,7 +111,7 @@ def fit(
     >>> adata = spexlvm.datasets.pbmc68k_reduced()
     >>> model = spexlvm.tl.fit(adata, spexlvm.datasets.gene_sets("hallmark"), n_dense=1)
     >>> adata.obsm["X_spexlvm"].shape
-    (700, 50)
+    (700, 49)
     """
     if copy:
         adata = adata.copy()
