@@ -24,7 +24,7 @@ from ._data import RowReader, SpexLVMDataModule
 from ._module import SpexLVMModule
 from ._runtime import TrainingRun, is_rank_zero
 from ._trainingplan import LoadingsConvergence, SpexLVMTrainingPlan
-from .pp._gene_sets import get_mask
+from .pp._gene_sets import get_mask, get_prior
 
 if TYPE_CHECKING:
     import os
@@ -228,7 +228,9 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
     prior_confidence
         Confidence in the annotation, in (0, 1): the slab width of an unannotated gene in
         an annotated factor is ``1 - prior_confidence``. 0.99 - 0.999 work well; lower
-        values let the factors drift away from their gene sets.
+        values let the factors drift away from their gene sets. Genes that a broad gene
+        set leaves to a set nested in it (``adata.varm[mask_key + "_prior"]``, see
+        :func:`spexlvm.pp.add_gene_sets`) count as unannotated in the broad set's factor.
     sparse_slab
         Slab width of every gene in the sparse unannotated factors.
     dense_slab
@@ -275,7 +277,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         mask_key = self.adata_manager.registry["setup_args"]["mask_key"]
         if loading is not None:
             names = np.asarray(loading["gene_set_names_"], dtype=str)
-            mask = np.zeros((self.summary_stats.n_vars, len(names)), dtype=bool)
+            mask = prior = np.zeros((self.summary_stats.n_vars, len(names)), dtype=bool)
         elif (
             mask_key not in self.adata.varm
             and mask_key not in self.adata.uns
@@ -286,10 +288,12 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
                 "No gene-set annotation in varm[%r]: fitting unannotated factors only.", mask_key
             )
             names = np.zeros(0, dtype=str)
-            mask = np.zeros((self.summary_stats.n_vars, 0), dtype=bool)
+            mask = prior = np.zeros((self.summary_stats.n_vars, 0), dtype=bool)
         else:
             mask, names = get_mask(self.adata, key=mask_key)
             _check_annotation(self.adata, mask, names)
+            # nested gene sets leave their genes to the smaller set (pp.add_gene_sets)
+            prior = get_prior(self.adata, mask, key=mask_key)
         n_annotated = mask.shape[1]
         if n_annotated + n_sparse + n_dense == 0:
             raise ValueError(
@@ -311,7 +315,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
 
         slab = np.concatenate(
             [
-                np.clip(mask + (1.0 - prior_confidence), _MIN_SLAB, 1.0),
+                np.clip(prior + (1.0 - prior_confidence), _MIN_SLAB, 1.0),
                 np.full((mask.shape[0], n_sparse), sparse_slab),
                 np.full((mask.shape[0], n_dense), dense_slab),
             ],

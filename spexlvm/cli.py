@@ -156,6 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="Column of var holding the gene names to match (default: var_names).",
     )
     fit.add_argument(
+        "--nested",
+        choices=("resolve", "merge", "keep"),
+        default="resolve",
+        help=(
+            "Gene sets inside others: 'resolve' merges a set that makes up at least half of "
+            "the set it lies in and leaves a smaller one its genes; 'merge' only merges; "
+            "'keep' keeps every set whole."
+        ),
+    )
+    fit.add_argument(
         "--accelerator",
         default="auto",
         help="Lightning accelerator: auto (GPU when available), cpu, gpu, ...",
@@ -382,6 +392,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                 max_genes=args.max_genes,
                 gene_symbols=args.gene_symbols,
                 case_sensitive=not args.case_insensitive,
+                nested=args.nested,
             )
         except (KeyError, ValueError, TypeError) as err:
             raise CLIError(f"--gene-sets {args.gene_sets}: {_message(err)}") from err

@@ -104,6 +104,15 @@ def test_fit_backed_with_checkpoints(inputs, tmp_path):
     np.testing.assert_array_equal(first.varm["spexlvm_loadings"], second.varm["spexlvm_loadings"])
 
 
+@pytest.mark.parametrize("nested", ["keep", "merge"])
+def test_fit_nested_option(inputs, tmp_path, nested):
+    out = tmp_path / "out.h5ad"
+    args = ["-q", "fit", str(inputs["h5ad"]), "--gene-sets", str(inputs["gmt"])]
+    code = main([*args, "--out", str(out), "--max-epochs", "5", "--nested", nested])
+    assert code == 0
+    assert ad.read_h5ad(out).uns["spexlvm_mask"]["params"]["nested"] == nested
+
+
 def test_fit_quiet_prints_nothing(inputs, tmp_path, capsys):
     out = tmp_path / "out.h5ad"
     args = ["fit", str(inputs["annotated"]), "--out", str(out), "--max-epochs", "3", "-q"]

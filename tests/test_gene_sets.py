@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import spexlvm
 from spexlvm.pp import add_gene_sets, get_mask, read_gmt
+from spexlvm.pp._gene_sets import get_prior
 
 GENES = ["A1", "B2", "C3", "D4", "E5", "F6", "G7", "H8"]
 
@@ -74,9 +75,12 @@ def test_exact_coverage():
         "",
         "",
         "too few genes found",
-        "too many genes found",
-        "too few genes found",
+        "too large",
+        "too small",  # the empty set has fewer genes than min_genes itself
     ]
+    assert report["merged_into"].tolist() == [""] * 5
+    assert report["n_prior"].tolist() == [3, 2, 0, 0, 0]
+    assert "n_found_full" not in report  # no adata.raw, no full_genes
 
     mask = adata.varm["spexlvm_mask"]
     assert mask.dtype == bool
@@ -100,7 +104,20 @@ def test_exact_coverage():
         "max_genes": 6,
         "gene_symbols": "",
         "case_sensitive": True,
+        "nested": "resolve",
+        "nested_containment": 0.8,
+        "merge_fraction": 0.5,
+        "full_genes": "",
     }
+    assert uns["n_prior"].tolist() == [3, 2]
+    assert uns["merged"]["name"].size == 0 and uns["nested"]["subset"].size == 0
+    assert uns["matching"] == {
+        "n_set_genes": 11,
+        "n_matched": 8,
+        "n_case_only": 0,
+        "n_multiple": 0,
+    }
+    assert "spexlvm_mask_prior" not in adata.varm  # nothing nested: the mask is the prior
 
     m, names = get_mask(adata)
     np.testing.assert_array_equal(m, expected)
@@ -175,6 +192,12 @@ def test_case_insensitive_mouse_symbols():
     assert report.loc["G2M", "n_found"] == 3
     np.testing.assert_array_equal(adata.varm["spexlvm_mask"][:, 0], [1, 1, 1, 0])
     assert adata.uns["spexlvm_mask"]["params"]["case_sensitive"] is False
+    assert adata.uns["spexlvm_mask"]["matching"] == {
+        "n_set_genes": 4,
+        "n_matched": 3,
+        "n_case_only": 3,
+        "n_multiple": 0,
+    }
 
 
 def test_h5ad_round_trip(tmp_path):
@@ -215,7 +238,7 @@ def test_copy_leaves_input_untouched():
 def test_logging(caplog):
     adata = make_adata()
     with caplog.at_level(logging.INFO, logger="spexlvm.pp._gene_sets"):
-        add_gene_sets(adata, {f"L{i}": ["A1", "X1", "X2", "X3"] for i in range(5)})
+        add_gene_sets(adata, {f"L{i}": ["A1", "X1", "X2", "X3"] for i in range(5)}, nested="keep")
     assert "Kept 5 of 5 gene sets" in caplog.text
     assert "lost more than half" in caplog.text
     assert "'L0', 'L1', 'L2' and 2 more" in caplog.text
@@ -238,6 +261,213 @@ def test_bundled_collections():
     assert all(isinstance(g, str) for genes in hallmark.values() for g in genes)
     with pytest.raises(ValueError, match="hallmark"):
         spexlvm.datasets.gene_sets("kegg")
+
+
+# ---------------------------------------------------------------------------------------
+# Redundancy, nested sets and the gene selection
+# ---------------------------------------------------------------------------------------
+
+UNIVERSE = [f"G{i}" for i in range(30)]
+# raw (before a gene selection) also holds R0..R4
+REDUNDANT = {
+    "DUP_A": [f"G{i}" for i in range(10)],  # 10 genes
+    "DUP_B": [f"G{i}" for i in range(9)] + ["G10"],  # 9 shared: Jaccard 9/11 = 0.82
+    "BROAD": [f"G{i}" for i in range(10, 30)],  # 20 genes
+    "SPECIFIC": [f"G{i}" for i in range(10, 15)] + ["R0", "R1"],  # 5 found, all in BROAD
+    "OTHER": ["G25", "G26", "G0", "R2", "Q1"],  # 3 found, overlaps but not nested
+}
+
+
+def make_redundant() -> ad.AnnData:
+    adata = make_adata(UNIVERSE)
+    raw = make_adata([*UNIVERSE, "R0", "R1", "R2", "R3", "R4"])
+    adata.raw = raw
+    return adata
+
+
+def test_redundancy_report_exact(caplog):
+    adata = make_redundant()
+    with caplog.at_level(logging.INFO, logger="spexlvm.pp._gene_sets"):
+        report = add_gene_sets(adata, REDUNDANT, min_genes=2)
+    assert report["n_genes"].tolist() == [10, 10, 20, 7, 5]
+    assert report["n_found"].tolist() == [10, 10, 20, 5, 3]
+    assert report["kept"].tolist() == [True, False, True, True, True]
+    assert report["reason"].tolist() == ["", "merged", "", "", ""]
+    assert report["merged_into"].tolist() == ["", "DUP_A", "", "", ""]
+    # DUP_A is the union (11 genes); BROAD leaves the 5 genes of SPECIFIC to it
+    assert report["n_prior"].tolist() == [11, 0, 15, 5, 3]
+    # adata.raw: SPECIFIC lost R0, R1 and OTHER lost R2 to the gene selection
+    assert report["n_found_full"].tolist() == [10, 10, 20, 7, 4]
+    assert report["n_removed"].tolist() == [0, 0, 0, 2, 1]
+
+    uns = adata.uns["spexlvm_mask"]
+    assert uns["names"].tolist() == ["DUP_A", "BROAD", "SPECIFIC", "OTHER"]
+    assert uns["n_prior"].tolist() == [11, 15, 5, 3]
+    assert uns["merged"]["name"].tolist() == ["DUP_B"]
+    assert uns["merged"]["into"].tolist() == ["DUP_A"]
+    np.testing.assert_allclose(uns["merged"]["jaccard"], [10 / 11])  # DUP_B in the union
+    assert uns["nested"]["subset"].tolist() == ["SPECIFIC"]
+    assert uns["nested"]["superset"].tolist() == ["BROAD"]
+    assert uns["nested"]["n_shared"].tolist() == [5]
+    np.testing.assert_allclose(uns["nested"]["containment"], [1.0])
+    assert uns["params"]["full_genes"] == "adata.raw"
+    assert uns["matching"] == {
+        "n_set_genes": 34,
+        "n_matched": 30,
+        "n_case_only": 0,
+        "n_multiple": 0,
+    }
+
+    mask, prior = adata.varm["spexlvm_mask"], adata.varm["spexlvm_mask_prior"]
+    genes = list(adata.var_names)
+    np.testing.assert_array_equal(mask[:, 0], [g in REDUNDANT["DUP_A"] + ["G10"] for g in genes])
+    np.testing.assert_array_equal(prior[:, 0], mask[:, 0])
+    np.testing.assert_array_equal(
+        prior[:, 1], [g in REDUNDANT["BROAD"][5:] for g in genes]
+    )  # G15..G29
+    np.testing.assert_array_equal(prior[:, 2:], mask[:, 2:])
+    assert "'DUP_B -> DUP_A'" in caplog.text
+    assert "'SPECIFIC in BROAD'" in caplog.text
+    assert "removed 3 of" in caplog.text
+
+
+def test_redundancy_off():
+    adata = make_redundant()
+    report = add_gene_sets(adata, REDUNDANT, min_genes=2, nested="keep")
+    assert report["kept"].all()
+    assert report["n_prior"].tolist() == report["n_found"].tolist()
+    assert "spexlvm_mask_prior" not in adata.varm
+    assert adata.uns["spexlvm_mask"]["params"]["nested"] == "keep"
+    # merge only: DUP_B merged, BROAD keeps SPECIFIC's genes
+    report = add_gene_sets(adata, REDUNDANT, min_genes=2, nested="merge")
+    assert report["merged_into"].tolist() == ["", "DUP_A", "", "", ""]
+    assert report["n_prior"].tolist() == [11, 0, 20, 5, 3]
+    assert "spexlvm_mask_prior" not in adata.varm
+    # a stale prior mask from an earlier call is removed
+    add_gene_sets(adata, REDUNDANT, min_genes=2)
+    assert "spexlvm_mask_prior" in adata.varm
+    add_gene_sets(adata, REDUNDANT, min_genes=2, nested="keep")
+    assert "spexlvm_mask_prior" not in adata.varm
+
+
+def test_nested_merge_or_cede():
+    adata = make_adata(UNIVERSE)
+    sets = {"SMALL": UNIVERSE[:9], "LARGE": UNIVERSE[:10]}  # 90% of LARGE: merged
+    report = add_gene_sets(adata, sets)
+    assert report["merged_into"].tolist() == ["LARGE", ""]  # named after the larger set
+    assert adata.uns["spexlvm_mask"]["names"].tolist() == ["LARGE"]
+    report = add_gene_sets(adata, sets, merge_fraction=0.95)  # now a specific part
+    assert report["kept"].all()
+    assert report["n_prior"].tolist() == [9, 1]
+    assert adata.uns["spexlvm_mask"]["nested"]["subset"].tolist() == ["SMALL"]
+    # nested_containment: S has 9 of its 10 genes in L
+    sets = {"S": [*UNIVERSE[:9], "G29"], "L": UNIVERSE[:24]}  # S: 10 genes, 42% of L
+    add_gene_sets(adata, sets, nested_containment=0.95)
+    assert adata.uns["spexlvm_mask"]["nested"]["subset"].size == 0
+    add_gene_sets(adata, sets, nested_containment=0.9)
+    assert adata.uns["spexlvm_mask"]["nested"]["subset"].tolist() == ["S"]
+    assert adata.varm["spexlvm_mask_prior"][:, 1].sum() == 15  # L leaves G0..G8 to S
+
+
+def test_nested_chains_and_direct_parents():
+    adata = make_adata(UNIVERSE)
+    sets = {
+        "ROOT": UNIVERSE[:24],  # 24 genes
+        "MID": UNIVERSE[:16],  # 2/3 of ROOT: merged into it
+        "PART": UNIVERSE[:6],  # 6/16 of MID, its direct parent: keeps its genes
+        "TINY": UNIVERSE[:5],  # 5/6 of PART: merged into PART
+    }
+    report = add_gene_sets(adata, sets)
+    assert report["merged_into"].tolist() == ["", "ROOT", "", "PART"]
+    assert adata.uns["spexlvm_mask"]["names"].tolist() == ["ROOT", "PART"]
+    assert report["n_prior"].tolist() == [18, 0, 6, 0]
+    nested = adata.uns["spexlvm_mask"]["nested"]
+    assert nested["subset"].tolist() == ["PART"] and nested["superset"].tolist() == ["ROOT"]
+
+
+def test_full_genes_argument():
+    adata = make_adata(UNIVERSE)
+    report = add_gene_sets(adata, REDUNDANT, full_genes=[*UNIVERSE, "R0", "Q1"])
+    assert report["n_removed"].tolist() == [0, 0, 0, 1, 1]
+    assert adata.uns["spexlvm_mask"]["params"]["full_genes"] == "full_genes"
+    with pytest.raises(TypeError, match="single string"):
+        add_gene_sets(adata, REDUNDANT, full_genes="G1")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"merge_fraction": 0.0}, "merge_fraction"),
+        ({"nested_containment": 1.5}, "nested_containment"),
+        ({"nested": "drop"}, "nested must be one of"),
+    ],
+)
+def test_error_redundancy_bounds(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        add_gene_sets(make_adata(), SETS, **kwargs)
+
+
+def test_gene_set_overlaps():
+    adata = make_redundant()
+    add_gene_sets(adata, REDUNDANT, min_genes=2)
+    df = spexlvm.pp.gene_set_overlaps(adata)
+    rows = {(a, b): r for a, b, r in zip(df["set_a"], df["set_b"], df.itertuples(), strict=True)}
+    assert set(rows) == {
+        ("SPECIFIC", "BROAD"),
+        ("OTHER", "BROAD"),
+        ("OTHER", "DUP_A"),
+        ("DUP_A", "BROAD"),
+        ("SPECIFIC", "DUP_A"),  # G10 (from DUP_B, merged into DUP_A)
+    }
+    r = rows[("SPECIFIC", "BROAD")]
+    assert (r.n_a, r.n_b, r.n_shared, r.relation) == (5, 20, 5, "nested")
+    assert r.jaccard == pytest.approx(0.25) and r.containment == 1.0
+    r = rows[("OTHER", "BROAD")]
+    assert (r.n_shared, r.relation) == (2, "overlap")
+    assert df["jaccard"].is_monotonic_decreasing
+    assert len(spexlvm.pp.gene_set_overlaps(adata, min_jaccard=0.2)) == 1
+
+
+def test_model_prior_uses_nested_sets():
+    adata = make_redundant()
+    add_gene_sets(adata, REDUNDANT, min_genes=2)
+    spexlvm.SpexLVM.setup_anndata(adata)
+    slab = spexlvm.SpexLVM(adata).module.slab.numpy()
+    prior = adata.varm["spexlvm_mask_prior"]
+    np.testing.assert_allclose(slab, np.where(prior, 1.0, 0.01), rtol=1e-6)
+    # BROAD's genes shared with SPECIFIC count as unannotated in BROAD's factor
+    assert slab[adata.var_names.get_loc("G12"), 1] == pytest.approx(0.01)
+    assert slab[adata.var_names.get_loc("G12"), 2] == 1.0
+
+
+def test_get_prior_errors():
+    adata = make_redundant()
+    add_gene_sets(adata, REDUNDANT, min_genes=2)
+    mask, _ = get_mask(adata)
+    np.testing.assert_array_equal(get_prior(adata, mask), adata.varm["spexlvm_mask_prior"])
+    weights = mask * 0.5
+    adata.varm["spexlvm_mask_prior"] = weights
+    np.testing.assert_array_equal(get_prior(adata, mask), weights)
+    adata.varm["spexlvm_mask_prior"] = ~mask
+    with pytest.raises(ValueError, match="annotates genes that"):
+        get_prior(adata, mask)
+    adata.varm["spexlvm_mask_prior"] = mask * 2.0
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        get_prior(adata, mask)
+    with pytest.raises(ValueError, match="out of date"):
+        get_prior(adata, mask[:, :2])
+
+
+def test_redundancy_h5ad_round_trip(tmp_path):
+    adata = make_redundant()
+    add_gene_sets(adata, REDUNDANT, min_genes=2)
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    back = ad.read_h5ad(tmp_path / "a.h5ad")
+    assert_uns_equal(adata.uns["spexlvm_mask"], back.uns["spexlvm_mask"])
+    assert back.varm["spexlvm_mask_prior"].dtype == bool
+    np.testing.assert_array_equal(
+        back.varm["spexlvm_mask_prior"], adata.varm["spexlvm_mask_prior"]
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -399,3 +629,60 @@ def test_read_gmt_crlf_equals_lf(tmp_path_factory, sets):
     assert read_gmt(write_gmt(d / "a.gmt", sets, crlf=True)) == read_gmt(
         write_gmt(d / "b.gmt", sets)
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Fits
+# ---------------------------------------------------------------------------------------
+
+
+def _synthetic_sets(adata) -> dict[str, list[str]]:
+    names = [str(n) for n in adata.uns["spexlvm_mask"]["names"]]
+    mask = adata.varm["spexlvm_mask"]
+    return {n: list(adata.var_names[mask[:, j]]) for j, n in enumerate(names)}
+
+
+def test_same_fit_from_gmt_dict_and_dataframe(small_data, run_fit, tmp_path):
+    sets = _synthetic_sets(small_data())
+    long = pd.DataFrame(
+        [(s, g, 1.0) for s, genes in sets.items() for g in genes],
+        columns=["source", "target", "weight"],
+    )
+    fits = []
+    for gene_sets in (sets, write_gmt(tmp_path / "sets.gmt", sets), long):
+        adata = small_data()
+        del adata.varm["spexlvm_mask"], adata.uns["spexlvm_mask"]
+        run_fit(adata, gene_sets=gene_sets, n_dense=1, max_epochs=30)
+        fits.append(adata)
+    for other in fits[1:]:
+        assert list(other.uns["spexlvm"]["factor_names"]) == [*sets, "dense_1"]
+        np.testing.assert_array_equal(other.varm["spexlvm_mask"], fits[0].varm["spexlvm_mask"])
+        np.testing.assert_array_equal(
+            other.varm["spexlvm_loadings"], fits[0].varm["spexlvm_loadings"]
+        )
+        np.testing.assert_array_equal(other.obsm["X_spexlvm"], fits[0].obsm["X_spexlvm"])
+
+
+def test_fit_merges_near_duplicates(small_data, run_fit):
+    adata = small_data()
+    sets = _synthetic_sets(adata)
+    first = next(iter(sets))
+    genes = sets[first]
+    # same size, one gene swapped: 90% of the genes shared
+    outside = next(g for g in adata.var_names if g not in genes)
+    copy = [*genes[: int(0.9 * len(genes))], outside]
+    copy += [g for g in genes if g not in copy][: len(genes) - len(copy)]
+    sets = {first: genes, "COPY": copy, **{k: v for k, v in sets.items() if k != first}}
+    del adata.varm["spexlvm_mask"], adata.uns["spexlvm_mask"]
+    run_fit(adata, gene_sets=sets, max_epochs=20)
+
+    names = list(adata.uns["spexlvm"]["factor_names"])
+    assert names == [k for k in sets if k != "COPY"]  # one factor for the pair
+    merged = adata.uns["spexlvm_mask"]["merged"]
+    assert merged["name"].tolist() == ["COPY"] and merged["into"].tolist() == [first]
+    assert merged["jaccard"][0] >= 0.8
+    np.testing.assert_array_equal(
+        adata.varm["spexlvm_mask"][:, 0], adata.var_names.isin([*genes, outside])
+    )
+    coverage = adata.uns["spexlvm_mask"]["coverage"]
+    assert coverage["reason"][list(coverage["name"]).index("COPY")] == "merged"

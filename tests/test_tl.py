@@ -427,3 +427,84 @@ def test_paper_size_pruning_and_refinement(run_fit):
         precision, recall = metrics[change]
         assert precision >= 0.95, (change, metrics)
         assert recall >= 0.95, (change, metrics)
+
+
+# ---------------------------------------------------------------------------- competing_sets
+def _competing_example(r2_b: float = 0.05) -> ad.AnnData:
+    """Hand-made fit: set A nested in set B, C apart; A and B share one top gene (g0)."""
+    genes = [f"g{i}" for i in range(14)]
+    adata = ad.AnnData(np.zeros((4, 14), dtype=np.float32), var=pd.DataFrame(index=genes))
+    sets = {"A": genes[:5], "B": genes[:11], "C": genes[11:]}  # A: 5 of B's 11 genes
+    spexlvm.pp.add_gene_sets(adata, sets)
+    w = np.zeros((14, 4))
+    w[[0, 1, 2], 0] = [1.0, 0.8, 0.05]  # top genes of A: g0, g1
+    w[[0, 5, 6], 1] = [0.5, 1.0, 0.2]  # top genes of B: g0, g5, g6
+    w[[11, 12], 2] = 1.0
+    w[:, 3] = 0.3  # dense
+    adata.varm["spexlvm_loadings"] = w.astype(np.float32)
+    adata.obsm["X_spexlvm"] = np.array(
+        [[1, 1, 0, 0], [2, 3, 1, 0], [3, 2, 0, 1], [4, 4, 1, 1]], dtype=np.float32
+    )
+    adata.uns["spexlvm"] = {
+        "factor_names": np.array(["A", "B", "C", "dense_1"]),
+        "r2": np.array([0.1, r2_b, 0.2, 0.3]),
+        "n_annotated": 3,
+        "params": {"mask_key": "spexlvm_mask"},
+    }
+    return adata
+
+
+def test_competing_sets_exact(tmp_path):
+    adata = _competing_example()
+    df = spexlvm.tl.competing_sets(adata)
+    assert len(df) == 1
+    row = df.iloc[0]
+    assert (row.factor_a, row.factor_b) == ("A", "B")
+    assert row.n_shared_genes == 5 and row.jaccard_sets == pytest.approx(5 / 11)
+    assert bool(row.nested)  # pp.add_gene_sets left g0..g4 to A
+    assert (row.n_top_a, row.n_top_b, row.n_shared_top) == (2, 3, 1)
+    assert row.jaccard_top == pytest.approx(1 / 4)
+    energy_a, energy_b = 1.0 + 0.64 + 0.0025, 0.25
+    assert row.share_a == pytest.approx(energy_a / (energy_a + energy_b), rel=1e-6)
+    assert (row.r2_a, row.r2_b) == (0.1, 0.05)
+    x = adata.obsm["X_spexlvm"].astype(np.float64)
+    assert row.score_corr == pytest.approx(np.corrcoef(x[:, 0], x[:, 1])[0, 1])
+    stored = adata.uns["spexlvm"]["competing_sets"]
+    assert stored["factor_a"].tolist() == ["A"] and stored["min_jaccard"] == 0.1
+    adata.write_h5ad(tmp_path / "c.h5ad")
+    back = ad.read_h5ad(tmp_path / "c.h5ad").uns["spexlvm"]["competing_sets"]
+    pd.testing.assert_frame_equal(
+        uns_to_frame({k: v for k, v in back.items() if np.ndim(v)}, index=None),
+        uns_to_frame({k: v for k, v in stored.items() if np.ndim(v)}, index=None),
+        check_dtype=False,
+        check_like=True,  # h5ad sorts the keys
+    )
+
+
+def test_competing_sets_filters():
+    assert spexlvm.tl.competing_sets(_competing_example(), min_jaccard=0.3).empty
+    assert spexlvm.tl.competing_sets(_competing_example(r2_b=1e-4)).empty  # B switched off
+    with pytest.raises(ValueError, match="threshold"):
+        spexlvm.tl.competing_sets(_competing_example(), threshold=1.0)
+
+
+def test_competing_sets_on_fit(fitted):
+    adata, _ = fitted
+    df = spexlvm.tl.competing_sets(adata, min_jaccard=0.0)
+    assert list(df.columns) == [
+        "factor_a",
+        "factor_b",
+        "n_shared_genes",
+        "jaccard_sets",
+        "nested",
+        "n_top_a",
+        "n_top_b",
+        "n_shared_top",
+        "jaccard_top",
+        "share_a",
+        "r2_a",
+        "r2_b",
+        "score_corr",
+    ]
+    assert (df["n_shared_genes"] > 0).all()
+    assert df["jaccard_top"].between(0, 1).all() and df["jaccard_top"].is_monotonic_decreasing

@@ -8,22 +8,35 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from scipy import sparse
 
 from .._constants import KEYS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_gene_sets", "get_mask", "read_gmt"]
+__all__ = ["add_gene_sets", "gene_set_overlaps", "get_mask", "get_prior", "read_gmt"]
 
 #: ``reason`` values of the coverage table.
 REASON_KEPT = ""
+REASON_TOO_SMALL = "too small"  # fewer genes than min_genes in the set itself
 REASON_TOO_FEW = "too few genes found"
-REASON_TOO_MANY = "too many genes found"
+REASON_TOO_LARGE = "too large"  # more genes found than max_genes
+REASON_MERGED = "merged"
+
+#: How nested gene sets are handled by default (see :func:`add_gene_sets`).
+NESTED = "resolve"
+_NESTED_MODES = ("resolve", "merge", "keep")
+#: Default share of a set's genes inside a larger set from which it counts as nested.
+NESTED_CONTAINMENT = 0.8
+#: Default share of its parent's genes from which a nested set is merged into the parent.
+MERGE_FRACTION = 0.5
+#: Suffix of the ``varm`` key of the prior mask (the annotation after nested sets).
+PRIOR_SUFFIX = "_prior"
 
 #: Accepted (set, gene) column pairs of a long DataFrame, tried in this order.
 _LONG_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -305,6 +318,227 @@ def _no_overlap_error(
     return ValueError("\n".join(msg))
 
 
+def _match(
+    sets: dict[str, list[str]], index: dict[str, list[int]], case_sensitive: bool
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per set: the number of distinct set genes found and the matched rows."""
+    n_found = np.zeros(len(sets), dtype=np.int64)
+    rows: list[np.ndarray] = []
+    for j, genes in enumerate(sets.values()):
+        keys = _unique(genes if case_sensitive else (g.upper() for g in genes))
+        hits = [index[k] for k in keys if k in index]
+        n_found[j] = len(hits)
+        rows.append(
+            np.fromiter((i for h in hits for i in h), dtype=np.int64)
+            if hits
+            else np.zeros(0, dtype=np.int64)
+        )
+    return n_found, rows
+
+
+def _matching_summary(
+    sets: dict[str, list[str]], ids: np.ndarray, index: dict[str, list[int]], case_sensitive: bool
+) -> dict[str, int]:
+    """How the distinct set genes mapped to the genes of the AnnData."""
+    genes = _unique(g for gs in sets.values() for g in gs)
+    exact = {v for v in ids if v is not None}
+    n_matched = n_case_only = n_multiple = 0
+    for g in genes:
+        hits = index.get(g if case_sensitive else g.upper())
+        if not hits:
+            continue
+        n_matched += 1
+        n_case_only += g not in exact
+        n_multiple += len(hits) > 1
+    return {
+        "n_set_genes": len(genes),
+        "n_matched": n_matched,
+        "n_case_only": n_case_only,
+        "n_multiple": n_multiple,
+    }
+
+
+def _full_identifiers(
+    adata: AnnData, gene_symbols: str | None, full_genes: Iterable[str] | None
+) -> tuple[np.ndarray | None, str]:
+    """Identifiers of the full gene list (before a gene selection) and where they came from."""
+    if full_genes is not None:
+        if isinstance(full_genes, str | bytes):
+            raise TypeError("full_genes must be a list of gene identifiers, not a single string.")
+        ids = np.array([None if pd.isna(g) else str(g) for g in full_genes], dtype=object)
+        return ids, "full_genes"
+    raw = adata.raw
+    if raw is None:
+        return None, ""
+    if gene_symbols is None:
+        return np.asarray(raw.var_names.astype(str), dtype=object), "adata.raw"
+    if gene_symbols in raw.var.columns:
+        col = raw.var[gene_symbols]
+        ids = np.array([str(v) for v in col.astype(object)], dtype=object)
+        ids[np.asarray(col.isna())] = None
+        return ids, "adata.raw"
+    logger.info(
+        "adata.raw.var has no column %r: the gene selection is not reported.", gene_symbols
+    )
+    return None, ""
+
+
+# ---------------------------------------------------------------------------------------
+# Redundancy: near-duplicate and nested sets
+# ---------------------------------------------------------------------------------------
+
+
+def _shared_genes(mask: np.ndarray) -> sparse.csr_matrix:
+    """Number of genes shared by every pair of mask columns (sparse, sets x sets)."""
+    m = sparse.csc_matrix(mask.astype(np.int64))
+    return (m.T @ m).tocsr()
+
+
+def _nested_pairs(
+    mask: np.ndarray, containment: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (set, larger set) where the set lies mostly inside the larger one.
+
+    A column ``j`` is nested in ``k`` when at least ``containment`` of its genes lie in
+    ``k`` and ``k`` is larger (of two sets of the same size, the later one counts as nested
+    in the earlier one). Returns the columns of the nested sets, of the larger sets and the
+    numbers of shared genes, sorted by larger set, then nested set.
+    """
+    size = mask.sum(0)
+    coo = _shared_genes(mask).tocoo()
+    sub, sup, n_shared = coo.row, coo.col, coo.data
+    larger = (size[sub] < size[sup]) | ((size[sub] == size[sup]) & (sub > sup))
+    sel = larger & (n_shared > 0) & (n_shared >= containment * size[sub])
+    order = np.lexsort((sub[sel], sup[sel]))
+    return sub[sel][order], sup[sel][order], n_shared[sel][order].astype(np.int64)
+
+
+def _resolve_nested(
+    mask: np.ndarray, containment: float, fraction: float, cede: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Merge nested sets that make up most of a set, cede the genes of smaller ones.
+
+    For every set, its *direct* parents are the larger sets it is nested in (see
+    :func:`_nested_pairs`) that contain no other such set. A set with at least ``fraction``
+    of the genes of a direct parent is merged into it (into the one it shares the highest
+    Jaccard index with; chains merge up to the broadest set). With ``cede``, a direct
+    parent that it is smaller than that leaves the set's genes to it: the parent's factor
+    treats them as unannotated.
+
+    Returns
+    -------
+    ``group``: the column every column is merged into (itself when not merged, always a
+    column that is not merged itself); ``merged``: the mask with every group's genes in
+    its column (``mask.shape``; columns of merged sets empty); ``prior``: ``merged``
+    without the ceded genes; ``ceded``: (set, group) pairs whose shared genes the group
+    left to the set.
+    """
+    n_sets = mask.shape[1]
+    size = mask.sum(0)
+    sub, sup, shared = _nested_pairs(mask, containment)
+    n_shared = {(int(j), int(k)): int(n) for j, k, n in zip(sub, sup, shared, strict=True)}
+    parents: dict[int, list[int]] = {}
+    for j, k in n_shared:
+        parents.setdefault(j, []).append(k)
+    direct = {
+        j: [k for k in ks if not any((m, k) in n_shared for m in ks if m != k)]
+        for j, ks in parents.items()
+    }
+    into = np.arange(n_sets)
+    for j, ks in direct.items():
+        major = [k for k in ks if size[j] >= fraction * size[k]]
+        if major:
+            jaccard = [n_shared[j, k] / (size[j] + size[k] - n_shared[j, k]) for k in major]
+            into[j] = major[int(np.argmax(jaccard))]
+    group = into.copy()
+    for j in range(n_sets):  # parents are larger (or earlier): chains end
+        while group[group[j]] != group[j]:
+            group[j] = group[group[j]]
+    merged = np.zeros_like(mask)
+    for j in range(n_sets):
+        merged[:, group[j]] |= mask[:, j]
+    prior = merged.copy()
+    ceded: list[tuple[int, int]] = []
+    if cede:
+        for j, ks in sorted(direct.items()):
+            for k in ks:
+                if size[j] < fraction * size[k] and group[j] != group[k]:
+                    prior[mask[:, j], group[k]] = False
+                    ceded.append((j, int(group[k])))
+    return group, merged, prior, ceded
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}.")
+    if not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{name} must lie in (0, 1], got {value}.")
+
+
+def gene_set_overlaps(
+    adata: AnnData,
+    key: str = KEYS.MASK,
+    *,
+    min_jaccard: float = 0.0,
+    containment: float = NESTED_CONTAINMENT,
+) -> pd.DataFrame:
+    """Pairs of kept gene sets that share genes: their overlap and how they relate.
+
+    Reads the annotation written by :func:`add_gene_sets` (after merging nested sets).
+
+    Parameters
+    ----------
+    adata
+        AnnData annotated by :func:`add_gene_sets`.
+    key
+        Key given to :func:`add_gene_sets`.
+    min_jaccard
+        Only pairs with at least this Jaccard index.
+    containment
+        Share of the smaller set's genes inside the larger one from which the pair counts
+        as ``"nested"``.
+
+    Returns
+    -------
+    One row per pair, sorted by decreasing Jaccard index: ``set_a`` and ``set_b`` (``set_a``
+    the smaller, or the later of two sets of the same size), ``n_a``, ``n_b`` (genes found),
+    ``n_shared``, ``jaccard`` (shared / union), ``containment`` (shared / ``n_a``) and
+    ``relation``: ``"nested"`` (at least ``containment`` of ``set_a`` lies inside
+    ``set_b``; for sets of the same size: near-duplicates) or ``"overlap"``.
+
+    Examples
+    --------
+    >>> spexlvm.pp.add_gene_sets(adata, spexlvm.datasets.gene_sets("reactome"))  # doctest: +SKIP
+    >>> spexlvm.pp.gene_set_overlaps(adata, min_jaccard=0.5)  # doctest: +SKIP
+    """
+    mask, names = get_mask(adata, key)
+    size = mask.sum(0).astype(np.int64)
+    coo = sparse.triu(_shared_genes(mask), k=1).tocoo()
+    i, j, n_shared = coo.row, coo.col, coo.data.astype(np.int64)
+    keep = n_shared > 0
+    i, j, n_shared = i[keep], j[keep], n_shared[keep]
+    swap = size[j] <= size[i]  # set_a: the smaller, or the later of two of the same size
+    a, b = np.where(swap, j, i), np.where(swap, i, j)
+    jac = n_shared / (size[a] + size[b] - n_shared)
+    cont = n_shared / np.maximum(size[a], 1)
+    df = pd.DataFrame(
+        {
+            "set_a": names[a].astype(object),
+            "set_b": names[b].astype(object),
+            "n_a": size[a],
+            "n_b": size[b],
+            "n_shared": n_shared,
+            "jaccard": jac,
+            "containment": cont,
+            "relation": np.where(cont >= containment, "nested", "overlap"),
+        }
+    )
+    df = df[df["jaccard"] >= min_jaccard]
+    return df.sort_values(["jaccard", "n_shared"], ascending=False, kind="stable").reset_index(
+        drop=True
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------
@@ -319,13 +553,23 @@ def add_gene_sets(
     max_genes: int | None = None,
     gene_symbols: str | None = None,
     case_sensitive: bool = True,
+    nested: Literal["resolve", "merge", "keep"] = NESTED,
+    nested_containment: float = NESTED_CONTAINMENT,
+    merge_fraction: float = MERGE_FRACTION,
+    full_genes: Iterable[str] | None = None,
     copy: bool = False,
 ) -> pd.DataFrame | AnnData:
     """Annotate genes with gene sets: the prior knowledge of the annotated factors.
 
     Matches the genes of every set to the genes of ``adata``, drops sets with too few or
-    too many genes found, and writes a boolean mask (one column per kept set, in the
-    given order) to ``adata.varm[key]`` with a summary in ``adata.uns[key]``.
+    too many genes found, resolves nested and near-duplicate sets, and writes a boolean
+    mask (one column per kept set, in the given order) to ``adata.varm[key]`` with a
+    summary in ``adata.uns[key]``. By default (``nested="resolve"``, see Notes) a set that
+    lies mostly inside a larger one is merged into it when it makes up at least half of it
+    (near-duplicates included), and otherwise keeps the shared genes to itself in the
+    model's prior (``adata.varm[key + "_prior"]``): the specific set (Reactome's *MHC class
+    II antigen presentation*) and the broad one (*adaptive immune system*) then do not
+    compete for one signal.
 
     Parameters
     ----------
@@ -360,6 +604,24 @@ def add_gene_sets(
     case_sensitive
         If ``False``, compare upper-cased identifiers, e.g. mouse symbols (``Cdk1``)
         against human gene sets (``CDK1``), as in the spex-LVM paper.
+    nested
+        How kept sets that lie inside others are handled (see Notes):
+        ``"resolve"`` merges a nested set into the smallest set containing it when it has
+        at least ``merge_fraction`` of that set's genes, and otherwise leaves it the genes
+        it shares with that set in the prior (``varm[key + "_prior"]``); ``"merge"`` only
+        merges; ``"keep"`` keeps every set as given (the original spex-LVM prior: nested
+        sets compete for their shared genes).
+    nested_containment
+        Share of a set's genes found that must lie inside a larger set for it to count as
+        nested in that set. Two sets of the same size with this overlap (near-duplicates)
+        count as the later one nested in the earlier one.
+    merge_fraction
+        A nested set with at least this share of its parent's genes is merged into it.
+    full_genes
+        The full gene list before a gene selection (e.g. all genes before highly variable
+        gene selection), identifiers of the same kind as those matched. Defaults to
+        ``adata.raw`` (its ``var_names``, or its ``var[gene_symbols]``) when present. The
+        report then says how many genes of each set the selection removed.
     copy
         Work on a copy of ``adata`` and return it, leaving ``adata`` untouched.
 
@@ -367,21 +629,40 @@ def add_gene_sets(
     -------
     With ``copy=False``, the coverage report of every input set as a DataFrame indexed
     by set name with the columns ``n_genes`` (genes in the set), ``n_found`` (genes
-    found in ``adata``), ``fraction`` (``n_found / n_genes``), ``kept`` and ``reason``
-    (``""``, ``"too few genes found"`` or ``"too many genes found"``). With
-    ``copy=True``, the annotated copy of ``adata``.
+    found in ``adata``), ``fraction`` (``n_found / n_genes``), ``kept``, ``reason``
+    (``""`` for kept sets, ``"too small"`` (the set has fewer than ``min_genes`` genes),
+    ``"too few genes found"``, ``"too large"`` (more than ``max_genes`` genes found) or
+    ``"merged"``), ``merged_into`` (the kept set a merged set became part of, else
+    ``""``) and ``n_prior`` (genes of the kept set's factor in the prior, after nested
+    sets took theirs; 0 for dropped sets); with a full gene list also ``n_found_full`` (genes found
+    in the full list) and ``n_removed`` (of those, how many the gene selection removed).
+    With ``copy=True``, the annotated copy of ``adata``.
 
     Sets the following fields (on the copy when ``copy=True``):
 
     ``adata.varm[key]`` : :class:`numpy.ndarray` (dtype ``bool``)
-        ``n_vars x A`` mask; column ``a`` marks the genes of the ``a``-th kept set.
+        ``n_vars x A`` mask; column ``a`` marks the genes of the ``a``-th kept set (the
+        union of the genes of the sets merged into it).
+    ``adata.varm[key + "_prior"]`` : :class:`numpy.ndarray` (dtype ``bool``)
+        The mask as the model's prior uses it: without, in each set, the genes it leaves
+        to the smaller sets nested in it. Only written when some set left genes to another
+        (``nested="resolve"``); :class:`~spexlvm.SpexLVM` falls back to the mask without it.
     ``adata.uns[key]`` : :class:`dict`
         ``names`` (str array, A: kept set names in column order), ``n_genes`` and
-        ``n_found`` (int arrays, A), ``coverage`` (dict of arrays over all input sets:
-        ``name``, ``n_genes``, ``n_found``, ``fraction``, ``kept``, ``reason``) and
-        ``params`` (``min_genes``, ``max_genes`` (``-1``: no bound), ``gene_symbols``
-        (``""``: ``var_names``), ``case_sensitive``). Every value survives
-        :meth:`~anndata.AnnData.write_h5ad` (string arrays read back with dtype object).
+        ``n_found`` (int arrays, A: of the set itself), ``n_prior`` (int array, A),
+        ``coverage`` (dict of arrays over all input sets: the columns of the report and
+        ``name``), ``merged`` (dict of arrays, one entry per merged set: ``name``, ``into``
+        (the kept set) and ``jaccard`` (of the set's genes and the kept set's union)),
+        ``nested`` (dict of arrays, one entry per nested set whose genes a larger set left
+        to it: ``subset``, ``superset`` (the kept set that left them), ``n_shared``,
+        ``containment``), ``matching`` (``n_set_genes``: distinct genes of all sets,
+        ``n_matched``: of those, found; ``n_case_only``: found only by ignoring case;
+        ``n_multiple``: matching several rows of ``adata``) and ``params`` (``min_genes``,
+        ``max_genes`` (``-1``: no bound), ``gene_symbols`` (``""``: ``var_names``),
+        ``case_sensitive``, ``nested``, ``nested_containment``, ``merge_fraction``,
+        ``full_genes`` (``"adata.raw"``, ``"full_genes"`` or ``""``)). Every value
+        survives :meth:`~anndata.AnnData.write_h5ad` (string arrays read back with dtype
+        object).
 
     Raises
     ------
@@ -391,8 +672,9 @@ def add_gene_sets(
         If ``gene_symbols`` is not a column of ``adata.var``.
     ValueError
         If ``adata.var_names`` repeat, a DataFrame lacks the set/gene columns, set
-        names are empty or repeat, no set gene is found at all (the message suggests a
-        fix), or no set passes ``min_genes``/``max_genes``.
+        names are empty or repeat, no set gene is found at all (the message names
+        identifiers from both sides and suggests a fix), or no set passes
+        ``min_genes``/``max_genes``.
 
     Notes
     -----
@@ -400,6 +682,25 @@ def add_gene_sets(
     shared by several rows annotates all of them, so a mask column may have more
     ``True`` entries than ``n_found``. Kept sets that lost more than half of their genes
     are named in a warning.
+
+    **Competing sets.** Collections such as Reactome are hierarchies: a broad set (*adaptive
+    immune system*, 79 genes in scanpy's ``pbmc68k_reduced``) contains specific ones (*MHC
+    class II antigen presentation*, 19; *B cell receptor signalling*, 15), and chains of
+    sets that are almost the same (*cell cycle* > *cell cycle, mitotic* > *M phase*). With
+    the original prior (``nested="keep"``) every factor may explain the shared genes: the
+    broad factor takes the specific one's signal, or the seed decides which of the nested
+    sets gets it. ``nested="resolve"`` gives every shared gene one owner. A set is nested
+    in a larger set when at least ``nested_containment`` of its genes lie inside it; only
+    the smallest such sets (its direct parents) count. A nested set with at least
+    ``merge_fraction`` of a parent's genes describes mostly the same genes and is merged
+    into it (one factor, named after the larger set; chains merge up to the broadest set);
+    a smaller one is a specific part, and the parent's factor treats their shared genes as
+    unannotated (slab ``1 - prior_confidence``). A broad set that is only the union of its
+    parts keeps no gene of its own and its factor is usually switched off.
+    ``benchmarks/gene_set_competition.py`` compares this with the alternatives (merging
+    only, a slab divided by the number of sets a gene belongs to, dropping unions of other
+    sets); ``benchmarks/RESULTS.md`` has the numbers. :func:`spexlvm.tl.competing_sets`
+    reports which factors still competed after a fit.
 
     Examples
     --------
@@ -419,6 +720,10 @@ def add_gene_sets(
             raise TypeError(f"max_genes must be an int or None, not {type(max_genes).__name__}.")
         if max_genes < min_genes:
             raise ValueError(f"max_genes ({max_genes}) is smaller than min_genes ({min_genes}).")
+    if nested not in _NESTED_MODES:
+        raise ValueError(f"nested must be one of {list(_NESTED_MODES)}, got {nested!r}.")
+    _check_fraction("nested_containment", nested_containment)
+    _check_fraction("merge_fraction", merge_fraction)
     if adata.var_names.has_duplicates:
         dups = adata.var_names[adata.var_names.duplicated()].unique()
         raise ValueError(
@@ -435,33 +740,35 @@ def add_gene_sets(
     n_vars = adata.n_vars
     names = list(sets)
     n_sets = len(names)
-    n_genes = np.zeros(n_sets, dtype=np.int64)
-    n_found = np.zeros(n_sets, dtype=np.int64)
-    rows: list[np.ndarray] = []
-    for j, name in enumerate(names):
-        genes = sets[name]
-        n_genes[j] = len(genes)
-        keys = _unique(genes if case_sensitive else (g.upper() for g in genes))
-        hits = [index[k] for k in keys if k in index]
-        n_found[j] = len(hits)
-        rows.append(
-            np.fromiter((i for h in hits for i in h), dtype=np.int64)
-            if hits
-            else np.zeros(0, dtype=np.int64)
-        )
+    n_genes = np.array([len(g) for g in sets.values()], dtype=np.int64)
+    n_found, rows = _match(sets, index, case_sensitive)
 
     if n_found.sum() == 0:
         raise _no_overlap_error(
             sets, ids, adata, gene_symbols=gene_symbols, case_sensitive=case_sensitive
         )
+    matching = _matching_summary(sets, ids, index, case_sensitive)
+    where = "adata.var_names" if gene_symbols is None else f"adata.var[{gene_symbols!r}]"
+    logger.info(
+        "Matched %d of %d distinct gene-set genes to %s%s%s.",
+        matching["n_matched"],
+        matching["n_set_genes"],
+        where,
+        " ignoring case" if not case_sensitive else "",
+        f" ({matching['n_case_only']} only by ignoring case)" if matching["n_case_only"] else "",
+    )
 
     too_few = n_found < min_genes
     too_many = np.zeros(n_sets, dtype=bool) if max_genes is None else n_found > max_genes
-    kept = ~too_few & ~too_many
-    reason = np.where(too_few, REASON_TOO_FEW, np.where(too_many, REASON_TOO_MANY, REASON_KEPT))
+    passed = ~too_few & ~too_many
+    reason = np.where(
+        n_genes < min_genes,
+        REASON_TOO_SMALL,
+        np.where(too_few, REASON_TOO_FEW, np.where(too_many, REASON_TOO_LARGE, REASON_KEPT)),
+    ).astype(object)
     fraction = (n_found / np.maximum(n_genes, 1)).astype(np.float64)  # 0.0 for empty sets
 
-    if not kept.any():
+    if not passed.any():
         best = int(np.argmax(n_found))
         bounds = f"min_genes={min_genes}, max_genes={max_genes}"
         raise ValueError(
@@ -469,18 +776,87 @@ def add_gene_sets(
             f"found is {int(n_found[best])} (set {names[best]!r}). Relax the bounds."
         )
 
-    kept_idx = np.flatnonzero(kept)
-    mask = np.zeros((n_vars, kept_idx.size), dtype=bool)
-    for col, j in enumerate(kept_idx):
-        mask[rows[j], col] = True
+    passed_idx = np.flatnonzero(passed)
+    full = np.zeros((n_vars, passed_idx.size), dtype=bool)
+    for col, j in enumerate(passed_idx):
+        full[rows[j], col] = True
+
+    # nested sets: merged into their parent when they make up most of it, else they keep
+    # their genes to themselves (the parent's factor leaves them)
+    merged_into = np.full(n_sets, "", dtype=object)
+    merged_rows: dict[str, list] = {"name": [], "into": [], "jaccard": []}
+    nested_rows: dict[str, list] = {
+        k: [] for k in ("subset", "superset", "n_shared", "containment")
+    }
+    kept_idx, mask, prior = passed_idx, full, full
+    if nested != "keep" and passed_idx.size > 1:
+        group, merged, prior_all, ceded = _resolve_nested(
+            full, float(nested_containment), float(merge_fraction), cede=nested == "resolve"
+        )
+        roots = group == np.arange(passed_idx.size)
+        for col in np.flatnonzero(~roots):
+            j, jr = passed_idx[col], passed_idx[group[col]]
+            merged_into[j] = names[jr]
+            reason[j] = REASON_MERGED
+            union = merged[:, group[col]]
+            n_both = int((full[:, col] & union).sum())
+            merged_rows["name"].append(names[j])
+            merged_rows["into"].append(names[jr])
+            merged_rows["jaccard"].append(n_both / int((full[:, col] | union).sum()))
+        size = full.sum(0)
+        for col, root in ceded:
+            n_both = int((full[:, col] & merged[:, root]).sum())
+            nested_rows["subset"].append(names[passed_idx[col]])
+            nested_rows["superset"].append(names[passed_idx[root]])
+            nested_rows["n_shared"].append(n_both)
+            nested_rows["containment"].append(n_both / int(size[col]))
+        kept_idx = passed_idx[roots]
+        mask, prior = merged[:, roots], prior_all[:, roots]
+        if not ceded:
+            prior = mask
+        if merged_rows["name"]:
+            logger.info(
+                "Merged %d gene set(s) that make up most of a set they lie in (or duplicate "
+                "it) into %d factor(s): %s.",
+                len(merged_rows["name"]),
+                len(set(merged_rows["into"])),
+                _preview(
+                    f"{a} -> {b}"
+                    for a, b in zip(merged_rows["name"], merged_rows["into"], strict=True)
+                ),
+            )
+        if nested_rows["subset"]:
+            pairs = zip(nested_rows["subset"], nested_rows["superset"], strict=True)
+            logger.info(
+                "Nested gene sets: %d larger set(s) leave the genes of %d smaller set(s) "
+                "nested in them to those in the prior (e.g. %s); nested='keep' keeps every "
+                "set whole.",
+                len(set(nested_rows["superset"])),
+                len(set(nested_rows["subset"])),
+                _preview((f"{a} in {b}" for a, b in pairs), 2),
+            )
+            empty = [names[j] for j, n in zip(kept_idx, prior.sum(0), strict=True) if n == 0]
+            if empty:
+                logger.info(
+                    "%d set(s) are covered by the sets nested in them and keep no gene of "
+                    "their own in the prior (their factors are usually switched off): %s.",
+                    len(empty),
+                    _preview(empty, 3),
+                )
+    kept = np.zeros(n_sets, dtype=bool)
+    kept[kept_idx] = True
     kept_names = np.array([names[j] for j in kept_idx], dtype=str)
+    n_prior_kept = prior.sum(0).astype(np.int64)
+    n_prior = np.zeros(n_sets, dtype=np.int64)
+    n_prior[kept_idx] = n_prior_kept
 
     logger.info(
-        "Kept %d of %d gene sets (%d with too few genes found, %d with too many).",
+        "Kept %d of %d gene sets (%d with too few genes found, %d with too many, %d merged).",
         kept_idx.size,
         n_sets,
         int(too_few.sum()),
         int(too_many.sum()),
+        len(merged_rows["name"]),
     )
     lost = [names[j] for j in kept_idx if n_genes[j] > 0 and fraction[j] < 0.5]
     if lost:
@@ -490,43 +866,76 @@ def add_gene_sets(
             _preview(lost, 3),
         )
 
+    # genes a gene selection removed (adata.raw or a full gene list)
+    full_ids, full_source = _full_identifiers(adata, gene_symbols, full_genes)
+    selection: dict[str, np.ndarray] = {}
+    if full_ids is not None:
+        n_found_full, _ = _match(sets, _index(full_ids, case_sensitive), case_sensitive)
+        n_found_full = np.maximum(n_found_full, n_found)
+        n_removed = n_found_full - n_found
+        selection = {"n_found_full": n_found_full, "n_removed": n_removed}
+        hit = [names[j] for j in kept_idx if n_removed[j] > 0.5 * n_found_full[j]]
+        logger.info(
+            "The gene selection removed %d of %d gene-set genes found in %s%s.",
+            int(n_removed.sum()),
+            int(n_found_full.sum()),
+            full_source,
+            f"; {len(hit)} kept set(s) lost more than half of them: {_preview(hit, 3)}"
+            if hit
+            else "",
+        )
+
     if copy:
         adata = adata.copy()
+    prior_key = f"{key}{PRIOR_SUFFIX}"
     if key in adata.varm or key in adata.uns:
         logger.info("Overwriting adata.varm[%r] / adata.uns[%r].", key, key)
+    adata.varm.pop(prior_key, None)
     adata.varm[key] = mask
+    if prior is not mask:
+        adata.varm[prior_key] = prior
+    coverage = {
+        "n_genes": n_genes,
+        "n_found": n_found,
+        "fraction": fraction,
+        "kept": kept,
+        "reason": np.asarray(reason, dtype=str),
+        "merged_into": np.asarray(merged_into, dtype=str),
+        "n_prior": n_prior,
+        **selection,
+    }
     adata.uns[key] = {
         "names": kept_names,
         "n_genes": n_genes[kept_idx].copy(),
         "n_found": n_found[kept_idx].copy(),
-        "coverage": {
-            "name": np.array(names, dtype=str),
-            "n_genes": n_genes,
-            "n_found": n_found,
-            "fraction": fraction,
-            "kept": kept,
-            "reason": np.asarray(reason, dtype=str),
+        "n_prior": n_prior_kept,
+        "coverage": {"name": np.array(names, dtype=str), **coverage},
+        "merged": {
+            "name": np.array(merged_rows["name"], dtype=str),
+            "into": np.array(merged_rows["into"], dtype=str),
+            "jaccard": np.array(merged_rows["jaccard"], dtype=np.float64),
         },
+        "nested": {
+            "subset": np.array(nested_rows["subset"], dtype=str),
+            "superset": np.array(nested_rows["superset"], dtype=str),
+            "n_shared": np.array(nested_rows["n_shared"], dtype=np.int64),
+            "containment": np.array(nested_rows["containment"], dtype=np.float64),
+        },
+        "matching": {k: int(v) for k, v in matching.items()},
         "params": {
             "min_genes": int(min_genes),
             "max_genes": -1 if max_genes is None else int(max_genes),
             "gene_symbols": "" if gene_symbols is None else str(gene_symbols),
             "case_sensitive": bool(case_sensitive),
+            "nested": str(nested),
+            "nested_containment": float(nested_containment),
+            "merge_fraction": float(merge_fraction),
+            "full_genes": full_source,
         },
     }
     if copy:
         return adata
-
-    return pd.DataFrame(
-        {
-            "n_genes": n_genes,
-            "n_found": n_found,
-            "fraction": fraction,
-            "kept": kept,
-            "reason": np.asarray(reason, dtype=str),
-        },
-        index=pd.Index(names, name="gene_set", dtype=object),
-    )
+    return pd.DataFrame(coverage, index=pd.Index(names, name="gene_set", dtype=object))
 
 
 def get_mask(adata: AnnData, key: str = KEYS.MASK) -> tuple[np.ndarray, np.ndarray]:
@@ -578,3 +987,52 @@ def get_mask(adata: AnnData, key: str = KEYS.MASK) -> tuple[np.ndarray, np.ndarr
             raise ValueError(f"adata.varm[{key!r}] must be boolean (or 0/1).")
         mask = mask.astype(bool)
     return mask, names
+
+
+def get_prior(adata: AnnData, mask: np.ndarray, key: str = KEYS.MASK) -> np.ndarray:
+    """The annotation as the model's prior uses it: ``varm[key + "_prior"]``, else the mask.
+
+    :func:`add_gene_sets` writes the prior mask when larger sets leave the genes of sets
+    nested in them to those (``nested="resolve"``). Values between 0 and 1 weaken the
+    annotation of a gene (the slab width is ``clip(prior + 1 - prior_confidence, ..., 1)``).
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix.
+    mask
+        The mask returned by :func:`get_mask` for ``key``.
+    key
+        Key given to :func:`add_gene_sets`.
+
+    Returns
+    -------
+    ``n_vars x A`` array (bool, or float in [0, 1]); ``mask`` itself when there is no
+    prior mask.
+
+    Raises
+    ------
+    ValueError
+        If the prior mask does not match the mask (out of date), holds values outside
+        [0, 1], or annotates a gene the mask does not.
+    """
+    prior_key = f"{key}{PRIOR_SUFFIX}"
+    if prior_key not in adata.varm:
+        return mask
+    prior = adata.varm[prior_key]
+    prior = np.asarray(prior.toarray() if hasattr(prior, "toarray") else prior)
+    fix = "Rerun spexlvm.pp.add_gene_sets(adata, ...)."
+    if prior.shape != mask.shape:
+        raise ValueError(
+            f"adata.varm[{prior_key!r}] has shape {prior.shape}, the mask "
+            f"adata.varm[{key!r}] {mask.shape}: the prior mask is out of date. {fix}"
+        )
+    if prior.dtype != bool:
+        prior = prior.astype(np.float64)
+        if not np.all((prior >= 0.0) & (prior <= 1.0)):
+            raise ValueError(f"adata.varm[{prior_key!r}] must lie in [0, 1]. {fix}")
+    if np.any((prior != 0) & ~mask):
+        raise ValueError(
+            f"adata.varm[{prior_key!r}] annotates genes that adata.varm[{key!r}] does not. {fix}"
+        )
+    return prior

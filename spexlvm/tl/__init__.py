@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._auroc import auroc
+from ._competing import competing_sets
 from ._fit import fit, write_results
 from ._impute import impute
 from ._project import project
@@ -15,6 +16,7 @@ from ._variance import variance_explained
 __all__ = [
     "active_factors",
     "auroc",
+    "competing_sets",
     "fit",
     "gene_set_test",
     "impute",

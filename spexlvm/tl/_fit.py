@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import scvi
 
 from .._constants import KEYS
 from .._model import SpexLVM, quiet_lightning
-from ..pp._gene_sets import add_gene_sets
+from ..pp._gene_sets import NESTED, add_gene_sets
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -36,6 +36,7 @@ def fit(
     seed: int = 0,
     min_genes: int = 1,
     max_genes: int | None = None,
+    nested: Literal["resolve", "merge", "keep"] = NESTED,
     mask_key: str = KEYS.MASK,
     key_added: str = KEYS.UNS,
     copy: bool = False,
@@ -78,6 +79,12 @@ def fit(
         Random seed: the same seed gives the same factors (on the same hardware).
     min_genes, max_genes
         Size bounds of the gene sets, counted in genes found in ``adata``.
+    nested
+        Nested and near-duplicate gene sets: ``"resolve"`` merges a set into the set it
+        lies in when it makes up at least half of it, and otherwise leaves it the shared
+        genes in the prior, so that broad and specific sets do not compete for one signal;
+        ``"merge"`` only merges; ``"keep"`` keeps every set whole (the original prior).
+        See :func:`spexlvm.pp.add_gene_sets`.
     mask_key
         Key of the annotation in ``varm`` / ``uns``.
     key_added
@@ -107,7 +114,7 @@ def fit(
     >>> adata = spexlvm.datasets.pbmc68k_reduced()
     >>> model = spexlvm.tl.fit(adata, spexlvm.datasets.gene_sets("hallmark"), n_dense=1)
     >>> adata.obsm["X_spexlvm"].shape
-    (700, 50)
+    (700, 49)
     """
     if copy:
         if adata.isbacked:
@@ -122,7 +129,14 @@ def fit(
         logger.warning("adata is a view; making it an actual AnnData to write the results.")
         adata._init_as_actual(adata.copy())
     if gene_sets is not None:
-        add_gene_sets(adata, gene_sets, key=mask_key, min_genes=min_genes, max_genes=max_genes)
+        add_gene_sets(
+            adata,
+            gene_sets,
+            key=mask_key,
+            min_genes=min_genes,
+            max_genes=max_genes,
+            nested=nested,
+        )
     with quiet_lightning():  # "Seed set to ..."
         scvi.settings.seed = seed
     SpexLVM.setup_anndata(adata, layer=layer, mask_key=mask_key)

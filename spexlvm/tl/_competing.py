@@ -1,0 +1,165 @@
+"""Which gene sets competed for the same genes in a fit."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from ._utils import frame_to_uns, get_annotation, get_loadings, get_results, get_scores, store
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["competing_sets"]
+
+
+def competing_sets(
+    adata: AnnData,
+    *,
+    key: str = "spexlvm",
+    threshold: float = 0.1,
+    min_jaccard: float = 0.1,
+    min_r2: float = 1e-3,
+) -> pd.DataFrame:
+    """Pairs of annotated factors whose gene sets overlap and whose top loadings overlap.
+
+    Two factors compete when their gene sets share genes and both load on the same genes:
+    the data's signal in those genes is split between them (or goes to either, depending
+    on the seed), and each factor's score then describes only part of it. For every pair
+    of active annotated factors (R² >= ``min_r2``) whose gene sets share a gene, the top
+    genes of each factor are those with ``|loading| >= threshold`` times its largest
+    absolute loading (the relevance rule of :func:`spexlvm.tl.refine`), and the pair is
+    reported when the Jaccard index of the two top-gene lists is at least ``min_jaccard``.
+
+    Parameters
+    ----------
+    adata
+        AnnData fitted by :func:`spexlvm.tl.fit`.
+    key
+        Key of the fit.
+    threshold
+        Top genes of a factor: ``|loading|`` at least this fraction of its largest.
+    min_jaccard
+        Smallest Jaccard index of the two top-gene lists of a reported pair.
+    min_r2
+        Factors explaining less of the variance are switched off and not compared.
+
+    Returns
+    -------
+    One row per pair, sorted by decreasing ``jaccard_top``: ``factor_a``, ``factor_b``
+    (``factor_a`` first in the fit's order), ``n_shared_genes`` (genes annotated to both
+    sets), ``jaccard_sets`` (of the two annotations), ``nested`` (whether
+    :func:`spexlvm.pp.add_gene_sets` found one set nested in the other and left the shared
+    genes to the smaller one), ``n_top_a``, ``n_top_b``, ``n_shared_top`` (genes among the
+    top genes of both), ``jaccard_top``, ``share_a`` (fraction of the squared loadings on
+    the shared annotated genes that ``factor_a`` carries), ``r2_a``, ``r2_b`` and
+    ``score_corr`` (correlation of the two factors' cell scores). An h5ad-safe copy goes
+    to ``adata.uns[key]["competing_sets"]`` (with the settings).
+
+    Examples
+    --------
+    >>> sets = spexlvm.datasets.gene_sets("reactome")
+    >>> model = spexlvm.tl.fit(adata, sets, min_genes=10)  # doctest: +SKIP
+    >>> spexlvm.tl.competing_sets(adata).head()  # doctest: +SKIP
+    """
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold must lie in [0, 1), got {threshold}.")
+    if not 0.0 <= min_jaccard <= 1.0:
+        raise ValueError(f"min_jaccard must lie in [0, 1], got {min_jaccard}.")
+    uns = get_results(adata, key)
+    mask, names = get_annotation(adata, key)
+    n_annotated = mask.shape[1]
+    w = get_loadings(adata, key)[:, :n_annotated]
+    r2 = np.asarray(uns.get("r2", np.ones(n_annotated)), dtype=np.float64)[:n_annotated]
+    scores = get_scores(adata, key)[:, :n_annotated]
+
+    largest = np.abs(w).max(0)
+    top = (np.abs(w) >= threshold * largest) & (largest > 0)
+    n_set = mask.sum(0)
+    n_top = top.sum(0)
+    active = np.flatnonzero(r2 >= min_r2)
+    # pairs of active factors whose sets share a gene (sparse: collections can be large)
+    m = sparse.csc_matrix(mask[:, active].astype(np.int64))
+    coo = sparse.triu(m.T @ m, k=1).tocoo()
+    a, b = active[coo.row], active[coo.col]
+    t = sparse.csc_matrix(top.astype(np.int64))
+    shared_top = np.asarray(t[:, a].multiply(t[:, b]).sum(0)).ravel().astype(np.int64)
+    union_top = n_top[a] + n_top[b] - shared_top
+    jaccard_top = np.divide(shared_top, union_top, out=np.zeros(a.size), where=union_top > 0)
+    sel = jaccard_top >= min_jaccard
+    a, b, jaccard_top, shared_top = a[sel], b[sel], jaccard_top[sel], shared_top[sel]
+
+    both = mask[:, a] & mask[:, b]  # genes x pairs
+    energy_a = ((w[:, a] ** 2) * both).sum(0)
+    energy_b = ((w[:, b] ** 2) * both).sum(0)
+    total = energy_a + energy_b
+    share_a = np.divide(energy_a, total, out=np.full(a.size, np.nan), where=total > 0)
+    corr = np.array([_corr(scores[:, i], scores[:, j]) for i, j in zip(a, b, strict=True)])
+    nested = _nested_pairs(adata, uns, names)
+    n_shared = both.sum(0).astype(np.int64)
+    df = pd.DataFrame(
+        {
+            "factor_a": names[a].astype(object),
+            "factor_b": names[b].astype(object),
+            "n_shared_genes": n_shared,
+            "jaccard_sets": n_shared / (n_set[a] + n_set[b] - n_shared),
+            "nested": np.array(
+                [
+                    (x, y) in nested or (y, x) in nested
+                    for x, y in zip(names[a], names[b], strict=True)
+                ],
+                dtype=bool,
+            ),
+            "n_top_a": n_top[a].astype(np.int64),
+            "n_top_b": n_top[b].astype(np.int64),
+            "n_shared_top": shared_top,
+            "jaccard_top": jaccard_top,
+            "share_a": share_a,
+            "r2_a": r2[a],
+            "r2_b": r2[b],
+            "score_corr": corr,
+        }
+    )
+    df = df.sort_values(["jaccard_top", "n_shared_top"], ascending=False, kind="stable")
+    df = df.reset_index(drop=True)
+    stored = frame_to_uns(df, index=None)
+    stored.update(threshold=float(threshold), min_jaccard=float(min_jaccard), min_r2=float(min_r2))
+    store(adata, key, "competing_sets", stored)
+    if len(df):
+        logger.info(
+            "%d pair(s) of gene-set factors competed for the same genes (top-gene Jaccard "
+            ">= %g), e.g. %s.",
+            len(df),
+            min_jaccard,
+            ", ".join(f"{x!r} / {y!r}" for x, y in df[["factor_a", "factor_b"]].head(3).values),
+        )
+    return df
+
+
+def _corr(x: np.ndarray, y: np.ndarray) -> float:
+    sx, sy = x.std(), y.std()
+    if sx == 0 or sy == 0:
+        return float("nan")
+    return float(np.mean((x - x.mean()) * (y - y.mean())) / (sx * sy))
+
+
+def _nested_pairs(adata: AnnData, uns: dict, names: np.ndarray) -> set[tuple[str, str]]:
+    """(subset, superset) name pairs resolved by pp.add_gene_sets, if it recorded them."""
+    params = uns.get("params", {})
+    mask_key = (
+        str(params.get("mask_key", "") or "spexlvm_mask") if isinstance(params, dict) else ""
+    )
+    info = adata.uns.get(mask_key or "spexlvm_mask", {})
+    nested = info.get("nested", {}) if isinstance(info, dict) else {}
+    if not isinstance(nested, dict) or "subset" not in nested:
+        return set()
+    return {
+        (str(s), str(t))
+        for s, t in zip(np.asarray(nested["subset"]), np.asarray(nested["superset"]), strict=True)
+    }
