@@ -361,10 +361,30 @@ class TrainingRun:
                 extra["log_save_dir"] = stack.enter_context(
                     tempfile.TemporaryDirectory(prefix="spexlvm-log-")
                 )
+            if self.forked and torch.get_num_threads() > 1:
+                # a process forked after OpenMP ran with several threads deadlocks at its
+                # first parallel region (GNU libgomp is not fork-safe): the forked
+                # processes get one thread each (they share the cores anyway)
+                logger.info(
+                    "Forked DDP processes (%s) train with 1 torch thread each: forking after "
+                    "multi-threaded OpenMP deadlocks. strategy='ddp' keeps every thread.",
+                    getattr(self.strategy, "_start_method", "fork"),
+                )
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)
+                stack.callback(torch.set_num_threads, threads)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="early_stopping was automatically")
                 warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
                 yield extra
+
+    @property
+    def forked(self) -> bool:
+        """Whether the fit runs in processes forked from this one (``ddp_notebook``)."""
+        return (
+            isinstance(self.strategy, DDPStrategy)
+            and getattr(self.strategy, "_start_method", "popen") == "fork"
+        )
 
     def restore_finished(self) -> None:
         """Load a finished fit from the checkpoint instead of training again."""
