@@ -44,20 +44,24 @@ _MIN_SLAB = 1e-4
 _N_INIT_CELLS = 1000
 #: Initial size of the unannotated factors, relative to the residual's principal axes.
 _FREE_INIT_SCALE = 0.1
-#: Target number of matrix entries in one minibatch (cells x genes), for the default size.
+#: Most cells in a default minibatch: enough that the per-step global KL (genes x factors,
+#: the same for every batch size) costs at most about a third of the minibatch products.
+_BATCH_CELLS = 2**14
+#: Most matrix entries (cells x genes) in a default minibatch: 512 MB in float32.
 _BATCH_ENTRIES = 2**27
 #: Cells per chunk when the per-gene statistics are computed (streamed).
 _STATS_CHUNK_ENTRIES = 2**23
 
 
 def _default_batch_size(n_obs: int, n_vars: int) -> int:
-    """Cells per minibatch: about ``_BATCH_ENTRIES`` matrix entries, in equal batches.
+    """Cells per minibatch: at most ``_BATCH_CELLS`` cells and ``_BATCH_ENTRIES`` entries.
 
     Large enough that the per-step cost of the global KL (``genes x factors``, independent
-    of the batch) stays small beside the ``batch x genes x factors`` products, and the
-    batches of an epoch are of equal size (no small, noisy last batch).
+    of the batch) stays small beside the ``batch x genes x factors`` products, small enough
+    that a large data set still gets many optimisation steps per epoch, and the batches of
+    an epoch are of equal size (no small, noisy last batch).
     """
-    per_batch = max(128, _BATCH_ENTRIES // max(n_vars, 1))
+    per_batch = max(128, min(_BATCH_CELLS, _BATCH_ENTRIES // max(n_vars, 1)))
     n_batches = max(1, math.ceil(n_obs / per_batch))
     return int(min(n_obs, math.ceil(n_obs / n_batches)))
 
@@ -468,9 +472,9 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             number of minibatches per epoch, so that the default fit gets about 1,500
             optimisation steps (at least 100 epochs) before convergence stops it.
         batch_size
-            Cells per minibatch. Defaults to all cells when ``cells x genes`` is at most
-            2^27 (about 134 M entries, 512 MB in float32), else to equal batches of about
-            that many entries.
+            Cells per minibatch (over all processes with DDP). Defaults to all cells up to
+            16,384 cells and 2^27 entries (``cells x genes``, 512 MB in float32), else to
+            equal batches within both bounds.
         accelerator
             ``"auto"``, ``"cpu"``, ``"gpu"``, ...: Lightning accelerator.
         device
