@@ -25,7 +25,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from _common import cpu_name
 
 #: Cells generated (and copied) per chunk; fixed, so the file does not depend on options.
 CHUNK = 10_000
@@ -221,12 +221,7 @@ def machine() -> str:
     """CPU, cores, memory, torch threads."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
         f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, torch {torch.__version__} "

@@ -39,19 +39,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import cpu_name, load_average, quiet
 
 import spexlvm
 
@@ -78,13 +76,8 @@ def _version(name: str) -> str:
 
 def machine() -> str:
     """Describe the machine: CPU, cores, load, torch threads, versions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    cpu = cpu_name()
+    load = load_average()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
         f"{cpu}, {os.cpu_count()} cores, {gpu}, load average {load}; spexlvm "
@@ -253,10 +246,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.cases is None:
         args.cases = [] if args.case else sorted(CASES)
-    logging.basicConfig(level=logging.WARNING)
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "scvi"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet()
     return run(args)
 
 

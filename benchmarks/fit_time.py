@@ -10,26 +10,19 @@ Prints one Markdown table row per seed (and the machine) for ``benchmarks/RESULT
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import platform
 import time
-import warnings
 
 import numpy as np
 import torch
+from _common import cpu_name, quiet
 
 import spexlvm
 
 
 def machine() -> str:
     """Describe the machine: CPU, cores, torch threads, versions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     return (
         f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), spexlvm {spexlvm.__version__}"
@@ -77,10 +70,7 @@ def main() -> None:
     parser.add_argument("--extra", type=float, default=0.2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "scvi"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet()
     run(args)
 
 

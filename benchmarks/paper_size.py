@@ -26,14 +26,13 @@ Prints Markdown for ``benchmarks/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
-import logging
 import resource
 import statistics
 import time
-import warnings
 
 import numpy as np
 import torch
+from _common import quiet
 from fit_time import machine
 from lightning.pytorch.callbacks import Callback
 
@@ -122,10 +121,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--trajectory", action="store_true", help="print F1 after each epoch")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "scvi"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet()
     run(args)
 
 

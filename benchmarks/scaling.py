@@ -40,18 +40,16 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
 import os
-import platform
 import statistics
 import sys
 import time
 import traceback
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from _common import cpu_name, load_average, quiet
 from lightning.pytorch.callbacks import Callback
 
 import spexlvm
@@ -118,13 +116,8 @@ class EpochTimer(Callback):
 
 def machine() -> str:
     """Describe the machine: CPU, cores, GPU, load, torch threads, versions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    cpu = cpu_name()
+    load = load_average()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
         f"{cpu}, {os.cpu_count()} cores, {gpu}, load average {load}; spexlvm "
@@ -287,10 +280,7 @@ def main() -> int:
         return 2
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING)
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "scvi"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet()
 
     grid = dict(QUICK if args.quick else FULL)
     if args.base:
