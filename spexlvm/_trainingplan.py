@@ -138,7 +138,9 @@ class LoadingsConvergence(StatefulCallback, Callback):
     without hiding a drift. After every epoch the average is compared with the one
     ``window`` epochs earlier: ``||A_t - A_{t-window}||_F / ||A_t||_F``. Training stops
     once this relative change stayed below ``tol`` for ``patience`` consecutive epochs
-    (and at least ``min_epochs`` have run).
+    (and at least ``min_epochs`` have run). Its state (moving average, snapshots, history,
+    settled epochs) goes into checkpoints, so that a resumed fit stops where the
+    uninterrupted one would have.
 
     Parameters
     ----------
@@ -153,9 +155,6 @@ class LoadingsConvergence(StatefulCallback, Callback):
         Never stop before this many epochs.
     smoothing
         Weight of the old average in the per-step moving average.
-
-    Its state (moving average, snapshots, history, settled epochs) goes into checkpoints,
-    so that a resumed fit stops where the uninterrupted one would have.
     """
 
     def __init__(
