@@ -6,6 +6,7 @@ import logging
 import os
 import platform
 import warnings
+from importlib.metadata import PackageNotFoundError, version
 
 
 def cpu_name() -> str:
@@ -30,3 +31,30 @@ def quiet() -> None:
     warnings.filterwarnings("ignore")
     for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "scvi"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def package_version(name: str) -> str:
+    """The installed version of a distribution, or ``n/a``."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "n/a"
+
+
+def machine(*packages: str) -> str:
+    """The machine: CPU, cores, memory, GPU, load, torch threads and versions.
+
+    ``packages`` adds the versions of these distributions to spexlvm's and torch's.
+    """
+    import torch
+
+    import spexlvm
+
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    extra = "".join(f", {name} {package_version(name)}" for name in packages)
+    return (
+        f"{cpu_name()}, {os.cpu_count()} cores, {mem:.0f} GiB, {gpu}, load average "
+        f"{load_average()}; spexlvm {spexlvm.__version__}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads){extra}"
+    )

@@ -33,7 +33,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _common import cpu_name
+from _common import machine
 
 #: Cells generated (and copied) per chunk; fixed, so the file does not depend on options.
 CHUNK = 10_000
@@ -215,18 +215,6 @@ def run_fit(path: Path, *, backed: bool, args: argparse.Namespace, epochs: int, 
     _log(out.stderr[-2000:])
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     return json.loads(line.removeprefix("RESULT "))
-
-
-def machine() -> str:
-    """CPU, cores, memory, torch threads."""
-    import torch
-
-    cpu = cpu_name()
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads)"
-    )
 
 
 def main() -> None:

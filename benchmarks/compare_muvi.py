@@ -44,12 +44,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import cpu_name, load_average, quiet
+from _common import machine, quiet
 
 import spexlvm
 
@@ -65,26 +64,6 @@ def default_muvi_python() -> Path:
     if env:
         return Path(env)
     return HERE.resolve().parent.parent / "muvi-venv" / "bin" / "python"
-
-
-def _version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "n/a"
-
-
-def machine() -> str:
-    """Describe the machine: CPU, cores, load, torch threads, versions."""
-    cpu = cpu_name()
-    load = load_average()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {gpu}, load average {load}; spexlvm "
-        f"{spexlvm.__version__} with torch {torch.__version__} ({torch.get_num_threads()} "
-        f"threads), pyro-ppl {_version('pyro-ppl')}, scvi-tools {_version('scvi-tools')}, "
-        f"lightning {_version('lightning')}"
-    )
 
 
 def fit_spexlvm(adata, k: int, seed: int, device: str) -> dict:
@@ -157,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         cases.append((f"N={n}", (n, g, k)))
 
     print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
-    print(f"machine: {machine()}")
+    print(f"machine: {machine('pyro-ppl', 'scvi-tools', 'lightning')}")
     print(f"MuVI interpreter: {muvi_python}")
     if args.muvi_max_epochs:
         print(f"SMOKE RUN: MuVI limited to {args.muvi_max_epochs} steps (n_epochs).")

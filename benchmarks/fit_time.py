@@ -10,23 +10,12 @@ Prints one Markdown table row per seed (and the machine) for ``benchmarks/RESULT
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
-import torch
-from _common import cpu_name, quiet
+from _common import machine, quiet
 
 import spexlvm
-
-
-def machine() -> str:
-    """Describe the machine: CPU, cores, torch threads, versions."""
-    cpu = cpu_name()
-    return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), spexlvm {spexlvm.__version__}"
-    )
 
 
 def run(args: argparse.Namespace) -> None:

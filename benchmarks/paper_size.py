@@ -31,10 +31,9 @@ import statistics
 import time
 
 import numpy as np
-import torch
-from _common import quiet
-from fit_time import machine
+from _common import machine, quiet
 from lightning.pytorch.callbacks import Callback
+from scaling import floor_time
 
 import spexlvm
 
@@ -60,21 +59,6 @@ class EpochRecorder(Callback):
         self.loadings.append(w.detach().cpu().numpy().copy())
 
 
-def floor_seconds(n: int, g: int, k: int, repeats: int = 7) -> float:
-    """Median time of the three ``N x G x K`` products of one epoch (float32)."""
-    x = torch.randn(n, k)
-    w = torch.randn(g, k)
-    y = torch.randn(n, g)
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        x @ w.T
-        y.T @ x
-        y @ w
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
-
-
 def run(args: argparse.Namespace) -> None:
     """Fit once per seed and print the tables."""
     print(f"machine: {machine()}")
@@ -88,12 +72,12 @@ def run(args: argparse.Namespace) -> None:
         adata = spexlvm.datasets.synthetic(n, g, k, noise=args.noise, extra=args.extra, seed=seed)
         truth = adata.varm["mask_true"][:, :k]
         truth_f1 = spexlvm.datasets.f1_score(truth, adata.varm["W_true"][:, :k])
-        floor_before = floor_seconds(n, g, k)
+        floor_before = floor_time(n, g, k, [], "cpu", 7)
         recorder = EpochRecorder(k)
         start = time.perf_counter()
         spexlvm.tl.fit(adata, seed=seed, enable_progress_bar=False, callbacks=[recorder])
         wall = time.perf_counter() - start
-        floor = statistics.median([floor_before, floor_seconds(n, g, k)])
+        floor = statistics.median([floor_before, floor_time(n, g, k, [], "cpu", 7)])
         f1 = [spexlvm.datasets.f1_score(truth, w) for w in recorder.loadings]
         first = next((i for i, v in enumerate(f1) if v >= 0.95), None)
         reached = f"{recorder.ends[first] - start:.1f}" if first is not None else "never"

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import statistics
 import sys
 import time
@@ -49,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from _common import cpu_name, load_average, quiet
+from _common import machine, quiet
 from lightning.pytorch.callbacks import Callback
 
 import spexlvm
@@ -112,17 +111,6 @@ class EpochTimer(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.ends.append(self._now())
-
-
-def machine() -> str:
-    """Describe the machine: CPU, cores, GPU, load, torch threads, versions."""
-    cpu = cpu_name()
-    load = load_average()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {gpu}, load average {load}; spexlvm "
-        f"{spexlvm.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    )
 
 
 def floor_time(n: int, g: int, k: int, batches: list[int], device: str, repeats: int) -> float:

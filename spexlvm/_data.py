@@ -35,6 +35,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from scipy import sparse
 
+from ._utils import to_dense
+
 logger = logging.getLogger(__name__)
 
 #: Size of a contiguous block of cells read from disk, in bytes of the dense matrix.
@@ -170,14 +172,7 @@ class RowReader:
     # ------------------------------------------------------------------ reading
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Dense float32 copy (or view) of the cells ``start:stop``."""
-        block = self.x[start:stop]
-        if sparse.issparse(block):
-            block = block.toarray()
-        elif self.kind == "dask":
-            block = block.compute()
-            if sparse.issparse(block):
-                block = block.toarray()
-        return np.asarray(block, dtype=np.float32)
+        return to_dense(self.x[start:stop], np.float32)
 
     def take(self, index: np.ndarray) -> torch.Tensor:
         """Dense float32 tensor of the cells ``index`` (sorted, increasing)."""

@@ -158,22 +158,15 @@ class FitMonitor(Callback):
     def __init__(self) -> None:
         super().__init__()
         self.seconds_per_epoch: float | None = None
-        self.epoch_seconds: list[float] = []
+        self.n_epochs = 0
         self._t_probe: float | None = None
         self._steps = 0
-        self._t_epoch = 0.0
         self._t_start = 0.0
-        self._first_epoch = 0
 
     def on_train_start(self, trainer, pl_module) -> None:
-        """Start the clocks."""
+        """Start the clock."""
         self._t_start = time.perf_counter()
-        self._first_epoch = int(trainer.current_epoch)
         self._steps = 0
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        """Start the epoch's clock."""
-        self._t_epoch = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         """Time the first steps and log the estimate."""
@@ -199,12 +192,12 @@ class FitMonitor(Callback):
             )
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        """Record the epoch's duration."""
-        self.epoch_seconds.append(time.perf_counter() - self._t_epoch)
+        """Count the epoch."""
+        self.n_epochs += 1
 
     def on_train_end(self, trainer, pl_module) -> None:
         """Log the summary."""
-        n = len(self.epoch_seconds)
+        n = self.n_epochs
         if n and trainer.is_global_zero:
             wall = time.perf_counter() - self._t_start
             logger.info(

@@ -20,7 +20,13 @@ def dense_chunks(
     n = x.shape[0]
     for start in range(0, n, chunk_size):
         sl = slice(start, min(start + chunk_size, n))
-        block = x[sl]
-        if sparse.issparse(block):
-            block = block.toarray()
-        yield sl, np.asarray(block, dtype=dtype)
+        yield sl, to_dense(x[sl], dtype)
+
+
+def to_dense(block: Any, dtype: type = np.float32) -> np.ndarray:
+    """A dense numpy array of a slice of any storage (numpy, scipy sparse, dask, h5py)."""
+    if hasattr(block, "compute"):  # dask: the slice is lazy
+        block = block.compute()
+    if sparse.issparse(block):
+        block = block.toarray()
+    return np.asarray(block, dtype=dtype)

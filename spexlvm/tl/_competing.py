@@ -9,7 +9,15 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ._utils import frame_to_uns, get_annotation, get_loadings, get_results, get_scores, store
+from ._utils import (
+    fit_mask_key,
+    frame_to_uns,
+    get_annotation,
+    get_loadings,
+    get_results,
+    get_scores,
+    store,
+)
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -151,11 +159,7 @@ def _corr(x: np.ndarray, y: np.ndarray) -> float:
 
 def _nested_pairs(adata: AnnData, uns: dict, names: np.ndarray) -> set[tuple[str, str]]:
     """(subset, superset) name pairs resolved by pp.add_gene_sets, if it recorded them."""
-    params = uns.get("params", {})
-    mask_key = (
-        str(params.get("mask_key", "") or "spexlvm_mask") if isinstance(params, dict) else ""
-    )
-    info = adata.uns.get(mask_key or "spexlvm_mask", {})
+    info = adata.uns.get(fit_mask_key(uns), {})
     nested = info.get("nested", {}) if isinstance(info, dict) else {}
     if not isinstance(nested, dict) or "subset" not in nested:
         return set()

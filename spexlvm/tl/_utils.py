@@ -74,12 +74,17 @@ def get_loadings(adata: AnnData, key: str = "spexlvm", *, sd: bool = False) -> n
     return np.asarray(adata.varm[name], dtype=np.float64)
 
 
+def fit_mask_key(uns: dict[str, Any]) -> str:
+    """Key in ``varm`` / ``uns`` of the gene-set annotation a fit used (from its params)."""
+    params = uns.get("params", {})
+    mask_key = str(params.get("mask_key", "")) if isinstance(params, dict) else ""
+    return mask_key or "spexlvm_mask"
+
+
 def get_annotation(adata: AnnData, key: str = "spexlvm") -> tuple[np.ndarray, np.ndarray]:
     """The gene-set mask the fit used (genes x annotated factors) and the set names."""
     uns = get_results(adata, key)
-    params = uns.get("params", {})
-    mask_key = str(params.get("mask_key", "spexlvm_mask")) if isinstance(params, dict) else ""
-    mask_key = mask_key or "spexlvm_mask"
+    mask_key = fit_mask_key(uns)
     if mask_key not in adata.varm:
         raise KeyError(
             f"adata.varm[{mask_key!r}] (the gene-set annotation of the fit) not found: "
