@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, pl, pp, tl
+from . import _logging, datasets, pl, pp, tl
 from ._model import SpexLVM
 from ._module import AnalyticELBO, SpexLVMModule
 
@@ -14,7 +13,8 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+# log lines on stderr at scanpy's verbosity (see spexlvm._logging)
+_logging.install()
 
 __all__ = [
     "AnalyticELBO",

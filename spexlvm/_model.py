@@ -21,6 +21,7 @@ from scvi.utils import setup_anndata_dsp
 
 from ._constants import DENSE_PREFIX, KEYS, REGISTRY_KEYS, SPARSE_PREFIX
 from ._data import RowReader, SpexLVMDataModule
+from ._logging import sync_verbosity
 from ._module import SpexLVMModule
 from ._runtime import TrainingRun, is_rank_zero
 from ._trainingplan import LoadingsConvergence, SpexLVMTrainingPlan
@@ -268,6 +269,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         dense_slab: float = 1.0,
         noise_prior: tuple[float, float] = (1.0, 1.0),
     ):
+        sync_verbosity()
         pyro.clear_param_store()
         super().__init__(adata)
         if not 0.0 < prior_confidence < 1.0:
@@ -483,11 +485,14 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         lr
             Adam learning rate.
         early_stopping
-            Stop once the loadings have settled (see :class:`LoadingsConvergence`).
+            Stop once every factor has settled (see
+            :class:`~spexlvm._trainingplan.LoadingsConvergence`); a fit that reaches
+            ``max_epochs`` first warns.
         tol
-            Relative change of the (step-averaged) loadings across a window of epochs
-            (about 10 optimisation steps, at least one epoch) below which an epoch counts
-            as settled.
+            Largest relative change of any factor's (step-averaged) loadings, loading
+            standard deviations and relative scale across a window of epochs (about 10
+            optimisation steps, at least one epoch) below which an epoch counts as
+            settled.
         patience
             Settled epochs in a row before stopping.
         plan_kwargs
@@ -530,6 +535,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         epoch is measured on the first steps and logged (logger ``spexlvm``, level INFO)
         with the longest the fit can take; a progress bar shows the ELBO.
         """
+        sync_verbosity()
         if "devices" in trainer_kwargs:  # Lightning's name for `device`
             devices = trainer_kwargs.pop("devices")
             if device != "auto" and device != devices:
@@ -615,12 +621,17 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         self.convergence_ = convergence.history if convergence is not None else []
         self.converged_ = bool(convergence is not None and convergence.stopped_epoch is not None)
         if early_stopping and not self.converged_ and is_rank_zero():
-            logger.warning(
-                "Training reached max_epochs=%d before the loadings settled (last change %.2g "
-                "over %d epochs); consider more epochs.",
-                max_epochs,
-                convergence.history[-1] if convergence.history else float("nan"),
-                convergence.window,
+            slowest = getattr(convergence, "slowest", None) or []
+            which = f" (most: {self.factor_names[slowest[-1]]!r})" if slowest else ""
+            warnings.warn(
+                f"Training reached max_epochs={max_epochs} before every factor settled: the "
+                f"factors still moved by up to "
+                f"{100 * (convergence.history[-1] if convergence.history else float('nan')):.2g}"
+                f"% over the last {convergence.window} epoch(s){which}, above tol={tol}. The "
+                "results may still change: train longer (`max_epochs=`, e.g. twice as many) "
+                "or, to accept the fit as it is, pass a larger `tol=`.",
+                UserWarning,
+                stacklevel=2,
             )
         self._orient_factors()
 

@@ -128,24 +128,38 @@ class SpexLVMTrainingPlan(LowLevelPyroTrainingPlan):
 
 
 class LoadingsConvergence(StatefulCallback, Callback):
-    """Stop training when the loadings have settled.
+    """Stop training when every factor has settled.
 
-    The rule follows the answer (the loadings, hence the active genes and the factor
-    scores), not the ELBO, which keeps creeping for 5-10x longer as the horseshoe scales
-    drift after the loadings stopped moving. After every optimisation step an exponential
-    moving average of the loading means is updated (weight ``1 - smoothing`` on the new
-    step), which removes the step-to-step jitter of Adam and of the minibatch gradients
-    without hiding a drift. After every epoch the average is compared with the one
-    ``window`` epochs earlier: ``||A_t - A_{t-window}||_F / ||A_t||_F``. Training stops
-    once this relative change stayed below ``tol`` for ``patience`` consecutive epochs
-    (and at least ``min_epochs`` have run). Its state (moving average, snapshots, history,
+    The rule follows what the tools read (each factor's loadings, their posterior
+    standard deviations and the factor's scale relative to the other factors), not the
+    ELBO, which keeps creeping for 5-10x longer as the horseshoe scales drift after the
+    answer stopped moving. After every optimisation step an exponential moving average of
+    the loading means and standard deviations and of the log factor scales is updated
+    (weight ``1 - smoothing`` on the new step), which removes the step-to-step jitter of
+    Adam and of the minibatch gradients without hiding a drift. After every epoch the
+    average is compared, **factor by factor**, with the one ``window`` epochs earlier:
+
+    * loadings: ``||ΔA_k|| / max(||M_k||, floor * max_j ||M_j||)``, where ``A_k`` stacks
+      factor k's loading means and standard deviations and ``M_k`` its means, so a small
+      factor that still moves counts as much as a large one, while a factor the data
+      switched off (loadings below ``floor`` of the largest factor's) counts on the
+      scale of the fit rather than on its own vanishing one;
+    * scale: the change of the factor's scale relative to the largest scale among factors
+      with the same kind of prior (horseshoe or dense), the quantity
+      :func:`spexlvm.tl.active_factors` reads.
+
+    An epoch counts as settled when the largest of these changes over all factors is below
+    ``tol``; training stops once ``patience`` consecutive epochs settled (and at least
+    ``min_epochs`` have run). ``history`` records the largest change per epoch and
+    ``slowest`` the factor it came from. The state (moving averages, snapshots, history,
     settled epochs) goes into checkpoints, so that a resumed fit stops where the
     uninterrupted one would have.
 
     Parameters
     ----------
     tol
-        Relative change across the window below which an epoch counts as settled.
+        Largest per-factor relative change across the window for an epoch to count as
+        settled.
     window
         Number of epochs between the compared averages (the model's ``train`` picks about
         10 optimisation steps).
@@ -155,6 +169,9 @@ class LoadingsConvergence(StatefulCallback, Callback):
         Never stop before this many epochs.
     smoothing
         Weight of the old average in the per-step moving average.
+    floor
+        Size, relative to the largest factor, below which a factor's change is measured
+        against the largest factor's size instead of its own.
     """
 
     def __init__(
@@ -164,6 +181,7 @@ class LoadingsConvergence(StatefulCallback, Callback):
         patience: int = 3,
         min_epochs: int = 10,
         smoothing: float = 0.8,
+        floor: float = 0.1,
     ):
         super().__init__()
         if not 0.0 <= smoothing < 1.0:
@@ -173,41 +191,76 @@ class LoadingsConvergence(StatefulCallback, Callback):
         self.patience = patience
         self.min_epochs = min_epochs
         self.smoothing = float(smoothing)
+        self.floor = float(floor)
         self._average: torch.Tensor | None = None
+        self._log_scale: torch.Tensor | None = None
         self._snapshots: deque[torch.Tensor] = deque(maxlen=self.window + 1)
+        self._scale_snapshots: deque[torch.Tensor] = deque(maxlen=self.window + 1)
         self._settled = 0
         self.history: list[float] = []
+        self.slowest: list[int] = []
         self.stopped_epoch: int | None = None
 
+    @staticmethod
+    def _state(module) -> tuple[torch.Tensor, torch.Tensor]:
+        w = module.w_loc.detach()
+        sd = module._sd(module.w_log_sd.detach())
+        return torch.stack([w, sd]), module.phi_loc.detach().clone()
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        """Update the moving average of the loadings."""
-        w = pl_module.module.w_loc.detach()
-        if self._average is None or self._average.shape != w.shape:
-            self._average = w.clone()
+        """Update the moving averages."""
+        state, log_scale = self._state(pl_module.module)
+        if self._average is None or self._average.shape != state.shape:
+            self._average, self._log_scale = state.clone(), log_scale
         else:
-            self._average.mul_(self.smoothing).add_(w, alpha=1.0 - self.smoothing)
+            self._average.mul_(self.smoothing).add_(state, alpha=1.0 - self.smoothing)
+            self._log_scale.mul_(self.smoothing).add_(log_scale, alpha=1.0 - self.smoothing)
+
+    @staticmethod
+    def _relative_scale(log_scale: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """Each factor's scale over the largest one with the same kind of prior."""
+        out = torch.empty_like(log_scale)
+        for kind in (dense, ~dense):
+            if bool(kind.any()):
+                out[kind] = torch.exp(log_scale[kind] - log_scale[kind].max())
+        return out
+
+    def factor_changes(self, module) -> torch.Tensor | None:
+        """Per-factor change across the window (``None`` until a window has passed)."""
+        if len(self._snapshots) <= self.window:
+            return None
+        current, previous = self._snapshots[-1], self._snapshots[0]
+        size = torch.linalg.norm(current[0], dim=0)
+        denominator = torch.clamp(size, min=self.floor * float(size.max().clamp_min(1e-12)))
+        loadings = torch.linalg.norm((current - previous).flatten(0, 1), dim=0) / denominator
+        dense = module.dense.to(current.device)
+        scale = (
+            self._relative_scale(self._scale_snapshots[-1], dense)
+            - self._relative_scale(self._scale_snapshots[0], dense)
+        ).abs()
+        return torch.maximum(loadings, scale)
 
     def on_train_epoch_end(self, trainer, pl_module):
-        """Measure the change of the averaged loadings and stop when settled."""
+        """Measure every factor's change and stop when all have settled."""
         if self._average is None:
             return
-        current = self._average.clone()
-        self._snapshots.append(current)
-        if len(self._snapshots) <= self.window:
+        self._snapshots.append(self._average.clone())
+        self._scale_snapshots.append(self._log_scale.clone())
+        changes = self.factor_changes(pl_module.module)
+        if changes is None:
             return
-        previous = self._snapshots[0]
-        change = float(
-            torch.linalg.norm(current - previous) / torch.linalg.norm(current).clamp_min(1e-12)
-        )
+        slowest = int(torch.argmax(changes))
+        change = float(changes[slowest])
         self.history.append(change)
+        self.slowest.append(slowest)
         pl_module.log("loadings_change", change, prog_bar=True)
         self._settled = self._settled + 1 if change < self.tol else 0
         epoch = trainer.current_epoch + 1
         if self._settled >= self.patience and epoch >= self.min_epochs:
             self.stopped_epoch = epoch
             logger.info(
-                "Loadings settled after %d epochs (they moved %.2g%% in the last %d epochs); "
-                "stopping.",
+                "Every factor settled after %d epochs (the one that moved most changed "
+                "%.2g%% in the last %d epochs); stopping.",
                 epoch,
                 100 * change,
                 self.window,

@@ -214,7 +214,14 @@ def _drive(rule, steps_per_epoch, loadings, start=0):
     """Feed loadings to the rule as if they were optimisation steps ``start, start + 1, ...``."""
     from types import SimpleNamespace
 
-    module = SimpleNamespace(w_loc=None)
+    k = loadings[0].shape[1]
+    module = SimpleNamespace(
+        w_loc=None,
+        w_log_sd=torch.full_like(loadings[0], -3.0),
+        phi_loc=torch.zeros(k),
+        dense=torch.zeros(k, dtype=torch.bool),
+        _sd=torch.exp,
+    )
     plan = SimpleNamespace(module=module, log=lambda *a, **k: None)
     trainer = SimpleNamespace(current_epoch=start // steps_per_epoch, should_stop=False)
     for step, w in enumerate(loadings, start=start):
@@ -246,6 +253,31 @@ def test_convergence_rule_ignores_jitter_but_not_drift():
     assert _drive(LoadingsConvergence(tol=0.02, window=5), 2, drift) is None
     with pytest.raises(ValueError, match="smoothing"):
         LoadingsConvergence(smoothing=1.0)
+
+
+def test_convergence_rule_waits_for_a_small_factor_that_still_moves():
+    from spexlvm._trainingplan import LoadingsConvergence
+
+    gen = torch.Generator().manual_seed(2)
+    base = torch.randn(200, 5, generator=gen)
+    base[:, 4] *= 0.2  # a small factor: 4% of the largest one's variance
+    drifting = []
+    for t in range(400):
+        w = base.clone()
+        w[:, 4] = base[:, 4] * (1.0 + 0.01 * t)  # grows 1% of its size per step
+        drifting.append(w)
+    # over all factors the drift is < 1% per window: a global rule would stop
+    total = torch.linalg.norm(drifting[10] - drifting[0]) / torch.linalg.norm(drifting[10])
+    assert total < 0.02
+    assert _drive(LoadingsConvergence(tol=0.02, window=5), 2, drifting) is None
+    # a factor far below the floor (0.1% of the largest's size) moving counts on the fit's
+    # scale: it does not hold up the stop
+    tiny = base.clone()
+    tiny[:, 4] *= 0.005
+    noisy = [tiny.clone() for _ in range(400)]
+    for t, w in enumerate(noisy):
+        w[:, 4] = tiny[:, 4] * (1.0 + 0.01 * t)
+    assert _drive(LoadingsConvergence(tol=0.02, window=5), 2, noisy) is not None
 
 
 def test_convergence_rule_state_round_trip():

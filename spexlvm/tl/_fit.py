@@ -9,6 +9,7 @@ import numpy as np
 import scvi
 
 from .._constants import KEYS
+from .._logging import sync_verbosity
 from .._model import SpexLVM, quiet_lightning
 from ..pp._gene_sets import NESTED, add_gene_sets
 
@@ -41,6 +42,7 @@ def fit(
     key_added: str = KEYS.UNS,
     copy: bool = False,
     model_kwargs: dict[str, Any] | None = None,
+    progress_bar: bool = True,
     **train_kwargs,
 ) -> SpexLVM:
     """Fit spex-LVM to log-normalised expression and write the factors into ``adata``.
@@ -96,6 +98,11 @@ def fit(
         (like scanpy's functions do; the view's parent is left untouched).
     model_kwargs
         Further keyword arguments of :class:`~spexlvm.SpexLVM`.
+    progress_bar
+        Show a progress bar (epochs, the ELBO, the change of the loadings and the time
+        left), as scvi-tools does. ``enable_progress_bar=`` (Lightning's name) is
+        accepted too. Log lines follow :attr:`scanpy.settings.verbosity` (set it to
+        ``"info"`` to see what the fit does step by step).
     **train_kwargs
         Further keyword arguments of :meth:`SpexLVM.train` (``lr``, ``early_stopping``,
         ``checkpoint_dir``, ``strategy``, ``devices``, ...).
@@ -116,6 +123,7 @@ def fit(
     >>> adata.obsm["X_spexlvm"].shape
     (700, 49)
     """
+    sync_verbosity()
     if copy:
         if adata.isbacked:
             raise ValueError(
@@ -147,7 +155,7 @@ def fit(
         prior_confidence=prior_confidence,
         **(model_kwargs or {}),
     )
-    train_kwargs.setdefault("enable_progress_bar", logger.getEffectiveLevel() <= logging.INFO)
+    train_kwargs.setdefault("enable_progress_bar", progress_bar)
     model.train(
         max_epochs=max_epochs, batch_size=batch_size, accelerator=accelerator, **train_kwargs
     )
@@ -178,8 +186,10 @@ def write_results(
         ``uns[key_added]``: ``factor_names`` (str array), ``r2`` (float array, per factor),
         ``r2_total``, ``n_annotated``, ``n_sparse``, ``n_dense``, ``factor_scale``
         (posterior median of each factor's scale; near zero = pruned), ``gene_mean`` and
-        ``data_scale`` (the centring and scaling of the input), ``params`` (settings) and
-        ``history`` (ELBO per epoch). Everything survives ``write_h5ad``.
+        ``data_scale`` (the centring and scaling of the input), ``converged`` (whether
+        the stopping rule fired before ``max_epochs``), ``params`` (settings) and
+        ``history`` (ELBO per epoch, ``elbo_train``, and the largest per-factor change
+        that the stopping rule measured, ``loadings_change``). Everything survives ``write_h5ad``.
     extra_params
         Further entries of ``params`` (str, int, float or bool values).
     """
@@ -215,8 +225,10 @@ def write_results(
         "factor_scale": scales["median"].to_numpy(dtype=np.float64),
         "gene_mean": model.module.gene_mean.detach().cpu().numpy().astype(np.float64),
         "data_scale": float(model.module.data_scale),
+        "converged": bool(getattr(model, "converged_", False)),
         "params": params,
         "history": {
+            "loadings_change": np.asarray(getattr(model, "convergence_", []) or [], dtype=float),
             "elbo_train": np.asarray(elbo, dtype=np.float64).ravel()
             if elbo is not None
             else np.zeros(0)
