@@ -54,7 +54,7 @@ class PassiveConvergence(LoadingsConvergence):
         self.would_stop: int | None = None
         self.snapshot: dict | None = None
 
-    def on_train_epoch_end(self, trainer, pl_module):  # noqa: D102
+    def on_train_epoch_end(self, trainer, pl_module):
         super().on_train_epoch_end(trainer, pl_module)
         if trainer.should_stop and self.would_stop is None:
             self.would_stop = trainer.current_epoch + 1
@@ -107,9 +107,7 @@ def outputs(model, adata, case: str, label: str) -> dict:
 def compare(a: dict, b: dict) -> dict:
     """Differences of the outputs at the stop (a) and at the end (b)."""
     active = a["active"] & b["active"]
-    r = [
-        np.corrcoef(a["scores"][:, k], b["scores"][:, k])[0, 1] for k in np.flatnonzero(active)
-    ]
+    r = [np.corrcoef(a["scores"][:, k], b["scores"][:, k])[0, 1] for k in np.flatnonzero(active)]
     jac = []
     for k in np.flatnonzero(active):
         ta = set(np.argsort(-np.abs(a["loadings"][:, k]))[:20])
