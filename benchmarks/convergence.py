@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 import scanpy as sc
+import torch
 from _common import machine, quiet
 from sklearn.metrics import roc_auc_score
 
@@ -60,6 +61,17 @@ class PassiveConvergence(LoadingsConvergence):
             self.would_stop = trainer.current_epoch + 1
             self.snapshot = copy.deepcopy(pl_module.module.state_dict())
         trainer.should_stop = False
+
+
+class PassiveGlobalRule(PassiveConvergence):
+    """The 0.1 rule: one relative change of all loading means together."""
+
+    def factor_changes(self, module):
+        if len(self._snapshots) <= self.window:
+            return None
+        current, previous = self._snapshots[-1][0], self._snapshots[0][0]
+        change = torch.linalg.norm(current - previous) / torch.linalg.norm(current)
+        return change.reshape(1)
 
 
 def load(case: str):
@@ -152,17 +164,26 @@ def main() -> None:
         scvi.settings.seed = args.seed
         model = spexlvm.SpexLVM(adata, **kwargs)
         probe = PassiveConvergence(window=10, min_epochs=10 + 50)
+        old = PassiveGlobalRule(window=10, min_epochs=10 + 50)
         start = time.perf_counter()
         model.train(
             max_epochs=args.epochs,
             early_stopping=False,
             enable_progress_bar=False,
-            callbacks=[probe],
+            callbacks=[probe, old],
         )
         wall = time.perf_counter() - start
         end = outputs(model, adata, case, label)
         line = {"case": case, "epochs": args.epochs, "wall_s": round(wall, 1)}
         line["would_stop"] = probe.would_stop
+        line["old_rule_would_stop"] = old.would_stop
+        if old.snapshot is not None:
+            final = copy.deepcopy(model.module.state_dict())
+            model.module.load_state_dict(old.snapshot)
+            model._orient_factors()
+            at_old = outputs(model, adata, case, label)
+            model.module.load_state_dict(final)
+            line["old_rule"] = compare(at_old, end)
         if probe.snapshot is not None:
             final = copy.deepcopy(model.module.state_dict())
             model.module.load_state_dict(probe.snapshot)

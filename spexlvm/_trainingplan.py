@@ -144,16 +144,18 @@ class LoadingsConvergence(StatefulCallback, Callback):
       factor that still moves counts as much as a large one, while a factor the data
       switched off (loadings below ``floor`` of the largest factor's) counts on the
       scale of the fit rather than on its own vanishing one;
-    * scale: the change of the factor's scale relative to the largest scale among factors
-      with the same kind of prior (horseshoe or dense), the quantity
-      :func:`spexlvm.tl.active_factors` reads.
+    * scale: the relative change of the factor's scale as a fraction of the largest scale
+      among factors with the same kind of prior (horseshoe or dense), the quantity
+      :func:`spexlvm.tl.active_factors` reads, against ``scale_tol``: horseshoe scales
+      keep drifting slowly long after the loadings stopped moving (the ELBO's creep), so
+      they get a tolerance of their own.
 
-    An epoch counts as settled when the largest of these changes over all factors is below
-    ``tol``; training stops once ``patience`` consecutive epochs settled (and at least
-    ``min_epochs`` have run). ``history`` records the largest change per epoch and
-    ``slowest`` the factor it came from. The state (moving averages, snapshots, history,
-    settled epochs) goes into checkpoints, so that a resumed fit stops where the
-    uninterrupted one would have.
+    An epoch counts as settled when, for every factor, the loadings' change is below
+    ``tol`` and the scale's change below ``scale_tol``; training stops once ``patience``
+    consecutive epochs settled (and at least ``min_epochs`` have run). ``history`` records
+    the largest change per epoch and ``slowest`` the factor it came from. The state
+    (moving averages, snapshots, history, settled epochs) goes into checkpoints, so that a
+    resumed fit stops where the uninterrupted one would have.
 
     Parameters
     ----------
@@ -171,7 +173,11 @@ class LoadingsConvergence(StatefulCallback, Callback):
         Weight of the old average in the per-step moving average.
     floor
         Size, relative to the largest factor, below which a factor's change is measured
-        against the largest factor's size instead of its own.
+        against ``floor`` times the largest factor's size instead of its own (0.1: a
+        factor with less than 1% of the largest one's variance).
+    scale_tol
+        Largest relative change of a factor's relative scale across the window; ``None``:
+        ``2.5 * tol``.
     """
 
     def __init__(
@@ -182,6 +188,7 @@ class LoadingsConvergence(StatefulCallback, Callback):
         min_epochs: int = 10,
         smoothing: float = 0.8,
         floor: float = 0.1,
+        scale_tol: float | None = None,
     ):
         super().__init__()
         if not 0.0 <= smoothing < 1.0:
@@ -192,6 +199,7 @@ class LoadingsConvergence(StatefulCallback, Callback):
         self.min_epochs = min_epochs
         self.smoothing = float(smoothing)
         self.floor = float(floor)
+        self.scale_tol = 2.5 * tol if scale_tol is None else float(scale_tol)
         self._average: torch.Tensor | None = None
         self._log_scale: torch.Tensor | None = None
         self._snapshots: deque[torch.Tensor] = deque(maxlen=self.window + 1)
@@ -226,7 +234,11 @@ class LoadingsConvergence(StatefulCallback, Callback):
         return out
 
     def factor_changes(self, module) -> torch.Tensor | None:
-        """Per-factor change across the window (``None`` until a window has passed)."""
+        """Per-factor change across the window (``None`` until a window has passed).
+
+        The larger of the loadings' change and the scale's change times
+        ``tol / scale_tol``, so that one threshold, ``tol``, decides for both.
+        """
         if len(self._snapshots) <= self.window:
             return None
         current, previous = self._snapshots[-1], self._snapshots[0]
@@ -234,11 +246,11 @@ class LoadingsConvergence(StatefulCallback, Callback):
         denominator = torch.clamp(size, min=self.floor * float(size.max().clamp_min(1e-12)))
         loadings = torch.linalg.norm((current - previous).flatten(0, 1), dim=0) / denominator
         dense = module.dense.to(current.device)
-        scale = (
-            self._relative_scale(self._scale_snapshots[-1], dense)
-            - self._relative_scale(self._scale_snapshots[0], dense)
-        ).abs()
-        return torch.maximum(loadings, scale)
+        now = self._relative_scale(self._scale_snapshots[-1], dense)
+        before = self._relative_scale(self._scale_snapshots[0], dense)
+        # relative change of the relative scale, on the loadings' tolerance scale
+        scale = (now - before).abs() / torch.maximum(now, before).clamp_min(1e-12)
+        return torch.maximum(loadings, scale * (self.tol / self.scale_tol))
 
     def on_train_epoch_end(self, trainer, pl_module):
         """Measure every factor's change and stop when all have settled."""
