@@ -248,8 +248,9 @@ class LoadingsConvergence(StatefulCallback, Callback):
         dense = module.dense.to(current.device)
         now = self._relative_scale(self._scale_snapshots[-1], dense)
         before = self._relative_scale(self._scale_snapshots[0], dense)
-        # relative change of the relative scale, on the loadings' tolerance scale
-        scale = (now - before).abs() / torch.maximum(now, before).clamp_min(1e-12)
+        # relative change of the relative scale (below `floor`: on the floor's scale), on
+        # the loadings' tolerance scale
+        scale = (now - before).abs() / torch.maximum(now, before).clamp_min(self.floor)
         return torch.maximum(loadings, scale * (self.tol / self.scale_tol))
 
     def on_train_epoch_end(self, trainer, pl_module):
