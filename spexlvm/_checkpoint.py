@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 
+from ._utils import atomic_write
+
 if TYPE_CHECKING:
     from ._model import SpexLVM
 
@@ -294,9 +296,8 @@ def _epochs_done(trainer, finished: bool) -> int:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, default=str))
 
 
 def _package_version() -> str:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,3 +34,65 @@ def to_dense(block: Any, dtype: type = np.float32) -> np.ndarray:
     if sparse.issparse(block):
         block = block.toarray()
     return np.asarray(block, dtype=dtype)
+
+
+#: Name parts of the temporary files of :func:`atomic_write`: hidden, never the
+#: target's own suffix (a ``*.h5ad`` glob or a figure viewer never picks one up).
+TMP_PREFIX, TMP_SUFFIX = ".", ".spexlvm-tmp"
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Write a file all at once or not at all: the one writer of every file spexlvm writes.
+
+    Yields a temporary path in the target's folder (``.NAME.XXXXXXXX.spexlvm-tmp``,
+    hidden) to write to; when the block ends without an error the file is flushed to disk
+    and renamed onto ``path`` with :func:`os.replace` (atomic on POSIX and Windows). Until
+    then ``path`` keeps its previous content: a process killed while writing (SIGKILL,
+    power loss) leaves the old file intact and at most a hidden temporary file; an error
+    in the block removes the temporary file. A symbolic link at ``path`` is followed (its
+    target is replaced, the link stays). The new file gets the old file's permissions, or
+    the usual ones (``0o666`` less the umask) when there was none.
+
+    Writers that choose a format from the file name (matplotlib's ``savefig``) must be
+    given the format explicitly: the temporary name ends in ``.spexlvm-tmp``.
+
+    Examples
+    --------
+    >>> with atomic_write("out.h5ad") as tmp:  # doctest: +SKIP
+    ...     adata.write_h5ad(tmp)
+    """
+    target = Path(os.path.realpath(os.fspath(path)))
+    if target.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; give a file name.")
+    fd, name = tempfile.mkstemp(
+        prefix=f"{TMP_PREFIX}{target.name}.", suffix=TMP_SUFFIX, dir=target.parent
+    )
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        try:
+            mode = target.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
+        with open(tmp, "r+b") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_h5ad(adata: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:
+    """``adata.write_h5ad(path, **kwargs)`` through :func:`atomic_write` (all or nothing)."""
+    with atomic_write(path) as tmp:
+        adata.write_h5ad(tmp, **kwargs)

@@ -124,7 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
             "Optional when IN.h5ad already holds varm['spexlvm_mask']."
         ),
     )
-    fit.add_argument("--out", "-o", metavar="OUT.h5ad", required=True, help="Output file.")
+    fit.add_argument(
+        "--out",
+        "-o",
+        metavar="OUT.h5ad",
+        required=True,
+        help=(
+            "Output file, written to a temporary file and renamed into place (a killed run "
+            "leaves the previous file intact); may be IN.h5ad itself, except with --backed."
+        ),
+    )
     fit.add_argument("--layer", help="Layer to fit instead of X.")
     fit.add_argument("--n-sparse", type=int, default=0, help="Unannotated sparse factors.")
     fit.add_argument("--n-dense", type=int, default=0, help="Unannotated dense factors.")
@@ -313,6 +322,14 @@ def _writable(path: str | os.PathLike[str], what: str) -> Path:
     return p
 
 
+def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file (relative paths, symbolic and hard links)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
 def _gene_sets_arg(value: str) -> Any:
     """Resolve ``--gene-sets``: a GMT path, or the name of a bundled collection."""
     import spexlvm
@@ -359,12 +376,13 @@ def _save_bar_chart(adata: AnnData, path: Path, n_top: int = 20) -> None:
     """Variance-explained figure without pyplot (no GUI backend needed)."""
     from matplotlib.figure import Figure
 
+    from .pl._utils import save_figure
     from .pl._variance_explained import _figsize, variance_explained
 
     n = min(n_top, len(adata.uns["spexlvm"]["factor_names"]))
     fig = Figure(figsize=_figsize(n), layout="constrained")
     variance_explained(adata, n_top=n_top, ax=fig.subplots(), show=False)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -375,12 +393,18 @@ def _save_bar_chart(adata: AnnData, path: Path, n_top: int = 20) -> None:
 def _cmd_fit(args: argparse.Namespace) -> int:
     out = _writable(args.out, "Output")
     figure = _writable(args.figure, "Figure") if args.figure else None
+    if args.backed and Path(args.input).is_file() and _same_file(out, args.input):
+        # X would be read from the file that the output replaces
+        raise CLIError(
+            f"--out {args.out} is the input file (or a link to it); with --backed X is read "
+            "from the input while the output is written, so write to another file "
+            "(or drop --backed to rewrite the input in place)."
+        )
     adata = _read_h5ad(args.input, backed=args.backed)
-    if args.backed and out.resolve() == Path(args.input).resolve():
-        raise CLIError("With --backed, --out must differ from the input file.")
 
     import spexlvm
     from spexlvm._constants import KEYS
+    from spexlvm._utils import write_h5ad
 
     if args.gene_sets is not None:
         sets = _gene_sets_arg(args.gene_sets)
@@ -425,7 +449,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     logger.info("Fitted in %.1f s.", time.perf_counter() - start)
     _log_top_factors(adata)
 
-    adata.write_h5ad(out)
+    write_h5ad(adata, out)
     logger.info("Wrote %s.", out)
     if args.save_model:
         model.save(args.save_model, overwrite=True)
@@ -481,7 +505,9 @@ def run_demo(
 
     import spexlvm
     from spexlvm._constants import KEYS
+    from spexlvm._utils import atomic_write, write_h5ad
     from spexlvm.pl import short_name
+    from spexlvm.pl._utils import save_figure
 
     outdir = Path(out)
     try:
@@ -581,7 +607,7 @@ def run_demo(
     files = [outdir / f for f in DEMO_FILES]
     h5ad, bars, scatter_png, tsv = files
     adata.uns[KEYS.UNS]["params"]["demo"] = "quick" if quick else "full"
-    adata.write_h5ad(h5ad)
+    write_h5ad(adata, h5ad)
     _save_bar_chart(adata, bars)
     fig = Figure(figsize=(7.6, 4.8), layout="constrained")
     spexlvm.pl.scatter(
@@ -592,8 +618,9 @@ def run_demo(
         ax=fig.subplots(),
         show=False,
     )
-    fig.savefig(scatter_png, dpi=150, bbox_inches="tight")
-    summary.to_csv(tsv, sep="\t", index=False, na_rep="")
+    save_figure(fig, scatter_png)
+    with atomic_write(tsv) as tmp:
+        summary.to_csv(tmp, sep="\t", index=False, na_rep="")
     logger.info("Wrote %s.", ", ".join(str(f) for f in files))
 
     _log_top_factors(adata)

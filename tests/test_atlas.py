@@ -13,6 +13,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pytest
+from _compare import assert_close_to_scale
 from scipy import sparse
 
 import spexlvm
@@ -270,11 +271,17 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path):
     resumed.train(**child.TRAIN, checkpoint_dir=ckpt, checkpoint_interval=0)
     _, full = child.fit_in_process()
     w_resumed, w_full = resumed.get_loadings().to_numpy(), full.get_loadings().to_numpy()
-    np.testing.assert_allclose(w_resumed, w_full, atol=1e-5)
-    assert child.f1(adata, w_resumed) == pytest.approx(child.f1(adata, w_full))
+    # the first 12 epochs ran in another process (other thread pool): float32 sums differ
+    # in the last bits, so the loadings agree to a fraction of their scale, not bitwise
+    # (issue 13: 1.6e-5 apart, relative 3.5e-6, with OMP_NUM_THREADS=2 in the parent)
+    assert_close_to_scale(w_resumed, w_full, rel=1e-4, what="resumed vs uninterrupted loadings")
+    assert child.f1(adata, w_resumed) == child.f1(adata, w_full)
     # the history covers every epoch, the convergence rule continued where it was
     assert len(resumed.history_["elbo_train"]) == len(full.history_["elbo_train"])
-    assert resumed.convergence_ == pytest.approx(full.convergence_, rel=1e-4, abs=1e-6)
+    assert len(resumed.convergence_) == len(full.convergence_)
+    assert_close_to_scale(
+        resumed.convergence_, full.convergence_, rel=1e-3, what="convergence record"
+    )
     info = json.loads((ckpt / "spexlvm_checkpoint.json").read_text())
     assert info["finished"]
 
@@ -334,8 +341,9 @@ def test_ddp_two_processes_match_one(tmp_path):
     w_single = single.get_loadings().to_numpy()
     assert child.f1(adata, w_ddp) == pytest.approx(child.f1(adata, w_single), abs=0.01)
     assert child.f1(adata, w_ddp) > 0.9
-    # each process computed half of every step: the same steps as one process
-    np.testing.assert_allclose(w_ddp, w_single, atol=5e-3)
+    # each process computed half of every step: the same steps as one process (other
+    # reduction order: equal to a fraction of the loadings' scale)
+    assert_close_to_scale(w_ddp, w_single, rel=1e-3, what="DDP vs one-process loadings")
 
 
 def test_ddp_notebook_in_this_process():
@@ -346,6 +354,9 @@ def test_ddp_notebook_in_this_process():
     forked.train(**child.TRAIN, strategy="ddp_notebook", devices=2, accelerator="cpu")
     _, single = child.fit_in_process()
     w_forked, w_single = forked.get_loadings().to_numpy(), single.get_loadings().to_numpy()
-    np.testing.assert_allclose(w_forked, w_single, atol=5e-3)
+    assert_close_to_scale(w_forked, w_single, rel=1e-3, what="forked vs one-process loadings")
     assert len(forked.history_["elbo_train"]) == len(single.history_["elbo_train"])
-    assert forked.convergence_ == pytest.approx(single.convergence_, abs=1e-3)
+    assert len(forked.convergence_) == len(single.convergence_)
+    assert_close_to_scale(
+        forked.convergence_, single.convergence_, rel=1e-3, what="convergence record"
+    )

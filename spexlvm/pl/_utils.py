@@ -268,7 +268,7 @@ def save_or_show(
         show = bool(sc.settings.autoshow) and path is None
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=150, bbox_inches="tight")
+        save_figure(fig, path)
         logger.info("Saved figure to %s.", path)
     if show:
         plt.show()
@@ -276,6 +276,19 @@ def save_or_show(
     if path is not None and close:
         plt.close(fig)
     return ax
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:
+    """``fig.savefig`` (dpi 150, tight) through :func:`spexlvm._utils.atomic_write`.
+
+    The format comes from the file name's suffix (PNG when it has none).
+    """
+    from .._utils import atomic_write
+
+    fmt = Path(os.fspath(path)).suffix.lstrip(".").lower() or "png"
+    kwargs = {"dpi": 150, "bbox_inches": "tight", **kwargs}
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format=fmt, **kwargs)
 
 
 # ---------------------------------------------------------------- loadings, mask, changes

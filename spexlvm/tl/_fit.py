@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import pandas as pd
 import scvi
 
 from .._constants import KEYS
@@ -178,7 +180,13 @@ def write_results(
         A trained :class:`~spexlvm.SpexLVM`.
     adata
         AnnData with the model's genes; defaults to the training data. Its cells are
-        projected when they are not the training cells.
+        projected when they are not the training cells (:func:`spexlvm.tl.project` writes
+        through this function): ``r2`` is then measured on these cells,
+        ``params["projected"]`` is ``True``, the settings of the fit (``seed``, ...) are
+        copied from the training data's ``uns[key_added]["params"]``, and the model's
+        gene-set annotation (``varm[mask_key]``, ``varm[mask_key + "_prior"]``,
+        ``uns[mask_key]``) is copied in, so that every :mod:`spexlvm.tl` and
+        :mod:`spexlvm.pl` function reads the new cells as it reads the training cells.
     key_added
         Writes ``obsm[f"X_{key_added}"]`` (float32, cells x factors),
         ``varm[f"{key_added}_loadings"]`` (float32, genes x factors, posterior means),
@@ -187,16 +195,30 @@ def write_results(
         ``r2_total``, ``n_annotated``, ``n_sparse``, ``n_dense``, ``factor_scale``
         (posterior median of each factor's scale; near zero = pruned), ``gene_mean`` and
         ``data_scale`` (the centring and scaling of the input), ``converged`` (whether
-        the stopping rule fired before ``max_epochs``), ``params`` (settings) and
-        ``history`` (ELBO per epoch, ``elbo_train``, and the largest per-factor change
-        that the stopping rule measured, ``loadings_change``). Everything survives ``write_h5ad``.
+        the stopping rule fired before ``max_epochs``), ``params`` (settings,
+        ``projected``: whether the cells were projected) and ``history`` (ELBO per epoch
+        of the fit, ``elbo_train``, and the largest per-factor change that the stopping
+        rule measured, ``loadings_change``). Everything survives ``write_h5ad``.
     extra_params
         Further entries of ``params`` (str, int, float or bool values).
     """
+    _write_results(model, adata, key_added=key_added, extra_params=extra_params)
+
+
+def _write_results(
+    model: SpexLVM,
+    adata: AnnData | None = None,
+    *,
+    key_added: str = KEYS.UNS,
+    extra_params: dict[str, Any] | None = None,
+    batch_size: int | None = None,
+) -> pd.DataFrame:
+    """:func:`write_results` (the one writer of fits and projections); returns the scores."""
     adata = model.adata if adata is None else adata
-    factors = model.get_factors(adata)
+    projected = adata is not model.adata
+    factors = model.get_factors(adata, batch_size=batch_size)
     loadings = model.get_loadings()
-    r2 = model.get_r2(adata)
+    r2 = model.get_r2(adata, batch_size=batch_size)
     adata.obsm[f"X_{key_added}"] = factors.to_numpy(dtype=np.float32)
     adata.varm[f"{key_added}_loadings"] = loadings.to_numpy(dtype=np.float32)
     adata.varm[f"{key_added}_loadings_sd"] = model.get_loadings_sd().to_numpy(dtype=np.float32)
@@ -214,6 +236,14 @@ def write_results(
         "converged": bool(getattr(model, "converged_", False)),
         "spexlvm_version": _version(),
     }
+    params["projected"] = projected
+    if projected:
+        # the settings of the fit that only the training data knows (seed, ...)
+        trained = model.adata.uns.get(key_added)
+        fitted = trained.get("params") if isinstance(trained, dict) else None
+        if isinstance(fitted, dict):
+            params = {**fitted, **params}
+        _copy_annotation(model, adata, setup["mask_key"])
     params.update(extra_params or {})
     adata.uns[key_added] = {
         "factor_names": np.asarray(model.factor_names, dtype=str),
@@ -242,6 +272,17 @@ def write_results(
         len(model.factor_names),
         r2.attrs["total"],
     )
+    return factors
+
+
+def _copy_annotation(model: SpexLVM, adata: AnnData, mask_key: str) -> None:
+    """The model's gene-set annotation into ``adata`` (same genes, same order)."""
+    source = model.adata
+    for name in (mask_key, f"{mask_key}_prior"):
+        if name in source.varm:
+            adata.varm[name] = np.array(source.varm[name], copy=True)
+    if isinstance(source.uns.get(mask_key), dict):
+        adata.uns[mask_key] = copy.deepcopy(source.uns[mask_key])
 
 
 def _version() -> str:

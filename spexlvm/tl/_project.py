@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
+from ._fit import _write_results  # one writer for fitted and projected cells
 from ._utils import frame_to_uns
 
 if TYPE_CHECKING:
@@ -61,10 +61,14 @@ def project(
         Cells x genes with exactly the model's genes, in its order, and the same
         normalisation (and layer) as the training data.
     key
-        Writes ``adata_new.obsm[f"X_{key}"]`` (float32), ``adata_new.varm[f"{key}_loadings"]``
-        and ``adata_new.uns[key]`` (``factor_names``, ``gene_mean``, ``n_annotated``,
-        ``n_sparse``, ``n_dense``, ``params`` with the layer, ``project``), so that the
-        other tools (e.g. :func:`spexlvm.tl.auroc`) work on the new cells.
+        Writes what :func:`spexlvm.tl.write_results` writes for a fit (the same schema:
+        ``adata_new.obsm[f"X_{key}"]``, ``varm[f"{key}_loadings"]`` and ``_loadings_sd``,
+        ``uns[key]`` with ``r2`` measured on the new cells, ``factor_scale``,
+        ``gene_mean``, ``data_scale``, ``params`` with ``projected=True``, ``history``),
+        the model's gene-set annotation, and ``uns[key]["project"]`` (mean and sd of each
+        factor's scores, ``n_obs``), so that every :mod:`spexlvm.tl` and :mod:`spexlvm.pl`
+        function works on the new cells. An earlier ``uns[key]`` of ``adata_new`` is
+        replaced.
     batch_size
         Cells per minibatch.
 
@@ -78,29 +82,10 @@ def project(
         When the genes do not match the model's (the missing genes are named).
     """
     _check_genes(model, adata_new)
-    scores = model.get_factors(adata_new, batch_size=batch_size)
-    adata_new.obsm[f"X_{key}"] = scores.to_numpy(dtype=np.float32)
-    adata_new.varm[f"{key}_loadings"] = model.get_loadings().to_numpy(dtype=np.float32)
-    adata_new.varm[f"{key}_loadings_sd"] = model.get_loadings_sd().to_numpy(dtype=np.float32)
-    setup = model.adata_manager.registry["setup_args"]
-    uns = adata_new.uns.get(key)
-    if not isinstance(uns, dict):
-        uns = {}
-    uns.update(
-        factor_names=np.asarray(model.factor_names, dtype=str),
-        gene_mean=model.module.gene_mean.detach().cpu().numpy().astype(np.float64),
-        data_scale=float(model.module.data_scale),
-        n_annotated=len(model.gene_set_names_),
-        n_sparse=int(model.n_sparse),
-        n_dense=int(model.n_dense),
-        factor_scale=model.get_factor_scales()["median"].to_numpy(dtype=np.float64),
-    )
-    params = uns.get("params") if isinstance(uns.get("params"), dict) else {}
-    params.update(layer=setup.get("layer") or "", mask_key=str(setup["mask_key"]))
-    uns["params"] = params
+    scores = _write_results(model, adata_new, key_added=key, batch_size=batch_size)
+    uns = adata_new.uns[key]
     summary = scores.describe().T[["mean", "std"]]
     uns["project"] = frame_to_uns(summary, index="factor")
     uns["project"]["n_obs"] = int(adata_new.n_obs)
-    adata_new.uns[key] = uns
     logger.info("Projected %d cells onto %d factors.", adata_new.n_obs, scores.shape[1])
     return scores

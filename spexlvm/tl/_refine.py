@@ -236,6 +236,9 @@ def write_gmt(
         if bad:
             raise ValueError(f"GMT fields cannot contain tabs or newlines: {bad[:3]!r}.")
         lines.append("\t".join(fields))
-    path.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+    from .._utils import atomic_write  # all or nothing: a killed write keeps the old file
+
+    with atomic_write(path) as tmp:
+        tmp.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
     logger.info("Wrote %d gene sets to %s.", len(lines), path)
     return path
