@@ -261,7 +261,7 @@ def _write_results(
             "loadings_change": np.asarray(getattr(model, "convergence_", []) or [], dtype=float),
             "elbo_train": np.asarray(elbo, dtype=np.float64).ravel()
             if elbo is not None
-            else np.zeros(0)
+            else np.zeros(0),
         },
     }
     logger.info(
