@@ -434,6 +434,8 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             }
         self.covariate_names_ = np.asarray(covariates["columns"], dtype=str)
         self.covariate_keys_ = np.asarray(covariates["keys"], dtype=str)
+        #: level of each categorical design column ("" for continuous ones)
+        self.covariate_levels_ = np.asarray(covariates["column_levels"], dtype=str)
 
         self.module = self._module_cls(
             n_obs=self.summary_stats.n_cells,
@@ -620,17 +622,20 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         if REGISTRY_KEYS.CONT_COVS_KEY in registered:
             state = self.adata_manager.get_state_registry(REGISTRY_KEYS.CONT_COVS_KEY)
             cont_keys = [str(c) for c in state.columns]
-        columns, keys = [], []
+        columns, keys, column_levels = [], [], []
         for key, cats in zip(cat_keys, names, strict=True):
             columns += [f"{key}[{c}]" for c in cats[1:]]
             keys += [key] * (len(cats) - 1)
+            column_levels += [str(c) for c in cats[1:]]
         columns += cont_keys
         keys += cont_keys
+        column_levels += [""] * len(cont_keys)
         out: dict[str, Any] = {
             "levels": tuple(levels),
             "n_continuous": len(cont_keys),
             "columns": columns,
             "keys": keys,
+            "column_levels": column_levels,
             "n_columns": len(columns),
         }
         if not columns or loading:

@@ -202,3 +202,69 @@ def test_no_covariates_no_new_state(small_adata):
     assert not any(k.startswith("cov_") for k in model.module.state_dict())
     assert "_scvi_batch" not in small_adata.obs
     assert model.get_covariate_effects().shape == (small_adata.n_vars, 0)
+
+
+def _ddp_model():
+    import scvi
+
+    adata = synthetic(400, 150, 4, noise=0.2, seed=4, n_batches=3, batch_effect=2.0)
+    scvi.settings.seed = 0
+    SpexLVM.setup_anndata(adata, batch_key="batch")
+    return adata, SpexLVM(adata)
+
+
+def test_ddp_processes_carry_covariates():
+    """Two forked CPU processes, each with its share of every step and of its cells'
+    batches: the same loadings and covariate effects as one process."""
+    train = {"batch_size": 100, "max_epochs": 15, "enable_progress_bar": False}
+    _, forked = _ddp_model()
+    forked.train(**train, strategy="ddp_notebook", devices=2, accelerator="cpu")
+    adata, single = _ddp_model()
+    single.train(**train)
+    np.testing.assert_allclose(
+        forked.get_loadings().to_numpy(), single.get_loadings().to_numpy(), atol=5e-3
+    )
+    np.testing.assert_allclose(
+        forked.get_covariate_effects().to_numpy(),
+        single.get_covariate_effects().to_numpy(),
+        atol=5e-3,
+    )
+    effects = single.get_covariate_effects()
+    shift = adata.varm["batch_shift_true"]
+    assert np.corrcoef(effects["batch[batch_3]"], shift[:, 2] - shift[:, 0])[0, 1] > 0.98
+
+
+def test_checkpoint_of_other_covariates_is_refused(tmp_path):
+    adata = synthetic(N, G, K, **DATA, **BATCH)
+    fast = {**FIT, "max_epochs": 3, "checkpoint_dir": tmp_path, "checkpoint_interval": 0}
+    spexlvm.tl.fit(adata, batch_key="batch", **fast)
+    with pytest.raises(ValueError, match=r"different fit \(known covariates"):
+        spexlvm.tl.fit(synthetic(N, G, K, **DATA, **BATCH), **fast)
+
+
+def test_missing_values_and_impute_with_covariates():
+    """Missing values stay masked with covariates; imputation adds the batch shifts back."""
+    adata = synthetic(N, G, K, **DATA, **BATCH, missing=0.05)
+    spexlvm.tl.fit(adata, batch_key="batch", **FIT)
+    f1, corr = _recovery(adata)
+    assert f1 > 0.95 and corr > 0.95
+    spexlvm.tl.impute(adata)
+    missing = np.isnan(adata.X)
+    truth = adata.layers["complete"][missing]
+    error = adata.layers["spexlvm_imputed"][missing] - truth
+    # the residual noise has sd 1; the batch shifts alone (sd 3) would be far larger
+    assert np.sqrt(np.mean(error**2)) < 1.3
+    shift = adata.varm["batch_shift_true"]
+    assert np.std(shift[:, 1] - shift[:, 0]) > 3.0
+
+
+def test_variance_explained_plot_shows_covariates(batch_fit):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    adata, _ = batch_fit
+    ax = spexlvm.pl.variance_explained(adata, n_top=3, show=False)
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert "batch (covariate)" in labels and len(labels) == 4
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "known covariate (fixed effect)" in legend

@@ -202,7 +202,9 @@ def write_results(
         ``history`` (ELBO per epoch). With known covariates (``setup_anndata(batch_key=...,
         ...)``) also ``varm[f"{key_added}_covariate_effects"]`` (genes x design columns,
         input units, :meth:`SpexLVM.get_covariate_effects`), and in ``uns[key_added]``
-        ``covariate_names`` (the design columns), ``r2_covariates`` (dict: R² of each
+        ``covariate_names`` (the design columns; ``covariate_keys``, ``covariate_levels``,
+        ``covariate_continuous`` and ``covariate_centre`` rebuild the design from ``obs``,
+        see :func:`spexlvm.tl.impute`), ``r2_covariates`` (dict: R² of each
         covariate key, next to the factors' ``r2``) and ``r2_factors_total`` (R² of the
         factors together on what the covariates leave). Everything survives ``write_h5ad``.
     extra_params
@@ -251,7 +253,15 @@ def write_results(
     if len(model.covariate_names_):
         effects = model.get_covariate_effects()
         adata.varm[f"{key_added}_covariate_effects"] = effects.to_numpy(dtype=np.float32)
-        adata.uns[key_added]["covariate_names"] = np.asarray(model.covariate_names_, dtype=str)
+        n_cont = model.module.n_continuous
+        adata.uns[key_added].update(
+            covariate_names=np.asarray(model.covariate_names_, dtype=str),
+            covariate_keys=np.asarray(model.covariate_keys_, dtype=str),
+            covariate_levels=np.asarray(model.covariate_levels_, dtype=str),
+            covariate_continuous=np.arange(len(model.covariate_names_))
+            >= len(model.covariate_names_) - n_cont,
+            covariate_centre=model.module.cov_centre.detach().cpu().numpy().astype(np.float64),
+        )
         adata.uns[key_added]["r2_covariates"] = {
             str(k): float(v) for k, v in r2.attrs["covariates"].items()
         }
