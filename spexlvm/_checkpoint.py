@@ -114,6 +114,8 @@ def fingerprint(model: SpexLVM) -> dict[str, Any]:
         for k, v in (init.get(part) or {}).items()
         if k != "adata"
     }
+    if not getattr(module, "n_covariates", 0):  # a fit without covariates: as before
+        settings.pop("covariate_prior_scale", None)
     setup = model.adata_manager.registry.get("setup_args", {})
     out = {
         "model": type(model).__name__,

@@ -901,14 +901,17 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         """scvi-tools' validation, after clear errors for the covariates of new cells."""
         covariates = getattr(self, "covariate_names_", ())
         if adata is not None and adata is not self.adata and len(covariates):
-            setup = self.adata_manager.registry["setup_args"]
+            manager = self.adata_manager
+            registry = manager.registry if manager is not None else self.registry_
+            setup = registry["setup_args"]
+            fields = registry["field_registries"]
             categories = {}
-            if REGISTRY_KEYS.BATCH_KEY in self.adata_manager.data_registry:
-                state = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY)
-                categories[setup["batch_key"]] = np.asarray(state.categorical_mapping)
-            if REGISTRY_KEYS.CAT_COVS_KEY in self.adata_manager.data_registry:
-                state = self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)
-                categories.update({k: np.asarray(v) for k, v in state.mappings.items()})
+            # (an unused field is registered with an empty state)
+            state = fields.get(REGISTRY_KEYS.BATCH_KEY, {}).get("state_registry", {})
+            if "categorical_mapping" in state:
+                categories[setup["batch_key"]] = np.asarray(state["categorical_mapping"])
+            state = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
+            categories.update({k: np.asarray(v) for k, v in state.get("mappings", {}).items()})
             _check_covariate_columns(
                 adata,
                 setup.get("batch_key"),

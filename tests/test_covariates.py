@@ -121,6 +121,17 @@ def test_save_load_round_trip_with_covariates(batch_fit, tmp_path):
     np.testing.assert_array_equal(ra.to_numpy(), rb.to_numpy())
     assert ra.attrs["covariates"] == rb.attrs["covariates"]
     np.testing.assert_array_equal(loaded.covariate_names_, model.covariate_names_)
+    # loaded onto other cells (only their X and batch): their own covariates are used
+    sub = ad.AnnData(adata.X[50:90].copy(), obs=adata.obs.iloc[50:90][["batch"]].copy())
+    sub.var_names = adata.var_names
+    on_sub = SpexLVM.load(str(tmp_path / "m"), adata=sub)
+    np.testing.assert_allclose(
+        on_sub.get_factors().to_numpy(), adata.obsm["X_spexlvm"][50:90], rtol=1e-4, atol=1e-4
+    )
+    other = sub.copy()
+    other.obs["batch"] = "batch_7"
+    with pytest.raises(ValueError, match="not trained with"):
+        on_sub.get_factors(other)
 
 
 def test_h5ad_round_trip_with_covariates(batch_fit, tmp_path, nested_equal):
