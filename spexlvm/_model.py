@@ -618,6 +618,15 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
                 cat_keys.append(str(key))
                 names.append(np.asarray(state.mappings[key]))
         levels = [len(n) for n in names]
+        single = [k for k, n in zip(cat_keys, levels, strict=True) if n < 2]
+        if single and not loading:
+            warnings.warn(
+                f"Categorical covariate(s) {single} have a single category in these cells: "
+                "there is no effect to fit. Drop them from batch_key / "
+                "categorical_covariate_keys.",
+                UserWarning,
+                stacklevel=4,
+            )
         cont_keys = []
         if REGISTRY_KEYS.CONT_COVS_KEY in registered:
             state = self.adata_manager.get_state_registry(REGISTRY_KEYS.CONT_COVS_KEY)
