@@ -66,6 +66,17 @@ def test_planted_batch_effect(batch_fit):
     assert uns["params"]["batch_key"] == "batch"
 
 
+def test_tl_variance_explained_matches_get_r2_with_covariates(batch_fit):
+    """``tl.variance_explained`` (from the AnnData alone) gives ``get_r2``'s numbers, the
+    total with the covariates' effects included."""
+    adata, model = batch_fit
+    df = spexlvm.tl.variance_explained(adata.copy())
+    r2 = model.get_r2()
+    np.testing.assert_allclose(df.loc[r2.index, "r2"], r2.to_numpy(), atol=1e-5)
+    assert df.attrs["total"] == pytest.approx(r2.attrs["total"], abs=1e-5)
+    assert df.attrs["total"] == pytest.approx(adata.uns["spexlvm"]["r2_total"], abs=1e-5)
+
+
 def test_covariate_effects_units_and_names(batch_fit):
     adata, model = batch_fit
     effects = model.get_covariate_effects()
