@@ -330,6 +330,9 @@ class SpexLVMModule(PyroBaseModuleClass):
     def _covariate_sq_err(self, stats: dict[str, torch.Tensor]) -> torch.Tensor:
         """What the covariates add to the minibatch's per-gene expected squared error.
 
+        :meth:`expected_log_likelihood` is that of the model without covariates;
+        :meth:`analytic_elbo` adds ``-1/2 E[precision_g]`` times this (scaled) per gene.
+
         ``E sum_n o (y - c B^T - x W^T)^2`` minus the same without covariates:
         ``-2 b.(Y^T C) + sum_n o (c b)^2 + sum_n o c^2 var(b) + 2 w.(sum_n o (c b) m_n)``.
         """
@@ -672,8 +675,6 @@ class SpexLVMModule(PyroBaseModuleClass):
                 var * torch.diagonal(second, dim1=-2, dim2=-1)
             ).sum(-1)
         sq_err = self.gene_sumsq + scale * (quad - 2.0 * (mu * ym).sum(-1))
-        if "cov" in stats:  # known covariates: y - C B^T
-            sq_err = sq_err + scale * self._covariate_sq_err(stats)
         return 0.5 * (n_g * (e_log_p - _LOG_2PI)).sum() - 0.5 * (p * sq_err).sum()
 
     def analytic_elbo(
@@ -689,7 +690,11 @@ class SpexLVMModule(PyroBaseModuleClass):
         scale = self.n_obs / x.shape[0]
         ell = self.expected_log_likelihood(stats, scale)
         terms = self.global_kl()
-        if self.n_covariates:
+        if self.n_covariates:  # known covariates: the likelihood of y - C B^T, KL of q(B)
+            ell = (
+                ell
+                - 0.5 * scale * (self.expected_precision() * self._covariate_sq_err(stats)).sum()
+            )
             terms["kl_covariates"] = self.covariate_kl()
         kl_x = scale * stats["kl_x"]
         elbo = ell - kl_x - sum(terms.values())

@@ -119,7 +119,9 @@ def fit(
     ``uns["spexlvm"]`` (``factor_names``, ``r2``, ``params``; with covariates
     ``r2_covariates`` and ``varm["spexlvm_covariate_effects"]``), plus the annotation keys
     written by :func:`spexlvm.pp.add_gene_sets` and scvi-tools' set-up keys
-    (``uns["_scvi_uuid"]``, ``uns["_scvi_manager_uuid"]``).
+    (``uns["_scvi_uuid"]``, ``uns["_scvi_manager_uuid"]``; with covariates also
+    ``obs["_scvi_batch"]`` and ``obsm["_scvi_extra_categorical_covs"]`` /
+    ``obsm["_scvi_extra_continuous_covs"]``, the encoded covariates).
 
     Examples
     --------
