@@ -116,8 +116,10 @@ def fingerprint(model: SpexLVM) -> dict[str, Any]:
         for k, v in (init.get(part) or {}).items()
         if k != "adata"
     }
+    if not getattr(module, "n_covariates", 0):  # a fit without covariates: as before
+        settings.pop("covariate_prior_scale", None)
     setup = model.adata_manager.registry.get("setup_args", {})
-    return {
+    out = {
         "model": type(model).__name__,
         "settings": json.loads(json.dumps(settings, default=str)),
         "layer": str(setup.get("layer") or ""),
@@ -129,6 +131,9 @@ def fingerprint(model: SpexLVM) -> dict[str, Any]:
         "data": _digest(torch.cat([module.gene_mean.flatten(), module.data_scale.flatten()])),
         "annotation": _digest(module.slab),
     }
+    if getattr(module, "n_covariates", 0):  # only then: older fingerprints stay valid
+        out["covariates"] = [str(c) for c in model.covariate_names_]
+    return out
 
 
 _WHAT = {
@@ -142,6 +147,7 @@ _WHAT = {
     "factor_names": "factors",
     "data": "data values (per-gene means)",
     "annotation": "gene-set annotation / slab widths",
+    "covariates": "known covariates (design columns)",
 }
 
 
@@ -192,9 +198,10 @@ def read_checkpoint_info(path: Path) -> dict[str, Any]:
 def check_fingerprint(saved: dict[str, Any], current: dict[str, Any], directory: Path) -> None:
     """Raise a clear error when a checkpoint belongs to another model or other data."""
     differ = [k for k in current if saved.get(k) != current[k]]
+    differ += [k for k in saved if k not in current]  # e.g. covariates saved, none now
     if not differ:
         return
-    details = "; ".join(_difference(_WHAT.get(k, k), saved.get(k), current[k]) for k in differ)
+    details = "; ".join(_difference(_WHAT.get(k, k), saved.get(k), current.get(k)) for k in differ)
     raise ValueError(
         f"checkpoint_dir {str(directory)!r} holds a checkpoint of a different fit ({details}). "
         "Pass the same data, annotation and model settings to resume it, another "

@@ -18,6 +18,10 @@ class _Keys(NamedTuple):
 
 class _RegistryKeys(NamedTuple):
     X_KEY: str = "X"
+    #: scvi-tools' names of the covariate fields (``setup_anndata(batch_key=...)``, ...).
+    BATCH_KEY: str = "batch"
+    CAT_COVS_KEY: str = "extra_categorical_covs"
+    CONT_COVS_KEY: str = "extra_continuous_covs"
 
 
 KEYS = _Keys()

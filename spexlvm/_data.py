@@ -18,6 +18,12 @@ Storage and access pattern
   while the previous minibatch trains. No shuffle inside a block is needed: the ELBO of a
   minibatch is a sum over its cells, so their order does not matter; what matters is
   that a minibatch mixes many blocks (about 64 by default) from all over the file.
+
+Known covariates registered with ``setup_anndata`` (batch, categorical and continuous
+covariates: ``obs`` columns, always in memory) travel with the matrix: every minibatch
+is a dict with ``"X"`` and, sliced with the same cells, one tensor per registered
+covariate field (:func:`obs_fields`), so DDP processes and streamed data see the
+covariates of exactly their cells.
 """
 
 from __future__ import annotations
@@ -210,27 +216,27 @@ class RowReader:
         yield from zip(slices, _read_ahead(self, indices, depth), strict=True)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """About ``n`` cells at random, as a dense float32 array.
+        """About ``n`` cells at random, as a dense float32 array (see :meth:`sample_index`)."""
+        return self.take(self.sample_index(n, rng)).numpy()
+
+    def sample_index(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Sorted indices of about ``n`` cells at random.
 
         In memory: ``n`` cells drawn without replacement. On disk: ``n`` cells in
         :data:`_INIT_BLOCKS` contiguous blocks at random positions.
         """
         n = min(n, self.n_obs)
         if not self.on_disk:
-            rows = np.sort(rng.choice(self.n_obs, size=n, replace=False))
-            return self.take(rows).numpy()
+            return np.sort(rng.choice(self.n_obs, size=n, replace=False))
         size = max(1, math.ceil(n / _INIT_BLOCKS))
         n_blocks = math.ceil(self.n_obs / size)
         chosen = np.sort(rng.choice(n_blocks, size=min(n_blocks, _INIT_BLOCKS), replace=False))
-        index = np.concatenate(
+        return np.concatenate(
             [np.arange(b * size, min((b + 1) * size, self.n_obs)) for b in chosen]
         )
-        return self.take(index).numpy()
 
 
-def _read_ahead(
-    reader: RowReader, indices: Iterator[np.ndarray], depth: int
-) -> Iterator[torch.Tensor]:
+def _read_ahead(reader: Any, indices: Iterator[np.ndarray], depth: int) -> Iterator[Any]:
     """``reader.take`` of each index array, ``depth`` of them read ahead in a thread."""
     if depth <= 0:
         for index in indices:
@@ -334,21 +340,68 @@ class BlockSampler:
         return cells[cells < self.n_obs]
 
 
+def obs_fields(adata_manager: Any) -> dict[str, torch.Tensor]:
+    """The registered per-cell fields other than ``X`` (the covariates), as tensors.
+
+    Categorical fields hold integer codes (cells x 1 for the batch, cells x n for the
+    joint categorical covariates), continuous ones float32 values (cells x n).
+    """
+    from ._constants import REGISTRY_KEYS
+
+    out = {}
+    registered = adata_manager.data_registry
+    for key in (REGISTRY_KEYS.BATCH_KEY, REGISTRY_KEYS.CAT_COVS_KEY, REGISTRY_KEYS.CONT_COVS_KEY):
+        if key not in registered:
+            continue
+        values = np.asarray(adata_manager.get_from_registry(key))
+        values = values.reshape(values.shape[0], -1)
+        dtype = np.float32 if key == REGISTRY_KEYS.CONT_COVS_KEY else np.int64
+        out[key] = torch.from_numpy(np.ascontiguousarray(values, dtype=dtype))
+    return out
+
+
+class _FieldsReader:
+    """``take(index)``: the dict of a minibatch, the matrix rows and the covariate rows."""
+
+    def __init__(self, reader: RowReader, fields: dict[str, torch.Tensor]):
+        self.reader = reader
+        self.fields = fields
+
+    def take(self, index: np.ndarray) -> dict[str, torch.Tensor]:
+        rows = torch.from_numpy(np.asarray(index, dtype=np.int64))
+        out = {"X": self.reader.take(index)}
+        out.update({key: value[rows] for key, value in self.fields.items()})
+        return out
+
+
 class MinibatchLoader:
     """Iterable of ``{"X": tensor}`` minibatches for Lightning; reads ahead on disk.
 
-    Lightning finds :attr:`sampler` and calls its ``set_epoch`` before every epoch.
+    With registered covariates (``fields``, see :func:`obs_fields`) each minibatch also
+    holds their rows of the same cells. Lightning finds :attr:`sampler` and calls its
+    ``set_epoch`` before every epoch.
     """
 
-    def __init__(self, reader: RowReader, sampler: BlockSampler, prefetch: int = 0):
+    def __init__(
+        self,
+        reader: RowReader,
+        sampler: BlockSampler,
+        prefetch: int = 0,
+        fields: dict[str, torch.Tensor] | None = None,
+    ):
         self.reader = reader
         self.sampler = sampler
         self.prefetch = int(prefetch)
+        self.fields = dict(fields or {})
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if self.fields:
+            reader = _FieldsReader(self.reader, self.fields)
+            yield from _read_ahead(reader, iter(self.sampler), self.prefetch)
+            return
         for x in _read_ahead(self.reader, iter(self.sampler), self.prefetch):
             yield {"X": x}
 
@@ -406,6 +459,7 @@ class SpexLVMDataModule(LightningDataModule):
 
         self.adata_manager = adata_manager
         self.reader = RowReader(adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
+        self.fields = obs_fields(adata_manager)
         self.batch_size = int(min(max(1, batch_size), self.reader.n_obs))
         self.block_size = int(
             block_size if block_size is not None else self.reader.default_block_size(batch_size)
@@ -442,7 +496,9 @@ class SpexLVMDataModule(LightningDataModule):
         trainer = getattr(self, "trainer", None)
         rank = int(trainer.global_rank) if trainer is not None else 0
         world = int(trainer.world_size) if trainer is not None else 1
-        return MinibatchLoader(self.reader, self.sampler(rank, world), self.prefetch)
+        return MinibatchLoader(
+            self.reader, self.sampler(rank, world), self.prefetch, fields=self.fields
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to draw the same minibatches."""

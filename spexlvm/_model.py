@@ -15,14 +15,19 @@ import pandas as pd
 import pyro
 import torch
 from scvi.data import AnnDataManager
-from scvi.data.fields import LayerField
+from scvi.data.fields import (
+    CategoricalJointObsField,
+    CategoricalObsField,
+    LayerField,
+    NumericalJointObsField,
+)
 from scvi.model.base import BaseModelClass, PyroSviTrainMixin
 from scvi.utils import setup_anndata_dsp
 
 from ._constants import DENSE_PREFIX, KEYS, REGISTRY_KEYS, SPARSE_PREFIX
-from ._data import RowReader, SpexLVMDataModule
+from ._data import RowReader, SpexLVMDataModule, obs_fields
 from ._logging import sync_verbosity
-from ._module import SpexLVMModule
+from ._module import SpexLVMModule, one_hot_design
 from ._runtime import TrainingRun, is_rank_zero
 from ._trainingplan import LoadingsConvergence, SpexLVMTrainingPlan
 from .pp._gene_sets import get_mask, get_prior
@@ -177,6 +182,73 @@ def _check_annotation(adata: AnnData, mask: np.ndarray, names: np.ndarray) -> No
         )
 
 
+def _key_list(keys: str | list[str] | None, name: str) -> list[str] | None:
+    """A list of obs keys (a single string is one key), or ``None``."""
+    if keys is None:
+        return None
+    keys = [keys] if isinstance(keys, str) else [str(k) for k in keys]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{name} lists a key twice: {keys}.")
+    return keys or None
+
+
+def _check_covariate_columns(
+    adata: AnnData,
+    batch_key: str | None,
+    categorical: list[str] | None,
+    continuous: list[str] | None,
+    *,
+    categories: dict[str, np.ndarray] | None = None,
+) -> None:
+    """Clear errors for covariate columns that are absent, missing values or not finite.
+
+    ``categories``: the training categories of each categorical key; values outside them
+    (cells projected onto a trained model) are an error.
+    """
+    cat_keys = ([batch_key] if batch_key is not None else []) + list(categorical or [])
+    cont_keys = list(continuous or [])
+    both = set(cat_keys) & set(cont_keys)
+    if both:
+        raise ValueError(f"{sorted(both)} given as both categorical and continuous covariates.")
+    absent = [k for k in cat_keys + cont_keys if k not in adata.obs]
+    if absent:
+        raise KeyError(
+            f"Covariate column(s) {absent} not in adata.obs (columns: "
+            f"{list(adata.obs.columns)[:10]}...). Add them to adata.obs or drop them from "
+            "batch_key / categorical_covariate_keys / continuous_covariate_keys."
+        )
+    for key in cat_keys:
+        column = adata.obs[key]
+        if column.isna().any():
+            raise ValueError(
+                f"adata.obs[{key!r}] has {int(column.isna().sum())} missing value(s); give "
+                "every cell a category (e.g. `adata.obs[key] = adata.obs[key].astype(str)` "
+                "makes missing values a category 'nan')."
+            )
+        if categories is not None and key in categories:
+            known = {str(c) for c in categories[key]}
+            new = sorted({str(v) for v in pd.unique(column)} - known)
+            if new:
+                raise ValueError(
+                    f"adata.obs[{key!r}] holds categories the model was not trained with: "
+                    f"{new[:5]}. The effect of an unseen {key} is unknown: project only cells "
+                    f"of the training categories ({sorted(known)[:10]}), or fit a model on "
+                    "data that includes them."
+                )
+    for key in cont_keys:
+        column = adata.obs[key]
+        if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            raise TypeError(
+                f"adata.obs[{key!r}] ({column.dtype}) is not numeric: pass it as a "
+                "categorical covariate, or convert it to numbers."
+            )
+        if not np.isfinite(column.to_numpy(dtype=np.float64)).all():
+            raise ValueError(
+                f"adata.obs[{key!r}] holds NaN or infinite values; fill them in (e.g. with "
+                "the column's median) before registering it as a continuous covariate."
+            )
+
+
 def _check_version(saved: str, dir_path: str) -> None:
     """Refuse a model saved by a newer spexlvm (its state may not mean the same here)."""
 
@@ -244,6 +316,10 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         the horseshoe (see the architecture page).
     noise_prior
         Shape and rate of the Gamma prior on the per-gene noise precision.
+    covariate_prior_scale
+        Standard deviation of the Gaussian prior ``N(0, s^2)`` of the effects of the known
+        covariates registered with :meth:`setup_anndata` (``batch_key``, ...), on the
+        model's scale (centred input divided by its overall standard deviation): broad.
 
     Examples
     --------
@@ -268,6 +344,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         sparse_slab: float = 0.05,
         dense_slab: float = 1.0,
         noise_prior: tuple[float, float] = (1.0, 1.0),
+        covariate_prior_scale: float = 1.0,
     ):
         sync_verbosity()
         pyro.clear_param_store()
@@ -328,6 +405,12 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             axis=1,
         )
         x = RowReader(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
+        if covariate_prior_scale <= 0:
+            raise ValueError(
+                f"covariate_prior_scale must be positive, got {covariate_prior_scale}."
+            )
+        covariates = self._covariate_encoding(loading is not None)
+        init_b = None
         if loading is not None:  # placeholders; load_state_dict restores the trained values
             n_vars = mask.shape[0]
             mean, var, count, scale = np.zeros(n_vars), np.ones(n_vars), np.ones(n_vars), 1.0
@@ -335,8 +418,26 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         else:
             mean, var, count = _gene_statistics(x)
             scale = float(np.sqrt(var.mean())) if var.mean() > 0 else 1.0
-            init_w, noise_var = self._initial_loadings(x, mean, scale, mask, n_sparse, n_dense)
+            init_w, noise_var, init_b = self._initial_loadings(
+                x, mean, scale, mask, n_sparse, n_dense, covariates=covariates
+            )
         sumsq = count * var / scale**2
+        cov_kwargs = {}
+        if covariates["n_columns"]:
+            cov_kwargs = {
+                "covariate_levels": covariates["levels"],
+                "n_continuous": covariates["n_continuous"],
+                "covariate_centre": torch.as_tensor(covariates["centre"], dtype=torch.float32),
+                "covariate_scale": torch.as_tensor(covariates["scale"], dtype=torch.float32),
+                "covariate_prior_scale": float(covariate_prior_scale),
+                "init_covariate_effects": None
+                if init_b is None
+                else torch.as_tensor(init_b, dtype=torch.float32),
+            }
+        self.covariate_names_ = np.asarray(covariates["columns"], dtype=str)
+        self.covariate_keys_ = np.asarray(covariates["keys"], dtype=str)
+        #: level of each categorical design column ("" for continuous ones)
+        self.covariate_levels_ = np.asarray(covariates["column_levels"], dtype=str)
 
         self.module = self._module_cls(
             n_obs=self.summary_stats.n_cells,
@@ -349,11 +450,17 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             gene_sumsq=torch.as_tensor(sumsq, dtype=torch.float32),
             dense=torch.arange(slab.shape[1]) >= n_annotated + n_sparse,
             noise_prior=tuple(float(v) for v in noise_prior),
+            **cov_kwargs,
         )
         self._model_summary_string = (
             f"SpexLVM: {n_annotated} annotated, {n_sparse} sparse and {n_dense} dense factors, "
             f"{self.summary_stats.n_vars} genes, {self.summary_stats.n_cells} cells, "
             f"prior_confidence={prior_confidence}"
+            + (
+                f", {len(self.covariate_names_)} covariate column(s)"
+                if len(self.covariate_names_)
+                else ""
+            )
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -365,6 +472,9 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         adata: AnnData,
         layer: str | None = None,
         mask_key: str = KEYS.MASK,
+        batch_key: str | None = None,
+        categorical_covariate_keys: list[str] | None = None,
+        continuous_covariate_keys: list[str] | None = None,
         **kwargs,
     ):
         """Register an AnnData with the model.
@@ -376,14 +486,42 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         mask_key
             Key in ``adata.varm`` / ``adata.uns`` of the gene-set annotation written by
             :func:`spexlvm.pp.add_gene_sets`.
+        batch_key
+            ``adata.obs`` column of the batch (categorical). Known covariates enter the
+            model as fixed effects, ``y_n = c_n B^T + x_n W^T + noise``: each categorical
+            covariate as one-hot columns of its levels but the first (the reference),
+            continuous ones standardised, every column centred; ``B`` (genes x columns) has
+            a Gaussian prior (``covariate_prior_scale`` of :class:`SpexLVM`) and a Gaussian
+            posterior. The factors then explain what the covariates do not, and need no
+            dense factor for them.
+        categorical_covariate_keys
+            Further categorical ``adata.obs`` columns (donor, sample, ...), as the batch.
+        continuous_covariate_keys
+            Continuous ``adata.obs`` columns (log library size, percent mitochondrial
+            reads, ...), standardised.
         """
         if layer is not None and layer not in adata.layers:
             raise KeyError(
                 f"layer {layer!r} is not in adata.layers (available: {list(adata.layers)}); "
                 "pass one of those, or layer=None for adata.X."
             )
+        categorical_covariate_keys = _key_list(
+            categorical_covariate_keys, "categorical_covariate_keys"
+        )
+        continuous_covariate_keys = _key_list(
+            continuous_covariate_keys, "continuous_covariate_keys"
+        )
+        _check_covariate_columns(
+            adata, batch_key, categorical_covariate_keys, continuous_covariate_keys
+        )
         setup_method_args = cls._get_setup_method_args(**locals())
         anndata_fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False)]
+        if batch_key is not None:  # only then: no `_scvi_batch` column without a batch
+            anndata_fields.append(CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key))
+        anndata_fields += [
+            CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
+            NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, continuous_covariate_keys),
+        ]
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
@@ -397,8 +535,14 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         mask: np.ndarray,
         n_sparse: int,
         n_dense: int,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        *,
+        covariates: dict | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Start each annotated factor at its gene set's leading principal axis.
+
+        With known covariates, their effects start at a ridge regression of the sampled
+        cells on the design (prior precision 1 / s^2 with s = 1), and the factors start
+        from what the covariates leave.
 
         Unannotated factors start at the leading principal axes of what the annotated
         factors leave unexplained: dense ones at the first axes, sparse ones at the next
@@ -408,9 +552,18 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         """
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
         # random cells (on disk: in a few contiguous blocks at random positions)
-        block = x.sample(_N_INIT_CELLS, rng)
+        index = x.sample_index(_N_INIT_CELLS, rng)
+        block = x.take(index).numpy()
         y = (block - mean) / scale
         y = torch.as_tensor(np.nan_to_num(y, nan=0.0), dtype=torch.float32)
+        init_b = None
+        if covariates is not None and covariates["n_columns"]:
+            design = torch.as_tensor(covariates["design"](index), dtype=torch.float32)
+            # ridge: (C^T C + I) B^T = C^T Y (noise variance ~ prior variance ~ 1)
+            gram = design.T @ design + torch.eye(design.shape[1])
+            b = torch.linalg.solve(gram, design.T @ y).T
+            y = y - design @ b.T
+            init_b = b.numpy()
         parts = []
         residual = y
         if mask.shape[1]:
@@ -443,7 +596,86 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         init = torch.cat(parts, dim=1)
         residual_var = (y - (y @ init) @ torch.linalg.pinv(init) if init.numel() else y).var(0)
         noise_var = torch.clamp(residual_var, min=1e-3).numpy()
-        return init.numpy(), noise_var
+        return init.numpy(), noise_var, init_b
+
+    def _covariate_encoding(self, loading: bool) -> dict[str, Any]:
+        """How the registered covariates become design columns (see :meth:`setup_anndata`).
+
+        ``levels`` (per categorical covariate, batch first), ``n_continuous``, ``columns``
+        (names of the design columns, e.g. ``batch[b2]``), ``keys`` (the covariate key of
+        each column), ``centre`` / ``scale`` (over the training cells; placeholders when
+        a saved model is loaded) and ``design(index)``: the centred, scaled design of
+        training cells.
+        """
+        setup = self.adata_manager.registry["setup_args"]
+        registered = self.adata_manager.data_registry
+        cat_keys, levels, names = [], [], []
+        if REGISTRY_KEYS.BATCH_KEY in registered:
+            state = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY)
+            cat_keys.append(str(setup["batch_key"]))
+            names.append(np.asarray(state.categorical_mapping))
+        if REGISTRY_KEYS.CAT_COVS_KEY in registered:
+            state = self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)
+            for key in state.field_keys:
+                cat_keys.append(str(key))
+                names.append(np.asarray(state.mappings[key]))
+        levels = [len(n) for n in names]
+        single = [k for k, n in zip(cat_keys, levels, strict=True) if n < 2]
+        if single and not loading:
+            warnings.warn(
+                f"Categorical covariate(s) {single} have a single category in these cells: "
+                "there is no effect to fit. Drop them from batch_key / "
+                "categorical_covariate_keys.",
+                UserWarning,
+                stacklevel=4,
+            )
+        cont_keys = []
+        if REGISTRY_KEYS.CONT_COVS_KEY in registered:
+            state = self.adata_manager.get_state_registry(REGISTRY_KEYS.CONT_COVS_KEY)
+            cont_keys = [str(c) for c in state.columns]
+        columns, keys, column_levels = [], [], []
+        for key, cats in zip(cat_keys, names, strict=True):
+            columns += [f"{key}[{c}]" for c in cats[1:]]
+            keys += [key] * (len(cats) - 1)
+            column_levels += [str(c) for c in cats[1:]]
+        columns += cont_keys
+        keys += cont_keys
+        column_levels += [""] * len(cont_keys)
+        out: dict[str, Any] = {
+            "levels": tuple(levels),
+            "n_continuous": len(cont_keys),
+            "columns": columns,
+            "keys": keys,
+            "column_levels": column_levels,
+            "n_columns": len(columns),
+        }
+        if not columns or loading:
+            out["centre"] = np.zeros(len(columns))
+            out["scale"] = np.ones(len(columns))
+            return out
+        fields = {k: v.numpy() for k, v in obs_fields(self.adata_manager).items()}
+
+        def raw(index: np.ndarray | slice) -> np.ndarray:
+            return one_hot_design(
+                {k: torch.as_tensor(v[index]) for k, v in fields.items()},
+                out["levels"],
+                out["n_continuous"],
+            ).numpy()
+
+        full = raw(slice(None)).astype(np.float64)
+        centre = full.mean(0)
+        sd = np.ones(len(columns))
+        if cont_keys:
+            sd[-len(cont_keys) :] = full[:, -len(cont_keys) :].std(0)
+            constant = [k for k, v in zip(cont_keys, sd[-len(cont_keys) :], strict=True) if v == 0]
+            if constant:
+                raise ValueError(
+                    f"Continuous covariate(s) {constant} are constant over the cells: they "
+                    "explain nothing. Drop them from continuous_covariate_keys."
+                )
+        out["centre"], out["scale"] = centre, sd
+        out["design"] = lambda index: (raw(index) - centre) / sd
+        return out
 
     # ------------------------------------------------------------------ training
     def train(
@@ -665,18 +897,49 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             + [f"{DENSE_PREFIX}{i + 1}" for i in range(self.n_dense)]
         )
 
-    def _batches(self, adata: AnnData, batch_size: int | None) -> Iterator[torch.Tensor]:
+    def _batches(
+        self, adata: AnnData, batch_size: int | None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """Consecutive chunks of cells of the registered input of a validated AnnData.
 
         Streamed from any storage (read ahead in a thread when on disk); only a chunk is
-        densified at a time.
+        densified at a time. Yields the chunk and its covariate design (``None`` without
+        covariates).
         """
         if batch_size is None:
             batch_size = _default_batch_size(adata.n_obs, self.summary_stats.n_vars)
         manager = self.get_anndata_manager(adata, required=True)
         reader = RowReader(manager.get_from_registry(REGISTRY_KEYS.X_KEY))
-        for _, x in reader.chunks(batch_size):
-            yield x
+        fields = obs_fields(manager) if self.module.n_covariates else {}
+        for rows, x in reader.chunks(batch_size):
+            design = None
+            if fields:
+                design = self.module.covariate_design({k: v[rows] for k, v in fields.items()})
+            yield x, design
+
+    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
+        """scvi-tools' validation, after clear errors for the covariates of new cells."""
+        covariates = getattr(self, "covariate_names_", ())
+        if adata is not None and adata is not self.adata and len(covariates):
+            manager = self.adata_manager
+            registry = manager.registry if manager is not None else self.registry_
+            setup = registry["setup_args"]
+            fields = registry["field_registries"]
+            categories = {}
+            # (an unused field is registered with an empty state)
+            state = fields.get(REGISTRY_KEYS.BATCH_KEY, {}).get("state_registry", {})
+            if "categorical_mapping" in state:
+                categories[setup["batch_key"]] = np.asarray(state["categorical_mapping"])
+            state = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
+            categories.update({k: np.asarray(v) for k, v in state.get("mappings", {}).items()})
+            _check_covariate_columns(
+                adata,
+                setup.get("batch_key"),
+                setup.get("categorical_covariate_keys"),
+                setup.get("continuous_covariate_keys"),
+                categories=categories,
+            )
+        return super()._validate_anndata(adata, copy_if_view)
 
     @torch.inference_mode()
     def get_factors(
@@ -701,7 +964,10 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         self._check_if_trained(warn=True)
         adata_ = self._validate_anndata(adata)
         self.module.eval()
-        scores = [self.module.get_scores(x).cpu() for x in self._batches(adata_, batch_size)]
+        scores = [
+            self.module.get_scores(x, design).cpu()
+            for x, design in self._batches(adata_, batch_size)
+        ]
         return pd.DataFrame(
             torch.cat(scores).numpy(), index=adata_.obs_names.copy(), columns=self.factor_names
         )
@@ -745,23 +1011,41 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         Returns
         -------
         R² per factor, named by :attr:`factor_names`; ``attrs["total"]`` holds the R² of
-        the full reconstruction.
+        the full reconstruction (known covariates included). With known covariates,
+        ``attrs["covariates"]`` holds the R² of each covariate key (``{key: R²}``, its
+        columns' reconstruction ``c_key B_key^T``, computed like a factor's) and
+        ``attrs["factors_total"]`` the R² of the factors together, on the data less the
+        covariate effects' reconstruction.
         """
         self._check_if_trained(warn=True)
         module = self.module
         w = module.w_loc
         k = w.shape[1]
+        keys = [str(c) for c in self.covariate_keys_]
+        groups = {key: [j for j, c in enumerate(keys) if c == key] for key in dict.fromkeys(keys)}
         ss_tot = torch.zeros((), dtype=torch.float64)
         ss_res_total = torch.zeros((), dtype=torch.float64)
+        ss_left = torch.zeros((), dtype=torch.float64)  # what the covariates leave
+        ss_res_cov = dict.fromkeys(groups, 0.0)
         cross = torch.zeros_like(w, dtype=torch.float64)  # sum_n o y x_k, per gene
         sq = torch.zeros_like(w, dtype=torch.float64)  # sum_n o x_k^2, per gene
-        for x in self._batches(self._validate_anndata(adata), batch_size):
+        for x, design in self._batches(self._validate_anndata(adata), batch_size):
             x = x.to(w.device)
             y, observed = module._prepare(x)
-            scores = module.score_posterior(x, complete=observed is None)["means"]
+            scores = module.score_posterior(x, complete=observed is None, design=design)["means"]
             o = torch.ones_like(y) if observed is None else observed.to(y.dtype)
             ss_tot += (y * y).sum().double()
-            ss_res_total += ((o * (y - scores @ w.T)) ** 2).sum().double()
+            fit = scores @ w.T
+            if design is not None:
+                design = design.to(w.device)
+                b = module.cov_loc
+                for key, cols in groups.items():
+                    effect = design[:, cols] @ b[:, cols].T
+                    ss_res_cov[key] += float(((o * (y - effect)) ** 2).sum().double())
+                effects = design @ b.T
+                ss_left += ((o * (y - effects)) ** 2).sum().double()
+                fit = fit + effects
+            ss_res_total += ((o * (y - fit)) ** 2).sum().double()
             cross += (y.T @ scores).double()
             sq += (o.T @ (scores * scores)).double()
         wd = w.double()
@@ -769,7 +1053,33 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         r2 = (1.0 - ss_res / ss_tot).cpu().numpy() if ss_tot > 0 else np.zeros(k)
         out = pd.Series(r2, index=self.factor_names, name="r2")
         out.attrs["total"] = float(1.0 - ss_res_total / ss_tot) if ss_tot > 0 else 0.0
+        if groups:
+            tot = float(ss_tot)
+            out.attrs["covariates"] = {
+                key: (1.0 - res / tot) if tot > 0 else 0.0 for key, res in ss_res_cov.items()
+            }
+            out.attrs["factors_total"] = (
+                float(1.0 - ss_res_total / ss_left) if ss_left > 0 else 0.0
+            )
         return out
+
+    @torch.inference_mode()
+    def get_covariate_effects(self) -> pd.DataFrame:
+        """Posterior mean of the known covariates' effects ``B``, in input units.
+
+        Genes x design columns: ``key[level]`` for each level of a categorical covariate
+        but its first (the shift of that level's cells relative to the first level's),
+        and each continuous covariate's key (the change per unit of the covariate). Empty
+        (no columns) without covariates.
+        """
+        if not len(self.covariate_names_):
+            return pd.DataFrame(index=self.adata.var_names.copy())
+        b = self.module.cov_loc * self.module.data_scale / self.module.cov_scale
+        return pd.DataFrame(
+            b.cpu().numpy(),
+            index=self.adata.var_names.copy(),
+            columns=[str(c) for c in self.covariate_names_],
+        )
 
     # ------------------------------------------------------------------ persistence
     @classmethod

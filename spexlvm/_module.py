@@ -10,7 +10,10 @@ The model (paper section 2, DESIGN.md section 1) is written as a Pyro program in
 * cell scores whose posterior is the *optimal* Gaussian given the loadings (a K x K
   linear solve, no per-cell parameters: minibatches can stream and new cells project),
 * the regularised horseshoe expectations in closed form, with one-dimensional
-  Gauss-Hermite quadrature for the two terms that have none.
+  Gauss-Hermite quadrature for the two terms that have none,
+* optional known covariates (batches, donors, library size, ...) as fixed effects
+  ``C B^T`` with a Gaussian prior on ``B`` and a Gaussian posterior (see
+  :meth:`SpexLVMModule.covariate_design`).
 
 The result is a deterministic, low-variance objective whose gradient needs two
 ``B x G x K`` matrix products per minibatch.
@@ -28,6 +31,8 @@ import torch.nn.functional as F
 from pyro.infer import ELBO
 from scvi.module.base import PyroBaseModuleClass, auto_move_data
 from torch import nn
+
+from ._constants import REGISTRY_KEYS
 
 _LOG_2PI = math.log(2.0 * math.pi)
 # bounds of the log standard deviations of the log-normal and normal factors of q
@@ -96,6 +101,36 @@ def _expected_softplus(
     return _ExpectedSoftplus.apply(mean, sd, nodes, weights)
 
 
+def one_hot_design(
+    tensors: dict[str, torch.Tensor], levels: tuple[int, ...], n_continuous: int
+) -> torch.Tensor:
+    """The raw covariate design of some cells (before centring and scaling).
+
+    ``tensors`` holds scvi-tools' registered covariates: the batch codes (``"batch"``),
+    the other categorical codes (``"extra_categorical_covs"``) and the continuous values
+    (``"extra_continuous_covs"``). Each categorical covariate (``levels[j]`` levels, the
+    batch first) gives one-hot columns of its levels but the first (the reference level);
+    the continuous covariates follow.
+    """
+    parts = [
+        tensors[key].reshape(tensors[key].shape[0], -1)
+        for key in (REGISTRY_KEYS.BATCH_KEY, REGISTRY_KEYS.CAT_COVS_KEY)
+        if key in tensors
+    ]
+    codes = torch.cat(parts, 1).long() if parts else None
+    n_codes = 0 if codes is None else codes.shape[1]
+    if n_codes != len(levels):
+        raise ValueError(
+            f"The minibatch holds {n_codes} categorical covariate(s), the model "
+            f"{len(levels)}: register the AnnData with the same keys."
+        )
+    columns = [F.one_hot(codes[:, j], n)[:, 1:].float() for j, n in enumerate(levels)]
+    if n_continuous:
+        cont = tensors[REGISTRY_KEYS.CONT_COVS_KEY]
+        columns.append(cont.reshape(cont.shape[0], -1).float())
+    return torch.cat(columns, 1)
+
+
 def _lognormal_entropy(loc: torch.Tensor, log_sd: torch.Tensor) -> torch.Tensor:
     return loc + log_sd + 0.5 * (1.0 + _LOG_2PI)
 
@@ -132,6 +167,20 @@ class SpexLVMModule(PyroBaseModuleClass):
         Shape and rate of the Gamma prior on the per-gene noise precision.
     n_quadrature
         Number of Gauss-Hermite nodes for the two horseshoe expectations without closed form.
+    covariate_levels
+        Number of levels of each categorical covariate (the batch first, then the other
+        categorical covariates). Each enters the design ``C`` as one-hot columns of its
+        levels but the first (the reference level), centred over the training cells.
+    n_continuous
+        Number of continuous covariates (standardised columns of ``C``).
+    covariate_centre, covariate_scale
+        Centring and scaling of the design columns (``P`` each): the model sees
+        ``(c - centre) / scale``.
+    covariate_prior_scale
+        Standard deviation ``s`` of the Gaussian prior ``B_gp ~ N(0, s^2)`` of the covariate
+        effects (model scale).
+    init_covariate_effects
+        Initial posterior means of the covariate effects (genes x ``P``).
     """
 
     def __init__(
@@ -148,6 +197,12 @@ class SpexLVMModule(PyroBaseModuleClass):
         dense: torch.Tensor | None = None,
         noise_prior: tuple[float, float] = (1.0, 1.0),
         n_quadrature: int = 12,
+        covariate_levels: tuple[int, ...] = (),
+        n_continuous: int = 0,
+        covariate_centre: torch.Tensor | None = None,
+        covariate_scale: torch.Tensor | None = None,
+        covariate_prior_scale: float = 1.0,
+        init_covariate_effects: torch.Tensor | None = None,
     ):
         super().__init__()
         n_vars, n_factors = slab.shape
@@ -194,11 +249,106 @@ class SpexLVMModule(PyroBaseModuleClass):
         self.prec_log_rate = nn.Parameter(
             torch.log(self.prec_shape * init_noise_var.to(f32).clamp_min(1e-4))
         )
+        self._init_covariates(
+            covariate_levels,
+            n_continuous,
+            covariate_centre,
+            covariate_scale,
+            covariate_prior_scale,
+            init_covariate_effects,
+        )
+
+    def _init_covariates(
+        self,
+        levels: tuple[int, ...],
+        n_continuous: int,
+        centre: torch.Tensor | None,
+        scale: torch.Tensor | None,
+        prior_scale: float,
+        init: torch.Tensor | None,
+    ) -> None:
+        """Buffers and variational parameters of the covariate effects (none without any)."""
+        self.covariate_levels = tuple(int(n) for n in levels)
+        if any(n < 1 for n in self.covariate_levels) or n_continuous < 0:
+            raise ValueError("Covariate levels must be positive and n_continuous >= 0.")
+        self.n_continuous = int(n_continuous)
+        self.n_covariates = sum(n - 1 for n in self.covariate_levels) + self.n_continuous
+        if not self.n_covariates:
+            return
+        f32, p = torch.float32, self.n_covariates
+        self.register_buffer(
+            "cov_centre", torch.zeros(p, dtype=f32) if centre is None else centre.to(f32)
+        )
+        self.register_buffer(
+            "cov_scale", torch.ones(p, dtype=f32) if scale is None else scale.to(f32)
+        )
+        self.register_buffer("cov_prior_scale", torch.tensor(float(prior_scale), dtype=f32))
+        # q(B) = Normal(cov_loc, exp(cov_log_sd)), genes x design columns
+        self.cov_loc = nn.Parameter(
+            torch.zeros(self.n_vars, p, dtype=f32) if init is None else init.to(f32).clone()
+        )
+        self.cov_log_sd = nn.Parameter(torch.full((self.n_vars, p), math.log(0.05)))
 
     # ------------------------------------------------------------------ scvi hooks
-    @staticmethod
-    def _get_fn_args_from_batch(tensor_dict: dict[str, torch.Tensor]):
-        return (tensor_dict["X"],), {}
+    def _get_fn_args_from_batch(self, tensor_dict: dict[str, torch.Tensor]):
+        if not self.n_covariates:
+            return (tensor_dict["X"],), {}
+        return (tensor_dict["X"],), {"design": self.covariate_design(tensor_dict)}
+
+    def covariate_design(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The design ``C`` (cells x ``P``) of a minibatch from its registered covariates.
+
+        ``tensors`` holds the codes of the batch (``"batch"``, cells x 1) and of the other
+        categorical covariates (``"extra_categorical_covs"``, cells x n) and the continuous
+        covariates (``"extra_continuous_covs"``), as scvi-tools registers them. Each
+        categorical covariate gives one-hot columns of its levels but the first; every
+        column is centred and scaled with the training cells' statistics. ``None`` when the
+        model has no covariates.
+        """
+        if not self.n_covariates:
+            return None
+        design = one_hot_design(tensors, self.covariate_levels, self.n_continuous)
+        design = design.to(device=self.cov_centre.device, dtype=self.cov_centre.dtype)
+        return (design - self.cov_centre) / self.cov_scale
+
+    def covariate_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and variance of the covariate effects (genes x ``P``, model scale)."""
+        return self.cov_loc, self._sd(self.cov_log_sd) ** 2
+
+    def covariate_kl(self) -> torch.Tensor:
+        """``KL(q(B) || p(B))`` of the covariate effects, Gaussian prior ``N(0, s^2)``."""
+        log_sd = self._log_sd(self.cov_log_sd)
+        s2 = self.cov_prior_scale**2
+        kl = (
+            torch.log(self.cov_prior_scale)
+            - log_sd
+            + 0.5 * (torch.exp(2.0 * log_sd) + self.cov_loc**2) / s2
+            - 0.5
+        )
+        return kl.sum()
+
+    def _covariate_sq_err(self, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What the covariates add to the minibatch's per-gene expected squared error.
+
+        :meth:`expected_log_likelihood` is that of the model without covariates;
+        :meth:`analytic_elbo` adds ``-1/2 E[precision_g]`` times this (scaled) per gene.
+
+        ``E sum_n o (y - c B^T - x W^T)^2`` minus the same without covariates:
+        ``-2 b.(Y^T C) + sum_n o (c b)^2 + sum_n o c^2 var(b) + 2 w.(sum_n o (c b) m_n)``.
+        """
+        b, b_var = self.covariate_moments()
+        mu = self.w_loc
+        cov = stats["cov"]
+        if "cc" in cov:  # complete data: P x P and P x K statistics
+            cc = cov["cc"]
+            out = ((b @ cc) * b).sum(-1) + b_var @ torch.diagonal(cc)
+            out = out + 2.0 * (mu * (b @ cov["cm"])).sum(-1)
+        else:  # missing values: per cell and gene
+            effect = cov["design"] @ b.T
+            effect_o = effect * cov["observed"]
+            out = (effect_o * effect).sum(0) + (b_var * cov["c2o"]).sum(-1)
+            out = out + 2.0 * (mu * (effect_o.T @ cov["means"])).sum(-1)
+        return out - 2.0 * (b * cov["yc"]).sum(-1)
 
     @property
     def model(self):
@@ -254,7 +404,13 @@ class SpexLVMModule(PyroBaseModuleClass):
 
     # ------------------------------------------------------------------ q(x | y)
     @torch.no_grad()
-    def score_posterior(self, x: torch.Tensor, *, complete: bool | None = None) -> dict:
+    def score_posterior(
+        self,
+        x: torch.Tensor,
+        *,
+        complete: bool | None = None,
+        design: torch.Tensor | None = None,
+    ) -> dict:
         """Optimal Gaussian posterior of the cell scores given q(W) and q(precision).
 
         Parameters
@@ -263,18 +419,24 @@ class SpexLVMModule(PyroBaseModuleClass):
             Minibatch of raw input (cells x genes), NaN where missing.
         complete
             Whether ``x`` is known to have no missing values; ``None`` checks.
+        design
+            The cells' covariate design (:meth:`covariate_design`); required when the model
+            has covariates. The scores explain ``y - C E[B]^T``.
 
         Returns
         -------
         A dict with ``means`` (B x K), ``cov`` (K x K shared, or B x K x K with missing
         values), ``logdet`` (log-determinant of the precision: scalar or B) and, with
-        missing values, ``y`` (centred, scaled, 0 where missing) and ``observed`` (bool).
+        missing values, ``y`` (centred, scaled, 0 where missing; the covariate effects not
+        subtracted) and ``observed`` (bool).
         Without missing values the centring is folded into the products: no elementwise
         pass over the minibatch.
         """
         mu, var = self.loadings_moments()
         p = self.expected_precision()
         x = x.to(mu.dtype)
+        if self.n_covariates and design is None:
+            raise ValueError("The model has covariates: pass the cells' `design`.")
         if complete is None:
             complete = bool(torch.isfinite(x).all())
         eye = torch.eye(self.n_factors, dtype=mu.dtype, device=mu.device)
@@ -285,6 +447,8 @@ class SpexLVMModule(PyroBaseModuleClass):
             cov = torch.cholesky_inverse(chol)
             # (x - mean) / scale @ P mu, without forming the centred batch
             rhs = (x @ pmu - self.gene_mean @ pmu) / self.data_scale
+            if self.n_covariates:
+                rhs = rhs - design.to(mu.dtype) @ (self.cov_loc.T @ pmu)
             return {
                 "means": rhs @ cov,
                 "cov": cov,
@@ -298,17 +462,20 @@ class SpexLVMModule(PyroBaseModuleClass):
         prec = eye + torch.einsum("bg,gk,gl->bkl", o, mu, mu) + torch.diag_embed(o @ var)
         chol = torch.linalg.cholesky(prec)
         cov = torch.cholesky_inverse(chol)
-        means = torch.einsum("bkl,bl->bk", cov, (y * p) @ mu)
+        y_fit = y
+        if self.n_covariates:
+            y_fit = y - (design.to(mu.dtype) @ self.cov_loc.T) * observed
+        means = torch.einsum("bkl,bl->bk", cov, (y_fit * p) @ mu)
         logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
         return {"means": means, "cov": cov, "logdet": logdet, "y": y, "observed": observed}
 
     @auto_move_data
-    def get_scores(self, x: torch.Tensor) -> torch.Tensor:
+    def get_scores(self, x: torch.Tensor, design: torch.Tensor | None = None) -> torch.Tensor:
         """Posterior means of the cell scores of a minibatch of raw input (cells x genes)."""
-        return self.score_posterior(x)["means"]
+        return self.score_posterior(x, design=design)["means"]
 
     # ------------------------------------------------------------------ Pyro programs
-    def _model(self, x: torch.Tensor):
+    def _model(self, x: torch.Tensor, design: torch.Tensor | None = None):
         """Generative model (paper eq. 2-5), as a Pyro program."""
         y, observed = self._prepare(x)
         n_batch = y.shape[0]
@@ -326,6 +493,15 @@ class SpexLVMModule(PyroBaseModuleClass):
             prec = pyro.sample(
                 "precision", dist.Gamma(self.noise_prior_shape, self.noise_prior_rate)
             )
+        if self.n_covariates:
+            with (
+                pyro.plate("covariate_columns", self.n_covariates, dim=-1),
+                pyro.plate("genes_covariates", self.n_vars, dim=-2),
+            ):
+                b = pyro.sample(
+                    "covariate_effects",
+                    dist.Normal(torch.zeros((), device=dev), self.cov_prior_scale),
+                )
         with pyro.plate("cells", self.n_obs, subsample=torch.arange(n_batch, device=dev), dim=-1):
             z = pyro.sample(
                 "x",
@@ -336,12 +512,15 @@ class SpexLVMModule(PyroBaseModuleClass):
             # (..., B, K) @ (..., K, G); the leading dims allow vectorised particles
             w_t = w.transpose(-1, -2)
             loc = z @ (w_t.unsqueeze(-3) if w.dim() > 2 else w_t)
+            if self.n_covariates:  # known effects: + C B^T
+                b_t = b.transpose(-1, -2)
+                loc = loc + design @ (b_t.unsqueeze(-3) if b.dim() > 2 else b_t)
             lik = dist.Normal(loc, torch.rsqrt(prec).unsqueeze(-2))
             if observed is not None:
                 lik = lik.mask(observed)
             pyro.sample("y", lik.to_event(1), obs=y)
 
-    def _guide(self, x: torch.Tensor):
+    def _guide(self, x: torch.Tensor, design: torch.Tensor | None = None):
         """Mean-field variational family, as a Pyro program (cell scores in closed form)."""
         n_batch = x.shape[0]
         pyro.sample("tau", dist.LogNormal(self.tau_loc, self._sd(self.tau_log_sd)))
@@ -353,10 +532,18 @@ class SpexLVMModule(PyroBaseModuleClass):
                 pyro.sample("w", dist.Normal(self.w_loc, self._sd(self.w_log_sd)))
         with pyro.plate("genes_noise", self.n_vars, dim=-1):
             pyro.sample("precision", dist.Gamma(self.prec_shape, torch.exp(self.prec_log_rate)))
+        if self.n_covariates:
+            with (
+                pyro.plate("covariate_columns", self.n_covariates, dim=-1),
+                pyro.plate("genes_covariates", self.n_vars, dim=-2),
+            ):
+                pyro.sample(
+                    "covariate_effects", dist.Normal(self.cov_loc, self._sd(self.cov_log_sd))
+                )
         with pyro.plate(
             "cells", self.n_obs, subsample=torch.arange(n_batch, device=x.device), dim=-1
         ):
-            post = self.score_posterior(x)
+            post = self.score_posterior(x, design=design)
             # no argument validation: it checks the covariance, broadcast to B x K x K, for
             # symmetry, i.e. materialises it (33 GB for 8,388 cells and K = 1,000)
             pyro.sample(
@@ -424,13 +611,16 @@ class SpexLVMModule(PyroBaseModuleClass):
         }
 
     @torch.no_grad()
-    def _minibatch_statistics(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _minibatch_statistics(
+        self, x: torch.Tensor, design: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Sufficient statistics of a minibatch under the optimal q(x).
 
         ``ym = Y^T M`` (G x K), ``second = sum_n o_ng (m_n m_n^T + S_n)`` (K x K, or G x K x K
-        with missing values) and the summed KL of the cell scores.
+        with missing values) and the summed KL of the cell scores; with covariates, ``cov``:
+        the statistics of the design that :meth:`_covariate_sq_err` needs.
         """
-        post = self.score_posterior(x, complete=not bool(self.has_missing))
+        post = self.score_posterior(x, complete=not bool(self.has_missing), design=design)
         means, cov, logdet = post["means"], post["cov"], post["logdet"]
         n_batch, k = means.shape
         if "y" not in post:
@@ -446,7 +636,22 @@ class SpexLVMModule(PyroBaseModuleClass):
             second = torch.einsum("bg,bkl->gkl", o, means[:, :, None] * means[:, None, :] + cov)
             tr_cov = torch.diagonal(cov, dim1=-2, dim2=-1).sum()
         kl_x = 0.5 * (tr_cov + (means * means).sum() - n_batch * k + logdet.sum())
-        return {"ym": ym, "second": second, "kl_x": kl_x}
+        out = {"ym": ym, "second": second, "kl_x": kl_x}
+        if self.n_covariates:
+            c = design.to(means.dtype)
+            if "y" not in post:
+                yc = x.to(means.dtype).T @ c - torch.outer(self.gene_mean, c.sum(0))
+                out["cov"] = {"yc": yc / self.data_scale, "cc": c.T @ c, "cm": c.T @ means}
+            else:
+                o = post["observed"].to(means.dtype)
+                out["cov"] = {
+                    "yc": post["y"].T @ c,
+                    "design": c,
+                    "observed": o,
+                    "means": means,
+                    "c2o": o.T @ (c * c),
+                }
+        return out
 
     def expected_log_likelihood(
         self, stats: dict[str, torch.Tensor], scale: float
@@ -472,16 +677,25 @@ class SpexLVMModule(PyroBaseModuleClass):
         sq_err = self.gene_sumsq + scale * (quad - 2.0 * (mu * ym).sum(-1))
         return 0.5 * (n_g * (e_log_p - _LOG_2PI)).sum() - 0.5 * (p * sq_err).sum()
 
-    def analytic_elbo(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def analytic_elbo(
+        self, x: torch.Tensor, design: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """The ELBO of :meth:`model` / :meth:`guide` for a minibatch of the training data.
 
         Minibatch terms are scaled by ``n_obs / batch size``, so the value is an unbiased
-        estimate of the full-data ELBO (exact for a full batch).
+        estimate of the full-data ELBO (exact for a full batch). ``design``: the cells'
+        covariates (:meth:`covariate_design`), when the model has any.
         """
-        stats = self._minibatch_statistics(x)
+        stats = self._minibatch_statistics(x, design)
         scale = self.n_obs / x.shape[0]
         ell = self.expected_log_likelihood(stats, scale)
         terms = self.global_kl()
+        if self.n_covariates:  # known covariates: the likelihood of y - C B^T, KL of q(B)
+            ell = (
+                ell
+                - 0.5 * scale * (self.expected_precision() * self._covariate_sq_err(stats)).sum()
+            )
+            terms["kl_covariates"] = self.covariate_kl()
         kl_x = scale * stats["kl_x"]
         elbo = ell - kl_x - sum(terms.values())
         return {"elbo": elbo, "log_likelihood": ell, "kl_x": kl_x, **terms}

@@ -76,7 +76,9 @@ class SpexLVMTrainingPlan(LowLevelPyroTrainingPlan):
             return
         cols = torch.as_tensor(self.frozen_factors, device=self.module.w_loc.device)
         k = self.module.n_factors
-        for _name, param in self.module.named_parameters():
+        for name, param in self.module.named_parameters():
+            if name.startswith("cov_"):  # covariate effects: genes x design columns
+                continue
             if param.grad is not None and param.dim() >= 1 and param.shape[-1] == k:
                 param.grad.index_fill_(param.dim() - 1, cols, 0.0)
 

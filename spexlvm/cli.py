@@ -175,6 +175,29 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     fit.add_argument(
+        "--batch-key",
+        metavar="COL",
+        help=(
+            "obs column of the batch: fitted as a known (fixed) effect next to the factors, "
+            "so that no factor has to take it."
+        ),
+    )
+    fit.add_argument(
+        "--categorical-covariate-keys",
+        nargs="+",
+        metavar="COL",
+        help="Further categorical obs columns fitted as known effects (donor, sample, ...).",
+    )
+    fit.add_argument(
+        "--continuous-covariate-keys",
+        nargs="+",
+        metavar="COL",
+        help=(
+            "Continuous obs columns fitted as known effects (log library size, percent "
+            "mitochondrial reads, ...)."
+        ),
+    )
+    fit.add_argument(
         "--accelerator",
         default="auto",
         help="Lightning accelerator: auto (GPU when available), cpu, gpu, ...",
@@ -441,10 +464,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             accelerator=args.accelerator,
             seed=args.seed,
+            batch_key=args.batch_key,
+            categorical_covariate_keys=args.categorical_covariate_keys,
+            continuous_covariate_keys=args.continuous_covariate_keys,
             enable_progress_bar=_progress_bar(args),
             checkpoint_dir=args.checkpoint_dir,
         )
-    except (KeyError, ValueError) as err:
+    except (KeyError, ValueError, TypeError) as err:
         raise CLIError(_message(err)) from err
     logger.info("Fitted in %.1f s.", time.perf_counter() - start)
     _log_top_factors(adata)

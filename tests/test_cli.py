@@ -104,6 +104,29 @@ def test_fit_backed_with_checkpoints(inputs, tmp_path):
     np.testing.assert_array_equal(first.varm["spexlvm_loadings"], second.varm["spexlvm_loadings"])
 
 
+def test_fit_covariate_flags(tmp_path):
+    """--batch-key / --categorical-covariate-keys / --continuous-covariate-keys reach the
+    fit (covariate effects and their R² in the output); an unknown column exits 2."""
+    adata = spexlvm.datasets.synthetic(
+        N_OBS, N_VARS, N_FACTORS, seed=0, n_batches=2, batch_effect=1.0
+    )
+    rng = np.random.default_rng(0)
+    adata.obs["donor"] = pd.Categorical(rng.choice(["a", "b", "c"], N_OBS))
+    adata.obs["pct_mito"] = rng.uniform(0, 10, N_OBS)
+    src, out = tmp_path / "in.h5ad", tmp_path / "out.h5ad"
+    adata.write_h5ad(src)
+    base = ["-q", "fit", str(src), "--max-epochs", "5", "--out", str(out)]
+    covs = ["--batch-key", "batch", "--categorical-covariate-keys", "donor"]
+    covs += ["--continuous-covariate-keys", "pct_mito"]
+    assert main([*base, *covs]) == 0
+    result = ad.read_h5ad(out)
+    assert set(result.uns["spexlvm"]["r2_covariates"]) == {"batch", "donor", "pct_mito"}
+    assert result.varm["spexlvm_covariate_effects"].shape == (N_VARS, 4)
+    out.unlink()
+    assert main([*base, "--batch-key", "nosuch"]) == 2
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("nested", ["keep", "merge"])
 def test_fit_nested_option(inputs, tmp_path, nested):
     out = tmp_path / "out.h5ad"

@@ -16,6 +16,19 @@ from spexlvm._module import _expected_softplus, _gauss_hermite
 
 N, G, K = 11, 7, 3
 NAN_ENTRIES = ((1, 2), (5, 6))
+#: Covariates of the tests with covariates: a batch of 3 levels, a donor of 2 and one
+#: continuous covariate (P = 2 + 1 + 1 design columns).
+COV_LEVELS = (3, 2)
+
+
+def _covariates(n: int = N, seed: int = 5) -> dict[str, torch.Tensor]:
+    """Registered covariate tensors of ``n`` cells, as the data loader yields them."""
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "batch": torch.arange(n)[:, None] % COV_LEVELS[0],
+        "extra_categorical_covs": torch.randint(0, COV_LEVELS[1], (n, 1), generator=gen),
+        "extra_continuous_covs": torch.randn(n, 1, generator=gen),
+    }
 
 
 def _data(n: int = N, *, missing: bool = False, seed: int = 0) -> torch.Tensor:
@@ -38,16 +51,29 @@ def _slab(low: float = 0.3) -> torch.Tensor:
     return slab
 
 
-def _module(x: torch.Tensor, slab: torch.Tensor, *, seed: int = 0) -> SpexLVMModule:
-    """The module with its data constants from ``x`` and perturbed variational parameters."""
+def _module(
+    x: torch.Tensor, slab: torch.Tensor, *, seed: int = 0, covariates: bool = False
+) -> SpexLVMModule:
+    """The module with its data constants from ``x`` and perturbed variational parameters
+    (with ``covariates``: the design of :func:`_covariates`, centred and scaled)."""
     torch.manual_seed(seed)
     n = x.shape[0]
     mean = torch.nanmean(x, 0)
     yc = torch.nan_to_num(x - mean)
     cnt = torch.isfinite(x).sum(0).float()
+    cov_kwargs = {}
+    if covariates:
+        cov_kwargs = {
+            "covariate_levels": COV_LEVELS,
+            "n_continuous": 1,
+            "covariate_centre": torch.tensor([0.3, 0.2, 0.4, -0.1]),
+            "covariate_scale": torch.tensor([1.0, 1.0, 1.0, 1.3]),
+            "covariate_prior_scale": 0.7,
+            "init_covariate_effects": torch.randn(G, 4),
+        }
     m = SpexLVMModule(
         n, slab, mean, 1.0, cnt, torch.randn(G, K) * 0.5, torch.ones(G) * 0.5,
-        gene_sumsq=(yc**2).sum(0), dense=torch.tensor([False, False, True]),
+        gene_sumsq=(yc**2).sum(0), dense=torch.tensor([False, False, True]), **cov_kwargs,
     )  # fmt: skip
     with torch.no_grad():
         for p in m.parameters():
@@ -55,26 +81,35 @@ def _module(x: torch.Tensor, slab: torch.Tensor, *, seed: int = 0) -> SpexLVMMod
     return m
 
 
-def _elbo(m: SpexLVMModule, x: torch.Tensor) -> float:
+def _design(m: SpexLVMModule, n: int = N) -> torch.Tensor | None:
+    return m.covariate_design(_covariates(n)) if m.n_covariates else None
+
+
+def _elbo(m: SpexLVMModule, x: torch.Tensor, design: torch.Tensor | None = None) -> float:
+    if design is None:
+        design = _design(m, x.shape[0])
     with torch.no_grad():
-        return float(m.analytic_elbo(x)["elbo"])
+        return float(m.analytic_elbo(x, design)["elbo"])
 
 
 # --------------------------------------------------------------------------- ELBO vs Pyro
+@pytest.mark.parametrize("covariates", [False, True], ids=["", "covariates"])
 @pytest.mark.parametrize("missing", [False, True], ids=["complete", "two_nan"])
 @pytest.mark.parametrize("low", [0.3, 0.01], ids=["slab0.3", "slab0.01"])
-def test_analytic_elbo_matches_trace_elbo(missing, low):
+def test_analytic_elbo_matches_trace_elbo(missing, low, covariates):
     """Closed-form ELBO == Pyro's ``Trace_ELBO`` on the module's own model and guide."""
     x = _data(missing=missing)
-    m = _module(x, _slab(low))
+    m = _module(x, _slab(low), covariates=covariates)
     assert bool(m.has_missing) is missing
+    design = _design(m)
     analytic = _elbo(m, x)
     pyro.set_rng_seed(0)
     trace_elbo = pyro.infer.Trace_ELBO(
         num_particles=200, vectorize_particles=True, max_plate_nesting=2
     )
+    kwargs = {"design": design} if covariates else {}
     with torch.no_grad():
-        values = np.array([-trace_elbo.loss(m.model, m.guide, x) for _ in range(30)])
+        values = np.array([-trace_elbo.loss(m.model, m.guide, x, **kwargs) for _ in range(30)])
     mc, se = values.mean(), values.std(ddof=1) / math.sqrt(values.size)
     print(f"\n[ELBO {low=} {missing=}] analytic {analytic:.3f}, Trace_ELBO {mc:.3f} +- {se:.3f}")
     assert abs(analytic - mc) < 4 * se
@@ -91,20 +126,27 @@ _SITE_TERMS = {
 }
 
 
+@pytest.mark.parametrize("covariates", [False, True], ids=["", "covariates"])
 @pytest.mark.parametrize("missing", [False, True], ids=["complete", "two_nan"])
-def test_analytic_elbo_terms_match_sampled_sites(missing):
+def test_analytic_elbo_terms_match_sampled_sites(missing, covariates):
     """Term by term: E_q[log p - log q] of each light-tailed site, by sampling, equals the
     closed-form term (the loadings' term is heavy-tailed; the total test covers it)."""
     x = _data(missing=missing)
-    m = _module(x, _slab(0.3))
+    m = _module(x, _slab(0.3), covariates=covariates)
+    design = _design(m)
     with torch.no_grad():
-        terms = m.analytic_elbo(x)
+        terms = m.analytic_elbo(x, design)
     n_particles = 20000
     pyro.set_rng_seed(1)
     with torch.no_grad(), pyro.plate("particles", n_particles, dim=-3):
-        guide = poutine.trace(m.guide).get_trace(x)
-        model = poutine.trace(poutine.replay(m.model, trace=guide)).get_trace(x)
-    for site, term in _SITE_TERMS.items():
+        guide = poutine.trace(m.guide).get_trace(x, design)
+        model = poutine.trace(poutine.replay(m.model, trace=guide)).get_trace(x, design)
+    sites = dict(_SITE_TERMS)
+    if covariates:
+        sites["covariate_effects"] = "kl_covariates"
+    else:
+        assert "covariate_effects" not in guide.nodes and "kl_covariates" not in terms
+    for site, term in sites.items():
         node = model.nodes[site]
         value = node["fn"].log_prob(node["value"])
         if site != "y":
@@ -130,14 +172,16 @@ def test_analytic_elbo_loss_interface():
 
 
 # --------------------------------------------------------------------------- gradient
+@pytest.mark.parametrize("covariates", [False, True], ids=["", "covariates"])
 @pytest.mark.parametrize("missing", [False, True], ids=["complete", "two_nan"])
-def test_elbo_gradient_w_loc_finite_differences(missing):
+def test_elbo_gradient_w_loc_finite_differences(missing, covariates):
     """d ELBO / d w_loc (autograd, cell-score posterior held fixed: envelope theorem)
     equals central finite differences of the ELBO (which re-optimises the scores)."""
     x = _data(missing=missing)
-    m = _module(x, _slab()).double()  # every parameter and buffer in float64
+    m = _module(x, _slab(), covariates=covariates).double()  # every tensor in float64
+    d = None if not covariates else _design(m)
     m.zero_grad()
-    m.analytic_elbo(x)["elbo"].backward()
+    m.analytic_elbo(x, d)["elbo"].backward()
     grad = m.w_loc.grad.clone()
     fd = torch.zeros_like(grad)
     h = 1e-6
@@ -145,33 +189,38 @@ def test_elbo_gradient_w_loc_finite_differences(missing):
         for i in range(G):
             for j in range(K):
                 m.w_loc[i, j] += h
-                up = float(m.analytic_elbo(x)["elbo"])
+                up = float(m.analytic_elbo(x, d)["elbo"])
                 m.w_loc[i, j] -= 2 * h
-                down = float(m.analytic_elbo(x)["elbo"])
+                down = float(m.analytic_elbo(x, d)["elbo"])
                 m.w_loc[i, j] += h
                 fd[i, j] = (up - down) / (2 * h)
     torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("covariates", [False, True], ids=["", "covariates"])
 @pytest.mark.parametrize("missing", [False, True], ids=["complete", "two_nan"])
-def test_elbo_gradient_all_parameters_directional(missing):
-    """Directional derivatives of every variational parameter (float64)."""
+def test_elbo_gradient_all_parameters_directional(missing, covariates):
+    """Directional derivatives of every variational parameter (float64); with covariates
+    the covariate effects' too (the scores depend on them: envelope theorem again)."""
     x = _data(missing=missing)
-    m = _module(x, _slab()).double()
+    m = _module(x, _slab(), covariates=covariates).double()
+    d = None if not covariates else _design(m)
     m.zero_grad()
-    m.analytic_elbo(x)["elbo"].backward()
+    m.analytic_elbo(x, d)["elbo"].backward()
     gen = torch.Generator().manual_seed(3)
     h = 1e-6
+    names = {name for name, _ in m.named_parameters()}
+    assert covariates == ("cov_loc" in names)
     for name, p in m.named_parameters():
-        d = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+        d_p = torch.randn(p.shape, generator=gen, dtype=p.dtype)
         with torch.no_grad():
-            p.add_(h * d)
-            up = float(m.analytic_elbo(x)["elbo"])
-            p.sub_(2 * h * d)
-            down = float(m.analytic_elbo(x)["elbo"])
-            p.add_(h * d)
+            p.add_(h * d_p)
+            up = float(m.analytic_elbo(x, d)["elbo"])
+            p.sub_(2 * h * d_p)
+            down = float(m.analytic_elbo(x, d)["elbo"])
+            p.add_(h * d_p)
         fd = (up - down) / (2 * h)
-        assert float((p.grad * d).sum()) == pytest.approx(fd, rel=1e-6, abs=1e-5), name
+        assert float((p.grad * d_p).sum()) == pytest.approx(fd, rel=1e-6, abs=1e-5), name
 
 
 def test_elbo_gradient_float32_directional():
@@ -245,23 +294,28 @@ def test_expected_softplus_monte_carlo():
 
 
 # --------------------------------------------------------------------------- minibatches
+@pytest.mark.parametrize("covariates", [False, True], ids=["", "covariates"])
 @pytest.mark.parametrize("missing", [False, True], ids=["complete", "two_nan"])
-def test_minibatch_elbo_unbiased(missing):
+def test_minibatch_elbo_unbiased(missing, covariates):
     """Minibatch ELBOs (scaled by n_obs / B) over a partition average to the full ELBO."""
     n, batch = 12, 4
     x = _data(n, missing=missing, seed=2)
-    m = _module(x, _slab())
-    full = _elbo(m, x)
+    m = _module(x, _slab(), covariates=covariates)
+    d = _design(m, n)
+    full = _elbo(m, x, d)
+
+    def part(index):
+        return _elbo(m, x[index], None if d is None else d[index])
+
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
-    parts = [_elbo(m, x[perm[i : i + batch]]) for i in range(0, n, batch)]
+    parts = [part(perm[i : i + batch]) for i in range(0, n, batch)]
     assert np.mean(parts) == pytest.approx(full, rel=1e-5)
     assert np.std(parts) > 0  # the batches do differ
     # unequal batches: weighted by their share of the cells
     sizes = [5, 4, 3]
     bounds = np.cumsum([0, *sizes])
     weighted = sum(
-        s / n * _elbo(m, x[perm[a:b]])
-        for s, a, b in zip(sizes, bounds[:-1], bounds[1:], strict=True)
+        s / n * part(perm[a:b]) for s, a, b in zip(sizes, bounds[:-1], bounds[1:], strict=True)
     )
     assert weighted == pytest.approx(full, rel=1e-5)
 
@@ -283,16 +337,18 @@ def test_score_posterior_missing_path_matches_complete_path():
     assert bool(masked["observed"].all())
 
 
-def test_elbo_missing_path_matches_complete_path():
+@pytest.mark.parametrize("covariates", [False, True], ids=["", "covariates"])
+def test_elbo_missing_path_matches_complete_path(covariates):
     """The whole ELBO through the missing-value statistics equals the complete one."""
     x = _data()
-    m = _module(x, _slab())
+    m = _module(x, _slab(), covariates=covariates)
+    d = _design(m)
     assert not bool(m.has_missing)
     with torch.no_grad():
-        reference = {k: float(v) for k, v in m.analytic_elbo(x).items()}
+        reference = {k: float(v) for k, v in m.analytic_elbo(x, d).items()}
     m.has_missing.fill_(True)
     with torch.no_grad():
-        via_missing = {k: float(v) for k, v in m.analytic_elbo(x).items()}
+        via_missing = {k: float(v) for k, v in m.analytic_elbo(x, d).items()}
     for key, value in reference.items():
         assert via_missing[key] == pytest.approx(value, rel=1e-5, abs=1e-4), key
 
@@ -346,3 +402,47 @@ def test_guide_scores_draw_like_the_stock_multivariate_normal():
             ref = stock.rsample(torch.Size(shape))
             assert ours.shape == ref.shape == (*shape, N, K)
             torch.testing.assert_close(ours, ref)
+
+
+# --------------------------------------------------------------------------- covariates
+def test_covariate_design_columns():
+    """One-hot columns of every level but the first, then the continuous columns; each
+    centred and scaled with the module's statistics."""
+    x = _data()
+    m = _module(x, _slab(), covariates=True)
+    cov = _covariates()
+    d = m.covariate_design(cov)
+    assert d.shape == (N, 4)
+    raw = torch.cat(
+        [
+            (cov["batch"] == 1).float(),
+            (cov["batch"] == 2).float(),
+            (cov["extra_categorical_covs"] == 1).float(),
+            cov["extra_continuous_covs"],
+        ],
+        1,
+    )
+    torch.testing.assert_close(d, (raw - m.cov_centre) / m.cov_scale)
+    with pytest.raises(ValueError, match="categorical covariate"):
+        m.covariate_design({"batch": cov["batch"]})
+    with pytest.raises(ValueError, match="design"):
+        m.score_posterior(x)
+
+
+def test_scores_explain_data_minus_covariate_effects():
+    """The cell-score posterior of data with covariates is that of ``y - C E[B]^T`` without
+    them (complete and missing-value paths)."""
+    x = _data(missing=True)
+    m = _module(x, _slab(), covariates=True)
+    d = _design(m)
+    shifted = x - (d @ m.cov_loc.T).detach() * m.data_scale
+    plain = _module(x, _slab(), covariates=False)
+    plain.load_state_dict(
+        {k: v for k, v in m.state_dict().items() if not k.startswith("cov_")}, strict=True
+    )
+    with torch.no_grad():
+        for complete_x, sub in ((x, shifted), (x[[0, 2, 3]], shifted[[0, 2, 3]])):
+            index = [0, 2, 3] if complete_x.shape[0] == 3 else slice(None)
+            ours = m.score_posterior(complete_x, design=d[index])["means"]
+            ref = plain.score_posterior(sub)["means"]
+            torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from numpy.typing import ArrayLike
 
@@ -33,6 +34,8 @@ def synthetic(
     extra: float = 0.0,
     residual_std: float = 1.0,
     missing: float = 0.0,
+    n_batches: int = 1,
+    batch_effect: float = 0.0,
     seed: int = 0,
 ) -> AnnData:
     r"""Simulate expression driven by sparse factors, with a noisy gene-set annotation.
@@ -52,11 +55,18 @@ def synthetic(
     nothing, are appended after the annotated ones; each takes its size from a randomly
     chosen true set.
 
+    With ``n_batches > 1`` and ``batch_effect > 0`` the cells fall into batches of (about)
+    equal size at random, and every gene is shifted in every batch by its own amount
+    drawn from :math:`\mathcal{N}(0, \text{batch\_effect}^2)`: a dense technical effect
+    of rank ``n_batches - 1`` that no gene set describes (``obs["batch"]`` holds the
+    labels, ``varm["batch_shift_true"]`` the shifts).
+
     All randomness comes from one :func:`numpy.random.default_rng` ``(seed)``, drawn in
     this order: scores, loadings, residual noise, annotation noise, extra sets, missing
-    entries. Hence the expression matrix and the truth depend only on ``n_obs``,
-    ``n_vars``, ``n_factors``, ``residual_std`` and ``seed``: different ``noise``,
-    ``extra`` or ``missing`` give different annotations of the same data.
+    entries, batches. Hence the expression matrix and the truth depend only on ``n_obs``,
+    ``n_vars``, ``n_factors``, ``residual_std`` and ``seed``, and the batch effect only
+    adds to them: different ``noise``, ``extra``, ``missing`` or batch settings give
+    different annotations (or batch shifts) of the same data.
 
     Parameters
     ----------
@@ -75,6 +85,10 @@ def synthetic(
         Standard deviation of the Gaussian residual noise (the same for every gene).
     missing
         Fraction of the entries of ``X`` set to NaN at random, in [0, 1).
+    n_batches
+        Number of batches (1: none).
+    batch_effect
+        Standard deviation of the per-gene, per-batch shifts (0: none).
     seed
         Seed of the random number generator.
 
@@ -100,6 +114,10 @@ def synthetic(
         bool G x (K + E), annotated-but-inactive and active-but-unannotated genes, so that
         ``spexlvm_mask == (mask_true & ~false_negatives) | false_positives``. Every gene of
         an extra set counts as a false positive.
+    ``obs["batch"]``, ``varm["batch_shift_true"]``
+        Only with a batch effect: the batch of each cell (categorical ``batch_1..``) and
+        the shift of each gene in each batch (float32, G x ``n_batches``), both already in
+        ``X``.
     ``uns["synthetic"]``
         The generator settings (and ``n_extra``).
 
@@ -121,6 +139,9 @@ def synthetic(
         raise ValueError(f"`residual_std` must be non-negative, got {residual_std}.")
     if not 0.0 <= missing < 1.0:
         raise ValueError(f"`missing` must lie in [0, 1), got {missing}.")
+    _check_int("n_batches", n_batches)
+    if batch_effect < 0.0:
+        raise ValueError(f"`batch_effect` must be non-negative, got {batch_effect}.")
 
     rng = np.random.default_rng(seed)
     n_extra = round(extra * n_factors)
@@ -166,6 +187,15 @@ def synthetic(
         complete = y.copy()
         y.flat[rng.choice(y.size, size=n_missing, replace=False)] = np.nan
 
+    # Batches: a per-gene shift in every batch, on top of everything else.
+    batches = shift = None
+    if n_batches > 1 and batch_effect > 0.0:
+        batches = rng.permutation(np.arange(n_obs) % n_batches)
+        shift = rng.normal(0.0, batch_effect, size=(n_vars, n_batches)).astype(np.float32)
+        y += shift.T[batches]
+        if complete is not None:
+            complete += shift.T[batches]
+
     names = [f"factor_{k + 1}" for k in range(n_factors)]
     names += [f"extra_{e + 1}" for e in range(n_extra)]
     set_sizes = mask.sum(axis=0).astype(np.int64)
@@ -175,6 +205,10 @@ def synthetic(
     adata.var_names = [f"gene_{j}" for j in range(n_vars)]
     if complete is not None:
         adata.layers["complete"] = complete
+    if batches is not None:
+        labels = [f"batch_{b + 1}" for b in range(n_batches)]
+        adata.obs["batch"] = pd.Categorical.from_codes(batches, categories=labels)
+        adata.varm["batch_shift_true"] = shift
     adata.varm[KEYS.MASK] = mask
     adata.uns[KEYS.MASK] = {
         "names": np.array(names, dtype=str),
@@ -196,6 +230,8 @@ def synthetic(
         "extra": float(extra),
         "residual_std": float(residual_std),
         "missing": float(missing),
+        "n_batches": int(n_batches),
+        "batch_effect": float(batch_effect),
         "seed": int(seed),
     }
     logger.info(

@@ -50,12 +50,18 @@ OKABE_ITO = (
     "#999999",  # grey
 )
 #: Colours of the factor kinds in the bar chart (Okabe-Ito).
-KIND_COLORS = {"annotated": "#0072B2", "sparse": "#E69F00", "dense": "#CC79A7"}
+KIND_COLORS = {
+    "annotated": "#0072B2",
+    "sparse": "#E69F00",
+    "dense": "#CC79A7",
+    "covariate": "#009E73",
+}
 #: Labels of the factor kinds in legends.
 KIND_LABELS = {
     "annotated": "annotated (gene set)",
     "sparse": "unannotated, sparse",
     "dense": "unannotated, dense",
+    "covariate": "known covariate (fixed effect)",
 }
 #: Colour of cells with a missing category.
 NA_COLOR = "#D3D3D3"

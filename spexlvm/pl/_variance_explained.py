@@ -54,7 +54,9 @@ def variance_explained(
     Bars show ``adata.uns[key]["r2"]`` (written by :func:`spexlvm.tl.fit`), largest on
     top. Annotated factors (named after their gene sets) and unannotated sparse and
     dense factors get different colours (Okabe-Ito, colour-blind safe). Gene-set names
-    are shortened with :func:`spexlvm.pl.short_name`.
+    are shortened with :func:`spexlvm.pl.short_name`. Known covariates fitted as fixed
+    effects (``setup_anndata(batch_key=...)``, ...) get a bar each, ``uns[key]
+    ["r2_covariates"]``, next to the factors (not with ``groupby``).
 
     Parameters
     ----------
@@ -103,6 +105,15 @@ def variance_explained(
     labels = unique_labels([_short_name(names[i]) for i in order])
     values = r2[order]
     bar_kinds = [kinds[i] for i in order]
+    covariates = results.get("r2_covariates") or {}
+    if groupby is None and covariates:
+        labels = [*labels, *(f"{k} (covariate)" for k in covariates)]
+        values = np.concatenate([values, np.asarray(list(covariates.values()), dtype=float)])
+        bar_kinds = [*bar_kinds, *(["covariate"] * len(covariates))]
+        resort = np.argsort(-np.nan_to_num(values, nan=-np.inf), kind="stable")
+        labels = [labels[i] for i in resort]
+        values = values[resort]
+        bar_kinds = [bar_kinds[i] for i in resort]
 
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
@@ -110,10 +121,10 @@ def variance_explained(
     created = ax is None
     if ax is None:
         _, ax = plt.subplots(
-            figsize=_figsize(len(order), groupby is not None), layout="constrained"
+            figsize=_figsize(len(values), groupby is not None), layout="constrained"
         )
 
-    y = np.arange(len(order))[::-1]  # largest on top
+    y = np.arange(len(values))[::-1]  # largest on top
     if groupby is not None:
         per_group, groups = r2_by_group(adata, groupby, order, key)
         _draw_groups(adata, ax, groupby, y, values, per_group, groups)
@@ -122,7 +133,7 @@ def variance_explained(
         ax.barh(y, values, color=[KIND_COLORS[k] for k in bar_kinds], height=0.75, zorder=2)
         labels_kinds = bar_kinds
     ax.set_yticks(y, labels)
-    ax.set_ylim(-0.6, len(order) - 0.4)
+    ax.set_ylim(-0.6, len(values) - 0.4)
     if groupby is None:
         ax.set_xlim(0, max(float(np.nanmax(values)) * 1.1, 1e-3) if values.size else 1.0)
     ax.set_xlabel("variance explained (R²)")

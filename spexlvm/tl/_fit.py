@@ -40,6 +40,9 @@ def fit(
     min_genes: int = 1,
     max_genes: int | None = None,
     nested: Literal["resolve", "merge", "keep"] = NESTED,
+    batch_key: str | None = None,
+    categorical_covariate_keys: list[str] | None = None,
+    continuous_covariate_keys: list[str] | None = None,
     mask_key: str = KEYS.MASK,
     key_added: str = KEYS.UNS,
     copy: bool = False,
@@ -89,6 +92,15 @@ def fit(
         genes in the prior, so that broad and specific sets do not compete for one signal;
         ``"merge"`` only merges; ``"keep"`` keeps every set whole (the original prior).
         See :func:`spexlvm.pp.add_gene_sets`.
+    batch_key
+        ``adata.obs`` column of the batch: a known effect on every gene, fitted as a fixed
+        effect next to the factors (see :meth:`SpexLVM.setup_anndata`), so that no factor
+        (dense or annotated) has to take it.
+    categorical_covariate_keys
+        Further categorical ``obs`` columns fitted as fixed effects (donor, sample, ...).
+    continuous_covariate_keys
+        Continuous ``obs`` columns fitted as fixed effects (log library size, percent
+        mitochondrial reads, ...).
     mask_key
         Key of the annotation in ``varm`` / ``uns``.
     key_added
@@ -113,9 +125,12 @@ def fit(
     -------
     The trained model. ``adata`` (or its copy, ``model.adata``) gains
     ``obsm["X_spexlvm"]`` (factor scores), ``varm["spexlvm_loadings"]`` (loadings) and
-    ``uns["spexlvm"]`` (``factor_names``, ``r2``, ``params``), plus the annotation keys
+    ``uns["spexlvm"]`` (``factor_names``, ``r2``, ``params``; with covariates
+    ``r2_covariates`` and ``varm["spexlvm_covariate_effects"]``), plus the annotation keys
     written by :func:`spexlvm.pp.add_gene_sets` and scvi-tools' set-up keys
-    (``uns["_scvi_uuid"]``, ``uns["_scvi_manager_uuid"]``).
+    (``uns["_scvi_uuid"]``, ``uns["_scvi_manager_uuid"]``; with covariates also
+    ``obs["_scvi_batch"]`` and ``obsm["_scvi_extra_categorical_covs"]`` /
+    ``obsm["_scvi_extra_continuous_covs"]``, the encoded covariates).
 
     Examples
     --------
@@ -149,7 +164,14 @@ def fit(
         )
     with quiet_lightning():  # "Seed set to ..."
         scvi.settings.seed = seed
-    SpexLVM.setup_anndata(adata, layer=layer, mask_key=mask_key)
+    SpexLVM.setup_anndata(
+        adata,
+        layer=layer,
+        mask_key=mask_key,
+        batch_key=batch_key,
+        categorical_covariate_keys=categorical_covariate_keys,
+        continuous_covariate_keys=continuous_covariate_keys,
+    )
     model = SpexLVM(
         adata,
         n_sparse=n_sparse,
@@ -198,7 +220,15 @@ def write_results(
         the stopping rule fired before ``max_epochs``), ``params`` (settings,
         ``projected``: whether the cells were projected) and ``history`` (ELBO per epoch
         of the fit, ``elbo_train``, and the largest per-factor change that the stopping
-        rule measured, ``loadings_change``). Everything survives ``write_h5ad``.
+        rule measured, ``loadings_change``). With known covariates
+        (``setup_anndata(batch_key=..., ...)``) also
+        ``varm[f"{key_added}_covariate_effects"]`` (genes x design columns, input units,
+        :meth:`SpexLVM.get_covariate_effects`), and in ``uns[key_added]``
+        ``covariate_names`` (the design columns; ``covariate_keys``, ``covariate_levels``,
+        ``covariate_continuous`` and ``covariate_centre`` rebuild the design from ``obs``,
+        see :func:`spexlvm.tl.impute`), ``r2_covariates`` (dict: R² of each
+        covariate key, next to the factors' ``r2``) and ``r2_factors_total`` (R² of the
+        factors together on what the covariates leave). Everything survives ``write_h5ad``.
     extra_params
         Further entries of ``params`` (str, int, float or bool values).
     """
@@ -232,6 +262,7 @@ def _write_results(
         "prior_confidence": float(model.prior_confidence),
         "layer": setup.get("layer") or "",
         "mask_key": setup["mask_key"],
+        **_covariate_params(setup),
         "n_epochs": len(elbo) if elbo is not None else 0,
         "converged": bool(getattr(model, "converged_", False)),
         "spexlvm_version": _version(),
@@ -264,6 +295,22 @@ def _write_results(
             else np.zeros(0),
         },
     }
+    if len(model.covariate_names_):
+        effects = model.get_covariate_effects()
+        adata.varm[f"{key_added}_covariate_effects"] = effects.to_numpy(dtype=np.float32)
+        n_cont = model.module.n_continuous
+        adata.uns[key_added].update(
+            covariate_names=np.asarray(model.covariate_names_, dtype=str),
+            covariate_keys=np.asarray(model.covariate_keys_, dtype=str),
+            covariate_levels=np.asarray(model.covariate_levels_, dtype=str),
+            covariate_continuous=np.arange(len(model.covariate_names_))
+            >= len(model.covariate_names_) - n_cont,
+            covariate_centre=model.module.cov_centre.detach().cpu().numpy().astype(np.float64),
+        )
+        adata.uns[key_added]["r2_covariates"] = {
+            str(k): float(v) for k, v in r2.attrs["covariates"].items()
+        }
+        adata.uns[key_added]["r2_factors_total"] = float(r2.attrs["factors_total"])
     logger.info(
         "Wrote obsm[%r], varm[%r] and uns[%r]: %d factors, total R2 %.3f.",
         f"X_{key_added}",
@@ -283,6 +330,17 @@ def _copy_annotation(model: SpexLVM, adata: AnnData, mask_key: str) -> None:
             adata.varm[name] = np.array(source.varm[name], copy=True)
     if isinstance(source.uns.get(mask_key), dict):
         adata.uns[mask_key] = copy.deepcopy(source.uns[mask_key])
+
+
+def _covariate_params(setup: dict[str, Any]) -> dict[str, Any]:
+    """The covariate keys of the set-up, as h5ad-safe ``params`` entries (none if unset)."""
+    out: dict[str, Any] = {}
+    if setup.get("batch_key") is not None:
+        out["batch_key"] = str(setup["batch_key"])
+    for name in ("categorical_covariate_keys", "continuous_covariate_keys"):
+        if setup.get(name):
+            out[name] = np.asarray(setup[name], dtype=str)
+    return out
 
 
 def _version() -> str:

@@ -11,6 +11,7 @@ from scipy import sparse
 
 from .._data import RowReader
 from ._utils import (
+    covariate_fit,
     dense_chunks,
     fit_layer,
     get_layer,
@@ -42,7 +43,8 @@ def impute(
     """Fill the missing (NaN) entries with the posterior mean reconstruction.
 
     The reconstruction is ``X W^T + gene_mean`` (scores ``obsm[f"X_{key}"]``, loadings
-    ``varm[f"{key}_loadings"]``, ``uns[key]["gene_mean"]``). The scores of a cell with
+    ``varm[f"{key}_loadings"]``, ``uns[key]["gene_mean"]``), plus the known covariates'
+    effects ``C B^T`` when the fit had any (``batch_key=...``). The scores of a cell with
     missing values come from its observed values only, so the missing entries are
     predicted, not fitted. Observed entries are copied unchanged into the new layer; the
     input is not modified.
@@ -90,6 +92,9 @@ def impute(
         missing = np.isnan(block)
         if missing.any():
             recon = scores[sl] @ w.T + mean
+            effects = covariate_fit(adata, key, sl)
+            if effects is not None:
+                recon = recon + effects
             block = np.where(missing, recon, block)
             n_missing += missing.sum(0)
         out[sl] = block

@@ -21,7 +21,16 @@ logger = logging.getLogger(__name__)
 __all__ = ["stability"]
 
 #: Settings of ``uns[key]["params"]`` that are arguments of :func:`spexlvm.tl.fit`.
-_FIT_PARAMS = ("n_sparse", "n_dense", "prior_confidence", "layer", "mask_key")
+_FIT_PARAMS = (
+    "n_sparse",
+    "n_dense",
+    "prior_confidence",
+    "layer",
+    "mask_key",
+    "batch_key",
+    "categorical_covariate_keys",
+    "continuous_covariate_keys",
+)
 
 
 def _abs_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -100,6 +109,11 @@ def stability(
     for p in ("n_sparse", "n_dense"):
         if p in kwargs:
             kwargs[p] = int(kwargs[p])
+    for p in ("categorical_covariate_keys", "continuous_covariate_keys"):
+        if p in kwargs:
+            kwargs[p] = [str(k) for k in np.atleast_1d(kwargs[p])]
+    if "batch_key" in kwargs:
+        kwargs["batch_key"] = str(kwargs["batch_key"])
     kwargs.update(fit_kwargs)
     kwargs.setdefault("enable_progress_bar", False)
     kwargs.pop("copy", None)

@@ -116,6 +116,35 @@ def fit_layer(adata: AnnData, key: str = "spexlvm", layer: str | None = None) ->
     return str(used) or None
 
 
+def covariate_fit(adata: AnnData, key: str = "spexlvm", rows: slice | None = None):
+    """The fitted effects of the known covariates, ``C B^T`` in input units, or ``None``.
+
+    Cells ``rows`` x genes, from the cells' ``obs`` columns and what :func:`~spexlvm.tl.fit`
+    wrote (``uns[key]["covariate_*"]``, ``varm[f"{key}_covariate_effects"]``); ``None``
+    when the fit had no covariates.
+    """
+    uns = get_results(adata, key)
+    if "covariate_names" not in uns:
+        return None
+    effects = np.asarray(adata.varm[f"{key}_covariate_effects"], dtype=np.float64)
+    obs = adata.obs.iloc[rows if rows is not None else slice(None)]
+    keys = [str(k) for k in uns["covariate_keys"]]
+    levels = [str(v) for v in uns["covariate_levels"]]
+    continuous = np.asarray(uns["covariate_continuous"], dtype=bool)
+    design = np.empty((obs.shape[0], len(keys)))
+    for j, (name, level) in enumerate(zip(keys, levels, strict=True)):
+        if name not in obs:
+            raise KeyError(f"adata.obs[{name!r}], a covariate of the fit, is missing.")
+        column = obs[name]
+        design[:, j] = (
+            column.to_numpy(dtype=np.float64)
+            if continuous[j]
+            else (column.astype(str) == level).to_numpy(dtype=np.float64)
+        )
+    design -= np.asarray(uns["covariate_centre"], dtype=np.float64)
+    return design @ effects.T
+
+
 def dense_chunks(x: Any, chunk_size: int = 2048) -> Iterator[tuple[slice, np.ndarray]]:
     """Dense float64 row chunks of a dense, sparse or backed matrix."""
     return _dense_chunks(x, chunk_size, np.float64)

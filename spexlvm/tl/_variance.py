@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ._utils import (
+    covariate_fit,
     dense_chunks,
     fit_layer,
     get_factor_names,
@@ -39,10 +40,20 @@ class _Accumulator:
         self.ss_res = np.zeros(n_factors)  # minus sum(y^2): added at the end
         self.ss_res_total = 0.0
 
-    def add(self, y: np.ndarray, o: np.ndarray | None, s: np.ndarray, w: np.ndarray) -> None:
-        # y: centred data (0 where missing), o: observed mask or None, s: scores, w: loadings
+    def add(
+        self,
+        y: np.ndarray,
+        o: np.ndarray | None,
+        s: np.ndarray,
+        w: np.ndarray,
+        known: np.ndarray | None = None,
+    ) -> None:
+        # y: centred data (0 where missing), o: observed mask or None, s: scores, w: loadings,
+        # known: the fitted effects of known covariates (in the total's reconstruction only)
         self.ss_tot += float((y * y).sum())
         resid = y - s @ w.T
+        if known is not None:
+            resid -= known
         if o is not None:
             resid *= o
             sq = o.T @ (s * s)
@@ -73,7 +84,9 @@ def variance_explained(
     centred with the fit's gene means (``uns[key]["gene_mean"]``), where the residual is
     the data minus the factor's own rank-1 reconstruction ``x_k w_k^T`` (scores from
     ``obsm[f"X_{key}"]``, loadings from ``varm[f"{key}_loadings"]``). The total R² uses
-    the full reconstruction ``X W^T``. This is what :meth:`spexlvm.SpexLVM.get_r2` computes.
+    the full reconstruction ``X W^T`` (plus, with known covariates fitted by
+    ``tl.fit(..., batch_key=...)``, their effects ``C B^T``; their own R² is
+    ``uns[key]["r2_covariates"]``). This is what :meth:`spexlvm.SpexLVM.get_r2` computes.
     The data are streamed in chunks of cells (dense, sparse or backed).
 
     Parameters
@@ -130,12 +143,19 @@ def variance_explained(
         if o is not None:
             y = np.where(finite, y, 0.0)
         s = scores[sl]
-        total.add(y, o, s, w)
+        known = covariate_fit(adata, key, sl)
+        total.add(y, o, s, w, known)
         if codes is not None:
             c = codes[sl]
             for g in np.unique(c[c >= 0]):
                 rows = c == g
-                per_group[g].add(y[rows], None if o is None else o[rows], s[rows], w)
+                per_group[g].add(
+                    y[rows],
+                    None if o is None else o[rows],
+                    s[rows],
+                    w,
+                    None if known is None else known[rows],
+                )
 
     r2, r2_total = total.r2()
     rank = np.empty(len(names), dtype=np.int64)
