@@ -6,7 +6,7 @@ Three parts (``--parts``):
   Reactome MHC class II antigen presentation and BCR signalling sets + 30 decoys
   (:func:`spexlvm.pp.decoy_gene_sets`), every set kept (``nested="keep"``), one dense
   factor, seeds 0-2.
-- ``mesc``: spexlvm.datasets.mesc (3,000 most variable genes), hallmark + Reactome sets
+- ``mesc``: spexlvm.datasets.mesc (6,000 most variable genes), hallmark + Reactome sets
   with 40-300 genes found (case-insensitive), every set kept, 30 decoys, one dense
   factor, seeds 0-1.
 - ``synthetic``: refine's nominal vs realised FDR on simulated data with realistic
@@ -95,10 +95,10 @@ def run_pbmc(seeds: list[int]) -> None:
 
 def run_mesc(seeds: list[int]) -> None:
     base = spexlvm.datasets.mesc()
-    sc.pp.highly_variable_genes(base, n_top_genes=3000, flavor="seurat")
+    sc.pp.highly_variable_genes(base, n_top_genes=6000, flavor="seurat")
     base = base[:, base.var["highly_variable"]].copy()
     sets = {**spexlvm.datasets.gene_sets("hallmark"), **spexlvm.datasets.gene_sets("reactome")}
-    print("\nmESC (3,000 HVG), hallmark + Reactome 40-300 genes + 30 decoys, n_dense=1\n")
+    print("\nmESC (6,000 HVG), hallmark + Reactome 40-300 genes + 30 decoys, n_dense=1\n")
     header = None
     for seed in seeds:
         adata = base.copy()

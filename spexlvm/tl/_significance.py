@@ -12,6 +12,7 @@ from scipy.stats import false_discovery_control
 from scipy.stats import t as student_t
 
 from ._calls import decoy_pvalues, has_decoy_null, set_statistics
+from ._pruning import active_factors
 from ._utils import frame_to_uns, get_uns_entry, store
 
 if TYPE_CHECKING:
@@ -45,8 +46,10 @@ def gene_set_test(
       Wu & Smyth 2012; the adjustment MuVI's PCGSE test applies) of the standardised
       (absolute) loadings ``|w_gk| / sd_g`` on the set against the other genes, with the
       variance inflation factor ``1 + (n - 1) * rho`` of the set's mean inter-gene
-      correlation, Student-t with ``n_genes_total - 2`` degrees of freedom. It is still
-      circular, so it is anti-conservative on random sets; a warning says so.
+      correlation, Student-t with ``n_genes_total - 2`` degrees of freedom, and
+      ``pval = 1`` for factors :func:`spexlvm.tl.active_factors` reports switched off. It
+      is still circular (on synthetic data, random sets of active-looking factors get
+      tiny p-values), so a warning says so.
 
     Parameters
     ----------
@@ -83,6 +86,9 @@ def gene_set_test(
         n_total = int(adata.n_vars)
         pval = student_t.sf(stats["t"].to_numpy(), max(n_total - 2, 1))
         pval = np.where(stats["t"].to_numpy() == 0.0, 1.0, pval)
+        # no call on a factor the model switched off (the circular test would make one)
+        active = active_factors(adata, key=key)["active"].to_numpy()[:n]
+        pval = np.where(active, pval, 1.0)
         if n:
             warnings.warn(
                 "gene_set_test without decoy gene sets in the fit falls back to a "
