@@ -8,7 +8,7 @@ Three parts (``--parts``):
   factor, seeds 0-2.
 - ``mesc``: spexlvm.datasets.mesc (6,000 most variable genes), hallmark + Reactome sets
   with 40-300 genes found (case-insensitive), every set kept, 30 decoys, one dense
-  factor, seeds 0-1.
+  factor, at most 300 epochs (as benchmarks/gene_set_competition.py), seeds 0-1.
 - ``synthetic``: refine's nominal vs realised FDR on simulated data with realistic
   signal: per-gene R² of the planted effects uniform in (0, 0.3) (no gap between zero
   and non-zero loadings), gene variances spread over a log-normal, nested sets, 20%
@@ -116,6 +116,7 @@ def run_mesc(seeds: list[int]) -> None:
             n_dense=1,
             seed=seed,
             nested="keep",
+            max_epochs=300,
             enable_progress_bar=False,
         )
         out = calls(adata, [G2M])

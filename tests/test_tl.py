@@ -142,15 +142,20 @@ def test_active_factors(fitted):
         "pval",
         "active",
         "reason",
+        "n_effect",
     ]
     assert df.loc[[f"factor_{k + 1}" for k in range(N_TRUE)], "active"].all()
     extra = df.loc[["extra_1", "extra_2", "extra_3"]]
     assert not extra["active"].any()
-    assert set(extra["reason"]) <= {"scale collapsed", "explains < min_set_genes of its set"}
+    assert set(extra["reason"]) <= {
+        "scale collapsed",
+        "explains < min_set_genes of its set",
+        "< min_effect_genes genes with an effect",
+    }
     assert (df.loc[df["active"], "reason"] == "").all()
     assert adata.uns["spexlvm"]["active_factors"]["null"] == "threshold"  # no decoys
     # a huge min_set_genes switches every annotated factor off
-    strict = spexlvm.tl.active_factors(adata, min_set_genes=1e6, min_scale=0.0)
+    strict = spexlvm.tl.active_factors(adata, min_set_genes=1e6, min_effect_genes=0, min_scale=0.0)
     assert (strict["reason"] == "explains < min_set_genes of its set").all()
     with pytest.raises(ValueError, match="must be >= 0"):
         spexlvm.tl.active_factors(adata, min_r2=-1)

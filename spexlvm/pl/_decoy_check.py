@@ -77,7 +77,7 @@ def decoy_check(
 
     created = ax is None
     if ax is None:
-        _, ax = plt.subplots(figsize=(5.6, 3.4), layout="constrained")
+        _, ax = plt.subplots(figsize=(6.0, 3.6), layout="constrained")
     x = np.arange(len(values))
     width = 0.38
     for j, kind in enumerate(kinds):
@@ -96,26 +96,27 @@ def decoy_check(
         ax.plot(
             [x[-1] + (j - 0.5) * width - width / 2, x[-1] + (j - 0.5) * width + width / 2],
             [share[j]] * 2,
+            label="share of the sets" if j == 0 else None,
             color="black",
             linewidth=1.0,
             zorder=3,
         )
     ax.axhline(level, color="#D55E00", linestyle="--", linewidth=1.0, zorder=1)
-    ax.text(-0.5, level, f" {level:g}", va="bottom", ha="left", fontsize="small", color="#D55E00")
-    ax.set_xticks(
-        x,
-        [
-            "active\n(share of sets)",
-            "significant\n(share of sets)",
-            "refine calls\n(share of calls; line: share of sets)",
-        ],
-    )
-    ax.set_ylim(0, 1.08)
-    ax.set_ylabel("share")
+    ax.text(-0.6, level, f"{level:g}", va="bottom", ha="left", fontsize="small", color="#D55E00")
+    ax.set_xticks(x, ["active", "significant", "refine calls"])
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("share of sets (refine: of calls)")
     ax.spines[["top", "right"]].set_visible(False)
     ax.grid(axis="y", color="#E5E5E5", zorder=0)
-    ax.legend(frameon=False, fontsize="small", loc="upper right")
-    ax.set_title("decoy check: calls on random gene sets", fontsize="medium")
+    ax.legend(
+        frameon=False,
+        fontsize="small",
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.01),
+        ncols=3,
+        handlelength=1.2,
+        columnspacing=1.0,
+    )
     return _save_or_show(
         ax, show=show, save=save, default_name="spexlvm_decoy_check", close=created
     )

@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Default smallest effect of a gene in a factor: the factor explains at least this share
+#: of the gene's variance (per-gene R²). Set a priori at the lower end of per-gene effects
+#: users read (5%); used by :func:`spexlvm.tl.refine` and :func:`spexlvm.tl.active_factors`.
+MIN_GENE_R2 = 0.05
 #: Fewest decoy sets in a fit for their statistics to serve as the null.
 MIN_DECOYS = 10
 _CHUNK_ENTRIES = 2**22
@@ -70,15 +74,19 @@ def gene_variance(adata: AnnData, key: str = "spexlvm") -> np.ndarray:
     return sumsq / np.maximum(count, 1.0)
 
 
-def set_statistics(adata: AnnData, key: str = "spexlvm") -> pd.DataFrame:
+def set_statistics(
+    adata: AnnData, key: str = "spexlvm", *, min_gene_r2: float = MIN_GENE_R2
+) -> pd.DataFrame:
     """Statistics of every annotated factor against its gene set (see the module docs).
 
     Returns
     -------
     One row per annotated factor: ``n_genes``, ``decoy`` (bool), ``r2_set``,
-    ``mean_in``, ``mean_out`` (mean absolute standardised loading ``|w_gk| / sd_g`` on /
-    off the set), ``rho`` (mean inter-gene correlation of the set), ``vif`` and ``t``
-    (correlation-adjusted two-sample statistic of the standardised loadings).
+    ``n_effect`` (genes of the set whose per-gene R² from the factor,
+    ``w_gk^2 E[x_k^2] / var_g``, is at least ``min_gene_r2``), ``mean_in``, ``mean_out``
+    (mean absolute standardised loading ``|w_gk| / sd_g`` on / off the set), ``rho``
+    (mean inter-gene correlation of the set), ``vif`` and ``t`` (correlation-adjusted
+    two-sample statistic of the standardised loadings).
     """
     mask, names = get_annotation(adata, key)
     n_annotated = mask.shape[1]
@@ -104,6 +112,8 @@ def set_statistics(adata: AnnData, key: str = "spexlvm") -> pd.DataFrame:
     n_in = size.astype(np.float64)
     n_out = n_genes - n_in
     r2_set = (w * w * score_sq * m).sum(0) / np.maximum((var[:, None] * m).sum(0), 1e-300)
+    gene_r2 = w * w * score_sq / np.maximum(var, 1e-300)[:, None]
+    n_effect = ((gene_r2 >= min_gene_r2) & mask).sum(0).astype(np.int64)
     rho = (set_sumsq / n_cells - n_in) / np.maximum(n_in * (n_in - 1), 1)
     rho = np.clip(rho, 0.0, 1.0)
     vif = 1.0 + (n_in - 1) * rho
@@ -119,6 +129,7 @@ def set_statistics(adata: AnnData, key: str = "spexlvm") -> pd.DataFrame:
             "n_genes": size,
             "decoy": is_decoy(names),
             "r2_set": r2_set,
+            "n_effect": n_effect,
             "mean_in": mean_in,
             "mean_out": mean_out,
             "rho": rho,

@@ -15,7 +15,7 @@ from ._fit import fit
 from ._pruning import active_factors
 from ._refine import refine
 from ._significance import gene_set_test
-from ._utils import frame_to_uns, store
+from ._utils import frame_to_uns, get_results, store
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -110,9 +110,23 @@ def decoy_check(
         adata, {**real, **decoys}, seed=seed, key_added=key_added, mask_key=mask_key, **fit_kwargs
     )
     del model
-    act = active_factors(adata, key=key_added)
-    test = gene_set_test(adata, key=key_added)
-    calls = refine(adata, key=key_added, fdr=fdr)
+    table = decoy_table(adata, key=key_added, fdr=fdr)
+    stored = get_results(adata, key_added)["decoy_check"]
+    stored.update(n_decoys=int(n_decoys), seed=int(seed))
+    logger.info(
+        "Decoy check: %.0f%% of decoys active, %.0f%% significant, %.0f%% of refine calls.",
+        100 * table.loc["decoy", "active"],
+        100 * table.loc["decoy", "significant"],
+        100 * table.loc["decoy", "refine_share"],
+    )
+    return table
+
+
+def decoy_table(adata: AnnData, *, key: str = KEYS.UNS, fdr: float = 0.05) -> pd.DataFrame:
+    """The decoy rates of the calls of a fit that holds decoys (see :func:`decoy_check`)."""
+    act = active_factors(adata, key=key)
+    test = gene_set_test(adata, key=key)
+    calls = refine(adata, key=key, fdr=fdr)
     decoy = test["decoy"].to_numpy()
     annotated = act.iloc[: len(test)]
     significant = test["pval_adj"].to_numpy() < fdr
@@ -129,12 +143,6 @@ def decoy_check(
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "sets"
     stored = frame_to_uns(table, index="sets")
-    stored.update(n_decoys=int(n_decoys), seed=int(seed), fdr=float(fdr))
-    store(adata, key_added, "decoy_check", stored)
-    logger.info(
-        "Decoy check: %.0f%% of decoys active, %.0f%% significant, %.0f%% of refine calls.",
-        100 * table.loc["decoy", "active"],
-        100 * table.loc["decoy", "significant"],
-        100 * table.loc["decoy", "refine_share"],
-    )
+    stored["fdr"] = float(fdr)
+    store(adata, key, "decoy_check", stored)
     return table

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ._calls import decoy_pvalues, has_decoy_null, set_statistics
+from ._calls import MIN_GENE_R2, decoy_pvalues, has_decoy_null, set_statistics
 from ._utils import frame_to_uns, get_factor_names, get_results, get_uns_entry, store
 
 if TYPE_CHECKING:
@@ -23,10 +23,14 @@ REASON_SCALE = "scale collapsed"
 REASON_R2 = "explains < min_r2"
 REASON_DECOYS = "not above decoys"
 REASON_SET = "explains < min_set_genes of its set"
+REASON_EFFECT = "< min_effect_genes genes with an effect"
 
 #: Default of ``min_set_genes``: chosen on scanpy's PBMCs with 50 C8 cell-type signatures
 #: and 30 decoys (about the 95% point of the decoys at every set size there).
 MIN_SET_GENES = 1.0
+#: Default of ``min_effect_genes``: chosen on the same data (no decoy there had more than
+#: 4 of its genes with an effect; the immune signatures had 5-37).
+MIN_EFFECT_GENES = 5
 
 
 def active_factors(
@@ -35,6 +39,8 @@ def active_factors(
     key: str = "spexlvm",
     alpha: float = 0.05,
     min_set_genes: float = MIN_SET_GENES,
+    min_effect_genes: int = MIN_EFFECT_GENES,
+    min_gene_r2: float = MIN_GENE_R2,
     min_r2: float = 1e-3,
     min_scale: float = 0.1,
 ) -> pd.DataFrame:
@@ -60,6 +66,13 @@ def active_factors(
       there); its false-positive rate depends on the data (fewer cells: more), so run
       :func:`spexlvm.tl.decoy_check` to measure it on yours.
 
+    In both cases an annotated factor must also move at least ``min_effect_genes`` of its
+    set's genes by a real effect (the factor explains at least ``min_gene_r2`` of the
+    gene's variance, the effect :func:`spexlvm.tl.refine` calls): a random set that
+    happens to hold a few strong marker genes gets a factor that explains them, but a
+    pathway factor moves many of its genes. The default 5 was chosen on the same PBMC /
+    C8 data (no decoy there had more than 4 such genes; immune signatures had 5-37).
+
     Unannotated factors (sparse, dense) have no set: they are active when they explain
     at least ``min_r2`` of the variance of all genes (``uns[key]["r2"]``). An inactive
     factor whose posterior median scale is below ``min_scale`` times the largest among
@@ -76,6 +89,10 @@ def active_factors(
     min_set_genes
         Genes' worth of the set's variance an annotated factor must explain (without
         decoys).
+    min_effect_genes
+        Fewest genes of its set an active annotated factor moves by ``min_gene_r2``.
+    min_gene_r2
+        Per-gene R² that counts as an effect.
     min_r2
         Smallest R² (over all genes) of an active unannotated factor.
     min_scale
@@ -89,15 +106,19 @@ def active_factors(
     ``relative_scale``, ``r2`` (over all genes), ``r2_set`` (annotated factors; NaN
     else), ``decoy`` (bool), ``pval`` (against the decoys; NaN without them), ``active``
     (bool) and ``reason`` (``""``, ``"scale collapsed"``, ``"not above decoys"``,
-    ``"explains < min_set_genes of its set"`` or ``"explains < min_r2"``). An h5ad-safe
+    ``"explains < min_set_genes of its set"``, ``"< min_effect_genes genes with an
+    effect"`` or ``"explains < min_r2"``), and ``n_effect`` (genes of the set with an
+    effect; annotated factors, else 0). An h5ad-safe
     copy goes to ``adata.uns[key]["active_factors"]`` (with the settings and ``null``:
     ``"decoys"`` or ``"threshold"``).
     """
-    if min_r2 < 0 or min_scale < 0 or min_set_genes < 0:
+    if min_r2 < 0 or min_scale < 0 or min_set_genes < 0 or min_effect_genes < 0:
         raise ValueError(
-            f"min_r2, min_scale and min_set_genes must be >= 0, got {min_r2}, {min_scale} "
-            f"and {min_set_genes}."
+            f"min_r2, min_scale, min_set_genes and min_effect_genes must be >= 0, got "
+            f"{min_r2}, {min_scale}, {min_set_genes} and {min_effect_genes}."
         )
+    if not 0.0 < min_gene_r2 < 1.0:
+        raise ValueError(f"min_gene_r2 must lie in (0, 1), got {min_gene_r2}.")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}.")
     names = get_factor_names(adata, key)
@@ -117,10 +138,12 @@ def active_factors(
     r2_set = np.full(len(names), np.nan)
     pval = np.full(len(names), np.nan)
     decoy = np.zeros(len(names), dtype=bool)
+    n_effect = np.zeros(len(names), dtype=np.int64)
     null = "threshold"
     n_annotated = int(uns.get("n_annotated", 0))
     if n_annotated:
-        stats = set_statistics(adata, key)
+        stats = set_statistics(adata, key, min_gene_r2=min_gene_r2)
+        n_effect[:n_annotated] = stats["n_effect"].to_numpy()
         r2_set[:n_annotated] = stats["r2_set"].to_numpy()
         decoy[:n_annotated] = stats["decoy"].to_numpy()
         size = stats["n_genes"].to_numpy()
@@ -132,6 +155,10 @@ def active_factors(
         else:
             active[:n_annotated] = r2_set[:n_annotated] * size >= min_set_genes
             reason[:n_annotated] = np.where(active[:n_annotated], REASON_ACTIVE, REASON_SET)
+        needed = np.minimum(min_effect_genes, size)  # a set smaller than that: all its genes
+        few = active[:n_annotated] & (n_effect[:n_annotated] < needed)
+        active[:n_annotated] &= ~few
+        reason[:n_annotated] = np.where(few, REASON_EFFECT, reason[:n_annotated])
     reason = np.where(~active & collapsed, REASON_SCALE, reason).astype(str)
     df = pd.DataFrame(
         {
@@ -144,6 +171,7 @@ def active_factors(
             "pval": pval,
             "active": active,
             "reason": reason,
+            "n_effect": n_effect,
         },
         index=pd.Index(names, name="factor"),
     )
@@ -151,6 +179,8 @@ def active_factors(
     stored.update(
         alpha=float(alpha),
         min_set_genes=float(min_set_genes),
+        min_effect_genes=int(min_effect_genes),
+        min_gene_r2=float(min_gene_r2),
         min_r2=float(min_r2),
         min_scale=float(min_scale),
         null=null,

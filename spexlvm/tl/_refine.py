@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from ._calls import gene_variance
+from ._calls import MIN_GENE_R2, gene_variance
 from ._pruning import active_factors
 from ._utils import (
     frame_to_uns,
@@ -32,12 +32,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["refine", "refined_gene_sets", "write_gmt"]
 
 _COLUMNS = ["factor", "gene", "change", "probability", "loading"]
-
-
-#: Default smallest effect of a refinement call: the factor explains at least this share
-#: of the gene's variance (per-gene R²). Chosen on synthetic data with per-gene R² of
-#: 0.05-0.3 (benchmarks/decoys.py), where it separates effects from noise.
-MIN_GENE_R2 = 0.05
 
 
 def relevance_probability(
@@ -179,7 +173,8 @@ def refine(
         prob = relevance_probability(w, sd, t)
     keep = np.ones(n_annotated, dtype=bool)
     if only_active and n_annotated:
-        keep = active_factors(adata, key=key)["active"].to_numpy()[:n_annotated]
+        keep = active_factors(adata, key=key, min_gene_r2=min_gene_r2)["active"].to_numpy()
+        keep = keep[:n_annotated]
     eligible = np.broadcast_to(keep, mask.shape)
     added = np.zeros_like(mask)
     removed = np.zeros_like(mask)

@@ -39,17 +39,20 @@ def gene_set_test(
       :func:`spexlvm.tl.decoy_check` adds them): the statistic is ``log(r2_set)``, the
       share of the set's variance the factor explains, and the null the decoys of the
       same size fitted in the same model (:func:`~spexlvm.tl._calls.decoy_null_pvalues`;
-      each decoy against the others). ``pval_adj`` is Benjamini-Hochberg over all
+      each decoy against the others), together with the factor scale (the smaller
+      p-value, doubled). ``pval_adj`` is Benjamini-Hochberg over all
       annotated factors, decoys included, so the decoys' rate of ``pval_adj < 0.05`` is
       the test's false-positive rate on these data.
     * **Without decoys** (fallback): a correlation-adjusted competitive test (CAMERA,
       Wu & Smyth 2012; the adjustment MuVI's PCGSE test applies) of the standardised
       (absolute) loadings ``|w_gk| / sd_g`` on the set against the other genes, with the
       variance inflation factor ``1 + (n - 1) * rho`` of the set's mean inter-gene
-      correlation, Student-t with ``n_genes_total - 2`` degrees of freedom, and
-      ``pval = 1`` for factors :func:`spexlvm.tl.active_factors` reports switched off. It
-      is still circular (on synthetic data, random sets of active-looking factors get
-      tiny p-values), so a warning says so.
+      correlation, Student-t with ``n_genes_total - 2`` degrees of freedom. It is still
+      circular (on synthetic data, random sets whose factor is not switched off get tiny
+      p-values), so a warning says so.
+
+    Either way, a factor that :func:`spexlvm.tl.active_factors` reports switched off gets
+    ``pval = 1``: no call on it.
 
     Parameters
     ----------
@@ -86,9 +89,6 @@ def gene_set_test(
         n_total = int(adata.n_vars)
         pval = student_t.sf(stats["t"].to_numpy(), max(n_total - 2, 1))
         pval = np.where(stats["t"].to_numpy() == 0.0, 1.0, pval)
-        # no call on a factor the model switched off (the circular test would make one)
-        active = active_factors(adata, key=key)["active"].to_numpy()[:n]
-        pval = np.where(active, pval, 1.0)
         if n:
             warnings.warn(
                 "gene_set_test without decoy gene sets in the fit falls back to a "
@@ -98,6 +98,9 @@ def gene_set_test(
                 UserWarning,
                 stacklevel=2,
             )
+    # no call on a factor the model switched off
+    active = active_factors(adata, key=key)["active"].to_numpy()[:n]
+    pval = np.where(active, pval, 1.0)
     pval_adj = false_discovery_control(pval, method="bh") if n else pval
     df = pd.DataFrame(
         {
