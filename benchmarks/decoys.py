@@ -55,6 +55,7 @@ def calls(adata, known: list[str]) -> dict[str, object]:
         "real active": f"{active[~decoy].sum()}/{(~decoy).sum()}",
         "real significant": f"{sig[~decoy].sum()}/{(~decoy).sum()}",
         "refine calls on decoys": f"{on_decoy.sum()}/{len(ref)}",
+        "of which added": f"{(on_decoy & (ref['change'] == 'added').to_numpy()).sum()}",
     }
     for name in known:
         i = list(test.index).index(name)
