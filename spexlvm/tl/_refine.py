@@ -235,6 +235,9 @@ def refined_gene_sets(
     fdr: float = 0.05,
     min_prob: float = 0.5,
     only_active: bool = True,
+    threshold: float | None = None,
+    min_r2: float | None = None,
+    min_scale: float | None = None,
 ) -> dict[str, list[str]]:
     """The annotated gene sets, refined by the model (see :func:`refine`).
 
@@ -251,12 +254,24 @@ def refined_gene_sets(
     only_active
         Keep only the sets whose factor is active (:func:`spexlvm.tl.active_factors`
         with its defaults).
+    threshold
+        Deprecated, passed to :func:`refine`.
+    min_r2, min_scale
+        Deprecated and ignored: activity of annotated factors is decided against decoys
+        or by ``r2_set`` (see :func:`spexlvm.tl.active_factors`).
 
     Returns
     -------
     Set name -> genes (in ``adata.var_names`` order), in the fit's factor order.
     """
     mask, names = get_annotation(adata, key)
+    if min_r2 is not None or min_scale is not None:
+        warnings.warn(
+            "refined_gene_sets(min_r2=..., min_scale=...) are deprecated and ignored: "
+            "spexlvm.tl.active_factors decides activity against decoys or by r2_set.",
+            FutureWarning,
+            stacklevel=2,
+        )
     changes = refine(
         adata,
         key=key,
@@ -264,6 +279,7 @@ def refined_gene_sets(
         fdr=fdr,
         min_prob=min_prob,
         only_active=only_active,
+        threshold=threshold,
     )
     keep = np.ones(len(names), dtype=bool)
     if only_active:
