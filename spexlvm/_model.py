@@ -30,7 +30,8 @@ from ._logging import sync_verbosity
 from ._module import SpexLVMModule, one_hot_design
 from ._runtime import TrainingRun, is_rank_zero
 from ._trainingplan import LoadingsConvergence, SpexLVMTrainingPlan
-from .pp._gene_sets import get_mask, get_prior
+from .pp._decoys import factor_membership
+from .pp._gene_sets import get_prior
 
 if TYPE_CHECKING:
     import os
@@ -373,7 +374,8 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             names = np.zeros(0, dtype=str)
             mask = prior = np.zeros((self.summary_stats.n_vars, 0), dtype=bool)
         else:
-            mask, names = get_mask(self.adata, key=mask_key)
+            # the one membership mask (initialisation, orientation, tl's calls)
+            mask, names = factor_membership(self.adata, mask_key)
             _check_annotation(self.adata, mask, names)
             # nested gene sets leave their genes to the smaller set (pp.add_gene_sets)
             prior = get_prior(self.adata, mask, key=mask_key)
@@ -872,20 +874,37 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         """Flip factors so that a positive score means the annotated genes go up.
 
         The likelihood and the prior are symmetric under ``(x_k, w_k) -> (-x_k, -w_k)``, so
-        the flip changes no fit. Annotated factors: the loadings of the set's genes sum to
-        > 0; unannotated factors: the largest absolute loading is positive.
+        the flip changes no fit. Annotated factors: the loadings of the set's genes (the
+        membership mask of :func:`spexlvm.pp.factor_membership`, as used by
+        :func:`spexlvm.tl.refine` and :func:`spexlvm.tl.gene_set_test`) sum to > 0;
+        unannotated factors: the largest absolute loading is positive.
         """
         w = self.module.w_loc
         n_annotated = len(self.gene_set_names_)
-        annotated = self.module.slab[:, :n_annotated] >= 0.5
         signs = torch.ones(w.shape[1], device=w.device)
         if n_annotated:
-            signs[:n_annotated] = torch.where(
-                (w[:, :n_annotated] * annotated).sum(0) < 0, -1.0, 1.0
-            )
+            members = torch.as_tensor(self._membership(), dtype=w.dtype, device=w.device)
+            signs[:n_annotated] = torch.where((w[:, :n_annotated] * members).sum(0) < 0, -1.0, 1.0)
         for k in range(n_annotated, w.shape[1]):
             signs[k] = torch.sign(w[torch.argmax(w[:, k].abs()), k]) or 1.0
         w.mul_(signs)
+
+    def _membership(self) -> np.ndarray:
+        """The membership mask of the annotated factors (genes x sets).
+
+        Read from the registered AnnData (:func:`spexlvm.pp.factor_membership`); a model
+        loaded without the annotation in ``adata`` falls back to the genes with a wide
+        slab in the prior.
+        """
+        mask_key = self.adata_manager.registry["setup_args"]["mask_key"]
+        n_annotated = len(self.gene_set_names_)
+        try:
+            mask, names = factor_membership(self.adata, mask_key)
+        except (KeyError, ValueError):
+            mask, names = None, None
+        if mask is None or list(names) != [str(n) for n in self.gene_set_names_]:
+            return (self.module.slab[:, :n_annotated] >= 0.5).cpu().numpy()
+        return mask
 
     # ------------------------------------------------------------------ results
     @property

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import sparse
+from scipy.stats import norm
 
 import spexlvm
 from spexlvm.datasets import synthetic
@@ -136,17 +137,26 @@ def test_active_factors(fitted):
         "factor_scale",
         "relative_scale",
         "r2",
+        "r2_set",
+        "decoy",
+        "pval",
         "active",
         "reason",
+        "n_effect",
     ]
     assert df.loc[[f"factor_{k + 1}" for k in range(N_TRUE)], "active"].all()
     extra = df.loc[["extra_1", "extra_2", "extra_3"]]
     assert not extra["active"].any()
-    assert set(extra["reason"]) <= {"scale collapsed", "explains < min_r2"}
+    assert set(extra["reason"]) <= {
+        "scale collapsed",
+        "explains < min_set_genes of its set",
+        "< min_effect_genes genes with an effect",
+    }
     assert (df.loc[df["active"], "reason"] == "").all()
-    # a huge min_r2 switches every factor off for that reason
-    strict = spexlvm.tl.active_factors(adata, min_r2=0.99, min_scale=0.0)
-    assert (strict["reason"] == "explains < min_r2").all()
+    assert adata.uns["spexlvm"]["active_factors"]["null"] == "threshold"  # no decoys
+    # a huge min_set_genes switches every annotated factor off
+    strict = spexlvm.tl.active_factors(adata, min_set_genes=1e6, min_effect_genes=0, min_scale=0.0)
+    assert (strict["reason"] == "explains < min_set_genes of its set").all()
     with pytest.raises(ValueError, match="must be >= 0"):
         spexlvm.tl.active_factors(adata, min_r2=-1)
 
@@ -157,9 +167,12 @@ def test_active_factors(fitted):
 def test_relevance_probability_and_bayesian_fdr():
     w = np.array([[10.0], [0.0], [0.5], [-10.0]])
     sd = np.full_like(w, 0.1)
-    p = relevance_probability(w, sd, threshold=0.05)  # t = 0.5
+    p = relevance_probability(w, sd, threshold=0.05)  # relative (deprecated): t = 0.5
     np.testing.assert_allclose(p[[0, 1, 3], 0], [1.0, 0.0, 1.0], atol=1e-6)
     assert p[2, 0] == pytest.approx(0.5, abs=1e-6)
+    # absolute thresholds, one per gene
+    p = relevance_probability(w, sd, threshold=np.array([[20.0], [0.1], [0.5], [1.0]]))
+    np.testing.assert_allclose(p[:, 0], [0.0, norm.sf(1.0) * 2, 0.5, 1.0], atol=1e-6)
     sel = bayesian_fdr_select(np.array([0.99, 0.98, 0.9, 0.6, 0.2, 0.0]), fdr=0.05)
     # mean error of the top 3 is 0.043 <= 0.05, of the top 4 0.13
     assert sel.tolist() == [True, True, True, False, False, False]
@@ -176,11 +189,12 @@ def test_refine_recovers_flipped_genes(fitted):
     assert set(changes["change"]) == {"added", "removed"}
     assert changes["probability"].between(0.5, 1.0).all()
     metrics = _flip_metrics(adata, changes, N_TRUE)
-    for change in ("added", "removed"):
-        precision, recall = metrics[change]
-        # measured: 1.0 and 1.0 for both lists (seed 0)
-        assert precision >= 0.95, (change, metrics)
-        assert recall >= 0.95, (change, metrics)
+    # measured (seed 0): added precision 1.0, recall 0.98; removed precision 0.90, recall
+    # 1.0. The call is an effect size (the factor explains >= 5% of the gene's variance):
+    # a true gene of several factors can fall below it in one of them, which counts as a
+    # wrong removal against the binary truth here
+    assert metrics["added"][0] >= 0.95 and metrics["added"][1] >= 0.95, metrics
+    assert metrics["removed"][0] >= 0.85 and metrics["removed"][1] >= 0.95, metrics
     # an added gene has a large loading; a removed true-factor gene a small one
     added = changes[(changes["change"] == "added") & changes["factor"].str.startswith("factor_")]
     assert (added["loading"].abs() > 0.1).all()
@@ -189,6 +203,10 @@ def test_refine_recovers_flipped_genes(fitted):
     pd.testing.assert_frame_equal(uns_to_frame(stored | {}, index=None)[changes.columns], changes)
     with pytest.raises(ValueError, match="threshold"):
         spexlvm.tl.refine(adata, threshold=1.5)
+    with pytest.raises(ValueError, match="min_gene_r2"):
+        spexlvm.tl.refine(adata, min_gene_r2=0.0)
+    with pytest.warns(FutureWarning, match="deprecated"):
+        spexlvm.tl.refine(adata, threshold=0.05)
 
 
 def test_refined_gene_sets_and_gmt(fitted, tmp_path):
@@ -319,15 +337,29 @@ def test_project(fitted):
 def test_gene_set_test(fitted):
     adata, _ = fitted
     adata = adata.copy()
-    df = spexlvm.tl.gene_set_test(adata)
-    assert list(df.columns) == ["n_genes", "mean_in", "mean_out", "t", "pval", "pval_adj"]
+    with pytest.warns(UserWarning, match="decoy"):
+        df = spexlvm.tl.gene_set_test(adata)
+    assert list(df.columns) == [
+        "n_genes",
+        "decoy",
+        "r2_set",
+        "mean_in",
+        "mean_out",
+        "t",
+        "pval",
+        "pval_adj",
+        "null",
+    ]
     true = df.loc[[f"factor_{k + 1}" for k in range(N_TRUE)]]
     assert (true["pval_adj"] < 1e-3).all()
     assert (true["mean_in"] > 10 * true["mean_out"]).all()
     np.testing.assert_array_equal(df["n_genes"], adata.varm["spexlvm_mask"].sum(0))
     # the extra sets' loadings are tiny compared with the true factors'
     extra = df.loc[["extra_1", "extra_2", "extra_3"]]
-    assert (extra["mean_in"] < 0.1 * true["mean_in"].min()).all()
+    assert (extra["mean_in"] < 0.2 * true["mean_in"].min()).all()
+    assert (extra["r2_set"] < 0.02 * true["r2_set"].min()).all()  # measured <= 0.012
+    # without decoys, switched-off factors make no call
+    assert (extra["pval"] == 1.0).all()
     assert (df["pval_adj"] >= df["pval"] - 1e-15).all()
 
 

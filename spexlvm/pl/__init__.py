@@ -21,6 +21,7 @@ column into ``obs`` (``adata.obs["translation"] = adata.obsm["X_spexlvm"][:, k]`
 from __future__ import annotations
 
 from ._auroc import auroc
+from ._decoy_check import decoy_check
 from ._heatmap import mask_heatmap
 from ._history import history
 from ._refinement import refinement
@@ -31,6 +32,7 @@ from ._variance_explained import variance_explained
 
 __all__ = [
     "auroc",
+    "decoy_check",
     "history",
     "mask_heatmap",
     "refinement",

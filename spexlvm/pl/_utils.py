@@ -339,8 +339,9 @@ def get_loadings(adata: AnnData, key: str = KEYS.UNS) -> np.ndarray:
 def get_mask(adata: AnnData, key: str = KEYS.UNS) -> np.ndarray:
     """Annotation mask of the fit (genes x annotated factors, bool).
 
-    Read from ``adata.varm[mask_key]`` with the ``mask_key`` recorded in
-    ``adata.uns[key]["params"]`` (default ``"spexlvm_mask"``).
+    The membership mask of :func:`spexlvm.pp.factor_membership` (the one mask that the
+    model and :mod:`spexlvm.tl` use), read from ``adata.varm[mask_key]`` with the
+    ``mask_key`` recorded in ``adata.uns[key]["params"]`` (default ``"spexlvm_mask"``).
     """
     params = get_results(adata, key).get("params", {}) or {}
     mask_key = str(params.get("mask_key", KEYS.MASK))

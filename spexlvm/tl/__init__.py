@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._auroc import auroc
 from ._competing import competing_sets
+from ._decoy_check import decoy_check
 from ._fit import fit, write_results
 from ._impute import impute
 from ._project import project
@@ -17,6 +18,7 @@ __all__ = [
     "active_factors",
     "auroc",
     "competing_sets",
+    "decoy_check",
     "fit",
     "gene_set_test",
     "impute",

@@ -1,15 +1,19 @@
-"""Significance of each annotated factor against its own gene set (PCGSE-style)."""
+"""Significance of each annotated factor for its own gene set, against decoy gene sets."""
 
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy.stats import false_discovery_control, ttest_ind
+from scipy.stats import false_discovery_control
+from scipy.stats import t as student_t
 
-from ._utils import frame_to_uns, get_annotation, get_loadings, store
+from ._calls import decoy_pvalues, has_decoy_null, set_statistics
+from ._pruning import active_factors
+from ._utils import frame_to_uns, get_uns_entry, store
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -25,74 +29,100 @@ def gene_set_test(
     key: str = "spexlvm",
     absolute: bool = True,
 ) -> pd.DataFrame:
-    """Test whether each annotated factor is driven by its own gene set.
+    """Test whether each annotated factor is driven by its own gene set (competitive).
 
-    PCGSE-style (Frost et al. 2015): for each annotated factor, a Welch t-test of the
-    factor's loadings on the set's genes against those on the other genes (one-sided:
-    larger on the set), with Benjamini-Hochberg adjustment over the factors. With
-    ``absolute=True`` (default) the absolute loadings are compared, so genes going down
-    count as well as genes going up. A factor whose loadings are no larger on its own
-    genes than elsewhere does not represent its gene set (e.g. a pruned factor, or one
-    that drifted to other genes).
+    The annotation-informed prior itself makes a factor's loadings larger on its own
+    genes, so comparing in-set with out-of-set loadings (PCGSE) is circular: random gene
+    sets come out significant. The null must have the same prior:
 
-    The test is conditional on the factor being active: the annotation-informed prior
-    alone makes even a pruned factor's tiny loadings somewhat larger on its own genes, so
-    with many genes a pruned factor can still come out significant (on synthetic data
-    with random extra gene sets, 2 of 3 such sets did). Read it together with
-    :func:`spexlvm.tl.active_factors` (or compare ``mean_in`` across factors).
+    * **With decoys in the fit** (at least 10, from :func:`spexlvm.pp.decoy_gene_sets`;
+      :func:`spexlvm.tl.decoy_check` adds them): the statistic is ``log(r2_set)``, the
+      share of the set's variance the factor explains, and the null the decoys of the
+      same size fitted in the same model (:func:`~spexlvm.tl._calls.decoy_null_pvalues`;
+      each decoy against the others), together with the factor scale (the smaller
+      p-value, doubled). ``pval_adj`` is Benjamini-Hochberg over all
+      annotated factors, decoys included, so the decoys' rate of ``pval_adj < 0.05`` is
+      the test's false-positive rate on these data.
+    * **Without decoys** (fallback): a correlation-adjusted competitive test (CAMERA,
+      Wu & Smyth 2012; the adjustment MuVI's PCGSE test applies) of the standardised
+      (absolute) loadings ``|w_gk| / sd_g`` on the set against the other genes, with the
+      variance inflation factor ``1 + (n - 1) * rho`` of the set's mean inter-gene
+      correlation, Student-t with ``n_genes_total - 2`` degrees of freedom. It is still
+      circular (on synthetic data, random sets whose factor is not switched off get tiny
+      p-values), so a warning says so.
+
+    Either way, a factor that :func:`spexlvm.tl.active_factors` reports switched off gets
+    ``pval = 1``: no call on it.
 
     Parameters
     ----------
     adata
-        AnnData fitted by :func:`spexlvm.tl.fit`.
+        AnnData fitted by :func:`spexlvm.tl.fit` (with the data it was fitted on).
     key
         Key of the fit.
     absolute
-        Compare absolute loadings (else signed loadings).
+        Kept for compatibility: the statistics use absolute loadings (genes going down
+        count as well as genes going up); ``False`` is no longer supported.
 
     Returns
     -------
     One row per annotated factor (index: factor name): ``n_genes`` (set size),
-    ``mean_in``, ``mean_out`` (mean (absolute) loading on / off the set), ``t``, ``pval``,
-    ``pval_adj``. Sets with fewer than two genes in or out get ``t = 0``, ``pval = 1``.
-    An h5ad-safe copy goes to ``adata.uns[key]["gene_set_test"]``.
+    ``decoy`` (bool), ``r2_set``, ``mean_in``, ``mean_out`` (mean standardised absolute
+    loading on / off the set), ``t`` (the correlation-adjusted statistic), ``pval``,
+    ``pval_adj`` and ``null`` (``"decoys"`` or ``"camera"``). An h5ad-safe copy goes to
+    ``adata.uns[key]["gene_set_test"]``.
     """
-    mask, names = get_annotation(adata, key)
-    w = get_loadings(adata, key)[:, : mask.shape[1]]
-    if absolute:
-        w = np.abs(w)
-    n = mask.shape[1]
-    t = np.zeros(n)
-    pval = np.ones(n)
-    mean_in = np.zeros(n)
-    mean_out = np.zeros(n)
-    for k in range(n):
-        inside, outside = w[mask[:, k], k], w[~mask[:, k], k]
-        mean_in[k] = inside.mean() if inside.size else 0.0
-        mean_out[k] = outside.mean() if outside.size else 0.0
-        if inside.size < 2 or outside.size < 2:
-            continue
-        res = ttest_ind(inside, outside, equal_var=False, alternative="greater")
-        if np.isfinite(res.statistic):
-            t[k], pval[k] = float(res.statistic), float(res.pvalue)
+    if not absolute:
+        raise ValueError(
+            "absolute=False is no longer supported: the test compares absolute loadings "
+            "(genes going down count as well as genes going up). Drop the argument."
+        )
+    stats = set_statistics(adata, key)
+    decoy = stats["decoy"].to_numpy()
+    n = len(stats)
+    if has_decoy_null(decoy):
+        null = "decoys"
+        scale = np.asarray(get_uns_entry(adata, "factor_scale", key), dtype=np.float64)
+        pval = decoy_pvalues(stats, scale)
+    else:
+        null = "camera"
+        n_total = int(adata.n_vars)
+        pval = student_t.sf(stats["t"].to_numpy(), max(n_total - 2, 1))
+        pval = np.where(stats["t"].to_numpy() == 0.0, 1.0, pval)
+        if n:
+            warnings.warn(
+                "gene_set_test without decoy gene sets in the fit falls back to a "
+                "correlation-adjusted test that is not calibrated against the gene-set prior "
+                "(random sets can come out significant). Fit with decoys for calibrated "
+                "p-values: spexlvm.tl.decoy_check(adata, gene_sets, ...).",
+                UserWarning,
+                stacklevel=2,
+            )
+    # no call on a factor the model switched off
+    active = active_factors(adata, key=key)["active"].to_numpy()[:n]
+    pval = np.where(active, pval, 1.0)
     pval_adj = false_discovery_control(pval, method="bh") if n else pval
     df = pd.DataFrame(
         {
-            "n_genes": mask.sum(0).astype(np.int64),
-            "mean_in": mean_in,
-            "mean_out": mean_out,
-            "t": t,
+            "n_genes": stats["n_genes"].to_numpy(),
+            "decoy": decoy,
+            "r2_set": stats["r2_set"].to_numpy(),
+            "mean_in": stats["mean_in"].to_numpy(),
+            "mean_out": stats["mean_out"].to_numpy(),
+            "t": stats["t"].to_numpy(),
             "pval": pval,
             "pval_adj": pval_adj,
+            "null": null,
         },
-        index=pd.Index(names, name="factor"),
+        index=stats.index,
     )
     stored = frame_to_uns(df, index="factor")
-    stored["absolute"] = bool(absolute)
+    stored["absolute"] = True
     store(adata, key, "gene_set_test", stored)
     logger.info(
-        "%d of %d factors significant for their gene set (BH 0.05).",
+        "%d of %d factors significant for their gene set (BH 0.05, null: %s).",
         int((pval_adj < 0.05).sum()),
         n,
+        null,
     )
     return df

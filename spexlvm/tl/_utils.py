@@ -82,7 +82,15 @@ def fit_mask_key(uns: dict[str, Any]) -> str:
 
 
 def get_annotation(adata: AnnData, key: str = "spexlvm") -> tuple[np.ndarray, np.ndarray]:
-    """The gene-set mask the fit used (genes x annotated factors) and the set names."""
+    """The gene-set membership of the fit's annotated factors and the set names.
+
+    The mask is :func:`spexlvm.pp.factor_membership` (the user's annotation
+    ``varm[mask_key]``), the one mask that the model's initialisation and orientation,
+    :func:`spexlvm.tl.refine`, :func:`spexlvm.tl.gene_set_test` and
+    :func:`spexlvm.tl.active_factors` share.
+    """
+    from ..pp._decoys import factor_membership
+
     uns = get_results(adata, key)
     mask_key = fit_mask_key(uns)
     if mask_key not in adata.varm:
@@ -90,7 +98,10 @@ def get_annotation(adata: AnnData, key: str = "spexlvm") -> tuple[np.ndarray, np
             f"adata.varm[{mask_key!r}] (the gene-set annotation of the fit) not found: "
             "add the gene sets with spexlvm.pp.add_gene_sets, or run spexlvm.tl.fit first."
         )
-    mask = np.asarray(adata.varm[mask_key]).astype(bool)
+    if mask_key in adata.uns:
+        mask, _ = factor_membership(adata, mask_key)
+    else:
+        mask = np.asarray(adata.varm[mask_key]).astype(bool)
     n_annotated = int(uns.get("n_annotated", mask.shape[1]))
     names = get_factor_names(adata, key)[:n_annotated]
     return mask[:, :n_annotated], names

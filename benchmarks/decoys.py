@@ -1,0 +1,230 @@
+"""Decoy calibration of the calls of spexlvm.tl (active, significant, refine).
+
+Three parts (``--parts``):
+
+- ``pbmc``: scanpy's pbmc68k_reduced (``.raw``, log-normalised), hallmark sets + the
+  Reactome MHC class II antigen presentation and BCR signalling sets + 30 decoys
+  (:func:`spexlvm.pp.decoy_gene_sets`), every set kept (``nested="keep"``), one dense
+  factor, seeds 0-2.
+- ``mesc``: spexlvm.datasets.mesc (6,000 most variable genes), hallmark + Reactome sets
+  with 40-300 genes found (case-insensitive), every set kept, 30 decoys, one dense
+  factor, at most 300 epochs (as benchmarks/gene_set_competition.py), seeds 0-1.
+- ``synthetic``: refine's nominal vs realised FDR on simulated data with realistic
+  signal: per-gene R² of the planted effects uniform in (0, 0.3) (no gap between zero
+  and non-zero loadings), gene variances spread over a log-normal, nested sets, 20%
+  annotation noise, 10 decoys.
+
+For each fit: the share of decoys called active (``tl.active_factors``) and significant
+(``tl.gene_set_test``, BH 0.05), the decoys' share of ``tl.refine``'s calls, and whether
+the sets known to be real (PBMC: MHC II, BCR; mESC: G2M checkpoint) are active and
+significant. Nothing here chose a default (see benchmarks/RESULTS.md).
+
+Usage::
+
+    OMP_NUM_THREADS=1 nice python benchmarks/decoys.py --parts pbmc mesc synthetic
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import scanpy as sc
+from _common import machine, quiet
+
+import spexlvm
+
+MHC = "REACTOME_MHC_CLASS_II_ANTIGEN_PRESENTATION"
+BCR = "REACTOME_SIGNALING_BY_THE_B_CELL_RECEPTOR_BCR"
+G2M = "HALLMARK_G2M_CHECKPOINT"
+
+
+def calls(adata, known: list[str]) -> dict[str, object]:
+    """Decoy rates of the three calls, and the known sets' calls."""
+    act = spexlvm.tl.active_factors(adata)
+    test = spexlvm.tl.gene_set_test(adata)
+    ref = spexlvm.tl.refine(adata)
+    decoy = test["decoy"].to_numpy()
+    active = act["active"].to_numpy()[: len(test)]
+    sig = test["pval_adj"].to_numpy() < 0.05
+    on_decoy = spexlvm.pp.is_decoy(ref["factor"].to_numpy())
+    out = {
+        "decoys active": f"{active[decoy].sum()}/{decoy.sum()}",
+        "decoys significant": f"{sig[decoy].sum()}/{decoy.sum()}",
+        "real active": f"{active[~decoy].sum()}/{(~decoy).sum()}",
+        "real significant": f"{sig[~decoy].sum()}/{(~decoy).sum()}",
+        "refine calls on decoys": f"{on_decoy.sum()}/{len(ref)}",
+        "of which added": f"{(on_decoy & (ref['change'] == 'added').to_numpy()).sum()}",
+    }
+    for name in known:
+        i = list(test.index).index(name)
+        out[name] = f"{'A' if active[i] else '-'}{'S' if sig[i] else '-'}"
+    return out
+
+
+def row(cells: list[object]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def run_pbmc(seeds: list[int]) -> None:
+    sets = dict(spexlvm.datasets.gene_sets("hallmark"))
+    reactome = spexlvm.datasets.gene_sets("reactome")
+    sets.update({MHC: reactome[MHC], BCR: reactome[BCR]})
+    print("\nPBMC (pbmc68k_reduced .raw), hallmark + MHC II + BCR + 30 decoys, n_dense=1\n")
+    header = None
+    for seed in seeds:
+        adata = spexlvm.datasets.pbmc68k_reduced()
+        decoys = spexlvm.pp.decoy_gene_sets(adata, sets, n=30, seed=seed)
+        start = time.perf_counter()
+        spexlvm.tl.fit(
+            adata,
+            {**sets, **decoys},
+            n_dense=1,
+            seed=seed,
+            nested="keep",
+            enable_progress_bar=False,
+        )
+        out = calls(adata, [MHC, BCR])
+        out["fit (s)"] = f"{time.perf_counter() - start:.1f}"
+        if header is None:
+            header = list(out)
+            print(row(["seed", *header]))
+            print(row(["---"] * (len(header) + 1)))
+        print(row([seed, *out.values()]), flush=True)
+
+
+def run_mesc(seeds: list[int]) -> None:
+    base = spexlvm.datasets.mesc()
+    sc.pp.highly_variable_genes(base, n_top_genes=6000, flavor="seurat")
+    base = base[:, base.var["highly_variable"]].copy()
+    sets = {**spexlvm.datasets.gene_sets("hallmark"), **spexlvm.datasets.gene_sets("reactome")}
+    print("\nmESC (6,000 HVG), hallmark + Reactome 40-300 genes + 30 decoys, n_dense=1\n")
+    header = None
+    for seed in seeds:
+        adata = base.copy()
+        spexlvm.pp.add_gene_sets(
+            adata, sets, case_sensitive=False, min_genes=40, max_genes=300, nested="keep"
+        )
+        mask, names = spexlvm.pp.get_mask(adata)
+        genes = np.asarray(adata.var_names)
+        real = {str(n): genes[mask[:, k]].tolist() for k, n in enumerate(names)}
+        decoys = spexlvm.pp.decoy_gene_sets(adata, n=30, seed=seed)
+        start = time.perf_counter()
+        spexlvm.tl.fit(
+            adata,
+            {**real, **decoys},
+            n_dense=1,
+            seed=seed,
+            nested="keep",
+            max_epochs=300,
+            enable_progress_bar=False,
+        )
+        out = calls(adata, [G2M])
+        out["fit (s)"] = f"{time.perf_counter() - start:.1f}"
+        out["sets"] = len(real)
+        if header is None:
+            header = list(out)
+            print(row(["seed", *header]))
+            print(row(["---"] * (len(header) + 1)))
+        print(row([seed, *out.values()]), flush=True)
+
+
+def simulate(seed: int, n_obs: int = 1000, n_vars: int = 800, n_factors: int = 10):
+    """Realistic signal: per-gene R² uniform in (0, 0.3), nested sets, 20% annotation noise."""
+    import anndata as ad
+
+    rng = np.random.default_rng(seed)
+    w = np.zeros((n_vars, n_factors))
+    active = []
+    for k in range(n_factors):
+        if k % 3 == 1:  # nested: a subset of the previous factor's genes
+            genes = rng.choice(active[k - 1], size=len(active[k - 1]) // 2, replace=False)
+        else:
+            genes = rng.choice(n_vars, size=int(rng.integers(40, 100)), replace=False)
+        active.append(genes)
+        r2 = rng.uniform(0.0, 0.3, size=genes.size)
+        w[genes, k] = np.sqrt(r2 / (1 - r2)) * rng.choice([-1.0, 1.0], size=genes.size)
+    x = rng.normal(size=(n_obs, n_factors))
+    scale = np.exp(rng.normal(0.0, 0.5, size=n_vars))  # gene variances spread
+    y = (x @ w.T + rng.normal(size=(n_obs, n_vars))) * scale
+    w_true = w * scale[:, None]
+    total_var = (w_true**2).sum(1) + scale**2
+    true_r2 = w_true**2 / total_var[:, None]
+    sets = {}
+    genes_all = np.array([f"g{i}" for i in range(n_vars)])
+    for k, genes in enumerate(active):
+        n_flip = round(0.2 * genes.size)
+        keep = rng.choice(genes, size=genes.size - n_flip, replace=False)
+        others = np.setdiff1d(np.arange(n_vars), genes)
+        fp = rng.choice(others, size=n_flip, replace=False)
+        sets[f"factor_{k + 1}"] = genes_all[np.r_[keep, fp]].tolist()
+    adata = ad.AnnData(y.astype(np.float32))
+    adata.var_names = genes_all
+    adata.obs_names = [f"c{i}" for i in range(n_obs)]
+    return adata, sets, true_r2
+
+
+def run_synthetic(seeds: list[int]) -> None:
+    print(
+        "\nSynthetic (1000 cells x 800 genes, 10 factors, per-gene R2 U(0, 0.3), nested, "
+        "20% annotation noise, 10 decoys): refine at min_gene_r2=0.05\n"
+    )
+    print(
+        row(
+            [
+                "seed",
+                "nominal FDR",
+                "added: calls",
+                "added: realised FDR",
+                "removed: calls",
+                "removed: realised FDR",
+                "calls on decoys",
+            ]
+        )
+    )
+    print(row(["---"] * 7))
+    for seed in seeds:
+        adata, sets, true_r2 = simulate(seed)
+        decoys = spexlvm.pp.decoy_gene_sets(adata, sets, n=10, seed=seed)
+        spexlvm.tl.fit(
+            adata, {**sets, **decoys}, seed=seed, nested="keep", enable_progress_bar=False
+        )
+        names = list(adata.uns["spexlvm"]["factor_names"])
+        pos = {g: i for i, g in enumerate(adata.var_names)}
+        for fdr in (0.05, 0.1):
+            ref = spexlvm.tl.refine(adata, fdr=fdr)
+            dec = spexlvm.pp.is_decoy(ref["factor"].to_numpy())
+            real = ref[~dec]
+            cells = [seed, fdr]
+            for change in ("added", "removed"):
+                sub = real[real["change"] == change]
+                r2 = np.array(
+                    [
+                        true_r2[pos[g], names.index(f)]
+                        for g, f in zip(sub["gene"], sub["factor"], strict=True)
+                    ]
+                )
+                wrong = (r2 < 0.05) if change == "added" else (r2 >= 0.05)
+                cells += [len(sub), f"{wrong.mean():.3f}" if len(sub) else "-"]
+            cells.append(int(dec.sum()))
+            print(row(cells), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", default=["pbmc", "mesc", "synthetic"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    args = parser.parse_args()
+    quiet()
+    print(machine())
+    if "pbmc" in args.parts:
+        run_pbmc(args.seeds or [0, 1, 2])
+    if "mesc" in args.parts:
+        run_mesc(args.seeds or [0, 1])
+    if "synthetic" in args.parts:
+        run_synthetic(args.seeds or [0, 1])
+
+
+if __name__ == "__main__":
+    main()

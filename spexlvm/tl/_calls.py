@@ -1,0 +1,201 @@
+"""Per-set statistics shared by the calls of :mod:`spexlvm.tl`, and their decoy null.
+
+For every annotated factor ``k`` with gene set ``S`` (the membership mask of
+:func:`spexlvm.pp.factor_membership`):
+
+* ``r2_set``: the share of the variance of the set's genes that the factor explains,
+  ``sum_S w_gk^2 E[x_k^2] / sum_S var_g``. Unlike the R² over all genes it does not
+  grow with the set's size relative to the number of genes in the data;
+* ``t``: a competitive, correlation-adjusted statistic (CAMERA, Wu & Smyth 2012, as
+  MuVI's PCGSE test applies it) of the standardised absolute loadings ``|w_gk| / sd_g``
+  on the set against the other genes, with the variance inflation factor
+  ``1 + (n - 1) * rho`` of the set's mean inter-gene correlation ``rho``. It is
+  circular (the prior itself makes in-set loadings larger), so it is only the fallback
+  of :func:`spexlvm.tl.gene_set_test` when the fit holds no decoys.
+
+When the fit holds decoy gene sets (:func:`spexlvm.pp.decoy_gene_sets`, names starting
+with ``DECOY_``), their ``log(r2_set)`` is the null: a real set is compared with the
+decoys of its size (:func:`decoy_null_pvalues`), and each decoy with the other decoys
+(leave one out), so that the decoys' own rate of calls estimates the false-positive
+rate. The prior treats decoys like real sets, so the comparison is not circular.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from scipy.stats import t as student_t
+
+from ..pp._decoys import is_decoy
+from ._utils import (
+    dense_chunks,
+    fit_layer,
+    get_annotation,
+    get_layer,
+    get_loadings,
+    get_scores,
+    get_uns_entry,
+)
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+#: Default smallest effect of a gene in a factor: the factor explains at least this share
+#: of the gene's variance (per-gene R²). Set a priori at the lower end of per-gene effects
+#: users read (5%); used by :func:`spexlvm.tl.refine` and :func:`spexlvm.tl.active_factors`.
+MIN_GENE_R2 = 0.05
+#: Fewest decoy sets in a fit for their statistics to serve as the null.
+MIN_DECOYS = 10
+_CHUNK_ENTRIES = 2**22
+
+
+def gene_variance(adata: AnnData, key: str = "spexlvm") -> np.ndarray:
+    """Variance of every gene (observed entries, centred with the fit's gene means)."""
+    w = get_loadings(adata, key)
+    mean = np.asarray(get_uns_entry(adata, "gene_mean", key), dtype=np.float64)
+    x = get_layer(adata, fit_layer(adata, key))
+    if x.shape[1] != w.shape[0]:
+        raise ValueError(
+            f"The data have {x.shape[1]} genes, the fit {w.shape[0]}: use the AnnData (and "
+            "layer) the model was fitted on."
+        )
+    count = np.zeros(x.shape[1])
+    sumsq = np.zeros(x.shape[1])
+    for _, block in dense_chunks(x, max(1, _CHUNK_ENTRIES // max(x.shape[1], 1))):
+        finite = np.isfinite(block)
+        y = np.where(finite, block - mean, 0.0)
+        count += finite.sum(0)
+        sumsq += (y * y).sum(0)
+    return sumsq / np.maximum(count, 1.0)
+
+
+def set_statistics(
+    adata: AnnData, key: str = "spexlvm", *, min_gene_r2: float = MIN_GENE_R2
+) -> pd.DataFrame:
+    """Statistics of every annotated factor against its gene set (see the module docs).
+
+    Returns
+    -------
+    One row per annotated factor: ``n_genes``, ``decoy`` (bool), ``r2_set``,
+    ``n_effect`` (genes of the set whose per-gene R² from the factor,
+    ``w_gk^2 E[x_k^2] / var_g``, is at least ``min_gene_r2``), ``mean_in``, ``mean_out``
+    (mean absolute standardised loading ``|w_gk| / sd_g`` on / off the set), ``rho``
+    (mean inter-gene correlation of the set), ``vif`` and ``t`` (correlation-adjusted
+    two-sample statistic of the standardised loadings).
+    """
+    mask, names = get_annotation(adata, key)
+    n_annotated = mask.shape[1]
+    scores = get_scores(adata, key)[:, :n_annotated]
+    w = get_loadings(adata, key)[:, :n_annotated]
+    mean = np.asarray(get_uns_entry(adata, "gene_mean", key), dtype=np.float64)
+    var = gene_variance(adata, key)
+    sd = np.sqrt(var)
+    safe_sd = np.where(sd > 0, sd, 1.0)
+    x = get_layer(adata, fit_layer(adata, key))
+    m = mask.astype(np.float64)
+    # sum over cells of (sum over the set of standardised genes)^2 -> mean correlation
+    set_sumsq = np.zeros(n_annotated)
+    for _, block in dense_chunks(x, max(1, _CHUNK_ENTRIES // max(x.shape[1], 1))):
+        z = np.where(np.isfinite(block), block - mean, 0.0) / safe_sd
+        z[:, sd == 0] = 0.0
+        set_sumsq += ((z @ m) ** 2).sum(0)
+    n_cells = float(x.shape[0])
+    n_genes = x.shape[1]
+    score_sq = (scores * scores).mean(0)
+
+    size = mask.sum(0).astype(np.int64)
+    n_in = size.astype(np.float64)
+    n_out = n_genes - n_in
+    r2_set = (w * w * score_sq * m).sum(0) / np.maximum((var[:, None] * m).sum(0), 1e-300)
+    gene_r2 = w * w * score_sq / np.maximum(var, 1e-300)[:, None]
+    n_effect = ((gene_r2 >= min_gene_r2) & mask).sum(0).astype(np.int64)
+    rho = (set_sumsq / n_cells - n_in) / np.maximum(n_in * (n_in - 1), 1)
+    rho = np.clip(rho, 0.0, 1.0)
+    vif = 1.0 + (n_in - 1) * rho
+    aw = np.abs(w) / safe_sd[:, None]
+    mean_in = (aw * m).sum(0) / np.maximum(n_in, 1)
+    mean_out = (aw * (1 - m)).sum(0) / np.maximum(n_out, 1)
+    resid = aw - np.where(mask, mean_in, mean_out)
+    pooled = np.sqrt((resid * resid).sum(0) / max(n_genes - 2, 1))
+    se = pooled * np.sqrt(vif / np.maximum(n_in, 1) + 1.0 / np.maximum(n_out, 1))
+    t = np.where((n_in >= 2) & (n_out >= 2) & (se > 0), (mean_in - mean_out) / se, 0.0)
+    return pd.DataFrame(
+        {
+            "n_genes": size,
+            "decoy": is_decoy(names),
+            "r2_set": r2_set,
+            "n_effect": n_effect,
+            "mean_in": mean_in,
+            "mean_out": mean_out,
+            "rho": rho,
+            "vif": vif,
+            "t": t,
+        },
+        index=pd.Index(names, name="factor"),
+    )
+
+
+def decoy_null_pvalues(stat: np.ndarray, size: np.ndarray, decoy: np.ndarray) -> np.ndarray:
+    """One-sided p-values of ``stat`` against the decoys, given the set size.
+
+    A line ``stat ~ a + b * log(size)`` is fitted to the decoys (least squares; the
+    decoys' sizes copy the real sets'), and a set's p-value is the upper tail of its
+    residual under the decoys' predictive Student-t distribution (``n_decoys - 2``
+    degrees of freedom, with the leverage of its size). Each decoy is compared with the
+    other decoys (leave one out), so the decoys' own p-values are honest. Requires at
+    least :data:`MIN_DECOYS` decoys.
+    """
+    stat = np.asarray(stat, dtype=np.float64)
+    decoy = np.asarray(decoy, dtype=bool)
+    design = np.column_stack([np.ones(stat.size), np.log(np.maximum(size, 1))])
+    if np.ptp(design[decoy, 1]) < 1e-9:  # one size: the intercept alone
+        design = design[:, :1]
+
+    def pvals(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        a, y = design[train], stat[train]
+        coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+        df = max(train.sum() - a.shape[1], 1)
+        s2 = float(((y - a @ coef) ** 2).sum()) / df
+        inv = np.linalg.pinv(a.T @ a)
+        lev = np.einsum("ij,jk,ik->i", design[test], inv, design[test])
+        se = np.sqrt(max(s2, 1e-300) * (1.0 + lev))
+        return student_t.sf((stat[test] - design[test] @ coef) / se, df)
+
+    p = np.ones_like(stat)
+    if (~decoy).any():
+        p[~decoy] = pvals(decoy, ~decoy)
+    for i in np.flatnonzero(decoy):
+        train = decoy.copy()
+        train[i] = False
+        test = np.zeros_like(decoy)
+        test[i] = True
+        p[i] = pvals(train, test)[0]
+    return p
+
+
+def decoy_pvalues(stats: pd.DataFrame, factor_scale: np.ndarray) -> np.ndarray:
+    """The p-value of each annotated factor against the decoys (both statistics).
+
+    A factor stands out when its ``log(r2_set)`` or the log of its posterior factor
+    scale (the horseshoe's switch) is above the decoys of its size: the smaller of the
+    two p-values of :func:`decoy_null_pvalues`, doubled (Bonferroni), so that a decoy
+    comes out below ``alpha`` at most at rate ``alpha``. The scale catches sets whose
+    factor the prior switched on with small loadings on many genes; ``r2_set`` catches
+    sets whose factor explains much of a few genes.
+    """
+    size = stats["n_genes"].to_numpy()
+    decoy = stats["decoy"].to_numpy()
+    p_r2 = decoy_null_pvalues(np.log(np.maximum(stats["r2_set"].to_numpy(), 1e-300)), size, decoy)
+    scale = np.asarray(factor_scale, dtype=np.float64)[: len(stats)]
+    p_scale = decoy_null_pvalues(np.log(np.maximum(scale, 1e-300)), size, decoy)
+    return np.minimum(1.0, 2.0 * np.minimum(p_r2, p_scale))
+
+
+def has_decoy_null(decoy: np.ndarray) -> bool:
+    """Whether the fit holds enough decoys for the decoy null."""
+    return int(np.sum(decoy)) >= MIN_DECOYS

@@ -1,0 +1,141 @@
+"""Decoy gene sets, the shared membership mask and calls calibrated against decoys."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import spexlvm
+from spexlvm.datasets import synthetic
+
+
+def _sets(adata):
+    mask, names = spexlvm.pp.get_mask(adata)
+    genes = np.asarray(adata.var_names)
+    return {str(n): genes[mask[:, k]].tolist() for k, n in enumerate(names)}
+
+
+def test_decoys_matched_in_size_and_variance():
+    adata = synthetic(200, 300, 5, seed=0)
+    # spread the gene variances over two orders of magnitude
+    adata.X = adata.X * np.exp(np.linspace(-2.0, 2.0, adata.n_vars))[None, :].astype(np.float32)
+    sets = _sets(adata)
+    decoys = spexlvm.pp.decoy_gene_sets(adata, sets, n=20, seed=3)
+    assert list(decoys) == [f"DECOY_{i + 1}" for i in range(20)]
+    assert spexlvm.pp.is_decoy(list(decoys)).all()
+    assert not spexlvm.pp.is_decoy(list(sets)).any()
+    sizes = {len(v) for v in sets.values()}
+    var = np.asarray(adata.X).var(0)
+    pos = {g: i for i, g in enumerate(adata.var_names)}
+    real_var = np.concatenate([var[[pos[g] for g in v]] for v in sets.values()])
+    for genes in decoys.values():
+        assert len(genes) in sizes and len(set(genes)) == len(genes)
+    decoy_var = np.concatenate([var[[pos[g] for g in v]] for v in decoys.values()])
+    # matched by variance bins: the medians agree within one bin of 20 (log scale spread 4)
+    assert abs(np.log(np.median(decoy_var)) - np.log(np.median(real_var))) < 0.4
+    # same seed, same decoys; from the mask in varm the same sizes
+    assert spexlvm.pp.decoy_gene_sets(adata, sets, n=20, seed=3) == decoys
+    spexlvm.pp.add_gene_sets(adata, sets)
+    again = spexlvm.pp.decoy_gene_sets(adata, n=20, seed=3)
+    assert {len(v) for v in again.values()} <= sizes
+    with pytest.raises(ValueError, match="positive integer"):
+        spexlvm.pp.decoy_gene_sets(adata, sets, n=0)
+    with pytest.raises(ValueError, match="min_genes"):
+        spexlvm.pp.decoy_gene_sets(adata, sets, min_genes=10_000)
+
+
+@pytest.fixture(scope="module")
+def decoy_fit():
+    """400 cells x 300 genes, 6 planted factors, 2 random extra sets, 12 decoys."""
+    adata = synthetic(400, 300, 6, noise=0.2, extra=0.34, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = spexlvm.tl.decoy_check(adata, _sets(adata), n_decoys=12, seed=0)
+    return adata, table
+
+
+def test_decoys_mostly_inactive_and_not_significant(decoy_fit):
+    adata, table = decoy_fit
+    act = spexlvm.tl.active_factors(adata)
+    assert adata.uns["spexlvm"]["active_factors"]["null"] == "decoys"
+    test = spexlvm.tl.gene_set_test(adata)
+    assert (test["null"] == "decoys").all()
+    names = [f"factor_{k + 1}" for k in range(6)]
+    decoy = test["decoy"].to_numpy()
+    assert decoy.sum() == 12
+    # measured (seed 0): 2 of 12 decoys active and significant (on 300 genes, random sets
+    # overlap the planted factors' genes), the 2 random extra sets neither; every planted
+    # factor both
+    assert act["active"].to_numpy()[: len(test)][decoy].mean() <= 0.25
+    assert (test["pval_adj"].to_numpy()[decoy] < 0.05).mean() <= 0.25
+    assert not act.loc[["extra_1", "extra_2"], "active"].any()
+    assert act.loc[names, "active"].all()
+    assert (test.loc[names, "pval_adj"] < 0.05).all()
+    # the one-call table says the same
+    assert table.loc["decoy", "active"] == pytest.approx(
+        act.loc[test.index[decoy], "active"].mean()
+    )
+    assert table.loc["decoy", "n_sets"] == 12
+    assert table.loc[["real", "decoy"], "refine_share"].sum() == pytest.approx(1.0)
+    stored = adata.uns["spexlvm"]["decoy_check"]
+    assert list(stored["sets"]) == ["real", "decoy"]
+
+
+def test_pl_decoy_check(decoy_fit, tmp_path):
+    adata, _ = decoy_fit
+    ax = spexlvm.pl.decoy_check(adata, show=False)
+    assert len(ax.containers) == 2
+    spexlvm.pl.decoy_check(adata, save=tmp_path / "decoys.png", show=False)
+    assert (tmp_path / "decoys.png").stat().st_size > 0
+    fresh = adata.copy()
+    del fresh.uns["spexlvm"]["decoy_check"]
+    with pytest.raises(KeyError, match="decoy_check"):
+        spexlvm.pl.decoy_check(fresh)
+
+
+def test_refine_no_calls_on_switched_off_factor(decoy_fit):
+    adata, _ = decoy_fit
+    adata = adata.copy()
+    act = spexlvm.tl.active_factors(adata)
+    off = act.index[(act["kind"] == "annotated") & ~act["active"]]
+    assert len(off) > 0
+    # a switched-off factor: its loadings shrunk to next to nothing
+    names = list(adata.uns["spexlvm"]["factor_names"])
+    k = names.index(off[0])
+    adata.varm["spexlvm_loadings"][:, k] *= 1e-3
+    changes = spexlvm.tl.refine(adata)
+    assert not changes["factor"].isin(off).any()
+    assert adata.uns["spexlvm"]["refine"]["n_skipped"] == len(off)
+    # the deprecated relative rule would "remove" the whole set of that factor
+    with pytest.warns(FutureWarning):
+        old = spexlvm.tl.refine(adata, threshold=0.05, only_active=False)
+    assert (old["factor"] == off[0]).sum() > 0
+
+
+def test_one_membership_mask_orientation_and_refine_agree():
+    """With nested-set prior editing, orientation and refine both use the user's mask."""
+    adata = synthetic(300, 200, 4, noise=0.0, seed=4)
+    sets = _sets(adata)
+    # a set nested in factor_1's set, so that "resolve" edits factor_1's prior
+    sets["nested"] = sets["factor_1"][: max(3, len(sets["factor_1"]) // 3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = spexlvm.tl.fit(adata, sets, seed=0, nested="resolve", max_epochs=150)
+    mask, _ = spexlvm.pp.factor_membership(adata)
+    tl_mask, tl_names = spexlvm.tl._utils.get_annotation(adata)
+    np.testing.assert_array_equal(mask, tl_mask)
+    np.testing.assert_array_equal(model._membership(), mask)
+    prior_key = "spexlvm_mask_prior"
+    if prior_key in adata.varm:  # the prior was edited: it differs from the membership
+        assert (np.asarray(adata.varm[prior_key]) != mask).any()
+    # orientation: the member genes' loadings sum to > 0 on every annotated factor
+    w = adata.varm["spexlvm_loadings"][:, : mask.shape[1]]
+    assert ((w * mask).sum(0) > 0).all()
+    # refine's "removed" calls are genes of the membership mask, "added" ones are not
+    changes = spexlvm.tl.refine(adata, only_active=False)
+    pos = {g: i for i, g in enumerate(adata.var_names)}
+    col = {n: j for j, n in enumerate(tl_names)}
+    for row in changes.itertuples(index=False):
+        assert mask[pos[row.gene], col[row.factor]] == (row.change == "removed")
