@@ -6,6 +6,7 @@ from ._auroc import auroc
 from ._competing import competing_sets
 from ._fit import fit, write_results
 from ._impute import impute
+from ._names import factor_name
 from ._project import project
 from ._pruning import active_factors
 from ._refine import refine, refined_gene_sets, write_gmt
@@ -17,6 +18,7 @@ __all__ = [
     "active_factors",
     "auroc",
     "competing_sets",
+    "factor_name",
     "fit",
     "gene_set_test",
     "impute",

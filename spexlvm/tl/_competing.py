@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ..pp._gene_sets import user_stacklevel
 from ._utils import (
     fit_mask_key,
     frame_to_uns,
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["competing_sets"]
+
+#: Top-gene Jaccard index from which :func:`spexlvm.tl.fit` warns about a pair.
+STRONG_JACCARD = 0.5
 
 
 def competing_sets(
@@ -80,6 +85,55 @@ def competing_sets(
         raise ValueError(f"threshold must lie in [0, 1), got {threshold}.")
     if not 0.0 <= min_jaccard <= 1.0:
         raise ValueError(f"min_jaccard must lie in [0, 1], got {min_jaccard}.")
+    df = _competing_pairs(
+        adata, key=key, threshold=threshold, min_jaccard=min_jaccard, min_r2=min_r2
+    )
+    stored = frame_to_uns(df, index=None)
+    stored.update(threshold=float(threshold), min_jaccard=float(min_jaccard), min_r2=float(min_r2))
+    store(adata, key, "competing_sets", stored)
+    if len(df):
+        logger.info(
+            "%d pair(s) of gene-set factors competed for the same genes (top-gene Jaccard "
+            ">= %g), e.g. %s.",
+            len(df),
+            min_jaccard,
+            ", ".join(f"{x!r} / {y!r}" for x, y in df[["factor_a", "factor_b"]].head(3).values),
+        )
+    return df
+
+
+def warn_competing(
+    adata: AnnData, *, key: str = "spexlvm", min_jaccard: float = STRONG_JACCARD
+) -> int:
+    """After a fit: one :class:`UserWarning` when gene-set factors compete strongly.
+
+    Strongly: both factors active and at least ``min_jaccard`` of their top genes shared
+    (:func:`competing_sets`'s ``jaccard_top``). Stores nothing. Returns the number of such
+    pairs.
+    """
+    uns = get_results(adata, key)
+    if int(uns.get("n_annotated", 0)) < 2:
+        return 0
+    df = _competing_pairs(adata, key=key, threshold=0.1, min_jaccard=min_jaccard, min_r2=1e-3)
+    if len(df):
+        shown = ", ".join(f"{x!r} / {y!r}" for x, y in df[["factor_a", "factor_b"]].head(3).values)
+        warnings.warn(
+            f"{len(df)} pair(s) of gene-set factors share most of their top genes (Jaccard "
+            f">= {min_jaccard:g}): their gene sets overlap, and the signal of the shared genes "
+            f"is split between them or goes to either, e.g. {shown}. See "
+            f"spexlvm.tl.competing_sets(adata, key={key!r}) for every pair and which factor "
+            "carries the shared genes; to give nested sets one factor, refit with "
+            "nested='merge' (or 'resolve').",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
+    return len(df)
+
+
+def _competing_pairs(
+    adata: AnnData, *, key: str, threshold: float, min_jaccard: float, min_r2: float
+) -> pd.DataFrame:
+    """The table of :func:`competing_sets`, stored nowhere."""
     uns = get_results(adata, key)
     mask, names = get_annotation(adata, key)
     n_annotated = mask.shape[1]
@@ -135,19 +189,7 @@ def competing_sets(
         }
     )
     df = df.sort_values(["jaccard_top", "n_shared_top"], ascending=False, kind="stable")
-    df = df.reset_index(drop=True)
-    stored = frame_to_uns(df, index=None)
-    stored.update(threshold=float(threshold), min_jaccard=float(min_jaccard), min_r2=float(min_r2))
-    store(adata, key, "competing_sets", stored)
-    if len(df):
-        logger.info(
-            "%d pair(s) of gene-set factors competed for the same genes (top-gene Jaccard "
-            ">= %g), e.g. %s.",
-            len(df),
-            min_jaccard,
-            ", ".join(f"{x!r} / {y!r}" for x, y in df[["factor_a", "factor_b"]].head(3).values),
-        )
-    return df
+    return df.reset_index(drop=True)
 
 
 def _corr(x: np.ndarray, y: np.ndarray) -> float:

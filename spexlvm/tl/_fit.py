@@ -11,6 +11,7 @@ import scvi
 from .._constants import KEYS
 from .._model import SpexLVM, quiet_lightning
 from ..pp._gene_sets import NESTED, add_gene_sets
+from ._competing import warn_competing
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -36,7 +37,7 @@ def fit(
     seed: int = 0,
     min_genes: int = 1,
     max_genes: int | None = None,
-    nested: Literal["resolve", "merge", "keep"] = NESTED,
+    nested: Literal["keep", "merge", "resolve"] | None = NESTED,
     mask_key: str = KEYS.MASK,
     key_added: str = KEYS.UNS,
     copy: bool = False,
@@ -80,11 +81,13 @@ def fit(
     min_genes, max_genes
         Size bounds of the gene sets, counted in genes found in ``adata``.
     nested
-        Nested and near-duplicate gene sets: ``"resolve"`` merges a set into the set it
-        lies in when it makes up at least half of it, and otherwise leaves it the shared
-        genes in the prior, so that broad and specific sets do not compete for one signal;
-        ``"merge"`` only merges; ``"keep"`` keeps every set whole (the original prior).
-        See :func:`spexlvm.pp.add_gene_sets`.
+        Nested and near-duplicate gene sets: ``"keep"`` (the default; ``None`` means the
+        same) keeps every set whole, its own factor under its own name (the original
+        prior). Options: ``"merge"`` merges a set into the set it lies in when it makes up
+        at least half of it (one factor, named after all its members; any member's name
+        finds it, see :func:`spexlvm.tl.factor_name`); ``"resolve"`` merges and also leaves
+        a smaller nested set the genes it shares with its parent in the prior. See
+        :func:`spexlvm.pp.add_gene_sets`.
     mask_key
         Key of the annotation in ``varm`` / ``uns``.
     key_added
@@ -108,13 +111,17 @@ def fit(
     written by :func:`spexlvm.pp.add_gene_sets` and scvi-tools' set-up keys
     (``uns["_scvi_uuid"]``, ``uns["_scvi_manager_uuid"]``).
 
+    Warns (:class:`UserWarning`, once) when gene-set factors compete strongly: pairs of
+    active factors whose sets overlap and that share at least half of their top genes;
+    :func:`spexlvm.tl.competing_sets` lists them.
+
     Examples
     --------
     >>> import spexlvm
     >>> adata = spexlvm.datasets.pbmc68k_reduced()
     >>> model = spexlvm.tl.fit(adata, spexlvm.datasets.gene_sets("hallmark"), n_dense=1)
-    >>> adata.obsm["X_spexlvm"].shape
-    (700, 49)
+    >>> adata.obsm["X_spexlvm"].shape  # 49 hallmark sets found, each a factor, + 1 dense
+    (700, 50)
     """
     if copy:
         if adata.isbacked:
@@ -152,6 +159,7 @@ def fit(
         max_epochs=max_epochs, batch_size=batch_size, accelerator=accelerator, **train_kwargs
     )
     write_results(model, adata, key_added=key_added, extra_params={"seed": seed})
+    warn_competing(adata, key=key_added)
     return model
 
 
