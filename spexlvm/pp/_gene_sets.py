@@ -502,7 +502,8 @@ def gene_set_overlaps(
 ) -> pd.DataFrame:
     """Pairs of kept gene sets that share genes: their overlap and how they relate.
 
-    Reads the annotation written by :func:`add_gene_sets` (after merging nested sets).
+    Reads the annotation written by :func:`add_gene_sets` (after merging nested sets, when
+    ``nested="merge"`` or ``"resolve"`` merged some).
 
     Parameters
     ----------

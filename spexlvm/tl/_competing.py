@@ -49,6 +49,8 @@ def competing_sets(
     genes of each factor are those with ``|loading| >= threshold`` times its largest
     absolute loading (the relevance rule of :func:`spexlvm.tl.refine`), and the pair is
     reported when the Jaccard index of the two top-gene lists is at least ``min_jaccard``.
+    :func:`spexlvm.tl.fit` warns once after a fit when some pair shares at least half of
+    its top genes (by default every gene set is its own factor, nested sets included).
 
     Parameters
     ----------
