@@ -750,6 +750,7 @@ def test_fit_merges_near_duplicates(small_data, run_fit):
     assert coverage["reason"][list(coverage["name"]).index("COPY")] == "merged"
 
 
+@pytest.mark.filterwarnings("ignore:59 of the 59 kept gene sets lost:UserWarning")
 def test_every_reactome_set_kept_on_pbmc():
     """pbmc68k_reduced (.raw), Reactome sets with >= 10 genes found: 135 sets, 135 factors."""
     import scanpy as sc
