@@ -506,6 +506,18 @@ def test_warn_competing_only_for_strong_pairs():
     assert "competing_sets" not in adata.uns["spexlvm"]  # the check stores nothing
 
 
+def test_competing_sets_dense_and_sparse_paths_agree(fitted, monkeypatch):
+    """Few pairs are compared as dense columns, many through sparse products: same table."""
+    import spexlvm.tl._competing as competing
+
+    adata, _ = fitted
+    dense = spexlvm.tl.competing_sets(adata, min_jaccard=0.0)
+    assert len(dense) > 1
+    monkeypatch.setattr(competing, "_CHUNK", 0)
+    sparse_path = spexlvm.tl.competing_sets(adata, min_jaccard=0.0)
+    pd.testing.assert_frame_equal(dense, sparse_path, rtol=1e-9)
+
+
 def test_competing_sets_on_fit(fitted):
     adata, _ = fitted
     df = spexlvm.tl.competing_sets(adata, min_jaccard=0.0)

@@ -30,6 +30,8 @@ __all__ = ["competing_sets"]
 
 #: Top-gene Jaccard index from which :func:`spexlvm.tl.fit` warns about a pair.
 STRONG_JACCARD = 0.5
+#: Up to this many pairs, their shared genes are compared as dense columns.
+_CHUNK = 512
 
 
 def competing_sets(
@@ -148,25 +150,43 @@ def _competing_pairs(
     n_set = mask.sum(0)
     n_top = top.sum(0)
     active = np.flatnonzero(r2 >= min_r2)
-    # pairs of active factors whose sets share a gene (sparse: collections can be large)
-    m = sparse.csc_matrix(mask[:, active].astype(np.int64))
-    coo = sparse.triu(m.T @ m, k=1).tocoo()
-    a, b = active[coo.row], active[coo.col]
-    t = sparse.csc_matrix(top.astype(np.int64))
-    shared_top = np.asarray(t[:, a].multiply(t[:, b]).sum(0)).ravel().astype(np.int64)
+    # sparse products over the active factors (collections can be large): genes shared by
+    # the sets, top genes shared, and the squared loadings of each set on its genes
+    m = sparse.csc_matrix(mask[:, active], dtype=np.float64)
+    overlap = sparse.triu(m.T @ m, k=1).tocsr()  # pairs whose sets share a gene
+    t = sparse.csc_matrix(top[:, active], dtype=np.float64)
+    shared_tops = (t.T @ t).tocsr()
+    if min_jaccard > 0:  # only pairs sharing a top gene can reach min_jaccard
+        overlap = overlap.multiply(shared_tops > 0).tocsr()
+    coo = overlap.tocoo()
+    order = np.lexsort((coo.col, coo.row))
+    i, j = coo.row[order], coo.col[order]  # positions among the active factors
+    a, b = active[i], active[j]
+    shared_top = _lookup(shared_tops, i, j).astype(np.int64)
     union_top = n_top[a] + n_top[b] - shared_top
     jaccard_top = np.divide(shared_top, union_top, out=np.zeros(a.size), where=union_top > 0)
     sel = jaccard_top >= min_jaccard
-    a, b, jaccard_top, shared_top = a[sel], b[sel], jaccard_top[sel], shared_top[sel]
+    i, j, a, b = i[sel], j[sel], a[sel], b[sel]
+    jaccard_top, shared_top = jaccard_top[sel], shared_top[sel]
 
-    both = mask[:, a] & mask[:, b]  # genes x pairs
-    energy_a = ((w[:, a] ** 2) * both).sum(0)
-    energy_b = ((w[:, b] ** 2) * both).sum(0)
+    # squared loadings of each factor on the genes both sets hold
+    if a.size <= _CHUNK:  # a few pairs (tl.fit's check): dense columns
+        both = mask[:, a] & mask[:, b]  # genes x pairs
+        energy_a = ((w[:, a] ** 2) * both).sum(0)
+        energy_b = ((w[:, b] ** 2) * both).sum(0)
+    else:  # many: (w² * mask)^T mask over the factors in some pair, sparse
+        used = np.unique(np.r_[i, j])
+        pos = np.searchsorted(used, np.r_[i, j])
+        mu = m[:, used]
+        energy = (mu.multiply(w[:, active[used]] ** 2).tocsc().T @ mu).tocsr()
+        energy_a = _lookup(energy, pos[: i.size], pos[i.size :])
+        energy_b = _lookup(energy, pos[i.size :], pos[: i.size])
+    n_shared = _lookup(overlap, i, j)  # the filter above kept the counts
     total = energy_a + energy_b
     share_a = np.divide(energy_a, total, out=np.full(a.size, np.nan), where=total > 0)
-    corr = np.array([_corr(scores[:, i], scores[:, j]) for i, j in zip(a, b, strict=True)])
+    corr = np.array([_corr(scores[:, x], scores[:, y]) for x, y in zip(a, b, strict=True)])
     nested = _nested_pairs(adata, uns, names)
-    n_shared = both.sum(0).astype(np.int64)
+    n_shared = np.rint(n_shared).astype(np.int64)
     df = pd.DataFrame(
         {
             "factor_a": names[a].astype(object),
@@ -192,6 +212,13 @@ def _competing_pairs(
     )
     df = df.sort_values(["jaccard_top", "n_shared_top"], ascending=False, kind="stable")
     return df.reset_index(drop=True)
+
+
+def _lookup(matrix: sparse.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Entries ``matrix[rows[k], cols[k]]`` of a sparse matrix (0 where not stored)."""
+    if rows.size == 0:
+        return np.zeros(0)
+    return np.asarray(matrix[rows, cols], dtype=np.float64).ravel()
 
 
 def _corr(x: np.ndarray, y: np.ndarray) -> float:
