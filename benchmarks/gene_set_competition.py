@@ -35,7 +35,7 @@ lie inside it, and its *direct parents* are the smallest sets it is nested in:
     only direct parents leave the shared genes, and only to nested sets with less than
     half of their genes;
 ``resolve``
-    ``merge`` and ``nested_minor`` together: the default (``nested="resolve"``).
+    ``merge`` and ``nested_minor`` together (``nested="resolve"``, the default until issue 14).
 
 Usage::
 

@@ -909,7 +909,12 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
     # ------------------------------------------------------------------ results
     @property
     def factor_names(self) -> list[str]:
-        """Factor names: gene-set names, then ``sparse_1..S``, ``dense_1..D``."""
+        """Factor names: gene-set names, then ``sparse_1..S``, ``dense_1..D``.
+
+        A factor of gene sets merged by :func:`spexlvm.pp.add_gene_sets` (``nested="merge"``
+        or ``"resolve"``) is named after all its members (``"LARGER + NESTED"``);
+        :func:`spexlvm.tl.factor_name` finds it from any member's name.
+        """
         return (
             [str(n) for n in self.gene_set_names_]
             + [f"{SPARSE_PREFIX}{i + 1}" for i in range(self.n_sparse)]
@@ -978,7 +983,9 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
 
         Returns
         -------
-        Cells x factors, columns named by :attr:`factor_names`.
+        Cells x factors, columns named by :attr:`factor_names`. For a factor of merged
+        gene sets, ``get_factors()[spexlvm.tl.factor_name(adata, member)]`` selects it by
+        any member's name.
         """
         self._check_if_trained(warn=True)
         adata_ = self._validate_anndata(adata)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -13,6 +14,9 @@ from hypothesis import strategies as st
 import spexlvm
 from spexlvm.pp import add_gene_sets, get_mask, read_gmt
 from spexlvm.pp._gene_sets import get_prior
+
+# tests that opt into merging check its warning where it is the subject
+pytestmark = pytest.mark.filterwarnings("ignore:nested='(merge|resolve)' merged:UserWarning")
 
 GENES = ["A1", "B2", "C3", "D4", "E5", "F6", "G7", "H8"]
 
@@ -79,6 +83,7 @@ def test_exact_coverage():
         "too small",  # the empty set has fewer genes than min_genes itself
     ]
     assert report["merged_into"].tolist() == [""] * 5
+    assert report["factor"].tolist() == ["S1", "S2", "", "", ""]
     assert report["n_prior"].tolist() == [3, 2, 0, 0, 0]
     assert "n_found_full" not in report  # no adata.raw, no full_genes
 
@@ -104,7 +109,7 @@ def test_exact_coverage():
         "max_genes": 6,
         "gene_symbols": "",
         "case_sensitive": True,
-        "nested": "resolve",
+        "nested": "keep",
         "nested_containment": 0.8,
         "merge_fraction": 0.5,
         "full_genes": "",
@@ -237,11 +242,41 @@ def test_copy_leaves_input_untouched():
 
 def test_logging(caplog):
     adata = make_adata()
-    with caplog.at_level(logging.INFO, logger="spexlvm.pp._gene_sets"):
-        add_gene_sets(adata, {f"L{i}": ["A1", "X1", "X2", "X3"] for i in range(5)}, nested="keep")
+    with (
+        caplog.at_level(logging.INFO, logger="spexlvm.pp._gene_sets"),
+        pytest.warns(UserWarning, match="lost more than half") as record,
+    ):
+        add_gene_sets(adata, {f"L{i}": ["A1", "X1", "X2", "X3"] for i in range(5)})
     assert "Kept 5 of 5 gene sets" in caplog.text
-    assert "lost more than half" in caplog.text
-    assert "'L0', 'L1', 'L2' and 2 more" in caplog.text
+    (warning,) = record  # one warning for all sets
+    message = str(warning.message)
+    assert "5 of the 5 kept gene sets" in message
+    assert "'L0' (1 of 4 genes found), 'L1' (1 of 4 genes found), 'L2'" in message
+    assert "and 2 more" in message
+    assert warning.filename == __file__  # points at the caller's line
+
+
+def test_lost_genes_warning_names_the_fix():
+    """More than half of a set's genes not found: a warning with the likely fix."""
+    # mouse data (Cdk1) against human sets (CDK1): case_sensitive=False
+    mouse = make_adata(["Cdk1", "Ccnb1", "Top2a", "Mki67", "Actb", "Gapdh"])
+    sets = {"G2M": ["CDK1", "CCNB1", "TOP2A", "Mki67"], "HOUSE": ["Actb", "Gapdh"]}
+    with pytest.warns(UserWarning, match=r"1 of the 2 kept gene sets.*'G2M' \(1 of 4") as rec:
+        add_gene_sets(mouse, sets)
+    assert "3 of their genes match only ignoring case" in str(rec[0].message)
+    assert "case_sensitive=False" in str(rec[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing lost ignoring case: no warning
+        add_gene_sets(mouse, sets, case_sensitive=False)
+    # Ensembl IDs against symbols: gene_symbols=
+    ens = make_adata([f"ENSG{i:011d}" for i in range(6)] + ["CDK1"])
+    with pytest.warns(UserWarning, match=r"look like Ensembl IDs.*gene_symbols="):
+        add_gene_sets(ens, {"G2M": ["CDK1", "CCNB1", "TOP2A"]})
+    # a gene selection with adata.raw holding the lost genes: INFO only, no warning
+    adata = make_redundant()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        add_gene_sets(adata, {"S": ["G0", "R0", "R1", "R2"]})  # 1 of 4 found, 4 in raw
 
 
 def test_string_conversion_and_missing_genes():
@@ -287,13 +322,23 @@ def make_redundant() -> ad.AnnData:
 
 def test_redundancy_report_exact(caplog):
     adata = make_redundant()
-    with caplog.at_level(logging.INFO, logger="spexlvm.pp._gene_sets"):
-        report = add_gene_sets(adata, REDUNDANT, min_genes=2)
+    with (
+        caplog.at_level(logging.INFO, logger="spexlvm.pp._gene_sets"),
+        pytest.warns(UserWarning, match="merged 1 gene set") as record,
+    ):
+        report = add_gene_sets(adata, REDUNDANT, min_genes=2, nested="resolve")
     assert report["n_genes"].tolist() == [10, 10, 20, 7, 5]
     assert report["n_found"].tolist() == [10, 10, 20, 5, 3]
     assert report["kept"].tolist() == [True, False, True, True, True]
     assert report["reason"].tolist() == ["", "merged", "", "", ""]
     assert report["merged_into"].tolist() == ["", "DUP_A", "", "", ""]
+    assert report["factor"].tolist() == [
+        "DUP_A + DUP_B",
+        "DUP_A + DUP_B",
+        "BROAD",
+        "SPECIFIC",
+        "OTHER",
+    ]
     # DUP_A is the union (11 genes); BROAD leaves the 5 genes of SPECIFIC to it
     assert report["n_prior"].tolist() == [11, 0, 15, 5, 3]
     # adata.raw: SPECIFIC lost R0, R1 and OTHER lost R2 to the gene selection
@@ -301,10 +346,11 @@ def test_redundancy_report_exact(caplog):
     assert report["n_removed"].tolist() == [0, 0, 0, 2, 1]
 
     uns = adata.uns["spexlvm_mask"]
-    assert uns["names"].tolist() == ["DUP_A", "BROAD", "SPECIFIC", "OTHER"]
+    assert uns["names"].tolist() == ["DUP_A + DUP_B", "BROAD", "SPECIFIC", "OTHER"]
     assert uns["n_prior"].tolist() == [11, 15, 5, 3]
     assert uns["merged"]["name"].tolist() == ["DUP_B"]
     assert uns["merged"]["into"].tolist() == ["DUP_A"]
+    assert uns["merged"]["factor"].tolist() == ["DUP_A + DUP_B"]
     np.testing.assert_allclose(uns["merged"]["jaccard"], [10 / 11])  # DUP_B in the union
     assert uns["nested"]["subset"].tolist() == ["SPECIFIC"]
     assert uns["nested"]["superset"].tolist() == ["BROAD"]
@@ -326,25 +372,36 @@ def test_redundancy_report_exact(caplog):
         prior[:, 1], [g in REDUNDANT["BROAD"][5:] for g in genes]
     )  # G15..G29
     np.testing.assert_array_equal(prior[:, 2:], mask[:, 2:])
-    assert "'DUP_B -> DUP_A'" in caplog.text
+    (warning,) = [w for w in record if "merged" in str(w.message)]
+    message = str(warning.message)
+    assert "'DUP_B' into 'DUP_A'" in message and "'DUP_A + DUP_B'" in message
+    assert "nested='keep'" in message  # how to keep them apart
+    assert warning.filename == __file__
     assert "'SPECIFIC in BROAD'" in caplog.text
     assert "removed 3 of" in caplog.text
 
 
 def test_redundancy_off():
     adata = make_redundant()
-    report = add_gene_sets(adata, REDUNDANT, min_genes=2, nested="keep")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # keeping every set: no merge warning
+        report = add_gene_sets(adata, REDUNDANT, min_genes=2)  # the default keeps every set
     assert report["kept"].all()
+    assert report["factor"].tolist() == list(REDUNDANT)
+    assert adata.uns["spexlvm_mask"]["names"].tolist() == list(REDUNDANT)
     assert report["n_prior"].tolist() == report["n_found"].tolist()
     assert "spexlvm_mask_prior" not in adata.varm
     assert adata.uns["spexlvm_mask"]["params"]["nested"] == "keep"
+    add_gene_sets(adata, REDUNDANT, min_genes=2, nested=None)  # None: keep
+    assert adata.uns["spexlvm_mask"]["params"]["nested"] == "keep"
     # merge only: DUP_B merged, BROAD keeps SPECIFIC's genes
-    report = add_gene_sets(adata, REDUNDANT, min_genes=2, nested="merge")
+    with pytest.warns(UserWarning, match="nested='merge' merged 1 gene set"):
+        report = add_gene_sets(adata, REDUNDANT, min_genes=2, nested="merge")
     assert report["merged_into"].tolist() == ["", "DUP_A", "", "", ""]
     assert report["n_prior"].tolist() == [11, 0, 20, 5, 3]
     assert "spexlvm_mask_prior" not in adata.varm
     # a stale prior mask from an earlier call is removed
-    add_gene_sets(adata, REDUNDANT, min_genes=2)
+    add_gene_sets(adata, REDUNDANT, min_genes=2, nested="resolve")
     assert "spexlvm_mask_prior" in adata.varm
     add_gene_sets(adata, REDUNDANT, min_genes=2, nested="keep")
     assert "spexlvm_mask_prior" not in adata.varm
@@ -353,18 +410,19 @@ def test_redundancy_off():
 def test_nested_merge_or_cede():
     adata = make_adata(UNIVERSE)
     sets = {"SMALL": UNIVERSE[:9], "LARGE": UNIVERSE[:10]}  # 90% of LARGE: merged
-    report = add_gene_sets(adata, sets)
-    assert report["merged_into"].tolist() == ["LARGE", ""]  # named after the larger set
-    assert adata.uns["spexlvm_mask"]["names"].tolist() == ["LARGE"]
-    report = add_gene_sets(adata, sets, merge_fraction=0.95)  # now a specific part
+    report = add_gene_sets(adata, sets, nested="resolve")
+    assert report["merged_into"].tolist() == ["LARGE", ""]
+    # named after its members, the larger set first
+    assert adata.uns["spexlvm_mask"]["names"].tolist() == ["LARGE + SMALL"]
+    report = add_gene_sets(adata, sets, nested="resolve", merge_fraction=0.95)  # a part
     assert report["kept"].all()
     assert report["n_prior"].tolist() == [9, 1]
     assert adata.uns["spexlvm_mask"]["nested"]["subset"].tolist() == ["SMALL"]
     # nested_containment: S has 9 of its 10 genes in L
     sets = {"S": [*UNIVERSE[:9], "G29"], "L": UNIVERSE[:24]}  # S: 10 genes, 42% of L
-    add_gene_sets(adata, sets, nested_containment=0.95)
+    add_gene_sets(adata, sets, nested="resolve", nested_containment=0.95)
     assert adata.uns["spexlvm_mask"]["nested"]["subset"].size == 0
-    add_gene_sets(adata, sets, nested_containment=0.9)
+    add_gene_sets(adata, sets, nested="resolve", nested_containment=0.9)
     assert adata.uns["spexlvm_mask"]["nested"]["subset"].tolist() == ["S"]
     assert adata.varm["spexlvm_mask_prior"][:, 1].sum() == 15  # L leaves G0..G8 to S
 
@@ -377,12 +435,13 @@ def test_nested_chains_and_direct_parents():
         "PART": UNIVERSE[:6],  # 6/16 of MID, its direct parent: keeps its genes
         "TINY": UNIVERSE[:5],  # 5/6 of PART: merged into PART
     }
-    report = add_gene_sets(adata, sets)
+    report = add_gene_sets(adata, sets, nested="resolve")
     assert report["merged_into"].tolist() == ["", "ROOT", "", "PART"]
-    assert adata.uns["spexlvm_mask"]["names"].tolist() == ["ROOT", "PART"]
+    assert adata.uns["spexlvm_mask"]["names"].tolist() == ["ROOT + MID", "PART + TINY"]
     assert report["n_prior"].tolist() == [18, 0, 6, 0]
     nested = adata.uns["spexlvm_mask"]["nested"]
-    assert nested["subset"].tolist() == ["PART"] and nested["superset"].tolist() == ["ROOT"]
+    assert nested["subset"].tolist() == ["PART + TINY"]
+    assert nested["superset"].tolist() == ["ROOT + MID"]
 
 
 def test_full_genes_argument():
@@ -409,15 +468,15 @@ def test_error_redundancy_bounds(kwargs, match):
 
 def test_gene_set_overlaps():
     adata = make_redundant()
-    add_gene_sets(adata, REDUNDANT, min_genes=2)
+    add_gene_sets(adata, REDUNDANT, min_genes=2, nested="resolve")
     df = spexlvm.pp.gene_set_overlaps(adata)
     rows = {(a, b): r for a, b, r in zip(df["set_a"], df["set_b"], df.itertuples(), strict=True)}
     assert set(rows) == {
         ("SPECIFIC", "BROAD"),
         ("OTHER", "BROAD"),
-        ("OTHER", "DUP_A"),
-        ("DUP_A", "BROAD"),
-        ("SPECIFIC", "DUP_A"),  # G10 (from DUP_B, merged into DUP_A)
+        ("OTHER", "DUP_A + DUP_B"),
+        ("DUP_A + DUP_B", "BROAD"),
+        ("SPECIFIC", "DUP_A + DUP_B"),  # G10 (from DUP_B, merged into DUP_A)
     }
     r = rows[("SPECIFIC", "BROAD")]
     assert (r.n_a, r.n_b, r.n_shared, r.relation) == (5, 20, 5, "nested")
@@ -430,7 +489,7 @@ def test_gene_set_overlaps():
 
 def test_model_prior_uses_nested_sets():
     adata = make_redundant()
-    add_gene_sets(adata, REDUNDANT, min_genes=2)
+    add_gene_sets(adata, REDUNDANT, min_genes=2, nested="resolve")
     spexlvm.SpexLVM.setup_anndata(adata)
     slab = spexlvm.SpexLVM(adata).module.slab.numpy()
     prior = adata.varm["spexlvm_mask_prior"]
@@ -442,7 +501,7 @@ def test_model_prior_uses_nested_sets():
 
 def test_get_prior_errors():
     adata = make_redundant()
-    add_gene_sets(adata, REDUNDANT, min_genes=2)
+    add_gene_sets(adata, REDUNDANT, min_genes=2, nested="resolve")
     mask, _ = get_mask(adata)
     np.testing.assert_array_equal(get_prior(adata, mask), adata.varm["spexlvm_mask_prior"])
     weights = mask * 0.5
@@ -460,7 +519,7 @@ def test_get_prior_errors():
 
 def test_redundancy_h5ad_round_trip(tmp_path):
     adata = make_redundant()
-    add_gene_sets(adata, REDUNDANT, min_genes=2)
+    add_gene_sets(adata, REDUNDANT, min_genes=2, nested="resolve")
     adata.write_h5ad(tmp_path / "a.h5ad")
     back = ad.read_h5ad(tmp_path / "a.h5ad")
     assert_uns_equal(adata.uns["spexlvm_mask"], back.uns["spexlvm_mask"])
@@ -674,15 +733,38 @@ def test_fit_merges_near_duplicates(small_data, run_fit):
     copy += [g for g in genes if g not in copy][: len(genes) - len(copy)]
     sets = {first: genes, "COPY": copy, **{k: v for k, v in sets.items() if k != first}}
     del adata.varm["spexlvm_mask"], adata.uns["spexlvm_mask"]
-    run_fit(adata, gene_sets=sets, max_epochs=20)
+    with pytest.warns(UserWarning, match="merged 1 gene set"):
+        run_fit(adata, gene_sets=sets, max_epochs=20, nested="merge")
 
     names = list(adata.uns["spexlvm"]["factor_names"])
-    assert names == [k for k in sets if k != "COPY"]  # one factor for the pair
+    # one factor for the pair, named after both
+    assert names == [f"{first} + COPY", *(k for k in sets if k not in (first, "COPY"))]
     merged = adata.uns["spexlvm_mask"]["merged"]
     assert merged["name"].tolist() == ["COPY"] and merged["into"].tolist() == [first]
+    assert spexlvm.tl.factor_name(adata, "COPY") == spexlvm.tl.factor_name(adata, first)
     assert merged["jaccard"][0] >= 0.8
     np.testing.assert_array_equal(
         adata.varm["spexlvm_mask"][:, 0], adata.var_names.isin([*genes, outside])
     )
     coverage = adata.uns["spexlvm_mask"]["coverage"]
     assert coverage["reason"][list(coverage["name"]).index("COPY")] == "merged"
+
+
+@pytest.mark.filterwarnings("ignore:59 of the 59 kept gene sets lost:UserWarning")
+def test_every_reactome_set_kept_on_pbmc():
+    """pbmc68k_reduced (.raw), Reactome sets with >= 10 genes found: 135 sets, 135 factors."""
+    import scanpy as sc
+
+    adata = sc.datasets.pbmc68k_reduced().raw.to_adata()
+    sets = spexlvm.datasets.gene_sets("reactome")
+    with pytest.warns(UserWarning, match="134 of the 135 kept gene sets lost more than half"):
+        report = add_gene_sets(adata, sets, min_genes=10)
+    found = [n for n, genes in sets.items() if len(set(genes) & set(adata.var_names)) >= 10]
+    assert len(found) == 135
+    assert adata.uns["spexlvm_mask"]["names"].tolist() == found  # each under its own name
+    assert report["factor"][report["kept"]].tolist() == found
+    assert "REACTOME_NEUTROPHIL_DEGRANULATION" in found
+    # merging is opt-in: the old default made 59 factors of them
+    with pytest.warns(UserWarning, match="merged 76 gene set"):
+        add_gene_sets(adata, sets, min_genes=10, nested="resolve")
+    assert adata.uns["spexlvm_mask"]["names"].size == 59

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -262,7 +264,7 @@ def test_auroc_exact():
     assert stored["auroc"].shape == (2, 3)
     one = spexlvm.tl.auroc(adata, "group", factors=["f2"])
     assert set(one["factor"]) == {"f2"}
-    with pytest.raises(KeyError, match="Unknown factor"):
+    with pytest.raises(KeyError, match="not found among the 2 factors"):
         spexlvm.tl.auroc(adata, "group", factors=["f9"])
     adata.obs["single"] = "x"
     with pytest.raises(ValueError, match="at least two groups"):
@@ -467,7 +469,7 @@ def _competing_example(r2_b: float = 0.05) -> ad.AnnData:
     genes = [f"g{i}" for i in range(14)]
     adata = ad.AnnData(np.zeros((4, 14), dtype=np.float32), var=pd.DataFrame(index=genes))
     sets = {"A": genes[:5], "B": genes[:11], "C": genes[11:]}  # A: 5 of B's 11 genes
-    spexlvm.pp.add_gene_sets(adata, sets)
+    spexlvm.pp.add_gene_sets(adata, sets, nested="resolve")  # B leaves g0..g4 to A
     w = np.zeros((14, 4))
     w[[0, 1, 2], 0] = [1.0, 0.8, 0.05]  # top genes of A: g0, g1
     w[[0, 5, 6], 1] = [0.5, 1.0, 0.2]  # top genes of B: g0, g5, g6
@@ -518,6 +520,34 @@ def test_competing_sets_filters():
     assert spexlvm.tl.competing_sets(_competing_example(r2_b=1e-4)).empty  # B switched off
     with pytest.raises(ValueError, match="threshold"):
         spexlvm.tl.competing_sets(_competing_example(), threshold=1.0)
+
+
+def test_warn_competing_only_for_strong_pairs():
+    """tl.fit's check: one warning naming the pairs when most top genes are shared."""
+    from spexlvm.tl._competing import warn_competing
+
+    adata = _competing_example()  # A and B share 1 of 4 top genes: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert warn_competing(adata) == 0
+    w = adata.varm["spexlvm_loadings"]
+    w[:, 1] = w[:, 0] * 0.9  # B now loads on A's top genes
+    with pytest.warns(UserWarning, match=r"1 pair\(s\).*'A' / 'B'.*tl\.competing_sets") as rec:
+        assert warn_competing(adata) == 1
+    assert rec[0].filename == __file__
+    assert "competing_sets" not in adata.uns["spexlvm"]  # the check stores nothing
+
+
+def test_competing_sets_dense_and_sparse_paths_agree(fitted, monkeypatch):
+    """Few pairs are compared as dense columns, many through sparse products: same table."""
+    import spexlvm.tl._competing as competing
+
+    adata, _ = fitted
+    dense = spexlvm.tl.competing_sets(adata, min_jaccard=0.0)
+    assert len(dense) > 1
+    monkeypatch.setattr(competing, "_CHUNK", 0)
+    sparse_path = spexlvm.tl.competing_sets(adata, min_jaccard=0.0)
+    pd.testing.assert_frame_equal(dense, sparse_path, rtol=1e-9)
 
 
 def test_competing_sets_on_fit(fitted):

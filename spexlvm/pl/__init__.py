@@ -4,7 +4,8 @@ Every function reads what :func:`spexlvm.tl.fit` wrote into the AnnData
 (``obsm["X_spexlvm"]``, ``varm["spexlvm_loadings"]``, ``uns["spexlvm"]``) and, when they
 have been run, the results of :func:`spexlvm.tl.refine` and :func:`spexlvm.tl.auroc`.
 Gene-set names are shortened for display with :func:`short_name`; functions that take a
-factor accept the full name, the short name or the column index.
+factor accept the full name, the short name, the column index or, for a factor of merged
+gene sets, the name of any member (see :func:`spexlvm.tl.factor_name`).
 
 The factor scores are an embedding that scanpy plots directly, with one panel per
 factor given by its column index (scanpy's ``components`` are 1-based)::

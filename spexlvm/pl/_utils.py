@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._constants import DENSE_PREFIX, KEYS, SPARSE_PREFIX
+from ..pp._gene_sets import MERGED_SEP as _MERGED_SEP
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -72,7 +73,9 @@ def short_name(name: str, max_len: int | None = _MAX_LEN) -> str:
 
     Strips a collection prefix (``REACTOME_``, ``HALLMARK_``, ``KEGG_``, ...), replaces
     underscores with spaces and truncates to ``max_len`` characters with an ellipsis.
-    Unannotated factors (``sparse_1``, ``dense_1``) keep their names. The full name stays
+    Unannotated factors (``sparse_1``, ``dense_1``) keep their names; a merged factor
+    (``"REACTOME_A + REACTOME_B"``, see :func:`spexlvm.pp.add_gene_sets`) has every
+    member shortened (``"A + B"``). The full name stays
     in ``adata.uns["spexlvm"]["factor_names"]``, and :func:`spexlvm.pl.scatter` accepts
     either form.
 
@@ -97,12 +100,20 @@ def short_name(name: str, max_len: int | None = _MAX_LEN) -> str:
     name = str(name)
     if _kind_from_name(name) != "annotated":
         return name
+    if _MERGED_SEP in name:  # a merged factor: every member shortened
+        parts = [short_name(p, max_len=None) for p in name.split(_MERGED_SEP)]
+        return _truncate(_MERGED_SEP.join(parts), max_len)
     upper = name.upper()
     for prefix in _PREFIXES:
         if upper.startswith(prefix) and len(name) > len(prefix):
             name = name[len(prefix) :]
             break
     name = re.sub(r"\s+", " ", name.replace("_", " ")).strip()
+    return _truncate(name, max_len)
+
+
+def _truncate(name: str, max_len: int | None) -> str:
+    """``name`` cut to ``max_len`` characters with an ellipsis, on a word when cheap."""
     if max_len is not None and len(name) > max_len:
         cut = name[: max(max_len - 1, 1)]
         space = cut.rfind(" ")
@@ -164,14 +175,18 @@ def factor_kinds(adata: AnnData, key: str = KEYS.UNS) -> list[str]:
 
 
 def resolve_factor(adata: AnnData, factor: str | int, key: str = KEYS.UNS) -> int:
-    """Column index of a factor given by full name, short name or position.
+    """Column index of a factor given by full name, short name, member name or position.
 
-    Matching order: the exact full name; then the name compared leniently (collection
+    Matching order: the exact full name; the exact name of a gene set merged into a factor
+    (:func:`spexlvm.pp.add_gene_sets` with ``nested="merge"`` or ``"resolve"``; the
+    factor is named after all its members); then both compared leniently (collection
     prefix optional, underscores or spaces, any case; a shortened name with its ellipsis
     works too). An unknown or ambiguous name raises a :class:`KeyError` listing the
     closest factor names.
     """
-    names = factor_names(adata, key)
+    from ..tl._utils import factor_aliases, get_factor_names
+
+    names = [str(n) for n in get_factor_names(adata, key)]  # needs no other result
     if isinstance(factor, int | np.integer) and not isinstance(factor, bool):
         if not -len(names) <= factor < len(names):
             raise IndexError(f"Factor index {factor} out of range for {len(names)} factors.")
@@ -179,16 +194,19 @@ def resolve_factor(adata: AnnData, factor: str | int, key: str = KEYS.UNS) -> in
     factor = str(factor)
     if factor in names:
         return names.index(factor)
+    aliases = factor_aliases(adata, key)
+    if factor in aliases:
+        return names.index(aliases[factor])
 
     query = factor.strip()
     truncated = query.endswith(_ELLIPSIS) or query.endswith("...")
     query = _normalise(query.removesuffix(_ELLIPSIS).removesuffix("..."))
-    normalised = [_normalise(n) for n in names]
-    hits = [
-        i
-        for i, n in enumerate(normalised)
-        if n == query or (truncated and query and n.startswith(query))
-    ]
+    # candidates: every factor name, then every member name of a merged factor
+    candidates = [(_normalise(n), i) for i, n in enumerate(names)]
+    candidates += [(_normalise(m), names.index(f)) for m, f in aliases.items()]
+    hits = _unique_ints(
+        i for n, i in candidates if n == query or (truncated and query and n.startswith(query))
+    )
     if len(hits) == 1:
         return hits[0]
     if len(hits) > 1:
@@ -197,10 +215,11 @@ def resolve_factor(adata: AnnData, factor: str | int, key: str = KEYS.UNS) -> in
             f"it matches {', '.join(repr(names[i]) for i in hits[:10])}. Give the full name."
         )
 
+    normalised = [n for n, _ in candidates]
     close = difflib.get_close_matches(query, normalised, n=5, cutoff=0.5)
-    close_idx = [normalised.index(c) for c in close]
+    close_idx = _unique_ints(candidates[normalised.index(c)][1] for c in close)
     if query:
-        close_idx += [i for i, n in enumerate(normalised) if query in n and i not in close_idx]
+        close_idx += _unique_ints(i for n, i in candidates if query in n and i not in close_idx)
     if close_idx:
         hint = "Close matches: " + ", ".join(repr(names[i]) for i in close_idx[:8]) + "."
     else:
@@ -209,6 +228,11 @@ def resolve_factor(adata: AnnData, factor: str | int, key: str = KEYS.UNS) -> in
         f"Factor {factor!r} not found among the {len(names)} factors in "
         f"adata.uns[{key!r}]['factor_names']. {hint}"
     )
+
+
+def _unique_ints(values: Any) -> list[int]:
+    """De-duplicated ints, first occurrence's order."""
+    return list(dict.fromkeys(int(v) for v in values))
 
 
 def category_colors(adata: AnnData, column: str, categories: list[str]) -> list[str]:

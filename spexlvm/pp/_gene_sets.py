@@ -6,6 +6,8 @@ import gzip
 import logging
 import os
 import re
+import sys
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -28,9 +30,12 @@ REASON_TOO_FEW = "too few genes found"
 REASON_TOO_LARGE = "too large"  # more genes found than max_genes
 REASON_MERGED = "merged"
 
-#: How nested gene sets are handled by default (see :func:`add_gene_sets`).
-NESTED = "resolve"
-_NESTED_MODES = ("resolve", "merge", "keep")
+#: How nested gene sets are handled by default (see :func:`add_gene_sets`): every set
+#: given is its own factor, under its own name.
+NESTED = "keep"
+_NESTED_MODES = ("keep", "merge", "resolve")
+#: Separator of the member set names in the name of a merged factor.
+MERGED_SEP = " + "
 #: Default share of a set's genes inside a larger set from which it counts as nested.
 NESTED_CONTAINMENT = 0.8
 #: Default share of its parent's genes from which a nested set is merged into the parent.
@@ -59,6 +64,19 @@ def _preview(items: Iterable[Any], n: int = _N_EXAMPLES) -> str:
     if len(items) > n:
         shown += f" and {len(items) - n} more"
     return shown
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` of :func:`warnings.warn` that points at the first caller outside spexlvm.
+
+    Call it in the function that warns; the warning then names the user's line, whether
+    the user called that function directly or through :func:`spexlvm.tl.fit` or the CLI.
+    """
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _unique(genes: Iterable[str]) -> list[str]:
@@ -484,7 +502,8 @@ def gene_set_overlaps(
 ) -> pd.DataFrame:
     """Pairs of kept gene sets that share genes: their overlap and how they relate.
 
-    Reads the annotation written by :func:`add_gene_sets` (after merging nested sets).
+    Reads the annotation written by :func:`add_gene_sets` (after merging nested sets, when
+    ``nested="merge"`` or ``"resolve"`` merged some).
 
     Parameters
     ----------
@@ -539,6 +558,97 @@ def gene_set_overlaps(
     )
 
 
+def _warn_merged(merged_rows: dict[str, list], nested: str) -> None:
+    """One :class:`UserWarning` naming what merged into what, and how to keep sets apart."""
+    groups: dict[str, list[str]] = {}
+    for name, into in zip(merged_rows["name"], merged_rows["into"], strict=True):
+        groups.setdefault(into, []).append(name)
+    n_show = 3
+    shown = "; ".join(
+        f"{', '.join(repr(m) for m in members)} into {into!r}"
+        for into, members in list(groups.items())[:n_show]
+    )
+    if len(groups) > n_show:
+        shown += f"; and {len(groups) - n_show} more"
+    example = merged_rows["name"][0]
+    warnings.warn(
+        f"nested={nested!r} merged {len(merged_rows['name'])} gene set(s) that make up most "
+        f"of a set they lie in (or duplicate it) into {len(groups)} factor(s): {shown}. A "
+        "merged factor is named after all its members, the larger set first "
+        f"({merged_rows['factor'][0]!r}), and any member's name finds it "
+        f"(spexlvm.tl.factor_name(adata, {example!r}), and every spexlvm.pl / spexlvm.tl "
+        "function that takes factor names); adata.uns[key]['merged'] lists every merge. "
+        "To keep every gene set its own factor, pass nested='keep' (the default).",
+        UserWarning,
+        stacklevel=user_stacklevel(),
+    )
+
+
+def _warn_lost(
+    sets: dict[str, list[str]],
+    lost_names: list[str],
+    n_genes: np.ndarray,
+    n_found: np.ndarray,
+    n_kept: int,
+    lost: list[int],
+    ids: np.ndarray,
+    adata: AnnData,
+    *,
+    where: str,
+    gene_symbols: str | None,
+    case_sensitive: bool,
+    full_source: str,
+) -> None:
+    """One :class:`UserWarning` naming kept sets that lost most of their genes, with fixes."""
+    examples = ", ".join(
+        f"{name!r} ({int(n_found[j])} of {int(n_genes[j])} genes found)"
+        for name, j in zip(lost_names[:3], lost[:3], strict=True)
+    )
+    if len(lost_names) > 3:
+        examples += f" and {len(lost_names) - 3} more"
+    hints = []
+    var_ids = [v for v in ids[:500] if v is not None]
+    if var_ids and sum(bool(_ENSEMBL_RE.match(v)) for v in var_ids) > 0.5 * len(var_ids):
+        hints.append(
+            f"{where} look like Ensembl IDs: match gene symbols with "
+            "gene_symbols=<adata.var column of symbols>"
+        )
+    if case_sensitive:
+        upper = {v.upper() for v in ids if v is not None}
+        exact = {v for v in ids if v is not None}
+        n_case = len(
+            {g for name in lost_names for g in sets[name] if g not in exact and g.upper() in upper}
+        )
+        if n_case:
+            hints.append(
+                f"{n_case} of their genes match only ignoring case (mouse symbols against "
+                "human gene sets?): pass case_sensitive=False"
+            )
+    hints.append(
+        "check that both sides use the same identifier type (gene symbols vs Ensembl or "
+        "Entrez IDs: gene_symbols=<adata.var column>) and species (mouse data against human "
+        "sets: case_sensitive=False)"
+    )
+    if full_source:
+        selection = (
+            f"The genes were not found in {full_source} either, so a gene selection does not "
+            "explain the loss."
+        )
+    else:
+        selection = (
+            "If adata holds only a gene selection (e.g. highly variable genes), part of the "
+            "loss is expected: keep all genes in adata.raw (or pass full_genes=) to tell the "
+            "two apart, or fit on more genes."
+        )
+    warnings.warn(
+        f"{len(lost_names)} of the {n_kept} kept gene sets lost more than half of their genes "
+        f"(not found in {where}): {examples}. Their factors describe only the genes found. "
+        f"If adata holds all measured genes, {'; '.join(hints)}. {selection}",
+        UserWarning,
+        stacklevel=user_stacklevel(),
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------
@@ -553,7 +663,7 @@ def add_gene_sets(
     max_genes: int | None = None,
     gene_symbols: str | None = None,
     case_sensitive: bool = True,
-    nested: Literal["resolve", "merge", "keep"] = NESTED,
+    nested: Literal["keep", "merge", "resolve"] | None = NESTED,
     nested_containment: float = NESTED_CONTAINMENT,
     merge_fraction: float = MERGE_FRACTION,
     full_genes: Iterable[str] | None = None,
@@ -562,14 +672,12 @@ def add_gene_sets(
     """Annotate genes with gene sets: the prior knowledge of the annotated factors.
 
     Matches the genes of every set to the genes of ``adata``, drops sets with too few or
-    too many genes found, resolves nested and near-duplicate sets, and writes a boolean
-    mask (one column per kept set, in the given order) to ``adata.varm[key]`` with a
-    summary in ``adata.uns[key]``. By default (``nested="resolve"``, see Notes) a set that
-    lies mostly inside a larger one is merged into it when it makes up at least half of it
-    (near-duplicates included), and otherwise keeps the shared genes to itself in the
-    model's prior (``adata.varm[key + "_prior"]``): the specific set (Reactome's *MHC class
-    II antigen presentation*) and the broad one (*adaptive immune system*) then do not
-    compete for one signal.
+    too many genes found, and writes a boolean mask (one column per kept set, in the given
+    order) to ``adata.varm[key]`` with a summary in ``adata.uns[key]``. By default
+    (``nested="keep"``) every kept set is its own factor under its own name, as in the
+    spex-LVM paper and MuVI, nested and near-duplicate sets included. Merging nested sets
+    (``nested="merge"``) and, in addition, leaving a nested set's genes to it in the
+    model's prior (``nested="resolve"``) are options; see Notes.
 
     Parameters
     ----------
@@ -605,12 +713,14 @@ def add_gene_sets(
         If ``False``, compare upper-cased identifiers, e.g. mouse symbols (``Cdk1``)
         against human gene sets (``CDK1``), as in the spex-LVM paper.
     nested
-        How kept sets that lie inside others are handled (see Notes):
-        ``"resolve"`` merges a nested set into the smallest set containing it when it has
-        at least ``merge_fraction`` of that set's genes, and otherwise leaves it the genes
-        it shares with that set in the prior (``varm[key + "_prior"]``); ``"merge"`` only
-        merges; ``"keep"`` keeps every set as given (the original spex-LVM prior: nested
-        sets compete for their shared genes).
+        How kept sets that lie inside others are handled (see Notes). ``"keep"`` (the
+        default; ``None`` means the same) keeps every set whole, its own factor under its
+        own name (the original spex-LVM prior). ``"merge"`` merges a nested set into the
+        smallest set containing it when it has at least ``merge_fraction`` of that set's
+        genes: one factor, named after all its members (``"LARGER + NESTED"``); a
+        :class:`UserWarning` lists the merges. ``"resolve"`` merges as ``"merge"`` and
+        also leaves every smaller nested set the genes it shares with its parent in the
+        prior (``varm[key + "_prior"]``).
     nested_containment
         Share of a set's genes found that must lie inside a larger set for it to count as
         nested in that set. Two sets of the same size with this overlap (near-duplicates)
@@ -633,9 +743,11 @@ def add_gene_sets(
     (``""`` for kept sets, ``"too small"`` (the set has fewer than ``min_genes`` genes),
     ``"too few genes found"``, ``"too large"`` (more than ``max_genes`` genes found) or
     ``"merged"``), ``merged_into`` (the kept set a merged set became part of, else
-    ``""``) and ``n_prior`` (genes of the kept set's factor in the prior, after nested
-    sets took theirs; 0 for dropped sets); with a full gene list also ``n_found_full`` (genes found
-    in the full list) and ``n_removed`` (of those, how many the gene selection removed).
+    ``""``), ``factor`` (the name of the factor the set is, or is part of; ``""`` for
+    dropped sets) and ``n_prior`` (genes of the kept set's factor in the prior, after
+    nested sets took theirs; 0 for dropped sets); with a full gene list also
+    ``n_found_full`` (genes found in the full list) and ``n_removed`` (of those, how many
+    the gene selection removed).
     With ``copy=True``, the annotated copy of ``adata``.
 
     Sets the following fields (on the copy when ``copy=True``):
@@ -648,13 +760,16 @@ def add_gene_sets(
         to the smaller sets nested in it. Only written when some set left genes to another
         (``nested="resolve"``); :class:`~spexlvm.SpexLVM` falls back to the mask without it.
     ``adata.uns[key]`` : :class:`dict`
-        ``names`` (str array, A: kept set names in column order), ``n_genes`` and
+        ``names`` (str array, A: the factor names in column order: the kept set's name,
+        or for a merged factor its members' names joined by ``" + "``), ``n_genes`` and
         ``n_found`` (int arrays, A: of the set itself), ``n_prior`` (int array, A),
         ``coverage`` (dict of arrays over all input sets: the columns of the report and
         ``name``), ``merged`` (dict of arrays, one entry per merged set: ``name``, ``into``
-        (the kept set) and ``jaccard`` (of the set's genes and the kept set's union)),
+        (the kept set), ``factor`` (the merged factor's name) and ``jaccard`` (of the
+        set's genes and the kept set's union)),
         ``nested`` (dict of arrays, one entry per nested set whose genes a larger set left
-        to it: ``subset``, ``superset`` (the kept set that left them), ``n_shared``,
+        to it: ``subset``, ``superset`` (the factors: the nested one and the one that left
+        it the genes), ``n_shared``,
         ``containment``), ``matching`` (``n_set_genes``: distinct genes of all sets,
         ``n_matched``: of those, found; ``n_case_only``: found only by ignoring case;
         ``n_multiple``: matching several rows of ``adata``) and ``params`` (``min_genes``,
@@ -681,26 +796,35 @@ def add_gene_sets(
     ``n_found`` counts the distinct set genes found; with ``gene_symbols`` a symbol
     shared by several rows annotates all of them, so a mask column may have more
     ``True`` entries than ``n_found``. Kept sets that lost more than half of their genes
-    are named in a warning.
+    (not found in ``adata``, nor in ``adata.raw`` / ``full_genes`` when given) are named in
+    a :class:`UserWarning` with the usual fixes (``gene_symbols``, ``case_sensitive``);
+    sets dropped by ``min_genes`` / ``max_genes`` are counted in an INFO line (and if
+    every set is dropped, a :class:`ValueError` says so).
 
-    **Competing sets.** Collections such as Reactome are hierarchies: a broad set (*adaptive
-    immune system*, 79 genes in scanpy's ``pbmc68k_reduced``) contains specific ones (*MHC
-    class II antigen presentation*, 19; *B cell receptor signalling*, 15), and chains of
-    sets that are almost the same (*cell cycle* > *cell cycle, mitotic* > *M phase*). With
-    the original prior (``nested="keep"``) every factor may explain the shared genes: the
-    broad factor takes the specific one's signal, or the seed decides which of the nested
-    sets gets it. ``nested="resolve"`` gives every shared gene one owner. A set is nested
-    in a larger set when at least ``nested_containment`` of its genes lie inside it; only
-    the smallest such sets (its direct parents) count. A nested set with at least
-    ``merge_fraction`` of a parent's genes describes mostly the same genes and is merged
-    into it (one factor, named after the larger set; chains merge up to the broadest set);
-    a smaller one is a specific part, and the parent's factor treats their shared genes as
-    unannotated (slab ``1 - prior_confidence``). A broad set that is only the union of its
-    parts keeps no gene of its own and its factor is usually switched off.
-    ``benchmarks/gene_set_competition.py`` compares this with the alternatives (merging
-    only, a slab divided by the number of sets a gene belongs to, dropping unions of other
-    sets); ``benchmarks/RESULTS.md`` has the numbers. :func:`spexlvm.tl.competing_sets`
-    reports which factors still competed after a fit.
+    **Nested and competing sets.** Collections such as Reactome are hierarchies: a broad
+    set (*innate immune system*) contains specific ones (*neutrophil degranulation*), and
+    chains of sets are almost the same (*cell cycle* > *cell cycle, mitotic* > *M phase*).
+    By default (``nested="keep"``) every set is its own factor, and factors of nested sets
+    may share the signal of their common genes: after a fit,
+    :func:`spexlvm.tl.competing_sets` lists the pairs that competed (and
+    :func:`spexlvm.tl.fit` logs when there are strongly competing pairs). The options: a
+    set is nested in a larger set when at least ``nested_containment`` of its genes lie
+    inside it; only the smallest such sets (its direct parents) count. With
+    ``nested="merge"``, a nested set with at least ``merge_fraction`` of a parent's genes is
+    merged into it (one factor, named ``"PARENT + NESTED"``; chains merge up to the
+    broadest set). With ``nested="resolve"``, in addition, the parent of a smaller nested
+    set treats their shared genes as unannotated (slab ``1 - prior_confidence``), so that
+    every shared gene has one owner; a broad set that is only the union of its parts then
+    keeps no gene of its own and its factor is usually switched off.
+    ``benchmarks/gene_set_competition.py`` compares the options; ``benchmarks/RESULTS.md``
+    has the numbers (on pbmc68k_reduced, ``"resolve"`` merged 76 of 135 Reactome sets into
+    29 factors, and *neutrophil degranulation* was no factor of its own).
+
+    **Finding a merged factor.** Every function of :mod:`spexlvm.pl` and :mod:`spexlvm.tl`
+    that takes factor names accepts any member's name; :func:`spexlvm.tl.factor_name`
+    returns the factor's full name, e.g. for a column of
+    :meth:`~spexlvm.SpexLVM.get_factors`:
+    ``model.get_factors()[spexlvm.tl.factor_name(adata, "REACTOME_NEUTROPHIL_DEGRANULATION")]``.
 
     Examples
     --------
@@ -720,8 +844,12 @@ def add_gene_sets(
             raise TypeError(f"max_genes must be an int or None, not {type(max_genes).__name__}.")
         if max_genes < min_genes:
             raise ValueError(f"max_genes ({max_genes}) is smaller than min_genes ({min_genes}).")
+    if nested is None:
+        nested = "keep"
     if nested not in _NESTED_MODES:
-        raise ValueError(f"nested must be one of {list(_NESTED_MODES)}, got {nested!r}.")
+        raise ValueError(
+            f"nested must be one of {list(_NESTED_MODES)} (or None: 'keep'), got {nested!r}."
+        )
     _check_fraction("nested_containment", nested_containment)
     _check_fraction("merge_fraction", merge_fraction)
     if adata.var_names.has_duplicates:
@@ -781,19 +909,30 @@ def add_gene_sets(
     for col, j in enumerate(passed_idx):
         full[rows[j], col] = True
 
-    # nested sets: merged into their parent when they make up most of it, else they keep
-    # their genes to themselves (the parent's factor leaves them)
+    # nested sets (opt-in): merged into their parent when they make up most of it; with
+    # "resolve", smaller ones keep their genes to themselves (the parent's factor leaves them)
     merged_into = np.full(n_sets, "", dtype=object)
-    merged_rows: dict[str, list] = {"name": [], "into": [], "jaccard": []}
+    factor_of = np.full(n_sets, "", dtype=object)  # the factor every set became (part of)
+    merged_rows: dict[str, list] = {"name": [], "into": [], "factor": [], "jaccard": []}
     nested_rows: dict[str, list] = {
         k: [] for k in ("subset", "superset", "n_shared", "containment")
     }
     kept_idx, mask, prior = passed_idx, full, full
+    kept_names = [names[j] for j in passed_idx]
     if nested != "keep" and passed_idx.size > 1:
         group, merged, prior_all, ceded = _resolve_nested(
             full, float(nested_containment), float(merge_fraction), cede=nested == "resolve"
         )
         roots = group == np.arange(passed_idx.size)
+        # a merged factor is named after all its members: the root set first
+        members: dict[int, list[str]] = {
+            int(c): [names[passed_idx[c]]] for c in np.flatnonzero(roots)
+        }
+        for col in np.flatnonzero(~roots):
+            members[int(group[col])].append(names[passed_idx[col]])
+        col_name = {c: MERGED_SEP.join(m) for c, m in members.items()}
+        for col in range(passed_idx.size):
+            factor_of[passed_idx[col]] = col_name[int(group[col])]
         for col in np.flatnonzero(~roots):
             j, jr = passed_idx[col], passed_idx[group[col]]
             merged_into[j] = names[jr]
@@ -802,40 +941,33 @@ def add_gene_sets(
             n_both = int((full[:, col] & union).sum())
             merged_rows["name"].append(names[j])
             merged_rows["into"].append(names[jr])
+            merged_rows["factor"].append(col_name[int(group[col])])
             merged_rows["jaccard"].append(n_both / int((full[:, col] | union).sum()))
         size = full.sum(0)
         for col, root in ceded:
             n_both = int((full[:, col] & merged[:, root]).sum())
-            nested_rows["subset"].append(names[passed_idx[col]])
-            nested_rows["superset"].append(names[passed_idx[root]])
+            nested_rows["subset"].append(col_name[int(group[col])])
+            nested_rows["superset"].append(col_name[int(root)])
             nested_rows["n_shared"].append(n_both)
             nested_rows["containment"].append(n_both / int(size[col]))
         kept_idx = passed_idx[roots]
+        kept_names = [col_name[int(c)] for c in np.flatnonzero(roots)]
         mask, prior = merged[:, roots], prior_all[:, roots]
         if not ceded:
             prior = mask
         if merged_rows["name"]:
-            logger.info(
-                "Merged %d gene set(s) that make up most of a set they lie in (or duplicate "
-                "it) into %d factor(s): %s.",
-                len(merged_rows["name"]),
-                len(set(merged_rows["into"])),
-                _preview(
-                    f"{a} -> {b}"
-                    for a, b in zip(merged_rows["name"], merged_rows["into"], strict=True)
-                ),
-            )
+            _warn_merged(merged_rows, nested)
         if nested_rows["subset"]:
             pairs = zip(nested_rows["subset"], nested_rows["superset"], strict=True)
             logger.info(
-                "Nested gene sets: %d larger set(s) leave the genes of %d smaller set(s) "
-                "nested in them to those in the prior (e.g. %s); nested='keep' keeps every "
-                "set whole.",
+                "Nested gene sets (nested='resolve'): %d larger set(s) leave the genes of %d "
+                "smaller set(s) nested in them to those in the prior (e.g. %s); "
+                "nested='keep' (the default) keeps every set whole.",
                 len(set(nested_rows["superset"])),
                 len(set(nested_rows["subset"])),
                 _preview((f"{a} in {b}" for a, b in pairs), 2),
             )
-            empty = [names[j] for j, n in zip(kept_idx, prior.sum(0), strict=True) if n == 0]
+            empty = [n for n, k in zip(kept_names, prior.sum(0), strict=True) if k == 0]
             if empty:
                 logger.info(
                     "%d set(s) are covered by the sets nested in them and keep no gene of "
@@ -843,37 +975,36 @@ def add_gene_sets(
                     len(empty),
                     _preview(empty, 3),
                 )
+    else:
+        factor_of[passed_idx] = kept_names
     kept = np.zeros(n_sets, dtype=bool)
     kept[kept_idx] = True
-    kept_names = np.array([names[j] for j in kept_idx], dtype=str)
     n_prior_kept = prior.sum(0).astype(np.int64)
     n_prior = np.zeros(n_sets, dtype=np.int64)
     n_prior[kept_idx] = n_prior_kept
 
     logger.info(
-        "Kept %d of %d gene sets (%d with too few genes found, %d with too many, %d merged).",
+        "Kept %d of %d gene sets as factors (%d with too few genes found (min_genes=%d), %d "
+        "with too many (max_genes=%s), %d merged).",
         kept_idx.size,
         n_sets,
         int(too_few.sum()),
+        min_genes,
         int(too_many.sum()),
+        max_genes,
         len(merged_rows["name"]),
     )
-    lost = [names[j] for j in kept_idx if n_genes[j] > 0 and fraction[j] < 0.5]
-    if lost:
-        logger.warning(
-            "%d kept gene set(s) lost more than half of their genes: %s.",
-            len(lost),
-            _preview(lost, 3),
-        )
 
     # genes a gene selection removed (adata.raw or a full gene list)
     full_ids, full_source = _full_identifiers(adata, gene_symbols, full_genes)
     selection: dict[str, np.ndarray] = {}
+    n_known = n_found  # genes found in the fullest gene list known
     if full_ids is not None:
         n_found_full, _ = _match(sets, _index(full_ids, case_sensitive), case_sensitive)
         n_found_full = np.maximum(n_found_full, n_found)
         n_removed = n_found_full - n_found
         selection = {"n_found_full": n_found_full, "n_removed": n_removed}
+        n_known = n_found_full
         hit = [names[j] for j in kept_idx if n_removed[j] > 0.5 * n_found_full[j]]
         logger.info(
             "The gene selection removed %d of %d gene-set genes found in %s%s.",
@@ -883,6 +1014,22 @@ def add_gene_sets(
             f"; {len(hit)} kept set(s) lost more than half of them: {_preview(hit, 3)}"
             if hit
             else "",
+        )
+    lost = [j for j in kept_idx if n_genes[j] > 0 and n_known[j] < 0.5 * n_genes[j]]
+    if lost:
+        _warn_lost(
+            sets,
+            [names[j] for j in lost],
+            n_genes,
+            n_found,
+            kept_idx.size,
+            lost,
+            ids,
+            adata,
+            where=where,
+            gene_symbols=gene_symbols,
+            case_sensitive=case_sensitive,
+            full_source=full_source,
         )
 
     if copy:
@@ -901,11 +1048,12 @@ def add_gene_sets(
         "kept": kept,
         "reason": np.asarray(reason, dtype=str),
         "merged_into": np.asarray(merged_into, dtype=str),
+        "factor": np.asarray(factor_of, dtype=str),
         "n_prior": n_prior,
         **selection,
     }
     adata.uns[key] = {
-        "names": kept_names,
+        "names": np.array(kept_names, dtype=str),
         "n_genes": n_genes[kept_idx].copy(),
         "n_found": n_found[kept_idx].copy(),
         "n_prior": n_prior_kept,
@@ -913,6 +1061,7 @@ def add_gene_sets(
         "merged": {
             "name": np.array(merged_rows["name"], dtype=str),
             "into": np.array(merged_rows["into"], dtype=str),
+            "factor": np.array(merged_rows["factor"], dtype=str),
             "jaccard": np.array(merged_rows["jaccard"], dtype=np.float64),
         },
         "nested": {

@@ -7,6 +7,7 @@ from ._competing import competing_sets
 from ._decoy_check import decoy_check
 from ._fit import fit, write_results
 from ._impute import impute
+from ._names import factor_name
 from ._project import project
 from ._pruning import active_factors
 from ._refine import refine, refined_gene_sets, write_gmt
@@ -19,6 +20,7 @@ __all__ = [
     "auroc",
     "competing_sets",
     "decoy_check",
+    "factor_name",
     "fit",
     "gene_set_test",
     "impute",

@@ -20,24 +20,15 @@ logger = logging.getLogger(__name__)
 __all__ = ["auroc"]
 
 
-def _select_factors(names: np.ndarray, factors: Sequence[str | int] | None) -> np.ndarray:
-    """Indices of the requested factors (names or positions)."""
+def _select_factors(adata: AnnData, factors: Sequence[str | int] | None, key: str) -> np.ndarray:
+    """Indices of the requested factors (names, short or member names, or positions)."""
+    from ..pl._utils import resolve_factor
+
     if factors is None:
-        return np.arange(len(names))
+        return np.arange(len(get_factor_names(adata, key)))
     if isinstance(factors, str | int | np.integer):
         factors = [factors]
-    pos = {n: i for i, n in enumerate(names)}
-    out = []
-    for f in factors:
-        if isinstance(f, int | np.integer):
-            if not -len(names) <= f < len(names):
-                raise IndexError(f"Factor index {f} out of range ({len(names)} factors).")
-            out.append(int(f) % len(names))
-        elif str(f) in pos:
-            out.append(pos[str(f)])
-        else:
-            raise KeyError(f"Unknown factor {f!r}; factors are {list(names[:5])}...")
-    return np.asarray(out, dtype=np.int64)
+    return np.asarray([resolve_factor(adata, f, key) for f in factors], dtype=np.int64)
 
 
 def auroc(
@@ -66,7 +57,8 @@ def auroc(
     key
         Key of the fit.
     factors
-        Factors to test (names or positions); defaults to all.
+        Factors to test: full names, short names, names of gene sets merged into a factor
+        (see :func:`spexlvm.tl.factor_name`) or positions; defaults to all.
 
     Returns
     -------
@@ -76,7 +68,7 @@ def auroc(
     factors x groups arrays ``auroc``, ``pval``, ``pval_adj``.
     """
     names = get_factor_names(adata, key)
-    idx = _select_factors(names, factors)
+    idx = _select_factors(adata, factors, key)
     scores = get_scores(adata, key)[:, idx]
     labels, groups = group_labels(adata, groupby)
     known = labels.notna().to_numpy()

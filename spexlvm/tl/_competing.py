@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ..pp._gene_sets import user_stacklevel
 from ._utils import (
     fit_mask_key,
     frame_to_uns,
@@ -25,6 +27,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["competing_sets"]
+
+#: Top-gene Jaccard index from which :func:`spexlvm.tl.fit` warns about a pair.
+STRONG_JACCARD = 0.5
+#: Up to this many pairs, their shared genes are compared as dense columns.
+_CHUNK = 512
 
 
 def competing_sets(
@@ -44,6 +51,8 @@ def competing_sets(
     genes of each factor are those with ``|loading| >= threshold`` times its largest
     absolute loading (the relevance rule of :func:`spexlvm.tl.refine`), and the pair is
     reported when the Jaccard index of the two top-gene lists is at least ``min_jaccard``.
+    :func:`spexlvm.tl.fit` warns once after a fit when some pair shares at least half of
+    its top genes (by default every gene set is its own factor, nested sets included).
 
     Parameters
     ----------
@@ -80,6 +89,55 @@ def competing_sets(
         raise ValueError(f"threshold must lie in [0, 1), got {threshold}.")
     if not 0.0 <= min_jaccard <= 1.0:
         raise ValueError(f"min_jaccard must lie in [0, 1], got {min_jaccard}.")
+    df = _competing_pairs(
+        adata, key=key, threshold=threshold, min_jaccard=min_jaccard, min_r2=min_r2
+    )
+    stored = frame_to_uns(df, index=None)
+    stored.update(threshold=float(threshold), min_jaccard=float(min_jaccard), min_r2=float(min_r2))
+    store(adata, key, "competing_sets", stored)
+    if len(df):
+        logger.info(
+            "%d pair(s) of gene-set factors competed for the same genes (top-gene Jaccard "
+            ">= %g), e.g. %s.",
+            len(df),
+            min_jaccard,
+            ", ".join(f"{x!r} / {y!r}" for x, y in df[["factor_a", "factor_b"]].head(3).values),
+        )
+    return df
+
+
+def warn_competing(
+    adata: AnnData, *, key: str = "spexlvm", min_jaccard: float = STRONG_JACCARD
+) -> int:
+    """After a fit: one :class:`UserWarning` when gene-set factors compete strongly.
+
+    Strongly: both factors active and at least ``min_jaccard`` of their top genes shared
+    (:func:`competing_sets`'s ``jaccard_top``). Stores nothing. Returns the number of such
+    pairs.
+    """
+    uns = get_results(adata, key)
+    if int(uns.get("n_annotated", 0)) < 2:
+        return 0
+    df = _competing_pairs(adata, key=key, threshold=0.1, min_jaccard=min_jaccard, min_r2=1e-3)
+    if len(df):
+        shown = ", ".join(f"{x!r} / {y!r}" for x, y in df[["factor_a", "factor_b"]].head(3).values)
+        warnings.warn(
+            f"{len(df)} pair(s) of gene-set factors share most of their top genes (Jaccard "
+            f">= {min_jaccard:g}): their gene sets overlap, and the signal of the shared genes "
+            f"is split between them or goes to either, e.g. {shown}. See "
+            f"spexlvm.tl.competing_sets(adata, key={key!r}) for every pair and which factor "
+            "carries the shared genes; to give nested sets one factor, refit with "
+            "nested='merge' (or 'resolve').",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
+    return len(df)
+
+
+def _competing_pairs(
+    adata: AnnData, *, key: str, threshold: float, min_jaccard: float, min_r2: float
+) -> pd.DataFrame:
+    """The table of :func:`competing_sets`, stored nowhere."""
     uns = get_results(adata, key)
     mask, names = get_annotation(adata, key)
     n_annotated = mask.shape[1]
@@ -92,25 +150,43 @@ def competing_sets(
     n_set = mask.sum(0)
     n_top = top.sum(0)
     active = np.flatnonzero(r2 >= min_r2)
-    # pairs of active factors whose sets share a gene (sparse: collections can be large)
-    m = sparse.csc_matrix(mask[:, active].astype(np.int64))
-    coo = sparse.triu(m.T @ m, k=1).tocoo()
-    a, b = active[coo.row], active[coo.col]
-    t = sparse.csc_matrix(top.astype(np.int64))
-    shared_top = np.asarray(t[:, a].multiply(t[:, b]).sum(0)).ravel().astype(np.int64)
+    # sparse products over the active factors (collections can be large): genes shared by
+    # the sets, top genes shared, and the squared loadings of each set on its genes
+    m = sparse.csc_matrix(mask[:, active], dtype=np.float64)
+    overlap = sparse.triu(m.T @ m, k=1).tocsr()  # pairs whose sets share a gene
+    t = sparse.csc_matrix(top[:, active], dtype=np.float64)
+    shared_tops = (t.T @ t).tocsr()
+    if min_jaccard > 0:  # only pairs sharing a top gene can reach min_jaccard
+        overlap = overlap.multiply(shared_tops > 0).tocsr()
+    coo = overlap.tocoo()
+    order = np.lexsort((coo.col, coo.row))
+    i, j = coo.row[order], coo.col[order]  # positions among the active factors
+    a, b = active[i], active[j]
+    shared_top = _lookup(shared_tops, i, j).astype(np.int64)
     union_top = n_top[a] + n_top[b] - shared_top
     jaccard_top = np.divide(shared_top, union_top, out=np.zeros(a.size), where=union_top > 0)
     sel = jaccard_top >= min_jaccard
-    a, b, jaccard_top, shared_top = a[sel], b[sel], jaccard_top[sel], shared_top[sel]
+    i, j, a, b = i[sel], j[sel], a[sel], b[sel]
+    jaccard_top, shared_top = jaccard_top[sel], shared_top[sel]
 
-    both = mask[:, a] & mask[:, b]  # genes x pairs
-    energy_a = ((w[:, a] ** 2) * both).sum(0)
-    energy_b = ((w[:, b] ** 2) * both).sum(0)
+    # squared loadings of each factor on the genes both sets hold
+    if a.size <= _CHUNK:  # a few pairs (tl.fit's check): dense columns
+        both = mask[:, a] & mask[:, b]  # genes x pairs
+        energy_a = ((w[:, a] ** 2) * both).sum(0)
+        energy_b = ((w[:, b] ** 2) * both).sum(0)
+    else:  # many: (w² * mask)^T mask over the factors in some pair, sparse
+        used = np.unique(np.r_[i, j])
+        pos = np.searchsorted(used, np.r_[i, j])
+        mu = m[:, used]
+        energy = (mu.multiply(w[:, active[used]] ** 2).tocsc().T @ mu).tocsr()
+        energy_a = _lookup(energy, pos[: i.size], pos[i.size :])
+        energy_b = _lookup(energy, pos[i.size :], pos[: i.size])
+    n_shared = _lookup(overlap, i, j)  # the filter above kept the counts
     total = energy_a + energy_b
     share_a = np.divide(energy_a, total, out=np.full(a.size, np.nan), where=total > 0)
-    corr = np.array([_corr(scores[:, i], scores[:, j]) for i, j in zip(a, b, strict=True)])
+    corr = np.array([_corr(scores[:, x], scores[:, y]) for x, y in zip(a, b, strict=True)])
     nested = _nested_pairs(adata, uns, names)
-    n_shared = both.sum(0).astype(np.int64)
+    n_shared = np.rint(n_shared).astype(np.int64)
     df = pd.DataFrame(
         {
             "factor_a": names[a].astype(object),
@@ -135,19 +211,14 @@ def competing_sets(
         }
     )
     df = df.sort_values(["jaccard_top", "n_shared_top"], ascending=False, kind="stable")
-    df = df.reset_index(drop=True)
-    stored = frame_to_uns(df, index=None)
-    stored.update(threshold=float(threshold), min_jaccard=float(min_jaccard), min_r2=float(min_r2))
-    store(adata, key, "competing_sets", stored)
-    if len(df):
-        logger.info(
-            "%d pair(s) of gene-set factors competed for the same genes (top-gene Jaccard "
-            ">= %g), e.g. %s.",
-            len(df),
-            min_jaccard,
-            ", ".join(f"{x!r} / {y!r}" for x, y in df[["factor_a", "factor_b"]].head(3).values),
-        )
-    return df
+    return df.reset_index(drop=True)
+
+
+def _lookup(matrix: sparse.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Entries ``matrix[rows[k], cols[k]]`` of a sparse matrix (0 where not stored)."""
+    if rows.size == 0:
+        return np.zeros(0)
+    return np.asarray(matrix[rows, cols], dtype=np.float64).ravel()
 
 
 def _corr(x: np.ndarray, y: np.ndarray) -> float:

@@ -14,6 +14,7 @@ from .._constants import KEYS
 from .._logging import sync_verbosity
 from .._model import SpexLVM, quiet_lightning
 from ..pp._gene_sets import NESTED, add_gene_sets
+from ._competing import warn_competing
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -39,7 +40,7 @@ def fit(
     seed: int = 0,
     min_genes: int = 1,
     max_genes: int | None = None,
-    nested: Literal["resolve", "merge", "keep"] = NESTED,
+    nested: Literal["keep", "merge", "resolve"] | None = NESTED,
     batch_key: str | None = None,
     categorical_covariate_keys: list[str] | None = None,
     continuous_covariate_keys: list[str] | None = None,
@@ -87,11 +88,13 @@ def fit(
     min_genes, max_genes
         Size bounds of the gene sets, counted in genes found in ``adata``.
     nested
-        Nested and near-duplicate gene sets: ``"resolve"`` merges a set into the set it
-        lies in when it makes up at least half of it, and otherwise leaves it the shared
-        genes in the prior, so that broad and specific sets do not compete for one signal;
-        ``"merge"`` only merges; ``"keep"`` keeps every set whole (the original prior).
-        See :func:`spexlvm.pp.add_gene_sets`.
+        Nested and near-duplicate gene sets: ``"keep"`` (the default; ``None`` means the
+        same) keeps every set whole, its own factor under its own name (the original
+        prior). Options: ``"merge"`` merges a set into the set it lies in when it makes up
+        at least half of it (one factor, named after all its members; any member's name
+        finds it, see :func:`spexlvm.tl.factor_name`); ``"resolve"`` merges and also leaves
+        a smaller nested set the genes it shares with its parent in the prior. See
+        :func:`spexlvm.pp.add_gene_sets`.
     batch_key
         ``adata.obs`` column of the batch: a known effect on every gene, fitted as a fixed
         effect next to the factors (see :meth:`SpexLVM.setup_anndata`), so that no factor
@@ -132,13 +135,17 @@ def fit(
     ``obs["_scvi_batch"]`` and ``obsm["_scvi_extra_categorical_covs"]`` /
     ``obsm["_scvi_extra_continuous_covs"]``, the encoded covariates).
 
+    Warns (:class:`UserWarning`, once) when gene-set factors compete strongly: pairs of
+    active factors whose sets overlap and that share at least half of their top genes;
+    :func:`spexlvm.tl.competing_sets` lists them.
+
     Examples
     --------
     >>> import spexlvm
     >>> adata = spexlvm.datasets.pbmc68k_reduced()
     >>> model = spexlvm.tl.fit(adata, spexlvm.datasets.gene_sets("hallmark"), n_dense=1)
-    >>> adata.obsm["X_spexlvm"].shape
-    (700, 49)
+    >>> adata.obsm["X_spexlvm"].shape  # 49 hallmark sets found, each a factor, + 1 dense
+    (700, 50)
     """
     sync_verbosity()
     if copy:
@@ -184,6 +191,7 @@ def fit(
         max_epochs=max_epochs, batch_size=batch_size, accelerator=accelerator, **train_kwargs
     )
     write_results(model, adata, key_added=key_added, extra_params={"seed": seed})
+    warn_competing(adata, key=key_added)
     return model
 
 

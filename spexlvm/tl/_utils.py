@@ -107,6 +107,48 @@ def get_annotation(adata: AnnData, key: str = "spexlvm") -> tuple[np.ndarray, np
     return mask[:, :n_annotated], names
 
 
+def factor_aliases(adata: AnnData, key: str = "spexlvm") -> dict[str, str]:
+    """Member set name -> factor name, for the sets merged into a factor of the fit.
+
+    Read from the annotation the fit used (``adata.uns[mask_key]``, written by
+    :func:`spexlvm.pp.add_gene_sets` with ``nested="merge"`` or ``"resolve"``): every set
+    that became a factor named otherwise (the members of a merged factor, its largest set
+    included). Empty when nothing was merged or the annotation is missing.
+    """
+    uns = adata.uns.get(key)
+    if not isinstance(uns, dict) or "factor_names" not in uns:
+        return {}
+    names = set(np.asarray(uns["factor_names"]).astype(str).reshape(-1))
+    info = adata.uns.get(fit_mask_key(uns))
+    if not isinstance(info, dict):
+        return {}
+    coverage = info.get("coverage", {})
+    pairs: list[tuple[str, str]] = []
+    if isinstance(coverage, dict) and "factor" in coverage and "name" in coverage:
+        pairs = list(
+            zip(
+                np.asarray(coverage["name"]).astype(str),
+                np.asarray(coverage["factor"]).astype(str),
+                strict=True,
+            )
+        )
+    else:  # annotations written before merged factors were named after their members
+        merged = info.get("merged", {})
+        if isinstance(merged, dict) and "name" in merged and "into" in merged:
+            pairs = list(
+                zip(
+                    np.asarray(merged["name"]).astype(str),
+                    np.asarray(merged["into"]).astype(str),
+                    strict=True,
+                )
+            )
+    return {
+        member: factor
+        for member, factor in pairs
+        if factor and member != factor and factor in names and member not in names
+    }
+
+
 def get_layer(adata: AnnData, layer: str | None) -> Any:
     """``adata.X`` or ``adata.layers[layer]``, with a clear error for a missing layer."""
     if layer is None:
