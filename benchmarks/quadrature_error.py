@@ -1,0 +1,140 @@
+"""Error of ``E[softplus(z)]``, z ~ N(m, s^2), and of its two derivatives: before and after.
+
+Before: 12-node Gauss-Hermite quadrature (spexlvm <= 0.1.0, copied here). After: the
+closed form of :func:`spexlvm._module._expected_softplus` (the logistic as a mixture of
+five normals). Reference: ``scipy.integrate.quad`` in float64 of ``E[softplus(z)]``,
+``E[sigmoid(z)]`` (d/dm) and ``E[sigmoid(z) t]`` (d/ds), t = (z - m) / s. Both methods
+run in float64 here, so the table shows the method's error, not float32 rounding.
+
+Also times forward + backward of both at G x K = 8,000 x 100 in float32, as the global
+KL evaluates them once per step (``--repeats`` timings, median).
+
+    python benchmarks/quadrature_error.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from _common import machine
+from scipy import integrate, special
+
+from spexlvm._module import _expected_softplus
+
+SDS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0)
+MEANS = tuple(float(m) for m in range(-30, 31))
+
+
+# ----------------------------------------------------------------- before (spexlvm <= 0.1.0)
+class _GaussHermiteSoftplus(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, mean, sd, nodes, weights):
+        value, d_mean, d_sd = (torch.zeros_like(mean) for _ in range(3))
+        z, sig = torch.empty_like(mean), torch.empty_like(mean)
+        for t, w in zip(nodes, weights, strict=True):
+            torch.add(mean, sd, alpha=t, out=z)
+            torch.sigmoid(z, out=sig)
+            d_mean.add_(sig, alpha=w)
+            d_sd.add_(sig, alpha=w * t)
+            value.add_(F.softplus(z), alpha=w)
+        ctx.save_for_backward(d_mean, d_sd)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad):
+        d_mean, d_sd = ctx.saved_tensors
+        return grad * d_mean, grad * d_sd, None, None
+
+
+def _gauss_hermite(n: int = 12):
+    t, w = np.polynomial.hermite.hermgauss(n)
+    return tuple((t * math.sqrt(2.0)).tolist()), tuple((w / math.sqrt(math.pi)).tolist())
+
+
+def gauss_hermite_softplus(mean, sd):
+    nodes, weights = _gauss_hermite(12)
+    mean, sd = torch.broadcast_tensors(mean, sd)
+    return _GaussHermiteSoftplus.apply(mean, sd, nodes, weights)
+
+
+# ----------------------------------------------------------------- reference
+def reference(m: float, s: float) -> tuple[float, float, float]:
+    """``E[softplus(z)]``, ``E[sigmoid(z)]``, ``E[sigmoid(z) t]`` by adaptive quadrature."""
+    pdf = lambda t: math.exp(-0.5 * t * t) / math.sqrt(2.0 * math.pi)
+    kink = -m / s  # softplus bends within a few units of z = 0, i.e. t = -m / s
+    points = [p for p in (kink - 20.0 / s, kink, kink + 20.0 / s) if -12.0 < p < 12.0]
+    opts = {"points": points or None, "limit": 500, "epsabs": 1e-13, "epsrel": 1e-12}
+
+    def quad(f):
+        return integrate.quad(lambda t: f(m + s * t, t) * pdf(t), -12.0, 12.0, **opts)[0]
+
+    softplus = lambda z: max(z, 0.0) + math.log1p(math.exp(-abs(z)))
+    return (
+        quad(lambda z, t: softplus(z)),
+        quad(lambda z, t: special.expit(z)),
+        quad(lambda z, t: special.expit(z) * t),
+    )
+
+
+def errors(fn, ref: np.ndarray) -> np.ndarray:
+    """Per-sd max abs errors of value, d/dmean and d/dsd (sd x 3)."""
+    mean, sd = torch.meshgrid(
+        torch.tensor(MEANS, dtype=torch.float64),
+        torch.tensor(SDS, dtype=torch.float64),
+        indexing="ij",
+    )
+    mean.requires_grad_()
+    sd.requires_grad_()
+    value = fn(mean, sd)
+    value.sum().backward()
+    got = torch.stack([value.detach(), mean.grad, sd.grad], -1).numpy()
+    return np.abs(got - ref).max(0)
+
+
+def reference_table() -> np.ndarray:
+    return np.array([[reference(m, s) for s in SDS] for m in MEANS])
+
+
+def timing(fn, repeats: int) -> float:
+    gen = torch.Generator().manual_seed(0)
+    mean = (3.0 * torch.randn(8000, 100, generator=gen)).requires_grad_()
+    sd = torch.exp(torch.randn(8000, 100, generator=gen)).requires_grad_()
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        fn(mean, sd).sum().backward()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+    print(machine("scipy"))
+    ref = reference_table()
+    before, after = errors(gauss_hermite_softplus, ref), errors(_expected_softplus, ref)
+    print(f"\nmax abs error over means {MEANS[0]:g}..{MEANS[-1]:g} (step 1), float64")
+    print("| sd | value before | value after | d/dmean before | d/dmean after "
+          "| d/dsd before | d/dsd after |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for i, s in enumerate(SDS):
+        cells = " | ".join(f"{before[i, j]:.1e} | {after[i, j]:.1e}" for j in range(3))
+        print(f"| {s:g} | {cells} |")
+    t_before = timing(gauss_hermite_softplus, args.repeats)
+    t_after = timing(_expected_softplus, args.repeats)
+    print(
+        f"\nforward + backward, G x K = 8,000 x 100, float32, median of {args.repeats}: "
+        f"before {1e3 * t_before:.1f} ms, after {1e3 * t_after:.1f} ms "
+        f"(ratio {t_after / t_before:.2f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
