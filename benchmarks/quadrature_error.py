@@ -7,7 +7,9 @@ five normals). Reference: ``scipy.integrate.quad`` in float64 of ``E[softplus(z)
 run in float64 here, so the table shows the method's error, not float32 rounding.
 
 Also times forward + backward of both at G x K = 8,000 x 100 in float32, as the global
-KL evaluates them once per step (``--repeats`` timings, median).
+KL evaluates them once per step: CPU time of this process (``time.process_time``, robust
+to other jobs on a shared machine; run with ``OMP_NUM_THREADS=1``), median of
+``--repeats`` alternating timings.
 
     python benchmarks/quadrature_error.py
 """
@@ -101,16 +103,17 @@ def reference_table() -> np.ndarray:
     return np.array([[reference(m, s) for s in SDS] for m in MEANS])
 
 
-def timing(fn, repeats: int) -> float:
+def timing(fns, repeats: int) -> list[float]:
     gen = torch.Generator().manual_seed(0)
     mean = (3.0 * torch.randn(8000, 100, generator=gen)).requires_grad_()
     sd = torch.exp(torch.randn(8000, 100, generator=gen)).requires_grad_()
-    times = []
+    times = [[] for _ in fns]
     for _ in range(repeats + 1):
-        t0 = time.perf_counter()
-        fn(mean, sd).sum().backward()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[1:])
+        for fn, out in zip(fns, times, strict=True):
+            t0 = time.process_time()
+            fn(mean, sd).sum().backward()
+            out.append(time.process_time() - t0)
+    return [statistics.median(t[1:]) for t in times]
 
 
 def main() -> None:
@@ -127,10 +130,10 @@ def main() -> None:
     for i, s in enumerate(SDS):
         cells = " | ".join(f"{before[i, j]:.1e} | {after[i, j]:.1e}" for j in range(3))
         print(f"| {s:g} | {cells} |")
-    t_before = timing(gauss_hermite_softplus, args.repeats)
-    t_after = timing(_expected_softplus, args.repeats)
+    t_before, t_after = timing((gauss_hermite_softplus, _expected_softplus), args.repeats)
     print(
-        f"\nforward + backward, G x K = 8,000 x 100, float32, median of {args.repeats}: "
+        f"\nforward + backward, G x K = 8,000 x 100, float32, CPU time, median of "
+        f"{args.repeats}: "
         f"before {1e3 * t_before:.1f} ms, after {1e3 * t_after:.1f} ms "
         f"(ratio {t_after / t_before:.2f})"
     )
