@@ -48,7 +48,8 @@ def minibatch_estimates(module: SpexLVMModule, x: torch.Tensor, batch: int, part
                     second, ym = s["second"], s["ym"]
                     quad = ((mu @ second) * mu).sum(-1) + var @ torch.diagonal(second)
                     fit = quad - 2.0 * (mu * ym).sum(-1)
-                    sq = module.gene_sumsq + scale * fit if key == "b" else scale * (s["sumsq"] + fit)
+                    own = s.get("sumsq")
+                    sq = module.gene_sumsq + scale * fit if own is None else scale * (own + fit)
                 res = out[key]
                 res["elbo"].append(float(elbo))
                 res["w_loc"].append(module.w_loc.grad.detach().clone())

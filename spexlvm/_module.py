@@ -125,6 +125,24 @@ def _expected_softplus(mean: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
     return _ExpectedSoftplus.apply(mean, sd)
 
 
+def _column_sumsq(x: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum_n (x_ng - shift_g)^2`` in one pass over ``x``, a few rows at a time.
+
+    No copy of ``x`` (the minibatch can hold 2^27 entries): on the CPU 64 rows at a time
+    (the cost of ``x.sum(0)``), elsewhere blocks of 2^24 entries.
+    """
+    n, g = x.shape
+    rows = 64 if x.device.type == "cpu" else 2**24 // max(g, 1)
+    rows = max(1, min(rows, n))
+    acc = torch.zeros(rows, g, dtype=x.dtype, device=x.device)
+    diff = torch.empty_like(acc)
+    for block in x.split(rows):
+        k = block.shape[0]
+        d = block if shift is None else torch.sub(block, shift, out=diff[:k])
+        acc[:k].addcmul_(d, d)
+    return acc.sum(0)
+
+
 def _lognormal_entropy(loc: torch.Tensor, log_sd: torch.Tensor) -> torch.Tensor:
     return loc + log_sd + 0.5 * (1.0 + _LOG_2PI)
 
@@ -476,19 +494,14 @@ class SpexLVMModule(PyroBaseModuleClass):
             tr_cov = n_batch * torch.diagonal(cov).sum()
             logdet = n_batch * logdet
             if n_batch != self.n_obs:
-                # sum_n (x_ng - mean_g)^2 from the raw sums: no centred copy of the batch
-                xs = x.to(means.dtype)
-                sum_x = xs.sum(0)
-                sum_x2 = torch.einsum("ng,ng->g", xs, xs)
-                centred = sum_x2 - self.gene_mean * (2.0 * sum_x - n_batch * self.gene_mean)
-                sumsq = centred.clamp_min(0.0) / self.data_scale**2
+                sumsq = _column_sumsq(x.to(means.dtype), self.gene_mean) / self.data_scale**2
         else:
             y, o = post["y"], post["observed"].to(means.dtype)
             ym = y.T @ means
             second = torch.einsum("bg,bkl->gkl", o, means[:, :, None] * means[:, None, :] + cov)
             tr_cov = torch.diagonal(cov, dim1=-2, dim2=-1).sum()
             if n_batch != self.n_obs:
-                sumsq = torch.einsum("ng,ng->g", y, y)  # y is 0 where missing
+                sumsq = _column_sumsq(y)  # y is 0 where missing
         kl_x = 0.5 * (tr_cov + (means * means).sum() - n_batch * k + logdet.sum())
         out = {"ym": ym, "second": second, "kl_x": kl_x}
         if n_batch != self.n_obs:
