@@ -11,6 +11,9 @@ KL evaluates them once per step: CPU time of this process (``time.process_time``
 to other jobs on a shared machine; run with ``OMP_NUM_THREADS=1``), median of
 ``--repeats`` alternating timings.
 
+Last, on a fitted model (``spexlvm.datasets.synthetic``, ``tl.fit``), the global KL of
+the ELBO with each method, and how many of the softplus expectations have sd > 2 there.
+
     python benchmarks/quadrature_error.py
 """
 
@@ -24,9 +27,11 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import machine
+from _common import machine, quiet
 from scipy import integrate, special
 
+import spexlvm
+from spexlvm import _module
 from spexlvm._module import _expected_softplus
 
 SDS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0)
@@ -116,10 +121,46 @@ def timing(fns, repeats: int) -> list[float]:
     return [statistics.median(t[1:]) for t in times]
 
 
+def fitted_kl(epochs: int) -> None:
+    """Global KL of a fitted model with both methods; the spread of the softplus sds."""
+    adata = spexlvm.datasets.synthetic(2000, 400, 10, extra=0.5, seed=0)
+    model = spexlvm.tl.fit(adata, n_sparse=2, max_epochs=epochs, batch_size=2000, seed=0)
+    module = model.module.cpu()
+    sds = []
+    original = _module._expected_softplus
+
+    def recording(mean, sd):
+        sds.append(torch.broadcast_tensors(mean, sd)[1].detach().flatten())
+        return original(mean, sd)
+
+    kls = {}
+    try:
+        for name, fn in (("before", gauss_hermite_softplus), ("after", recording)):
+            _module._expected_softplus = fn
+            with torch.no_grad():
+                kls[name] = {k: float(v) for k, v in module.global_kl().items()}
+    finally:
+        _module._expected_softplus = original
+    sd = torch.cat(sds)
+    print(
+        f"\nfitted model (synthetic 2000 x 400, 10 annotated + 5 decoy sets + 2 sparse "
+        f"factors, {epochs} epochs): {sd.numel()} softplus expectations, "
+        f"{float((sd > 2).float().mean()):.1%} with sd > 2, {float((sd > 5).float().mean()):.1%}"
+        f" with sd > 5 (max {float(sd.max()):.1f})"
+    )
+    print("| KL term | before | after | after - before |")
+    print("|---|---|---|---|")
+    for key in kls["after"]:
+        b, a = kls["before"][key], kls["after"][key]
+        print(f"| {key} | {b:.3f} | {a:.3f} | {a - b:+.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=100, help="of the fitted model")
     args = parser.parse_args()
+    quiet()
     print(machine("scipy"))
     ref = reference_table()
     before, after = errors(gauss_hermite_softplus, ref), errors(_expected_softplus, ref)
@@ -137,6 +178,7 @@ def main() -> None:
         f"before {1e3 * t_before:.1f} ms, after {1e3 * t_after:.1f} ms "
         f"(ratio {t_after / t_before:.2f})"
     )
+    fitted_kl(args.epochs)
 
 
 if __name__ == "__main__":
