@@ -235,6 +235,17 @@ def test_expected_softplus_matches_scipy_quad():
         torch.testing.assert_close(got, expected, atol=3e-7, rtol=0.0)
 
 
+def test_expected_softplus_error_bound_at_zero_sd():
+    """At sd -> 0 the closed form is the mixture's softplus and sigmoid themselves: their
+    sup error over the reals is the bound for every mean and sd (2.1e-7)."""
+    m = torch.linspace(-60.0, 60.0, 240001, dtype=torch.float64, requires_grad=True)
+    value = _expected_softplus(m, torch.zeros_like(m))
+    value.sum().backward()
+    exact = torch.nn.functional.softplus(m.detach())
+    assert float((value.detach() - exact).abs().max()) < 2.1e-7
+    assert float((m.grad - torch.sigmoid(m.detach())).abs().max()) < 2.1e-7
+
+
 def test_expected_softplus_gradcheck():
     """The custom backward equals autograd's finite differences (float64)."""
     mean = torch.tensor([-25.0, -3.0, -0.4, 0.0, 0.7, 4.0, 28.0], dtype=torch.float64)
