@@ -386,6 +386,12 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
                 "for unannotated factors (n_sparse=..., n_dense=...)."
             )
         n_factors = n_annotated + n_sparse + n_dense
+        if self.summary_stats.n_cells < 2:
+            raise ValueError(
+                f"The data hold {self.summary_stats.n_cells} cell(s): a factor model needs at "
+                "least 2 cells (and many more to learn anything). Fit more cells; to score "
+                "single new cells, fit on a reference and use `spexlvm.tl.project`."
+            )
         if n_factors >= self.summary_stats.n_vars:
             raise ValueError(
                 f"The model has {n_factors} factors but the data only {self.summary_stats.n_vars} "
@@ -419,6 +425,12 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             init_w, noise_var = np.zeros(slab.shape), np.ones(n_vars)
         else:
             mean, var, count = _gene_statistics(x)
+            if not np.any(var > 0):
+                raise ValueError(
+                    "Every gene is constant across the cells (zero variance): there is no "
+                    "variation for the factors to explain. Check that X holds expression "
+                    "values (or pass `layer=`), not a placeholder."
+                )
             scale = float(np.sqrt(var.mean())) if var.mean() > 0 else 1.0
             init_w, noise_var, init_b = self._initial_loadings(
                 x, mean, scale, mask, n_sparse, n_dense, covariates=covariates
