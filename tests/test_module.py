@@ -29,16 +29,22 @@ def _data(n: int = N, *, missing: bool = False, seed: int = 0) -> torch.Tensor:
 
 
 def _slab(low: float = 0.3) -> torch.Tensor:
-    """Two annotated factors (overlapping sets) and one dense factor (Gaussian prior)."""
+    """Two annotated factors (overlapping sets) and one dense factor (Gaussian prior).
+
+    The dense factor's prior scale is ``factor_scale * 0.8`` on the genes no set holds and
+    smaller on annotated genes (a per-gene dense slab, as ``dense_annotated`` makes it).
+    """
     mask = torch.zeros(G, K)
     mask[:3, 0] = 1.0
     mask[2:5, 1] = 1.0
     slab = torch.clamp(mask + low, 1e-4, 1.0)
-    slab[:, 2] = 0.8  # dense factor: Gaussian prior with scale factor_scale * 0.8
+    slab[:, 2] = torch.where(mask.sum(1) > 0, 0.8 * max(low, 0.1), 0.8)
     return slab
 
 
-def _module(x: torch.Tensor, slab: torch.Tensor, *, seed: int = 0) -> SpexLVMModule:
+def _module(
+    x: torch.Tensor, slab: torch.Tensor, *, seed: int = 0, noise_scaled: bool = False
+) -> SpexLVMModule:
     """The module with its data constants from ``x`` and perturbed variational parameters."""
     torch.manual_seed(seed)
     n = x.shape[0]
@@ -48,6 +54,7 @@ def _module(x: torch.Tensor, slab: torch.Tensor, *, seed: int = 0) -> SpexLVMMod
     m = SpexLVMModule(
         n, slab, mean, 1.0, cnt, torch.randn(G, K) * 0.5, torch.ones(G) * 0.5,
         gene_sumsq=(yc**2).sum(0), dense=torch.tensor([False, False, True]),
+        dense_noise_scaled=noise_scaled,
     )  # fmt: skip
     with torch.no_grad():
         for p in m.parameters():
@@ -62,11 +69,16 @@ def _elbo(m: SpexLVMModule, x: torch.Tensor) -> float:
 
 # --------------------------------------------------------------------------- ELBO vs Pyro
 @pytest.mark.parametrize("missing", [False, True], ids=["complete", "two_nan"])
-@pytest.mark.parametrize("low", [0.3, 0.01], ids=["slab0.3", "slab0.01"])
-def test_analytic_elbo_matches_trace_elbo(missing, low):
-    """Closed-form ELBO == Pyro's ``Trace_ELBO`` on the module's own model and guide."""
+@pytest.mark.parametrize(
+    ("low", "noise_scaled"),
+    [(0.3, False), (0.01, False), (0.3, True), (0.01, True)],
+    ids=["slab0.3", "slab0.01", "slab0.3-gprior", "slab0.01-gprior"],
+)
+def test_analytic_elbo_matches_trace_elbo(missing, low, noise_scaled):
+    """Closed-form ELBO == Pyro's ``Trace_ELBO`` on the module's own model and guide
+    (dense prior: scaled by a factor scale, or by each gene's noise: a g-prior)."""
     x = _data(missing=missing)
-    m = _module(x, _slab(low))
+    m = _module(x, _slab(low), noise_scaled=noise_scaled)
     assert bool(m.has_missing) is missing
     analytic = _elbo(m, x)
     pyro.set_rng_seed(0)

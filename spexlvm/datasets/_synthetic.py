@@ -33,6 +33,9 @@ def synthetic(
     extra: float = 0.0,
     residual_std: float = 1.0,
     missing: float = 0.0,
+    dense: float = 0.0,
+    dense_fraction: float = 0.9,
+    dense_correlation: float = 0.0,
     seed: int = 0,
 ) -> AnnData:
     r"""Simulate expression driven by sparse factors, with a noisy gene-set annotation.
@@ -52,11 +55,18 @@ def synthetic(
     nothing, are appended after the annotated ones; each takes its size from a randomly
     chosen true set.
 
+    ``dense > 0`` adds a dense (technical) effect on top: one more score
+    :math:`t_n`, correlated ``dense_correlation`` with the first factor's score
+    (:math:`t = \rho x_1 + \sqrt{1 - \rho^2} e`), whose loadings
+    :math:`v_g \sim \mathcal{N}(0, \text{dense}^2)` touch a fraction ``dense_fraction``
+    of the genes (the others are zero). It belongs to no gene set.
+
     All randomness comes from one :func:`numpy.random.default_rng` ``(seed)``, drawn in
     this order: scores, loadings, residual noise, annotation noise, extra sets, missing
-    entries. Hence the expression matrix and the truth depend only on ``n_obs``,
-    ``n_vars``, ``n_factors``, ``residual_std`` and ``seed``: different ``noise``,
-    ``extra`` or ``missing`` give different annotations of the same data.
+    entries, dense effect (drawn only when ``dense > 0``). Hence the expression matrix and
+    the truth depend only on ``n_obs``, ``n_vars``, ``n_factors``, ``residual_std`` and
+    ``seed`` (plus the dense effect): different ``noise``, ``extra`` or ``missing`` give
+    different annotations of the same data.
 
     Parameters
     ----------
@@ -75,6 +85,12 @@ def synthetic(
         Standard deviation of the Gaussian residual noise (the same for every gene).
     missing
         Fraction of the entries of ``X`` set to NaN at random, in [0, 1).
+    dense
+        Standard deviation of the loadings of a planted dense effect (0: none).
+    dense_fraction
+        Fraction of the genes the dense effect touches, in (0, 1].
+    dense_correlation
+        Correlation of the dense effect's score with the first factor's score, in (-1, 1).
     seed
         Seed of the random number generator.
 
@@ -100,6 +116,8 @@ def synthetic(
         bool G x (K + E), annotated-but-inactive and active-but-unannotated genes, so that
         ``spexlvm_mask == (mask_true & ~false_negatives) | false_positives``. Every gene of
         an extra set counts as a false positive.
+    ``obsm["X_dense_true"]``, ``var["w_dense_true"]``
+        The planted dense effect's score (N x 1) and loadings (only if ``dense > 0``).
     ``uns["synthetic"]``
         The generator settings (and ``n_extra``).
 
@@ -121,6 +139,12 @@ def synthetic(
         raise ValueError(f"`residual_std` must be non-negative, got {residual_std}.")
     if not 0.0 <= missing < 1.0:
         raise ValueError(f"`missing` must lie in [0, 1), got {missing}.")
+    if dense < 0.0:
+        raise ValueError(f"`dense` must be non-negative, got {dense}.")
+    if not 0.0 < dense_fraction <= 1.0:
+        raise ValueError(f"`dense_fraction` must lie in (0, 1], got {dense_fraction}.")
+    if not -1.0 < dense_correlation < 1.0:
+        raise ValueError(f"`dense_correlation` must lie in (-1, 1), got {dense_correlation}.")
 
     rng = np.random.default_rng(seed)
     n_extra = round(extra * n_factors)
@@ -166,6 +190,19 @@ def synthetic(
         complete = y.copy()
         y.flat[rng.choice(y.size, size=n_missing, replace=False)] = np.nan
 
+    # Dense (technical) effect, last so that the draws above do not depend on it.
+    dense_score = dense_loadings = None
+    if dense > 0.0:
+        e = rng.standard_normal(n_obs).astype(np.float32)
+        dense_score = dense_correlation * x[:, 0] + np.sqrt(1.0 - dense_correlation**2) * e
+        dense_loadings = (rng.standard_normal(n_vars) * dense).astype(np.float32)
+        off = rng.choice(n_vars, size=round((1.0 - dense_fraction) * n_vars), replace=False)
+        dense_loadings[off] = 0.0
+        effect = np.outer(dense_score, dense_loadings).astype(np.float32)
+        y += effect
+        if complete is not None:
+            complete += effect
+
     names = [f"factor_{k + 1}" for k in range(n_factors)]
     names += [f"extra_{e + 1}" for e in range(n_extra)]
     set_sizes = mask.sum(axis=0).astype(np.int64)
@@ -186,6 +223,9 @@ def synthetic(
     adata.varm["mask_true"] = mask_true_all
     adata.varm["false_positives"] = false_pos
     adata.varm["false_negatives"] = false_neg
+    if dense_score is not None:
+        adata.obsm["X_dense_true"] = dense_score[:, None].astype(np.float32)
+        adata.var["w_dense_true"] = dense_loadings
     adata.uns["synthetic"] = {
         "generator": "spex-LVM paper, section 3.1",
         "n_obs": int(n_obs),
@@ -196,6 +236,9 @@ def synthetic(
         "extra": float(extra),
         "residual_std": float(residual_std),
         "missing": float(missing),
+        "dense": float(dense),
+        "dense_fraction": float(dense_fraction),
+        "dense_correlation": float(dense_correlation),
         "seed": int(seed),
     }
     logger.info(
