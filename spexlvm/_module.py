@@ -124,7 +124,8 @@ class SpexLVMModule(PyroBaseModuleClass):
         Initial per-gene noise variance (on the model's scale).
     dense
         Bool per factor: ``True`` for dense factors, whose loadings have a Gaussian prior
-        ``N(0, (factor_scale_k s_gk)^2)`` instead of the horseshoe.
+        instead of the horseshoe: ``N(0, (factor_scale_k s_gk)^2)``, or with
+        ``dense_noise_scaled`` ``N(0, s_gk^2 / precision_g)``.
     dense_noise_scaled
         Whether the dense factors' prior scale is relative to each gene's noise: loadings
         ``N(0, s_gk^2 / precision_g)`` (a g-prior: ``s_gk^2 = g / n_obs``), with no factor
