@@ -28,17 +28,19 @@ def _data(n: int = N, *, missing: bool = False, seed: int = 0) -> torch.Tensor:
     return x
 
 
-def _slab(low: float = 0.3) -> torch.Tensor:
+def _slab(low: float = 0.3, *, per_gene_dense: bool = False) -> torch.Tensor:
     """Two annotated factors (overlapping sets) and one dense factor (Gaussian prior).
 
-    The dense factor's prior scale is ``factor_scale * 0.8`` on the genes no set holds and
-    smaller on annotated genes (a per-gene dense slab, as ``dense_annotated`` makes it).
+    The dense factor's prior scale is ``0.8`` (times the factor scale, or the gene's noise
+    sd); with ``per_gene_dense`` smaller on annotated genes (as ``dense_annotated`` makes it).
     """
     mask = torch.zeros(G, K)
     mask[:3, 0] = 1.0
     mask[2:5, 1] = 1.0
     slab = torch.clamp(mask + low, 1e-4, 1.0)
-    slab[:, 2] = torch.where(mask.sum(1) > 0, 0.8 * max(low, 0.1), 0.8)
+    slab[:, 2] = 0.8
+    if per_gene_dense:
+        slab[:, 2] = torch.where(mask.sum(1) > 0, 0.8 * max(low, 0.1), 0.8)
     return slab
 
 
@@ -78,7 +80,7 @@ def test_analytic_elbo_matches_trace_elbo(missing, low, noise_scaled):
     """Closed-form ELBO == Pyro's ``Trace_ELBO`` on the module's own model and guide
     (dense prior: scaled by a factor scale, or by each gene's noise: a g-prior)."""
     x = _data(missing=missing)
-    m = _module(x, _slab(low), noise_scaled=noise_scaled)
+    m = _module(x, _slab(low, per_gene_dense=True), noise_scaled=noise_scaled)
     assert bool(m.has_missing) is missing
     analytic = _elbo(m, x)
     pyro.set_rng_seed(0)
@@ -165,11 +167,12 @@ def test_elbo_gradient_w_loc_finite_differences(missing):
     torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("noise_scaled", [False, True], ids=["ard", "gprior"])
 @pytest.mark.parametrize("missing", [False, True], ids=["complete", "two_nan"])
-def test_elbo_gradient_all_parameters_directional(missing):
+def test_elbo_gradient_all_parameters_directional(missing, noise_scaled):
     """Directional derivatives of every variational parameter (float64)."""
     x = _data(missing=missing)
-    m = _module(x, _slab()).double()
+    m = _module(x, _slab(), noise_scaled=noise_scaled).double()
     m.zero_grad()
     m.analytic_elbo(x)["elbo"].backward()
     gen = torch.Generator().manual_seed(3)
