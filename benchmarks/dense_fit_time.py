@@ -6,9 +6,15 @@ stopping) and a fixed 200-epoch fit for the time per epoch, alternating the opti
 (``ard`` + shared Adam, spexlvm 0.1; ``gprior`` + per-factor Adam, the default) so that
 both see the same machine load.
 
+``--steps`` instead times single optimisation steps (closed-form ELBO, backward, optimiser
+step; full batch, one dense factor) in one process, alternating the prior (``ard`` /
+``gprior``) and the optimiser (``torch.optim.Adam`` / ``FactorwiseAdam``): the minimum
+over repeats is the least load-sensitive number on a shared machine.
+
 Usage::
 
     python benchmarks/dense_fit_time.py --repeats 2
+    python benchmarks/dense_fit_time.py --steps
 """
 
 from __future__ import annotations
@@ -26,14 +32,50 @@ OPTIONS = {
 }
 
 
+def step_time(repeats: int = 3, steps: int = 20) -> None:
+    """Milliseconds per optimisation step, prior x optimiser, alternating."""
+    import torch
+
+    from spexlvm._trainingplan import FactorwiseAdam
+
+    adata = spexlvm.datasets.synthetic(2000, 1000, 20, noise=0.2, extra=0.2)
+    spexlvm.SpexLVM.setup_anndata(adata)
+    x = torch.as_tensor(adata.X)
+    times: dict[tuple[str, str], list[float]] = {}
+    for prior in ("ard", "gprior"):
+        module = spexlvm.SpexLVM(adata, n_dense=1, dense_prior=prior).module
+        optimisers = {
+            "Adam": torch.optim.Adam(module.parameters(), lr=0.05),
+            "FactorwiseAdam": FactorwiseAdam(module.parameters(), module.n_factors, lr=0.05),
+        }
+        for _ in range(repeats):
+            for name, opt in optimisers.items():
+                start = time.perf_counter()
+                for _ in range(steps):
+                    opt.zero_grad()
+                    (-module.analytic_elbo(x)["elbo"]).backward()
+                    opt.step()
+                ms = 1000 * (time.perf_counter() - start) / steps
+                times.setdefault((prior, name), []).append(ms)
+    print("| dense prior | optimiser | ms / step (min over repeats) | all repeats |")
+    print("|---|---|---|---|")
+    for (prior, name), values in times.items():
+        shown = ", ".join(f"{v:.1f}" for v in values)
+        print(f"| {prior} | {name} | {min(values):.1f} | {shown} |")
+
+
 def main() -> None:
     """Print a Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--steps", action="store_true", help="time single steps only")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "scvi", "spexlvm"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    if args.steps:
+        step_time()
+        return
     print("| n_dense | option | repeat | F1 | epochs | fit (s) | ms / epoch (200 epochs) |")
     print("|---|---|---|---|---|---|---|")
     for n_dense in (0, 1):
