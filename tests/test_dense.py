@@ -87,3 +87,20 @@ def test_dense_prior_options_checked(small_adata):
         from spexlvm._trainingplan import SpexLVMTrainingPlan
 
         SpexLVMTrainingPlan(spexlvm.SpexLVM(small_adata, n_dense=1).module, warmup_optimizer="x")
+
+
+def test_dense_prior_saved_and_loaded(small_adata, tmp_path):
+    """The dense prior is a setting saved with the model; a model saved before the setting
+    existed (spexlvm 0.1) loads with 0.1's prior."""
+    model = spexlvm.tl.fit(small_adata, None, n_dense=1, max_epochs=3, enable_progress_bar=False)
+    path = tmp_path / "model"
+    model.save(str(path))
+    loaded = spexlvm.SpexLVM.load(str(path), adata=small_adata)
+    assert loaded.dense_prior == "gprior" and bool(loaded.module.dense_noise_scaled)
+    np.testing.assert_array_equal(loaded.get_factors().to_numpy(), model.get_factors().to_numpy())
+    # as saved by 0.1: no dense_prior among the init parameters
+    saved = torch.load(path / "model.pt", weights_only=False)
+    del saved["attr_dict"]["init_params_"]["non_kwargs"]["dense_prior"]
+    torch.save(saved, path / "model.pt")
+    old = spexlvm.SpexLVM.load(str(path), adata=small_adata)
+    assert old.dense_prior == "ard" and not bool(old.module.dense_noise_scaled)
