@@ -93,6 +93,10 @@ OPTIONS = {
     "gprior1": ({"dense_prior": "gprior", "dense_g": 1.0}, {"warmup_optimizer": "separate"}),
     "gprior10": ({"dense_prior": "gprior", "dense_g": 10.0}, {"warmup_optimizer": "separate"}),
     "gprior100": ({"dense_prior": "gprior", "dense_g": 100.0}, {"warmup_optimizer": "separate"}),
+    "gprior10_shared": (
+        {"dense_prior": "gprior", "dense_g": 10.0},
+        {"warmup_optimizer": "shared"},
+    ),
     "default": ({}, {}),
 }
 C8_PAIRS = {
