@@ -46,6 +46,14 @@ Options (``--option``), passed as ``model_kwargs`` / ``plan_kwargs``:
     (summed over genes) is ``phi_k^2``, the same for any number of genes.
 ``diffuse_adam``
     ``diffuse`` with the separate optimiser state.
+``diffuse_adam_w200``
+    ``diffuse_adam`` with a 200-step warm-up instead of ~50.
+``diffuse_adam_ann0.1``, ``diffuse_adam_ann0.01``
+    ``diffuse_adam`` with the dense prior scale times 0.1 / 0.01 on genes in any set.
+``gprior1``, ``gprior10``, ``gprior100``
+    the g-prior ``N(0, g sigma_g^2 / N)`` (no factor scale), g = 1, 10, 100, separate
+    optimiser state; ``gprior10`` is the default (``default``: no arguments);
+    ``gprior10_shared`` with spexlvm 0.1's shared Adam.
 
 Usage::
 
