@@ -292,8 +292,23 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
     :func:`spexlvm.pp.add_gene_sets`), plus ``n_sparse`` unannotated sparse and ``n_dense``
     unannotated dense factors, in this order. The loadings have a regularised horseshoe
     prior whose slab widths encode the annotation (paper section 2; dense factors have a
-    Gaussian prior); inference is minibatch stochastic variational inference with a
+    Gaussian prior, below); inference is minibatch stochastic variational inference with a
     closed-form ELBO.
+
+    Dense factors are for what no gene set explains: effects spread over many genes, small
+    on each (technical variation). Their loadings have a Gaussian g-prior scaled by each
+    gene's noise, ``w_gd ~ N(0, dense_g * sigma_g^2 / n_cells)``: the prior variance of a
+    dense loading is ``dense_g`` times the variance with which ``n_cells`` cells measure
+    it. A dense factor therefore keeps a share ``dense_g / (1 + dense_g)`` of any gene's
+    effect (10/11 by default) and gains that share of the fit, whatever the number of cells
+    and the scale of the data; an annotated factor that can explain the same gene keeps it
+    (its horseshoe barely shrinks large effects), so a pathway's genes stay with the
+    pathway even when its signal runs along the data's largest axis. A broad technical
+    effect, which no gene set's factor can explain on every gene, stays with the dense
+    factor. spexlvm 0.1's prior (``dense_prior="ard"``: ``N(0, (factor_scale *
+    dense_slab)^2)`` with a learned factor scale) lets a dense factor take the largest axis
+    of variation with every gene on it, pathways included. Measured in
+    ``benchmarks/RESULTS.md`` ("Dense factors"); see the architecture page.
 
     Parameters
     ----------
@@ -312,9 +327,23 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
     sparse_slab
         Slab width of every gene in the sparse unannotated factors.
     dense_slab
-        Prior scale of the dense unannotated factors' loadings, times the factor scale:
-        dense factors have a Gaussian prior ``N(0, (factor_scale * dense_slab)^2)``, not
-        the horseshoe (see the architecture page).
+        With ``dense_prior="ard"``: prior scale of the dense factors' loadings, times the
+        factor scale, ``N(0, (factor_scale * dense_slab)^2)``; with ``"diffuse"`` divided by
+        the square root of the number of genes. Unused by ``"gprior"``.
+    dense_prior
+        Prior of the dense factors' loadings: ``"gprior"`` (default),
+        ``N(0, dense_g * sigma_g^2 / n_cells)`` with ``sigma_g^2`` the gene's noise
+        variance (a latent variable of the model); ``"ard"`` (spexlvm 0.1) or
+        ``"diffuse"``, a Gaussian with a learned per-factor scale (see ``dense_slab``).
+    dense_g
+        The ``g`` of the g-prior: a dense factor keeps ``g / (1 + g)`` of a gene's effect.
+        Larger values let dense factors compete with gene sets for their genes (``g -> inf``
+        behaves like ``"ard"``), smaller ones leave broad technical effects to whichever
+        gene set's factor can reach them (``g = 1`` did so on synthetic data).
+    dense_annotated
+        Factor on the dense prior's scale for genes that some gene set holds (1: none).
+        Values below 1 keep dense factors off annotated genes; measured, not recommended
+        (broad technical effects then go to gene sets' factors).
     noise_prior
         Shape and rate of the Gamma prior on the per-gene noise precision.
     covariate_prior_scale
@@ -344,6 +373,9 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         *,
         sparse_slab: float = 0.05,
         dense_slab: float = 1.0,
+        dense_prior: str = "gprior",
+        dense_g: float = 10.0,
+        dense_annotated: float = 1.0,
         noise_prior: tuple[float, float] = (1.0, 1.0),
         covariate_prior_scale: float = 1.0,
     ):
@@ -356,8 +388,21 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             if int(value) != value or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
         n_sparse, n_dense = int(n_sparse), int(n_dense)
+        if dense_prior not in ("gprior", "diffuse", "ard"):
+            raise ValueError(
+                f"dense_prior must be 'gprior', 'diffuse' or 'ard', got {dense_prior!r}."
+            )
+        if not dense_g > 0:
+            raise ValueError(f"dense_g must be positive, got {dense_g!r}.")
+        if not dense_slab > 0:
+            raise ValueError(f"dense_slab must be positive, got {dense_slab!r}.")
 
         loading = _LOADING.get()
+        if loading is not None:
+            saved = (loading.get("init_params_") or {}).get("non_kwargs", {})
+            if "dense_prior" not in saved:  # saved by spexlvm 0.1: its dense prior
+                dense_prior = "ard"
+        self.dense_prior = dense_prior
         mask_key = self.adata_manager.registry["setup_args"]["mask_key"]
         if loading is not None:
             names = np.asarray(loading["gene_set_names_"], dtype=str)
@@ -404,11 +449,22 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         self.n_dense = n_dense
         self.prior_confidence = float(prior_confidence)
 
+        # diffuse: the dense factor's prior variance, summed over genes, is factor_scale^2
+        n_genes = self.summary_stats.n_vars
+        if dense_prior == "gprior":
+            width = math.sqrt(dense_g / self.summary_stats.n_cells)
+        elif dense_prior == "diffuse":
+            width = dense_slab / math.sqrt(n_genes)
+        else:
+            width = dense_slab
+        dense_width = np.full(n_genes, width)
+        if dense_annotated != 1.0 and mask.shape[1]:
+            dense_width = np.where(mask.any(1), dense_annotated * dense_width, dense_width)
         slab = np.concatenate(
             [
                 np.clip(prior + (1.0 - prior_confidence), _MIN_SLAB, 1.0),
                 np.full((mask.shape[0], n_sparse), sparse_slab),
-                np.full((mask.shape[0], n_dense), dense_slab),
+                np.repeat(dense_width[:, None], n_dense, axis=1),
             ],
             axis=1,
         )
@@ -463,6 +519,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             init_noise_var=torch.as_tensor(noise_var, dtype=torch.float32),
             gene_sumsq=torch.as_tensor(sumsq, dtype=torch.float32),
             dense=torch.arange(slab.shape[1]) >= n_annotated + n_sparse,
+            dense_noise_scaled=dense_prior == "gprior",
             noise_prior=tuple(float(v) for v in noise_prior),
             **cov_kwargs,
         )
@@ -805,7 +862,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
                 "frozen_factors",
                 list(range(n_annotated, n_annotated + self.n_sparse + self.n_dense)),
             )
-            plan_kwargs.setdefault("warmup_epochs", warmup)
+            warmup = int(plan_kwargs.setdefault("warmup_epochs", warmup))
         callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
         convergence = None
         if early_stopping:
@@ -868,14 +925,21 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         self.converged_ = bool(convergence is not None and convergence.stopped_epoch is not None)
         if early_stopping and not self.converged_ and is_rank_zero():
             slowest = getattr(convergence, "slowest", None) or []
-            which = f" (most: {self.factor_names[slowest[-1]]!r})" if slowest else ""
+            if convergence.history:
+                which = f" (most: {self.factor_names[slowest[-1]]!r})" if slowest else ""
+                moved = (
+                    f"the factors still moved by up to {100 * convergence.history[-1]:.2g}% "
+                    f"over the last {convergence.window} epoch(s){which}, above tol={tol}"
+                )
+            else:
+                moved = (
+                    f"it ran fewer epochs than the stopping rule needs to measure a change "
+                    f"({convergence.window + 1})"
+                )
             warnings.warn(
-                f"Training reached max_epochs={max_epochs} before every factor settled: the "
-                f"factors still moved by up to "
-                f"{100 * (convergence.history[-1] if convergence.history else float('nan')):.2g}"
-                f"% over the last {convergence.window} epoch(s){which}, above tol={tol}. The "
-                "results may still change: train longer (`max_epochs=`, e.g. twice as many) "
-                "or, to accept the fit as it is, pass a larger `tol=`.",
+                f"Training reached max_epochs={max_epochs} before every factor settled: "
+                f"{moved}. The results may still change: train longer (`max_epochs=`, e.g. "
+                "twice as many) or, to accept the fit as it is, pass a larger `tol=`.",
                 UserWarning,
                 stacklevel=2,
             )

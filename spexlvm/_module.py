@@ -207,7 +207,12 @@ class SpexLVMModule(PyroBaseModuleClass):
         Initial per-gene noise variance (on the model's scale).
     dense
         Bool per factor: ``True`` for dense factors, whose loadings have a Gaussian prior
-        ``N(0, (factor_scale_k s_gk)^2)`` instead of the horseshoe.
+        instead of the horseshoe: ``N(0, (factor_scale_k s_gk)^2)``, or with
+        ``dense_noise_scaled`` ``N(0, s_gk^2 / precision_g)``.
+    dense_noise_scaled
+        Whether the dense factors' prior scale is relative to each gene's noise: loadings
+        ``N(0, s_gk^2 / precision_g)`` (a g-prior: ``s_gk^2 = g / n_obs``), with no factor
+        scale. ``False``: ``N(0, (factor_scale_k s_gk)^2)`` (spexlvm 0.1).
     gene_sumsq
         Per-gene sum of squares of the centred, scaled training data (a constant of the
         ELBO, used exactly instead of its minibatch estimate).
@@ -244,6 +249,7 @@ class SpexLVMModule(PyroBaseModuleClass):
         *,
         gene_sumsq: torch.Tensor | None = None,
         dense: torch.Tensor | None = None,
+        dense_noise_scaled: bool = False,
         noise_prior: tuple[float, float] = (1.0, 1.0),
         n_quadrature: int | None = None,
         covariate_levels: tuple[int, ...] = (),
@@ -265,6 +271,10 @@ class SpexLVMModule(PyroBaseModuleClass):
         self.register_buffer(
             "dense",
             torch.zeros(n_factors, dtype=torch.bool) if dense is None else dense.to(torch.bool),
+        )
+        # a setting, not state: not in the state dict, so that models saved before it load
+        self.register_buffer(
+            "dense_noise_scaled", torch.tensor(bool(dense_noise_scaled)), persistent=False
         )
         self.register_buffer("gene_mean", gene_mean.to(f32))
         self.register_buffer("data_scale", torch.tensor(float(data_scale), dtype=f32))
@@ -457,6 +467,27 @@ class SpexLVMModule(PyroBaseModuleClass):
         c2 = caux * self.slab**2
         return torch.where(self.dense, phi * self.slab, torch.rsqrt(1.0 / u2 + 1.0 / c2))
 
+    def prior_scale(
+        self,
+        tau: torch.Tensor,
+        phi: torch.Tensor,
+        lam: torch.Tensor,
+        caux: torch.Tensor,
+        prec: torch.Tensor,
+    ) -> torch.Tensor:
+        """Prior standard deviation of every loading (genes x factors).
+
+        :meth:`horseshoe_scale`, except that with ``dense_noise_scaled`` the dense factors'
+        loadings have ``sd = s_gk / sqrt(precision_g)`` (a g-prior: the prior variance of a
+        dense loading is ``g`` times its sampling variance from ``n_obs`` cells).
+        """
+        sd = self.horseshoe_scale(tau, phi, lam, caux)
+        if not bool(self.dense_noise_scaled):
+            return sd
+        # precision: (G,) or, with vectorised particles, (..., 1, G) -> (..., G, 1)
+        p = prec if prec.dim() == 1 else prec.squeeze(-2)
+        return torch.where(self.dense, self.slab * torch.rsqrt(p.unsqueeze(-1)), sd)
+
     # ------------------------------------------------------------------ q(x | y)
     @torch.no_grad()
     def score_posterior(
@@ -537,17 +568,17 @@ class SpexLVMModule(PyroBaseModuleClass):
         dev = y.device
         one = torch.ones((), device=dev)
         tau = pyro.sample("tau", dist.HalfCauchy(one))
+        with pyro.plate("genes_noise", self.n_vars, dim=-1):
+            prec = pyro.sample(
+                "precision", dist.Gamma(self.noise_prior_shape, self.noise_prior_rate)
+            )
         with pyro.plate("factors", self.n_factors, dim=-1):
             phi = pyro.sample("factor_scale", dist.HalfCauchy(one))
             with pyro.plate("genes", self.n_vars, dim=-2):
                 lam = pyro.sample("lambda", dist.HalfCauchy(one))
                 caux = pyro.sample("c_aux", dist.InverseGamma(0.5 * one, 0.5 * one))
-                w_sd = self.horseshoe_scale(tau, phi, lam, caux)
+                w_sd = self.prior_scale(tau, phi, lam, caux, prec)
                 w = pyro.sample("w", dist.Normal(torch.zeros((), device=dev), w_sd))
-        with pyro.plate("genes_noise", self.n_vars, dim=-1):
-            prec = pyro.sample(
-                "precision", dist.Gamma(self.noise_prior_shape, self.noise_prior_rate)
-            )
         if self.n_covariates:
             with (
                 pyro.plate("covariate_columns", self.n_covariates, dim=-1),
@@ -627,8 +658,16 @@ class SpexLVMModule(PyroBaseModuleClass):
         if bool(self.dense.any()):
             # dense factors: v = phi_k^2 s^2, log(1/v) ~ N(-2 m_phi - 2 log s, 4 s_phi^2)
             d_mean = -2.0 * (self.phi_loc + self.log_slab)
-            e_inv_v = torch.where(self.dense, torch.exp(d_mean + 2.0 * phi_v), e_inv_v)
-            e_log_inv_v = torch.where(self.dense, d_mean, e_log_inv_v)
+            if bool(self.dense_noise_scaled):
+                # g-prior: v = s^2 / precision_g, precision_g ~ Gamma(shape_g, rate_g) under q
+                e_prec = self.expected_precision()[:, None]
+                e_log_prec = (torch.digamma(self.prec_shape) - self.prec_log_rate)[:, None]
+                d_inv = e_prec * torch.exp(-2.0 * self.log_slab)
+                d_log_inv = e_log_prec - 2.0 * self.log_slab
+            else:
+                d_inv, d_log_inv = torch.exp(d_mean + 2.0 * phi_v), d_mean
+            e_inv_v = torch.where(self.dense, d_inv, e_inv_v)
+            e_log_inv_v = torch.where(self.dense, d_log_inv, e_log_inv_v)
         # KL(q(w) || p(w | scales)), expected over q(scales)
         kl_w = -0.5 - w_log_sd - 0.5 * e_log_inv_v + 0.5 * (mu**2 + var) * e_inv_v
 

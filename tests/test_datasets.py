@@ -112,9 +112,33 @@ def test_synthetic_missing():
     np.testing.assert_array_equal(adata.X[~nan], complete[~nan])
 
 
+def test_synthetic_dense_effect():
+    """A planted dense effect adds ``t v^T`` on top of the same data, truth and annotation."""
+    base = synthetic(300, 100, 4, seed=2, extra=0.5, missing=0.1)
+    d = synthetic(300, 100, 4, seed=2, extra=0.5, missing=0.1, dense=1.0, dense_correlation=0.6)
+    t, v = d.obsm["X_dense_true"][:, 0], d.var["w_dense_true"].to_numpy()
+    expected = base.layers["complete"] + np.outer(t, v)
+    np.testing.assert_allclose(d.layers["complete"], expected, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(np.isnan(d.X), np.isnan(base.X))
+    for key in ("spexlvm_mask", "W_true", "mask_true"):
+        np.testing.assert_array_equal(d.varm[key], base.varm[key])
+    assert (v != 0).mean() == pytest.approx(0.9, abs=0.01)
+    assert np.corrcoef(t, d.obsm["X_true"][:, 0])[0, 1] == pytest.approx(0.6, abs=0.1)
+    assert "X_dense_true" not in base.obsm
+
+
 @pytest.mark.parametrize(
     "kwargs",
-    [{"noise": -0.1}, {"noise": 1.5}, {"extra": -1.0}, {"missing": 1.0}, {"residual_std": -1}],
+    [
+        {"noise": -0.1},
+        {"noise": 1.5},
+        {"extra": -1.0},
+        {"missing": 1.0},
+        {"residual_std": -1},
+        {"dense": -1.0},
+        {"dense_fraction": 0.0},
+        {"dense_correlation": 1.0},
+    ],
 )
 def test_synthetic_bad_args(kwargs):
     with pytest.raises(ValueError):

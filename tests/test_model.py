@@ -206,7 +206,14 @@ def test_model_factor_layout(registered):
     np.testing.assert_allclose(slab[:, :a][mask], 1.0)
     np.testing.assert_allclose(slab[:, :a][~mask], 0.01, rtol=1e-5)
     np.testing.assert_allclose(slab[:, a : a + 2], 0.05, rtol=1e-6)
-    np.testing.assert_allclose(slab[:, a + 2], 1.0)
+    # dense: the g-prior, N(0, g sigma_g^2 / n_cells) with g = 10
+    np.testing.assert_allclose(slab[:, a + 2], np.sqrt(10.0 / registered.n_obs), rtol=1e-6)
+    assert bool(model.module.dense_noise_scaled)
+    old = SpexLVM(registered, n_dense=1, dense_prior="ard")  # spexlvm 0.1's prior
+    np.testing.assert_allclose(old.module.slab.numpy()[:, a], 1.0)
+    assert not bool(old.module.dense_noise_scaled)
+    with pytest.raises(ValueError, match="dense_prior"):
+        SpexLVM(registered, n_dense=1, dense_prior="sparse")
 
 
 # ------------------------------------------------------------------ convergence rule

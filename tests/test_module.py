@@ -41,21 +41,33 @@ def _data(n: int = N, *, missing: bool = False, seed: int = 0) -> torch.Tensor:
     return x
 
 
-def _slab(low: float = 0.3) -> torch.Tensor:
-    """Two annotated factors (overlapping sets) and one dense factor (Gaussian prior)."""
+def _slab(low: float = 0.3, *, per_gene_dense: bool = False) -> torch.Tensor:
+    """Two annotated factors (overlapping sets) and one dense factor (Gaussian prior).
+
+    The dense factor's prior scale is ``0.8`` (times the factor scale, or the gene's noise
+    sd); with ``per_gene_dense`` smaller on annotated genes (as ``dense_annotated`` makes it).
+    """
     mask = torch.zeros(G, K)
     mask[:3, 0] = 1.0
     mask[2:5, 1] = 1.0
     slab = torch.clamp(mask + low, 1e-4, 1.0)
-    slab[:, 2] = 0.8  # dense factor: Gaussian prior with scale factor_scale * 0.8
+    slab[:, 2] = 0.8
+    if per_gene_dense:
+        slab[:, 2] = torch.where(mask.sum(1) > 0, 0.8 * max(low, 0.1), 0.8)
     return slab
 
 
 def _module(
-    x: torch.Tensor, slab: torch.Tensor, *, seed: int = 0, covariates: bool = False
+    x: torch.Tensor,
+    slab: torch.Tensor,
+    *,
+    seed: int = 0,
+    covariates: bool = False,
+    noise_scaled: bool = False,
 ) -> SpexLVMModule:
     """The module with its data constants from ``x`` and perturbed variational parameters
-    (with ``covariates``: the design of :func:`_covariates`, centred and scaled)."""
+    (with ``covariates``: the design of :func:`_covariates`, centred and scaled; with
+    ``noise_scaled``: the g-prior of the dense factor)."""
     torch.manual_seed(seed)
     n = x.shape[0]
     mean = torch.nanmean(x, 0)
@@ -73,7 +85,8 @@ def _module(
         }
     m = SpexLVMModule(
         n, slab, mean, 1.0, cnt, torch.randn(G, K) * 0.5, torch.ones(G) * 0.5,
-        gene_sumsq=(yc**2).sum(0), dense=torch.tensor([False, False, True]), **cov_kwargs,
+        gene_sumsq=(yc**2).sum(0), dense=torch.tensor([False, False, True]),
+        dense_noise_scaled=noise_scaled, **cov_kwargs,
     )  # fmt: skip
     with torch.no_grad():
         for p in m.parameters():
@@ -95,11 +108,18 @@ def _elbo(m: SpexLVMModule, x: torch.Tensor, design: torch.Tensor | None = None)
 # --------------------------------------------------------------------------- ELBO vs Pyro
 @pytest.mark.parametrize("covariates", [False, True], ids=["", "covariates"])
 @pytest.mark.parametrize("missing", [False, True], ids=["complete", "two_nan"])
-@pytest.mark.parametrize("low", [0.3, 0.01], ids=["slab0.3", "slab0.01"])
-def test_analytic_elbo_matches_trace_elbo(missing, low, covariates):
-    """Closed-form ELBO == Pyro's ``Trace_ELBO`` on the module's own model and guide."""
+@pytest.mark.parametrize(
+    ("low", "noise_scaled"),
+    [(0.3, False), (0.01, False), (0.3, True), (0.01, True)],
+    ids=["slab0.3", "slab0.01", "slab0.3-gprior", "slab0.01-gprior"],
+)
+def test_analytic_elbo_matches_trace_elbo(missing, low, noise_scaled, covariates):
+    """Closed-form ELBO == Pyro's ``Trace_ELBO`` on the module's own model and guide
+    (dense prior: scaled by a factor scale, or by each gene's noise: a g-prior)."""
     x = _data(missing=missing)
-    m = _module(x, _slab(low), covariates=covariates)
+    m = _module(
+        x, _slab(low, per_gene_dense=True), covariates=covariates, noise_scaled=noise_scaled
+    )
     assert bool(m.has_missing) is missing
     design = _design(m)
     analytic = _elbo(m, x)
@@ -197,13 +217,14 @@ def test_elbo_gradient_w_loc_finite_differences(missing, covariates):
     torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("noise_scaled", [False, True], ids=["ard", "gprior"])
 @pytest.mark.parametrize("covariates", [False, True], ids=["", "covariates"])
 @pytest.mark.parametrize("missing", [False, True], ids=["complete", "two_nan"])
-def test_elbo_gradient_all_parameters_directional(missing, covariates):
+def test_elbo_gradient_all_parameters_directional(missing, covariates, noise_scaled):
     """Directional derivatives of every variational parameter (float64); with covariates
     the covariate effects' too (the scores depend on them: envelope theorem again)."""
     x = _data(missing=missing)
-    m = _module(x, _slab(), covariates=covariates).double()
+    m = _module(x, _slab(), covariates=covariates, noise_scaled=noise_scaled).double()
     d = None if not covariates else _design(m)
     m.zero_grad()
     m.analytic_elbo(x, d)["elbo"].backward()

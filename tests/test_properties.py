@@ -70,7 +70,7 @@ def _adata(n_obs, n_vars, dtype, storage, nan, names, seed):
 
 def _gene_sets(adata, sizes, seed):
     rng = np.random.default_rng(seed + 1)
-    genes = list(adata.var_names) + ["NOT_MEASURED_1", "NOT_MEASURED_2"]
+    genes = [*adata.var_names, "NOT_MEASURED_1", "NOT_MEASURED_2"]
     return {
         f"SET_{i}_ü": list(rng.choice(genes, size=min(size, len(genes)), replace=False))
         for i, size in enumerate(sizes)

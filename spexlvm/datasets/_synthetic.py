@@ -36,6 +36,9 @@ def synthetic(
     missing: float = 0.0,
     n_batches: int = 1,
     batch_effect: float = 0.0,
+    dense: float = 0.0,
+    dense_fraction: float = 0.9,
+    dense_correlation: float = 0.0,
     seed: int = 0,
 ) -> AnnData:
     r"""Simulate expression driven by sparse factors, with a noisy gene-set annotation.
@@ -61,12 +64,19 @@ def synthetic(
     of rank ``n_batches - 1`` that no gene set describes (``obs["batch"]`` holds the
     labels, ``varm["batch_shift_true"]`` the shifts).
 
+    ``dense > 0`` adds a dense (technical) effect on top: one more score
+    :math:`t_n`, correlated ``dense_correlation`` with the first factor's score
+    (:math:`t = \rho x_1 + \sqrt{1 - \rho^2} e`), whose loadings
+    :math:`v_g \sim \mathcal{N}(0, \text{dense}^2)` touch a fraction ``dense_fraction``
+    of the genes (the others are zero). It belongs to no gene set.
+
     All randomness comes from one :func:`numpy.random.default_rng` ``(seed)``, drawn in
     this order: scores, loadings, residual noise, annotation noise, extra sets, missing
-    entries, batches. Hence the expression matrix and the truth depend only on ``n_obs``,
-    ``n_vars``, ``n_factors``, ``residual_std`` and ``seed``, and the batch effect only
-    adds to them: different ``noise``, ``extra``, ``missing`` or batch settings give
-    different annotations (or batch shifts) of the same data.
+    entries, batches (only with a batch effect), dense effect (only when ``dense > 0``).
+    Hence the expression matrix and the truth depend only on ``n_obs``, ``n_vars``,
+    ``n_factors``, ``residual_std`` and ``seed``, and the batch and dense effects only add
+    to them: different ``noise``, ``extra``, ``missing``, batch or dense settings give
+    different annotations (or planted effects) of the same data.
 
     Parameters
     ----------
@@ -89,6 +99,12 @@ def synthetic(
         Number of batches (1: none).
     batch_effect
         Standard deviation of the per-gene, per-batch shifts (0: none).
+    dense
+        Standard deviation of the loadings of a planted dense effect (0: none).
+    dense_fraction
+        Fraction of the genes the dense effect touches, in (0, 1].
+    dense_correlation
+        Correlation of the dense effect's score with the first factor's score, in (-1, 1).
     seed
         Seed of the random number generator.
 
@@ -118,6 +134,8 @@ def synthetic(
         Only with a batch effect: the batch of each cell (categorical ``batch_1..``) and
         the shift of each gene in each batch (float32, G x ``n_batches``), both already in
         ``X``.
+    ``obsm["X_dense_true"]``, ``var["w_dense_true"]``
+        The planted dense effect's score (N x 1) and loadings (only if ``dense > 0``).
     ``uns["synthetic"]``
         The generator settings (and ``n_extra``).
 
@@ -142,6 +160,12 @@ def synthetic(
     _check_int("n_batches", n_batches)
     if batch_effect < 0.0:
         raise ValueError(f"`batch_effect` must be non-negative, got {batch_effect}.")
+    if dense < 0.0:
+        raise ValueError(f"`dense` must be non-negative, got {dense}.")
+    if not 0.0 < dense_fraction <= 1.0:
+        raise ValueError(f"`dense_fraction` must lie in (0, 1], got {dense_fraction}.")
+    if not -1.0 < dense_correlation < 1.0:
+        raise ValueError(f"`dense_correlation` must lie in (-1, 1), got {dense_correlation}.")
 
     rng = np.random.default_rng(seed)
     n_extra = round(extra * n_factors)
@@ -195,6 +219,18 @@ def synthetic(
         y += shift.T[batches]
         if complete is not None:
             complete += shift.T[batches]
+    # Dense (technical) effect, last so that the draws above do not depend on it.
+    dense_score = dense_loadings = None
+    if dense > 0.0:
+        e = rng.standard_normal(n_obs).astype(np.float32)
+        dense_score = dense_correlation * x[:, 0] + np.sqrt(1.0 - dense_correlation**2) * e
+        dense_loadings = (rng.standard_normal(n_vars) * dense).astype(np.float32)
+        off = rng.choice(n_vars, size=round((1.0 - dense_fraction) * n_vars), replace=False)
+        dense_loadings[off] = 0.0
+        effect = np.outer(dense_score, dense_loadings).astype(np.float32)
+        y += effect
+        if complete is not None:
+            complete += effect
 
     names = [f"factor_{k + 1}" for k in range(n_factors)]
     names += [f"extra_{e + 1}" for e in range(n_extra)]
@@ -220,6 +256,9 @@ def synthetic(
     adata.varm["mask_true"] = mask_true_all
     adata.varm["false_positives"] = false_pos
     adata.varm["false_negatives"] = false_neg
+    if dense_score is not None:
+        adata.obsm["X_dense_true"] = dense_score[:, None].astype(np.float32)
+        adata.var["w_dense_true"] = dense_loadings
     adata.uns["synthetic"] = {
         "generator": "spex-LVM paper, section 3.1",
         "n_obs": int(n_obs),
@@ -232,6 +271,9 @@ def synthetic(
         "missing": float(missing),
         "n_batches": int(n_batches),
         "batch_effect": float(batch_effect),
+        "dense": float(dense),
+        "dense_fraction": float(dense_fraction),
+        "dense_correlation": float(dense_correlation),
         "seed": int(seed),
     }
     logger.info(
