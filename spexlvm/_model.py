@@ -30,6 +30,7 @@ from ._logging import sync_verbosity
 from ._module import SpexLVMModule, one_hot_design
 from ._runtime import TrainingRun, is_rank_zero
 from ._trainingplan import LoadingsConvergence, SpexLVMTrainingPlan
+from ._utils import user_stacklevel
 from .pp._decoys import factor_membership
 from .pp._gene_sets import get_prior
 
@@ -117,7 +118,7 @@ def _gene_statistics(x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             "log-normalised expression. Run `sc.pp.normalize_total(adata)` and "
             "`sc.pp.log1p(adata)` first, or pass `layer=` with log-normalised values.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     mean = np.divide(total, count, out=np.zeros(n_vars), where=count > 0)
     var = np.divide(total_sq, count, out=np.zeros(n_vars), where=count > 0) - mean**2
@@ -128,7 +129,7 @@ def _gene_statistics(x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             "unit variance, noise included. Fit `adata.raw` or a log-normalised layer "
             "(`layer=`) instead.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     return mean, np.clip(var, 0.0, None), count
 
@@ -698,7 +699,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
                 "there is no effect to fit. Drop them from batch_key / "
                 "categorical_covariate_keys.",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=user_stacklevel(),
             )
         cont_keys = []
         if REGISTRY_KEYS.CONT_COVS_KEY in registered:
@@ -941,7 +942,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
                 f"{moved}. The results may still change: train longer (`max_epochs=`, e.g. "
                 "twice as many) or, to accept the fit as it is, pass a larger `tol=`.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         self._orient_factors()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,3 +97,16 @@ def write_h5ad(adata: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:
     """``adata.write_h5ad(path, **kwargs)`` through :func:`atomic_write` (all or nothing)."""
     with atomic_write(path) as tmp:
         adata.write_h5ad(tmp, **kwargs)
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` of :func:`warnings.warn` that points at the first caller outside spexlvm.
+
+    Call it in the function that warns; the warning then names the user's line, whether
+    the user called that function directly or through :func:`spexlvm.tl.fit` or the CLI.
+    """
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level

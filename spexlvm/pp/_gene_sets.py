@@ -6,7 +6,6 @@ import gzip
 import logging
 import os
 import re
-import sys
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._constants import KEYS
+from .._utils import user_stacklevel
 
 logger = logging.getLogger(__name__)
 
@@ -64,19 +64,6 @@ def _preview(items: Iterable[Any], n: int = _N_EXAMPLES) -> str:
     if len(items) > n:
         shown += f" and {len(items) - n} more"
     return shown
-
-
-def user_stacklevel() -> int:
-    """``stacklevel`` of :func:`warnings.warn` that points at the first caller outside spexlvm.
-
-    Call it in the function that warns; the warning then names the user's line, whether
-    the user called that function directly or through :func:`spexlvm.tl.fit` or the CLI.
-    """
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-    frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _unique(genes: Iterable[str]) -> list[str]:

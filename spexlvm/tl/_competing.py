@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ..pp._gene_sets import user_stacklevel
+from .._utils import user_stacklevel
 from ._utils import (
     fit_mask_key,
     frame_to_uns,
