@@ -145,6 +145,17 @@ def compare(a: dict, b: dict) -> dict:
     return out
 
 
+def at(model, snapshot: dict, adata, case: str, label: str) -> dict:
+    """The outputs for a recorded state of the model (the final state is restored)."""
+    final = copy.deepcopy(model.module.state_dict())
+    model.module.load_state_dict(snapshot)
+    model._orient_factors()
+    try:
+        return outputs(model, adata, case, label)
+    finally:
+        model.module.load_state_dict(final)
+
+
 def main() -> None:
     """Run the cases and print one line each."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -178,19 +189,9 @@ def main() -> None:
         line["would_stop"] = probe.would_stop
         line["old_rule_would_stop"] = old.would_stop
         if old.snapshot is not None:
-            final = copy.deepcopy(model.module.state_dict())
-            model.module.load_state_dict(old.snapshot)
-            model._orient_factors()
-            at_old = outputs(model, adata, case, label)
-            model.module.load_state_dict(final)
-            line["old_rule"] = compare(at_old, end)
+            line["old_rule"] = compare(at(model, old.snapshot, adata, case, label), end)
         if probe.snapshot is not None:
-            final = copy.deepcopy(model.module.state_dict())
-            model.module.load_state_dict(probe.snapshot)
-            model._orient_factors()
-            at_stop = outputs(model, adata, case, label)
-            model.module.load_state_dict(final)
-            line.update(compare(at_stop, end))
+            line.update(compare(at(model, probe.snapshot, adata, case, label), end))
         hist = np.asarray(probe.history)
         marks = [0, 50, 100, 200, 400, len(hist) - 1]
         line["change_at"] = {m: round(float(hist[m]), 4) for m in marks if m < len(hist)}
