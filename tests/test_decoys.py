@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import spexlvm
@@ -50,10 +51,28 @@ def test_decoys_matched_in_size_and_variance():
 def decoy_fit():
     """400 cells x 300 genes, 6 planted factors, 2 random extra sets, 12 decoys."""
     adata = synthetic(400, 300, 6, noise=0.2, extra=0.34, seed=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         table = spexlvm.tl.decoy_check(adata, _sets(adata), n_decoys=12, seed=0)
+    adata.uns["_test_warnings"] = [str(w.message) for w in caught]
     return adata, table
+
+
+def test_decoy_check_warns_when_it_fails(decoy_fit):
+    from spexlvm.tl._decoy_check import warn_if_uncalibrated
+
+    adata, table = decoy_fit
+    failed = [m for m in adata.uns["_test_warnings"] if "decoy check failed" in m]
+    rates = table.loc["decoy"]
+    within = rates["active"] <= 0.1 and rates["significant"] <= 0.05
+    assert len(failed) == (0 if within and rates["refine_share"] <= 0.1 else 1)
+    bad = pd.Series({"active": 0.3, "significant": 0.02, "refine_share": 0.5})
+    with pytest.warns(UserWarning, match=r"30% of decoys called active.*n_decoys"):
+        assert warn_if_uncalibrated(bad, fdr=0.05)
+    good = pd.Series({"active": 0.05, "significant": 0.0, "refine_share": 0.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not warn_if_uncalibrated(good, fdr=0.05)
 
 
 def test_decoys_mostly_inactive_and_not_significant(decoy_fit):

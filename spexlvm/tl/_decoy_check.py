@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .._constants import KEYS
+from .._utils import user_stacklevel
 from ..pp._decoys import decoy_gene_sets, is_decoy
 from ..pp._gene_sets import _as_gene_set_dict, get_mask
 from ._fit import fit
@@ -26,6 +28,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["decoy_check"]
+
+#: Largest share of decoys called active, or among the refine calls, that passes the check.
+MAX_DECOY_RATE = 0.10
 
 
 def decoy_check(
@@ -76,7 +81,9 @@ def decoy_check(
     One row per kind of set (``"real"``, ``"decoy"``): ``n_sets``, ``active`` and
     ``significant`` (shares of the sets), ``refine_calls`` (number of calls) and
     ``refine_share`` (share of all refinement calls). An h5ad-safe copy goes to
-    ``adata.uns[key_added]["decoy_check"]``.
+    ``adata.uns[key_added]["decoy_check"]``. When more than 10% of the decoys are called
+    active or make up more than 10% of the refine calls (``MAX_DECOY_RATE``), or more than
+    ``fdr`` of them are significant, a :class:`UserWarning` says so.
 
     Examples
     --------
@@ -113,13 +120,43 @@ def decoy_check(
     table = decoy_table(adata, key=key_added, fdr=fdr)
     stored = get_results(adata, key_added)["decoy_check"]
     stored.update(n_decoys=int(n_decoys), seed=int(seed))
+    rates = table.loc["decoy"]
     logger.info(
         "Decoy check: %.0f%% of decoys active, %.0f%% significant, %.0f%% of refine calls.",
-        100 * table.loc["decoy", "active"],
-        100 * table.loc["decoy", "significant"],
-        100 * table.loc["decoy", "refine_share"],
+        100 * rates["active"],
+        100 * rates["significant"],
+        100 * rates["refine_share"],
     )
+    warn_if_uncalibrated(rates, fdr=fdr)
     return table
+
+
+def warn_if_uncalibrated(rates: pd.Series, *, fdr: float = 0.05) -> bool:
+    """Warn when the decoy rates of a fit exceed what calibrated calls allow.
+
+    ``rates`` is the ``"decoy"`` row of :func:`decoy_check`'s table. Returns whether it
+    warned.
+    """
+    over = [
+        f"{100 * rates[col]:.0f}% of decoys {what} (expected at most {100 * limit:.0f}%)"
+        for col, what, limit in (
+            ("active", "called active", MAX_DECOY_RATE),
+            ("significant", "significant", fdr),
+            ("refine_share", "among the refine calls", MAX_DECOY_RATE),
+        )
+        if rates[col] > limit
+    ]
+    if over:
+        warnings.warn(
+            "The decoy check failed on these data: "
+            + "; ".join(over)
+            + ". The calls of this kind are not calibrated here: treat them as hypotheses, "
+            "look at `spexlvm.pl.decoy_check(adata)`, and consider more decoys "
+            "(`n_decoys=`), known covariates (`batch_key=`) or fewer, larger gene sets.",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
+    return bool(over)
 
 
 def decoy_table(adata: AnnData, *, key: str = KEYS.UNS, fdr: float = 0.05) -> pd.DataFrame:
