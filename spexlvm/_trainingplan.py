@@ -309,20 +309,18 @@ class LoadingsConvergence(StatefulCallback, Callback):
         self.slowest: list[int] = []
         self.stopped_epoch: int | None = None
 
-    @staticmethod
-    def _state(module) -> tuple[torch.Tensor, torch.Tensor]:
-        w = module.w_loc.detach()
-        sd = module._sd(module.w_log_sd.detach())
-        return torch.stack([w, sd]), module.phi_loc.detach().clone()
-
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        """Update the moving averages."""
-        state, log_scale = self._state(pl_module.module)
-        if self._average is None or self._average.shape != state.shape:
-            self._average, self._log_scale = state.clone(), log_scale
-        else:
-            self._average.mul_(self.smoothing).add_(state, alpha=1.0 - self.smoothing)
-            self._log_scale.mul_(self.smoothing).add_(log_scale, alpha=1.0 - self.smoothing)
+        """Update the moving averages (in place: no copy of the loadings per step)."""
+        module = pl_module.module
+        w, log_scale = module.w_loc.detach(), module.phi_loc.detach()
+        if self._average is None or self._average.shape[1:] != w.shape:
+            self._average = torch.stack([w, module._sd(module.w_log_sd.detach())])
+            self._log_scale = log_scale.clone()
+            return
+        new = 1.0 - self.smoothing
+        self._average[0].mul_(self.smoothing).add_(w, alpha=new)
+        self._average[1].mul_(self.smoothing).add_(module._sd(module.w_log_sd.detach()), alpha=new)
+        self._log_scale.mul_(self.smoothing).add_(log_scale, alpha=new)
 
     @staticmethod
     def _relative_scale(log_scale: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:

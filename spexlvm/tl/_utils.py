@@ -122,26 +122,13 @@ def factor_aliases(adata: AnnData, key: str = "spexlvm") -> dict[str, str]:
     info = adata.uns.get(fit_mask_key(uns))
     if not isinstance(info, dict):
         return {}
-    coverage = info.get("coverage", {})
-    pairs: list[tuple[str, str]] = []
-    if isinstance(coverage, dict) and "factor" in coverage and "name" in coverage:
-        pairs = list(
-            zip(
-                np.asarray(coverage["name"]).astype(str),
-                np.asarray(coverage["factor"]).astype(str),
-                strict=True,
-            )
-        )
-    else:  # annotations written before merged factors were named after their members
-        merged = info.get("merged", {})
-        if isinstance(merged, dict) and "name" in merged and "into" in merged:
-            pairs = list(
-                zip(
-                    np.asarray(merged["name"]).astype(str),
-                    np.asarray(merged["into"]).astype(str),
-                    strict=True,
-                )
-            )
+    # annotations written before merged factors were named after their members only
+    # have the `merged` table (member -> the larger set's name)
+    coverage = info.get("coverage")
+    if isinstance(coverage, dict) and "factor" in coverage:
+        pairs = _column_pairs(coverage, "name", "factor")
+    else:
+        pairs = _column_pairs(info.get("merged"), "name", "into")
     return {
         member: factor
         for member, factor in pairs
@@ -239,3 +226,16 @@ def uns_to_frame(stored: dict[str, Any], *, index: str | None = "index") -> pd.D
 def store(adata: AnnData, key: str, name: str, value: dict[str, Any]) -> None:
     """Store an h5ad-safe result under ``adata.uns[key][name]``."""
     get_results(adata, key)[name] = value
+
+
+def _column_pairs(table: Any, left: str, right: str) -> list[tuple[str, str]]:
+    """``(left, right)`` rows of an uns table stored as a dict of columns (or none)."""
+    if not isinstance(table, dict) or left not in table or right not in table:
+        return []
+    return list(
+        zip(
+            np.asarray(table[left]).astype(str),
+            np.asarray(table[right]).astype(str),
+            strict=True,
+        )
+    )
