@@ -377,6 +377,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         dense_prior: str = "gprior",
         dense_g: float = 10.0,
         dense_annotated: float = 1.0,
+        slab_df: float = 1.0,
         noise_prior: tuple[float, float] = (1.0, 1.0),
         covariate_prior_scale: float = 1.0,
     ):
@@ -521,6 +522,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             gene_sumsq=torch.as_tensor(sumsq, dtype=torch.float32),
             dense=torch.arange(slab.shape[1]) >= n_annotated + n_sparse,
             dense_noise_scaled=dense_prior == "gprior",
+            slab_df=slab_df,
             noise_prior=tuple(float(v) for v in noise_prior),
             **cov_kwargs,
         )

@@ -250,6 +250,7 @@ class SpexLVMModule(PyroBaseModuleClass):
         gene_sumsq: torch.Tensor | None = None,
         dense: torch.Tensor | None = None,
         dense_noise_scaled: bool = False,
+        slab_df: float = 1.0,
         noise_prior: tuple[float, float] = (1.0, 1.0),
         n_quadrature: int | None = None,
         covariate_levels: tuple[int, ...] = (),
@@ -276,6 +277,10 @@ class SpexLVMModule(PyroBaseModuleClass):
         self.register_buffer(
             "dense_noise_scaled", torch.tensor(bool(dense_noise_scaled)), persistent=False
         )
+        if not slab_df > 0:
+            raise ValueError(f"slab_df must be positive, got {slab_df!r}.")
+        # a setting (c_aux ~ InverseGamma(df / 2, df / 2)), not state, as dense_noise_scaled
+        self.register_buffer("slab_df", torch.tensor(float(slab_df)), persistent=False)
         self.register_buffer("gene_mean", gene_mean.to(f32))
         self.register_buffer("data_scale", torch.tensor(float(data_scale), dtype=f32))
         a0, b0 = noise_prior
@@ -576,7 +581,8 @@ class SpexLVMModule(PyroBaseModuleClass):
             phi = pyro.sample("factor_scale", dist.HalfCauchy(one))
             with pyro.plate("genes", self.n_vars, dim=-2):
                 lam = pyro.sample("lambda", dist.HalfCauchy(one))
-                caux = pyro.sample("c_aux", dist.InverseGamma(0.5 * one, 0.5 * one))
+                half_df = 0.5 * self.slab_df.to(dev) * one
+                caux = pyro.sample("c_aux", dist.InverseGamma(half_df, half_df))
                 w_sd = self.prior_scale(tau, phi, lam, caux, prec)
                 w = pyro.sample("w", dist.Normal(torch.zeros((), device=dev), w_sd))
         if self.n_covariates:
@@ -681,12 +687,13 @@ class SpexLVMModule(PyroBaseModuleClass):
         kl_lam = kl_half_cauchy(self.lam_loc, lam_lsd)
         kl_phi = kl_half_cauchy(self.phi_loc, phi_lsd)
         kl_tau = kl_half_cauchy(self.tau_loc, tau_lsd)
-        # c_aux ~ InverseGamma(1/2, 1/2): E_q[log p] in closed form
+        # c_aux ~ InverseGamma(df/2, df/2): E_q[log p] in closed form
+        h = 0.5 * self.slab_df
         e_log_p_caux = (
-            0.5 * math.log(0.5)
-            - math.lgamma(0.5)
-            - 1.5 * self.caux_loc
-            - 0.5 * torch.exp(-self.caux_loc + 0.5 * caux_v)
+            h * torch.log(h)
+            - torch.lgamma(h)
+            - (h + 1.0) * self.caux_loc
+            - h * torch.exp(-self.caux_loc + 0.5 * caux_v)
         )
         kl_caux = -_lognormal_entropy(self.caux_loc, caux_lsd) - e_log_p_caux
         q_prec = dist.Gamma(self.prec_shape, torch.exp(self.prec_log_rate))
