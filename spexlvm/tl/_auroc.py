@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control, mannwhitneyu
 
+from ..get._names import resolve_factor
 from ._utils import get_factor_names, get_scores, group_labels, store
 
 if TYPE_CHECKING:
@@ -22,8 +23,6 @@ __all__ = ["auroc"]
 
 def _select_factors(adata: AnnData, factors: Sequence[str | int] | None, key: str) -> np.ndarray:
     """Indices of the requested factors (names, short or member names, or positions)."""
-    from ..pl._utils import resolve_factor
-
     if factors is None:
         return np.arange(len(get_factor_names(adata, key)))
     if isinstance(factors, str | int | np.integer):
