@@ -43,6 +43,7 @@ def auroc(
     annotate: bool | None = None,
     cmap: str = "RdBu_r",
     key: str = KEYS.UNS,
+    result_key: str = "auroc",
     ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | os.PathLike[str] | None = None,
@@ -52,7 +53,7 @@ def auroc(
     The AUROC of a factor for a group is the probability that a random cell of the group
     scores higher than a random other cell: 0.5 no separation, 1 (0) every cell of the
     group scores higher (lower). Values come from :func:`spexlvm.tl.auroc` when it has
-    been run for the same ``groupby`` (``adata.uns[key]["auroc"]``) and cover the asked
+    been run for the same ``groupby`` (``adata.uns[key][result_key]``) and cover the asked
     factors; otherwise they are computed with :func:`sklearn.metrics.roc_auc_score` on
     ``adata.obsm[f"X_{key}"]``. A diverging colour map centred at 0.5 (blue below, red
     above) and, for small heatmaps, the values written in the cells. A strip above the
@@ -75,6 +76,8 @@ def auroc(
         Diverging colour map (``vmin=0``, ``vmax=1``, centre 0.5).
     key
         ``key_added`` given to :func:`spexlvm.tl.fit`.
+    result_key
+        ``key_added`` given to :func:`spexlvm.tl.auroc` (``"auroc"`` by default).
     ax
         Axes to draw into; a new figure when ``None``.
     show
@@ -100,7 +103,7 @@ def auroc(
             f"groupby={groupby!r} is not a column of adata.obs; columns: "
             f"{', '.join(map(repr, adata.obs.columns[:15]))}."
         )
-    matrix, groups, source = _auroc_matrix(adata, groupby, idx, names, key)
+    matrix, groups, source = _auroc_matrix(adata, groupby, idx, names, key, result_key)
 
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
@@ -159,14 +162,14 @@ def _groups(values: pd.Series) -> list[str]:
 
 
 def _auroc_matrix(
-    adata: AnnData, groupby: str, idx: list[int], names: list[str], key: str
+    adata: AnnData, groupby: str, idx: list[int], names: list[str], key: str, result_key: str
 ) -> tuple[np.ndarray, list[str], str]:
     """Factors x groups AUROCs: stored by :func:`spexlvm.tl.auroc` when usable, else computed."""
     values = adata.obs[groupby]
     groups = _groups(values)
     if len(groups) < 2:
         raise ValueError(f"obs[{groupby!r}] needs at least two groups with cells, got {groups}.")
-    stored: Any = get_results(adata, key).get("auroc")
+    stored: Any = get_results(adata, key).get(result_key)
     if isinstance(stored, dict) and str(stored.get("groupby", "")) == groupby:
         s_names = [str(n) for n in np.asarray(stored["factor_names"]).reshape(-1)]
         s_groups = [str(g) for g in np.asarray(stored["groups"]).reshape(-1)]

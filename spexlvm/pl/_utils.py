@@ -187,10 +187,12 @@ def gene_status(
     factor: int,
     key: str = KEYS.UNS,
     threshold: float = ACTIVE_THRESHOLD,
+    *,
+    result_key: str = "refine",
 ) -> tuple[np.ndarray, str]:
     """Status of every gene in one factor: ``"kept"``, ``"added"``, ``"removed"``, ``"other"``.
 
-    When :func:`spexlvm.tl.refine` has stored its calls in ``adata.uns[key]["refine"]``,
+    When :func:`spexlvm.tl.refine` has stored its calls in ``adata.uns[key][result_key]``,
     those are used (genes it added / removed; the rest of the annotated genes are kept).
     Otherwise a simple rule on the posterior means: a gene is *active* when
     ``|w| > threshold * max|w|`` of the factor; *added* = active and not annotated,
@@ -205,7 +207,7 @@ def gene_status(
     mask = _get.fit_mask(adata, key)
     annotated = mask[:, factor] if factor < mask.shape[1] else np.zeros(adata.n_vars, bool)
     status = np.where(annotated, "kept", "other").astype(object)
-    stored = get_results(adata, key).get("refine")
+    stored = get_results(adata, key).get(result_key)
     if isinstance(stored, dict) and {"factor", "gene", "change"} <= set(stored):
         rows = np.asarray(stored["factor"]).astype(str) == names[factor]
         pos = {g: i for i, g in enumerate(adata.var_names)}

@@ -35,6 +35,7 @@ def auroc(
     groupby: str,
     *,
     key: str = "spexlvm",
+    key_added: str = "auroc",
     factors: Sequence[str | int] | None = None,
 ) -> pd.DataFrame:
     """AUROC of each factor's scores for each group of cells (one group vs the rest).
@@ -55,6 +56,9 @@ def auroc(
         ``obs`` column with the groups (cells with a missing label are left out).
     key
         Key of the fit.
+    key_added
+        Name of the stored result: ``adata.uns[key][key_added]``; a second call with
+        another name keeps the first (read it with :func:`spexlvm.get.auroc`).
     factors
         Factors to test: full names, short names, names of gene sets merged into a factor
         (see :func:`spexlvm.tl.factor_name`) or positions; defaults to all.
@@ -63,7 +67,7 @@ def auroc(
     -------
     A tidy long DataFrame, one row per factor and group: ``factor``, ``group``,
     ``auroc``, ``pval``, ``pval_adj``. An h5ad-safe wide copy goes to
-    ``adata.uns[key]["auroc"]``: ``groupby``, ``factor_names``, ``groups`` and the
+    ``adata.uns[key][key_added]``: ``groupby``, ``factor_names``, ``groups`` and the
     factors x groups arrays ``auroc``, ``pval``, ``pval_adj``.
     """
     names = get_factor_names(adata, key)
@@ -101,7 +105,7 @@ def auroc(
     store(
         adata,
         key,
-        "auroc",
+        key_added,
         {
             "groupby": str(groupby),
             "factor_names": np.asarray(fnames, dtype=str),

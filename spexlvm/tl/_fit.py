@@ -45,10 +45,11 @@ def fit(
     mask_key: str = KEYS.MASK,
     key_added: str = KEYS.UNS,
     copy: bool = False,
+    return_model: bool | None = None,
     model_kwargs: dict[str, Any] | None = None,
     progress_bar: bool = True,
     **train_kwargs,
-) -> SpexLVM:
+) -> SpexLVM | AnnData | tuple[AnnData, SpexLVM]:
     """Fit spex-LVM to log-normalised expression and write the factors into ``adata``.
 
     Runs :func:`spexlvm.pp.add_gene_sets` (when ``gene_sets`` is given),
@@ -108,9 +109,14 @@ def fit(
         Results go to ``obsm[f"X_{key_added}"]``, ``varm[f"{key_added}_loadings"]`` and
         ``uns[key_added]``.
     copy
-        Work on a copy of ``adata``; the returned model's ``adata`` holds the results and
+        Work on a copy of ``adata`` and return the copy with the results, as scanpy does;
         the input is left untouched. Without it a view is first made an actual AnnData
         (like scanpy's functions do; the view's parent is left untouched).
+    return_model
+        Also return the trained model. ``None`` (the default) returns the model when
+        ``copy=False`` (the results are in ``adata``) and the AnnData copy when
+        ``copy=True``; ``True`` with ``copy=True`` returns ``(adata_copy, model)``;
+        ``False`` with ``copy=False`` returns ``None``.
     model_kwargs
         Further keyword arguments of :class:`~spexlvm.SpexLVM`.
     progress_bar
@@ -124,7 +130,9 @@ def fit(
 
     Returns
     -------
-    The trained model. ``adata`` (or its copy, ``model.adata``) gains
+    The trained model (``copy=False``), or the fitted copy of ``adata`` (``copy=True``), or
+    both (``copy=True, return_model=True``); see ``return_model``. ``adata`` (or its copy)
+    gains
     ``obsm["X_spexlvm"]`` (factor scores), ``varm["spexlvm_loadings"]`` (loadings) and
     ``uns["spexlvm"]`` (``factor_names``, ``r2``, ``params``; with covariates
     ``r2_covariates`` and ``varm["spexlvm_covariate_effects"]``), plus the annotation keys
@@ -190,4 +198,6 @@ def fit(
     )
     write_results(model, adata, key_added=key_added, extra_params={"seed": seed})
     warn_competing(adata, key=key_added)
-    return model
+    if copy:
+        return (adata, model) if return_model else adata
+    return None if return_model is False else model

@@ -63,6 +63,7 @@ def stability(
     *,
     seeds: Sequence[int] = (0, 1, 2),
     key: str = "spexlvm",
+    key_added: str = "stability",
     **fit_kwargs: Any,
 ) -> pd.DataFrame:
     """Refit the model with several seeds and report how reproducible each factor is.
@@ -84,6 +85,9 @@ def stability(
         At least two seeds.
     key
         Key of the fit.
+    key_added
+        Name of the stored result: ``adata.uns[key][key_added]``; a second call with
+        another name keeps the first (read it with :func:`spexlvm.get.stability`).
     **fit_kwargs
         Further arguments of :func:`spexlvm.tl.fit` (e.g. ``max_epochs``).
 
@@ -92,7 +96,7 @@ def stability(
     One row per factor (index: factor name): ``loadings_corr_mean``,
     ``loadings_corr_min``, ``scores_corr_mean`` and ``scores_corr_min`` over the pairs of
     seeds. Values near 1 mark factors to trust. An h5ad-safe copy (with ``seeds``) goes
-    to ``adata.uns[key]["stability"]``.
+    to ``adata.uns[key][key_added]``.
     """
     from ._fit import fit
 
@@ -151,7 +155,7 @@ def stability(
     )
     stored = frame_to_uns(df, index="factor")
     stored["seeds"] = np.asarray(seeds, dtype=np.int64)
-    store(adata, key, "stability", stored)
+    store(adata, key, key_added, stored)
     logger.info(
         "stability over %d seeds: %d of %d factors with min loadings correlation >= 0.9.",
         len(seeds),
