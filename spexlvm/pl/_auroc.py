@@ -16,6 +16,7 @@ from ._utils import (
     check_n_top,
     factor_names,
     get_results,
+    get_scores,
     resolve_factors,
     unique_labels,
 )
@@ -182,7 +183,7 @@ def _auroc_matrix(
 
     from sklearn.metrics import roc_auc_score
 
-    scores = np.asarray(adata.obsm[f"X_{key}"], dtype=np.float64)[:, idx]
+    scores = get_scores(adata, key)[:, idx]
     known = values.notna().to_numpy()
     labels = values.astype(str).to_numpy()[known]
     scores = scores[known]

@@ -174,6 +174,18 @@ def get_loadings(adata: AnnData, key: str = KEYS.UNS) -> np.ndarray:
     return _get.loadings_array(adata, key)
 
 
+def get_scores(adata: AnnData, key: str = KEYS.UNS) -> np.ndarray:
+    """Factor scores ``adata.obsm[f"X_{key}"]`` (cells x factors) as a float array."""
+    scores = _get.scores(adata, key)
+    n = len(factor_names(adata, key))
+    if scores.ndim != 2 or scores.shape[1] != n:
+        raise ValueError(
+            f"adata.obsm[{_get.scores_key(key)!r}] has shape {scores.shape} but "
+            f"adata.uns[{key!r}] names {n} factors."
+        )
+    return scores
+
+
 def get_mask(adata: AnnData, key: str = KEYS.UNS) -> np.ndarray:
     """Annotation mask of the fit, genes x annotated factors: :func:`spexlvm.get.fit_mask`.
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from ._utils import frame_to_uns, get_factor_names, get_results, store
+from ._utils import frame_to_uns, get_factor_names, get_loadings, get_results, get_scores, store
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -128,8 +128,8 @@ def stability(
         logger.info("stability: fitting seed %d.", seed)
         copy = adata.copy()
         fit(copy, seed=seed, key_added=key, **kwargs)
-        w = np.asarray(copy.varm[f"{key}_loadings"], dtype=np.float64)
-        s = np.asarray(copy.obsm[f"X_{key}"], dtype=np.float64)
+        w = get_loadings(copy, key)
+        s = get_scores(copy, key)
         if w.shape[1] != len(names):
             raise ValueError(
                 f"The refit has {w.shape[1]} factors, the original {len(names)}: pass the "
