@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import KEYS
+from ._keys import _KEYS
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -251,28 +252,10 @@ def stored(adata: AnnData, name: str, *, key: str = KEYS.UNS, tool: str | None =
     return uns[name]
 
 
-#: Entries of ``uns[key]`` that :func:`spexlvm.tl.write_results` writes (tools may not
-#: store under these names).
+#: Entries of ``uns[key]`` that :func:`spexlvm.tl.write_results` and
+#: :func:`spexlvm.tl.project` write (tools may not store under these names).
 _RESERVED = frozenset(
-    {
-        "factor_names",
-        "r2",
-        "r2_total",
-        "n_annotated",
-        "n_sparse",
-        "n_dense",
-        "factor_scale",
-        "gene_mean",
-        "data_scale",
-        "converged",
-        "params",
-        "history",
-        "covariate_names",
-        "covariate_keys",
-        "covariate_levels",
-        "covariate_continuous",
-        "covariate_centre",
-        "r2_covariates",
-        "r2_factors_total",
-    }
+    k.key.split("/", 1)[1]
+    for k in _KEYS
+    if k.where == "uns" and k.key.startswith("{key}/") and "tl.project" in k.written_by
 )
