@@ -234,9 +234,20 @@ def test_key_added_keeps_each_tool_result(fitted):
     assert {"ve_planted", "variance_explained", "af", "gst", "rf", "cs"} <= set(
         adata.uns["spexlvm"]
     )
-    # the plot of the refinement reads the same key
-    ax = spexlvm.pl.refinement(adata, result_key="rf", show=False)
-    assert "tl.refine" in " ".join(t.get_text() for t in ax.get_legend().get_texts()) or ax
+    # the plot of the refinement draws the calls stored under the same key
+    factors = list(rf["factor"].unique()[:3]) or [0]
+    ax = spexlvm.pl.refinement(adata, factors, result_key="rf", show=False)
+    added = np.asarray([p.get_width() for p in ax.containers[1]])
+    expected = [int(((rf["factor"] == f) & (rf["change"] == "added")).sum()) for f in factors]
+    np.testing.assert_array_equal(added, expected)
+    assert "calls of tl.refine" in ax.get_legend().get_title().get_text()
+    with pytest.raises(KeyError, match=r"spexlvm.tl.refine\(adata, .*key_added='nope'"):
+        spexlvm.pl.refinement(adata, result_key="nope", show=False)
+    ax = spexlvm.pl.auroc(adata, "planted", show=False)  # no stored auroc: computed
+    assert ax is not None
+    spexlvm.tl.auroc(adata, "planted", key_added="by_planted")
+    with pytest.raises(ValueError, match="holds the AUROCs by 'planted', not by 'cell_type'"):
+        spexlvm.pl.auroc(adata, "cell_type", result_key="by_planted", show=False)
     plt.close("all")
     with pytest.raises(KeyError, match=r"spexlvm.tl.refine\(adata, .*key_added='nope'"):
         spexlvm.get.refine(adata, result_key="nope")

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import KEYS
+from ..get._results import stored as _stored
 from ._utils import (
     category_colors,
     check_n_top,
@@ -171,6 +172,14 @@ def _auroc_matrix(
     if len(groups) < 2:
         raise ValueError(f"obs[{groupby!r}] needs at least two groups with cells, got {groups}.")
     stored: Any = get_results(adata, key).get(result_key)
+    if result_key != "auroc":  # asked for by name: it must be there, for this groupby
+        stored = _stored(adata, result_key, key=key, tool="auroc")
+        if str(stored.get("groupby", "")) != groupby:
+            raise ValueError(
+                f"adata.uns[{key!r}][{result_key!r}] holds the AUROCs by "
+                f"{str(stored.get('groupby'))!r}, not by {groupby!r}: pass that groupby, or "
+                f"run spexlvm.tl.auroc(adata, {groupby!r}, key_added={result_key!r})."
+            )
     if isinstance(stored, dict) and str(stored.get("groupby", "")) == groupby:
         s_names = [str(n) for n in np.asarray(stored["factor_names"]).reshape(-1)]
         s_groups = [str(g) for g in np.asarray(stored["groups"]).reshape(-1)]

@@ -220,6 +220,8 @@ def gene_status(
     annotated = mask[:, factor] if factor < mask.shape[1] else np.zeros(adata.n_vars, bool)
     status = np.where(annotated, "kept", "other").astype(object)
     stored = get_results(adata, key).get(result_key)
+    if result_key != "refine":  # asked for by name: it must be there
+        stored = _get.stored(adata, result_key, key=key, tool="refine")
     if isinstance(stored, dict) and {"factor", "gene", "change"} <= set(stored):
         rows = np.asarray(stored["factor"]).astype(str) == names[factor]
         pos = {g: i for i, g in enumerate(adata.var_names)}
