@@ -337,3 +337,25 @@ def test_documented_key_table_is_generated(path, written_by):
         f"{path}'s key table is out of date: regenerate it with "
         f"spexlvm.get.key_table_markdown(written_by={written_by})"
     )
+
+
+def test_projected_cells_read_like_a_fit(fitted):
+    """tl.project writes through get: r2 on the new cells, and get / pl read them."""
+    adata, model = fitted
+    new = ad.AnnData(
+        np.array(adata.X[:80], dtype=np.float32),
+        obs=adata.obs.iloc[:80][["planted"]].copy(),
+        var=pd.DataFrame(index=adata.var_names.copy()),
+    )
+    scores = spexlvm.tl.project(model, new)
+    assert new.uns["spexlvm"]["params"]["projected"] is True
+    assert np.isfinite(new.uns["spexlvm"]["r2"]).all()
+    fa = spexlvm.get.factors(new)
+    np.testing.assert_array_equal(fa.X, scores.to_numpy(dtype=np.float32))
+    assert_close_to_scale(
+        model.get_latent_representation(new), scores.to_numpy(), rel=1e-5, what="projected"
+    )
+    ax = spexlvm.pl.variance_explained(new, show=False)
+    heights = sorted((p.get_width() for p in ax.patches), reverse=True)
+    assert heights[0] == pytest.approx(float(np.max(new.uns["spexlvm"]["r2"])), rel=1e-6)
+    plt.close("all")

@@ -11,7 +11,19 @@ import numpy as np
 
 from .._constants import KEYS
 from ..get import _results as _get
-from ..get._names import factor_kinds, resolve_factor, short_name
+from ..get._names import (  # noqa: F401  (names that moved to spexlvm.get; old imports work)
+    _ELLIPSIS,
+    _MAX_LEN,
+    _MERGED_SEP,
+    _PREFIXES,
+    _kind_from_name,
+    _normalise,
+    _truncate,
+    _unique_ints,
+    factor_kinds,
+    resolve_factor,
+    short_name,
+)
 
 if TYPE_CHECKING:
     from anndata import AnnData
