@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import _logging, datasets, pl, pp, tl
+from . import _logging, datasets, get, pl, pp, tl
 from ._model import SpexLVM
 from ._module import AnalyticELBO, SpexLVMModule
 
@@ -22,6 +22,7 @@ __all__ = [
     "SpexLVMModule",
     "__version__",
     "datasets",
+    "get",
     "pl",
     "pp",
     "tl",

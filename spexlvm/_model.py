@@ -7,7 +7,7 @@ import contextvars
 import logging
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -1066,16 +1066,49 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         gene sets, ``get_factors()[spexlvm.tl.factor_name(adata, member)]`` selects it by
         any member's name.
         """
+        adata_ = self._validate_anndata(adata)
+        scores = self.get_latent_representation(adata_, batch_size=batch_size)
+        return pd.DataFrame(scores, index=adata_.obs_names.copy(), columns=self.factor_names)
+
+    @torch.inference_mode()
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | np.ndarray | None = None,
+        batch_size: int | None = None,
+        give_mean: bool = True,
+    ) -> np.ndarray:
+        """The cell scores, cells x factors (scvi-tools' name for :meth:`get_factors`).
+
+        The scores' posterior given the learned loadings and noise is Gaussian and computed
+        exactly (a K x K solve per cell, :meth:`SpexLVMModule.score_posterior`); for the
+        training cells its mean is what :func:`spexlvm.tl.fit` wrote to
+        ``adata.obsm["X_spexlvm"]``, for other cells (same genes) it projects them
+        without retraining.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the same genes as the training data; defaults to it.
+        indices
+            Positions of the cells to return (all when ``None``); every cell is computed.
+        batch_size
+            Cells per minibatch.
+        give_mean
+            The posterior mean; ``False`` draws one sample from the posterior instead.
+
+        Returns
+        -------
+        A float32 array, cells x factors in the order of :attr:`factor_names`
+        (:func:`spexlvm.get.factors` gives them with names, as an AnnData).
+        """
         self._check_if_trained(warn=True)
         adata_ = self._validate_anndata(adata)
         self.module.eval()
-        scores = [
-            self.module.get_scores(x, design).cpu()
-            for x, design in self._batches(adata_, batch_size)
-        ]
-        return pd.DataFrame(
-            torch.cat(scores).numpy(), index=adata_.obs_names.copy(), columns=self.factor_names
-        )
+        score = self.module.get_scores if give_mean else self.module.sample_scores
+        chunks = [score(x, design).cpu() for x, design in self._batches(adata_, batch_size)]
+        out = torch.cat(chunks).numpy()
+        return out if indices is None else out[np.asarray(indices)]
 
     @torch.inference_mode()
     def get_loadings(self) -> pd.DataFrame:

@@ -565,6 +565,16 @@ class SpexLVMModule(PyroBaseModuleClass):
         """Posterior means of the cell scores of a minibatch of raw input (cells x genes)."""
         return self.score_posterior(x, design=design)["means"]
 
+    @auto_move_data
+    def sample_scores(self, x: torch.Tensor, design: torch.Tensor | None = None) -> torch.Tensor:
+        """One draw of the cell scores from their posterior (:meth:`score_posterior`)."""
+        post = self.score_posterior(x, design=design)
+        means, chol = post["means"], torch.linalg.cholesky(post["cov"])
+        eps = torch.randn_like(means)
+        if chol.dim() == 2:  # one covariance shared by the cells
+            return means + eps @ chol.T
+        return means + torch.einsum("bkl,bl->bk", chol, eps)
+
     # ------------------------------------------------------------------ Pyro programs
     def _model(self, x: torch.Tensor, design: torch.Tensor | None = None):
         """Generative model (paper eq. 2-5), as a Pyro program."""

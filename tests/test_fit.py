@@ -186,7 +186,8 @@ def test_copy_leaves_input_untouched(small_data, run_fit, nested_equal):
     gene_sets = _gene_set_dict(adata)
     del adata.varm[MASK_KEY], adata.uns[MASK_KEY]
     before = adata.copy()
-    model = run_fit(adata, gene_sets=gene_sets, copy=True)
+    out = run_fit(adata, gene_sets=gene_sets, copy=True, return_model=True)
+    out, model = out
 
     # the input: nothing added, nothing changed
     assert set(adata.obsm) == set(before.obsm)
@@ -201,10 +202,9 @@ def test_copy_leaves_input_untouched(small_data, run_fit, nested_equal):
     pd.testing.assert_frame_equal(adata.obs, before.obs)
     pd.testing.assert_frame_equal(adata.var, before.var)
 
-    # the copy holds the results
+    # the copy holds the results (scanpy's copy=True: the AnnData is returned)
     assert isinstance(model, spexlvm.SpexLVM)
-    out = model.adata
-    assert out is not adata
+    assert out is model.adata and out is not adata
     assert out.obsm["X_spexlvm"].shape == (adata.n_obs, 6)
     np.testing.assert_array_equal(out.obsm["X_spexlvm"], model.get_factors().to_numpy())
     np.testing.assert_array_equal(out.varm["spexlvm_loadings"], model.get_loadings().to_numpy())

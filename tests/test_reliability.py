@@ -110,9 +110,9 @@ def test_view_is_made_actual_parent_untouched(adata):
 
 def test_view_with_copy(adata):
     view = adata[:150]
-    model = spexlvm.tl.fit(view, copy=True, **FAST)
+    out = spexlvm.tl.fit(view, copy=True, **FAST)
     assert view.is_view and "X_spexlvm" not in view.obsm
-    assert model.adata.obsm["X_spexlvm"].shape == (150, 3)
+    assert out.obsm["X_spexlvm"].shape == (150, 3)
 
 
 # --------------------------------------------------------------------------- identifiers

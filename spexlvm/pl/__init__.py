@@ -15,8 +15,13 @@ factor given by its column index (scanpy's ``components`` are 1-based)::
     k = list(adata.uns["spexlvm"]["factor_names"]).index("REACTOME_TRANSLATION")
     sc.pl.embedding(adata, basis="spexlvm", components=f"{k + 1},{k + 2}", color="bulk_labels")
 
-and ``sc.pl.umap(adata, color=...)`` can show a factor's scores after copying the
-column into ``obs`` (``adata.obs["translation"] = adata.obsm["X_spexlvm"][:, k]``).
+and scanpy's gene plots take factors through :func:`spexlvm.get.factors` (cells x
+factors, factor names as ``var_names``, ``obs`` / ``obsm`` / colours kept)::
+
+    sc.pl.umap(spexlvm.get.factors(adata), color="REACTOME_TRANSLATION")
+    sc.pl.dotplot(spexlvm.get.factors(adata), var_names=names, groupby="bulk_labels")
+
+:func:`spexlvm.get.factors_to_obs` copies chosen factors into ``obs`` (for cellxgene).
 """
 
 from __future__ import annotations

@@ -11,11 +11,13 @@ import numpy as np
 import pandas as pd
 
 from .._constants import KEYS
+from ..get._results import stored as _stored
 from ._utils import (
     category_colors,
     check_n_top,
     factor_names,
     get_results,
+    get_scores,
     resolve_factors,
     unique_labels,
 )
@@ -43,6 +45,7 @@ def auroc(
     annotate: bool | None = None,
     cmap: str = "RdBu_r",
     key: str = KEYS.UNS,
+    result_key: str = "auroc",
     ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | os.PathLike[str] | None = None,
@@ -52,7 +55,7 @@ def auroc(
     The AUROC of a factor for a group is the probability that a random cell of the group
     scores higher than a random other cell: 0.5 no separation, 1 (0) every cell of the
     group scores higher (lower). Values come from :func:`spexlvm.tl.auroc` when it has
-    been run for the same ``groupby`` (``adata.uns[key]["auroc"]``) and cover the asked
+    been run for the same ``groupby`` (``adata.uns[key][result_key]``) and cover the asked
     factors; otherwise they are computed with :func:`sklearn.metrics.roc_auc_score` on
     ``adata.obsm[f"X_{key}"]``. A diverging colour map centred at 0.5 (blue below, red
     above) and, for small heatmaps, the values written in the cells. A strip above the
@@ -75,6 +78,8 @@ def auroc(
         Diverging colour map (``vmin=0``, ``vmax=1``, centre 0.5).
     key
         ``key_added`` given to :func:`spexlvm.tl.fit`.
+    result_key
+        ``key_added`` given to :func:`spexlvm.tl.auroc` (``"auroc"`` by default).
     ax
         Axes to draw into; a new figure when ``None``.
     show
@@ -100,7 +105,7 @@ def auroc(
             f"groupby={groupby!r} is not a column of adata.obs; columns: "
             f"{', '.join(map(repr, adata.obs.columns[:15]))}."
         )
-    matrix, groups, source = _auroc_matrix(adata, groupby, idx, names, key)
+    matrix, groups, source = _auroc_matrix(adata, groupby, idx, names, key, result_key)
 
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
@@ -159,14 +164,22 @@ def _groups(values: pd.Series) -> list[str]:
 
 
 def _auroc_matrix(
-    adata: AnnData, groupby: str, idx: list[int], names: list[str], key: str
+    adata: AnnData, groupby: str, idx: list[int], names: list[str], key: str, result_key: str
 ) -> tuple[np.ndarray, list[str], str]:
     """Factors x groups AUROCs: stored by :func:`spexlvm.tl.auroc` when usable, else computed."""
     values = adata.obs[groupby]
     groups = _groups(values)
     if len(groups) < 2:
         raise ValueError(f"obs[{groupby!r}] needs at least two groups with cells, got {groups}.")
-    stored: Any = get_results(adata, key).get("auroc")
+    stored: Any = get_results(adata, key).get(result_key)
+    if result_key != "auroc":  # asked for by name: it must be there, for this groupby
+        stored = _stored(adata, result_key, key=key, tool="auroc")
+        if str(stored.get("groupby", "")) != groupby:
+            raise ValueError(
+                f"adata.uns[{key!r}][{result_key!r}] holds the AUROCs by "
+                f"{str(stored.get('groupby'))!r}, not by {groupby!r}: pass that groupby, or "
+                f"run spexlvm.tl.auroc(adata, {groupby!r}, key_added={result_key!r})."
+            )
     if isinstance(stored, dict) and str(stored.get("groupby", "")) == groupby:
         s_names = [str(n) for n in np.asarray(stored["factor_names"]).reshape(-1)]
         s_groups = [str(g) for g in np.asarray(stored["groups"]).reshape(-1)]
@@ -179,7 +192,7 @@ def _auroc_matrix(
 
     from sklearn.metrics import roc_auc_score
 
-    scores = np.asarray(adata.obsm[f"X_{key}"], dtype=np.float64)[:, idx]
+    scores = get_scores(adata, key)[:, idx]
     known = values.notna().to_numpy()
     labels = values.astype(str).to_numpy()[known]
     scores = scores[known]

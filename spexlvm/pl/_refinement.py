@@ -41,6 +41,7 @@ def refinement(
     n_top: int = 15,
     threshold: float = ACTIVE_THRESHOLD,
     key: str = KEYS.UNS,
+    result_key: str = "refine",
     ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | os.PathLike[str] | None = None,
@@ -53,7 +54,7 @@ def refinement(
     ``kept + added`` the refined one.
 
     The calls come from :func:`spexlvm.tl.refine` when it has been run
-    (``adata.uns[key]["refine"]``); otherwise a gene is *active* when
+    (``adata.uns[key][result_key]``); otherwise a gene is *active* when
     ``|w| > threshold * max|w|`` of the factor (see :func:`spexlvm.pl.top_loadings`).
 
     Parameters
@@ -69,6 +70,8 @@ def refinement(
         Activity threshold of the fallback rule (fraction of the factor's max ``|w|``).
     key
         ``key_added`` given to :func:`spexlvm.tl.fit`.
+    result_key
+        ``key_added`` given to :func:`spexlvm.tl.refine` (``"refine"`` by default).
     ax
         Axes to draw into; a new figure when ``None``.
     show
@@ -93,7 +96,7 @@ def refinement(
     counts = np.zeros((len(idx), len(_ORDER)), dtype=int)
     source = "threshold"
     for row, k in enumerate(idx):
-        status, source = gene_status(adata, k, key, threshold)
+        status, source = gene_status(adata, k, key, threshold, result_key=result_key)
         counts[row] = [int((status == s).sum()) for s in _ORDER]
     labels = unique_labels([_short_name(names[k]) for k in idx])
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import KEYS
-from ._utils import NA_COLOR, category_colors, factor_names, resolve_factor
+from ._utils import NA_COLOR, category_colors, factor_names, get_scores, resolve_factor
 from ._utils import save_or_show as _save_or_show
 from ._utils import short_name as _short_name
 
@@ -83,19 +83,8 @@ def scatter(
     ...     color="bulk_labels",
     ... )
     """
-    obsm_key = f"X_{key}"
-    if obsm_key not in adata.obsm:
-        raise KeyError(
-            f"adata.obsm[{obsm_key!r}] not found: fit the model first with "
-            f"spexlvm.tl.fit(adata, gene_sets, key_added={key!r})."
-        )
     names = factor_names(adata, key)
-    scores = np.asarray(adata.obsm[obsm_key])
-    if scores.ndim != 2 or scores.shape[1] != len(names):
-        raise ValueError(
-            f"adata.obsm[{obsm_key!r}] has shape {scores.shape} but adata.uns[{key!r}] names "
-            f"{len(names)} factors."
-        )
+    scores = get_scores(adata, key)
     ix, iy = resolve_factor(adata, x, key), resolve_factor(adata, y, key)
     sx, sy = scores[:, ix], scores[:, iy]
 

@@ -42,6 +42,7 @@ def top_loadings(
     gene_symbols: str | None = None,
     threshold: float = ACTIVE_THRESHOLD,
     key: str = KEYS.UNS,
+    result_key: str = "refine",
     ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | os.PathLike[str] | None = None,
@@ -61,7 +62,7 @@ def top_loadings(
     are drawn as hollow vermillion circles at their (small) loadings.
 
     The calls come from :func:`spexlvm.tl.refine` when it has been run
-    (``adata.uns[key]["refine"]``); otherwise a gene is *active* when
+    (``adata.uns[key][result_key]``); otherwise a gene is *active* when
     ``|w| > threshold * max|w|`` of the factor.
 
     Parameters
@@ -83,6 +84,8 @@ def top_loadings(
         Activity threshold of the fallback rule (fraction of the factor's max ``|w|``).
     key
         ``key_added`` given to :func:`spexlvm.tl.fit`.
+    result_key
+        ``key_added`` given to :func:`spexlvm.tl.refine` (``"refine"`` by default).
     ax
         Axes to draw into; a new figure when ``None``.
     show
@@ -109,7 +112,7 @@ def top_loadings(
     names = factor_names(adata, key)
     k = resolve_factor(adata, factor, key)
     w = get_loadings(adata, key)[:, k]
-    status, source = gene_status(adata, k, key, threshold)
+    status, source = gene_status(adata, k, key, threshold, result_key=result_key)
     if gene_symbols is None:
         genes = np.asarray(adata.var_names, dtype=str)
     elif gene_symbols in adata.var.columns:
@@ -120,7 +123,7 @@ def top_loadings(
     top = np.argsort(-np.abs(w), kind="stable")[:n_top]
     removed_all = np.setdiff1d(np.flatnonzero(status == "removed"), top)
     if source == "refine":
-        prob = _refine_probability(results, names[k], genes, adata)
+        prob = _refine_probability(results[result_key], names[k], genes, adata)
         removed_all = removed_all[np.argsort(-prob[removed_all], kind="stable")]
     else:
         removed_all = removed_all[np.argsort(np.abs(w[removed_all]), kind="stable")]
@@ -215,10 +218,9 @@ def top_loadings(
     )
 
 
-def _refine_probability(results, factor_name, genes, adata) -> np.ndarray:
+def _refine_probability(stored, factor_name, genes, adata) -> np.ndarray:
     """Probability of the change stored by :func:`spexlvm.tl.refine`, per gene (else 0)."""
     out = np.zeros(adata.n_vars)
-    stored = results["refine"]
     if "probability" not in stored:
         return out
     rows = np.asarray(stored["factor"]).astype(str) == factor_name

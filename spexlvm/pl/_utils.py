@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._constants import DENSE_PREFIX, KEYS, SPARSE_PREFIX
-from ..pp._gene_sets import MERGED_SEP as _MERGED_SEP
+from .._constants import KEYS
+from ..get import _results as _get
+from ..get._names import (  # noqa: F401  (names that moved to spexlvm.get; old imports work)
+    _ELLIPSIS,
+    _MAX_LEN,
+    _MERGED_SEP,
+    _PREFIXES,
+    _kind_from_name,
+    _normalise,
+    _truncate,
+    _unique_ints,
+    factor_kinds,
+    resolve_factor,
+    short_name,
+)
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -22,22 +33,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["short_name"]
-
-#: Collection prefixes stripped from gene-set names for display (MSigDB style).
-_PREFIXES = (
-    "REACTOME_",
-    "HALLMARK_",
-    "KEGG_",
-    "BIOCARTA_",
-    "PID_",
-    "WP_",
-    "GOBP_",
-    "GOCC_",
-    "GOMF_",
-)
-#: Default length of a shortened name, ellipsis included.
-_MAX_LEN = 40
-_ELLIPSIS = "…"
 
 #: Okabe & Ito (2008) colour-blind-safe palette, black dropped.
 OKABE_ITO = (
@@ -68,171 +63,15 @@ KIND_LABELS = {
 NA_COLOR = "#D3D3D3"
 
 
-def short_name(name: str, max_len: int | None = _MAX_LEN) -> str:
-    """Readable short form of a factor or gene-set name, for plot labels.
-
-    Strips a collection prefix (``REACTOME_``, ``HALLMARK_``, ``KEGG_``, ...), replaces
-    underscores with spaces and truncates to ``max_len`` characters with an ellipsis.
-    Unannotated factors (``sparse_1``, ``dense_1``) keep their names; a merged factor
-    (``"REACTOME_A + REACTOME_B"``, see :func:`spexlvm.pp.add_gene_sets`) has every
-    member shortened (``"A + B"``). The full name stays
-    in ``adata.uns["spexlvm"]["factor_names"]``, and :func:`spexlvm.pl.scatter` accepts
-    either form.
-
-    Parameters
-    ----------
-    name
-        Factor name, e.g. ``"REACTOME_MHC_CLASS_II_ANTIGEN_PRESENTATION"``.
-    max_len
-        Maximum length of the result, ellipsis included; ``None``: no truncation.
-
-    Returns
-    -------
-    The short name, e.g. ``"MHC CLASS II ANTIGEN PRESENTATION"``.
-
-    Examples
-    --------
-    >>> short_name("HALLMARK_G2M_CHECKPOINT")
-    'G2M CHECKPOINT'
-    >>> short_name("REACTOME_RESPIRATORY_ELECTRON_TRANSPORT_ATP_SYNTHESIS_BY_CHEMIOSMOSIS")
-    'RESPIRATORY ELECTRON TRANSPORT ATP…'
-    """
-    name = str(name)
-    if _kind_from_name(name) != "annotated":
-        return name
-    if _MERGED_SEP in name:  # a merged factor: every member shortened
-        parts = [short_name(p, max_len=None) for p in name.split(_MERGED_SEP)]
-        return _truncate(_MERGED_SEP.join(parts), max_len)
-    upper = name.upper()
-    for prefix in _PREFIXES:
-        if upper.startswith(prefix) and len(name) > len(prefix):
-            name = name[len(prefix) :]
-            break
-    name = re.sub(r"\s+", " ", name.replace("_", " ")).strip()
-    return _truncate(name, max_len)
-
-
-def _truncate(name: str, max_len: int | None) -> str:
-    """``name`` cut to ``max_len`` characters with an ellipsis, on a word when cheap."""
-    if max_len is not None and len(name) > max_len:
-        cut = name[: max(max_len - 1, 1)]
-        space = cut.rfind(" ")
-        if name[len(cut)] != " " and space >= max_len // 2:
-            cut = cut[:space]  # end on a whole word when that loses little
-        name = cut.rstrip() + _ELLIPSIS
-    return name
-
-
-def _kind_from_name(name: str) -> str:
-    """``"sparse"``, ``"dense"`` or ``"annotated"``, from the name alone."""
-    for prefix, kind in ((SPARSE_PREFIX, "sparse"), (DENSE_PREFIX, "dense")):
-        rest = name[len(prefix) :]
-        if name.startswith(prefix) and rest.isdigit():
-            return kind
-    return "annotated"
-
-
-def _normalise(name: str) -> str:
-    """Key for lenient name matching: short form, lower case, no truncation."""
-    return re.sub(r"[\s_]+", " ", short_name(name, max_len=None)).strip().lower()
-
-
 def get_results(adata: AnnData, key: str = KEYS.UNS) -> dict[str, Any]:
-    """``adata.uns[key]`` written by :func:`spexlvm.tl.fit`, with a clear error if missing."""
-    if key not in adata.uns:
-        raise KeyError(
-            f"adata.uns[{key!r}] not found: fit the model first with "
-            f"spexlvm.tl.fit(adata, gene_sets, key_added={key!r})."
-        )
-    results = adata.uns[key]
-    for field in ("factor_names", "r2"):
-        if field not in results:
-            raise KeyError(
-                f"adata.uns[{key!r}] has no {field!r}; rerun spexlvm.tl.fit or "
-                "spexlvm.tl.write_results."
-            )
-    return results
+    """``adata.uns[key]`` written by :func:`spexlvm.tl.fit` (:func:`spexlvm.get.results`)."""
+    return _get.results(adata, key, required=("factor_names", "r2"))
 
 
 def factor_names(adata: AnnData, key: str = KEYS.UNS) -> list[str]:
-    """Factor names stored by :func:`spexlvm.tl.fit`, as a list of str."""
-    return [str(n) for n in np.asarray(get_results(adata, key)["factor_names"]).reshape(-1)]
-
-
-def factor_kinds(adata: AnnData, key: str = KEYS.UNS) -> list[str]:
-    """``"annotated"``, ``"sparse"`` or ``"dense"`` per factor, in factor order."""
-    results = get_results(adata, key)
-    names = factor_names(adata, key)
-    n_annotated = results.get("n_annotated")
-    n_sparse = results.get("n_sparse")
-    if n_annotated is None or n_sparse is None:
-        return [_kind_from_name(n) for n in names]
-    n_annotated, n_sparse = int(n_annotated), int(n_sparse)
-    return [
-        "annotated" if i < n_annotated else "sparse" if i < n_annotated + n_sparse else "dense"
-        for i in range(len(names))
-    ]
-
-
-def resolve_factor(adata: AnnData, factor: str | int, key: str = KEYS.UNS) -> int:
-    """Column index of a factor given by full name, short name, member name or position.
-
-    Matching order: the exact full name; the exact name of a gene set merged into a factor
-    (:func:`spexlvm.pp.add_gene_sets` with ``nested="merge"`` or ``"resolve"``; the
-    factor is named after all its members); then both compared leniently (collection
-    prefix optional, underscores or spaces, any case; a shortened name with its ellipsis
-    works too). An unknown or ambiguous name raises a :class:`KeyError` listing the
-    closest factor names.
-    """
-    from ..tl._utils import factor_aliases, get_factor_names
-
-    names = [str(n) for n in get_factor_names(adata, key)]  # needs no other result
-    if isinstance(factor, int | np.integer) and not isinstance(factor, bool):
-        if not -len(names) <= factor < len(names):
-            raise IndexError(f"Factor index {factor} out of range for {len(names)} factors.")
-        return int(factor) % len(names)
-    factor = str(factor)
-    if factor in names:
-        return names.index(factor)
-    aliases = factor_aliases(adata, key)
-    if factor in aliases:
-        return names.index(aliases[factor])
-
-    query = factor.strip()
-    truncated = query.endswith(_ELLIPSIS) or query.endswith("...")
-    query = _normalise(query.removesuffix(_ELLIPSIS).removesuffix("..."))
-    # candidates: every factor name, then every member name of a merged factor
-    candidates = [(_normalise(n), i) for i, n in enumerate(names)]
-    candidates += [(_normalise(m), names.index(f)) for m, f in aliases.items()]
-    hits = _unique_ints(
-        i for n, i in candidates if n == query or (truncated and query and n.startswith(query))
-    )
-    if len(hits) == 1:
-        return hits[0]
-    if len(hits) > 1:
-        raise KeyError(
-            f"Factor {factor!r} is ambiguous in adata.uns[{key!r}]['factor_names']; "
-            f"it matches {', '.join(repr(names[i]) for i in hits[:10])}. Give the full name."
-        )
-
-    normalised = [n for n, _ in candidates]
-    close = difflib.get_close_matches(query, normalised, n=5, cutoff=0.5)
-    close_idx = _unique_ints(candidates[normalised.index(c)][1] for c in close)
-    if query:
-        close_idx += _unique_ints(i for n, i in candidates if query in n and i not in close_idx)
-    if close_idx:
-        hint = "Close matches: " + ", ".join(repr(names[i]) for i in close_idx[:8]) + "."
-    else:
-        hint = "Names start with: " + ", ".join(repr(n) for n in names[:5]) + "."
-    raise KeyError(
-        f"Factor {factor!r} not found among the {len(names)} factors in "
-        f"adata.uns[{key!r}]['factor_names']. {hint}"
-    )
-
-
-def _unique_ints(values: Any) -> list[int]:
-    """De-duplicated ints, first occurrence's order."""
-    return list(dict.fromkeys(int(v) for v in values))
+    """Factor names stored by :func:`spexlvm.tl.fit` (:func:`spexlvm.get.factor_names`)."""
+    get_results(adata, key)
+    return _get.factor_names(adata, key)
 
 
 def category_colors(adata: AnnData, column: str, categories: list[str]) -> list[str]:
@@ -344,37 +183,27 @@ ACTIVE_THRESHOLD = 0.1
 
 def get_loadings(adata: AnnData, key: str = KEYS.UNS) -> np.ndarray:
     """Loadings ``adata.varm[f"{key}_loadings"]`` (genes x factors) as a float array."""
-    varm_key = f"{key}_loadings"
-    if varm_key not in adata.varm:
-        raise KeyError(
-            f"adata.varm[{varm_key!r}] not found: fit the model first with "
-            f"spexlvm.tl.fit(adata, gene_sets, key_added={key!r})."
-        )
-    loadings = np.asarray(adata.varm[varm_key], dtype=np.float64)
+    return _get.loadings_array(adata, key)
+
+
+def get_scores(adata: AnnData, key: str = KEYS.UNS) -> np.ndarray:
+    """Factor scores ``adata.obsm[f"X_{key}"]`` (cells x factors) as a float array."""
+    scores = _get.scores(adata, key)
     n = len(factor_names(adata, key))
-    if loadings.ndim != 2 or loadings.shape[1] != n:
+    if scores.ndim != 2 or scores.shape[1] != n:
         raise ValueError(
-            f"adata.varm[{varm_key!r}] has shape {loadings.shape} but adata.uns[{key!r}] "
-            f"names {n} factors."
+            f"adata.obsm[{_get.scores_key(key)!r}] has shape {scores.shape} but "
+            f"adata.uns[{key!r}] names {n} factors."
         )
-    return loadings
+    return scores
 
 
 def get_mask(adata: AnnData, key: str = KEYS.UNS) -> np.ndarray:
-    """Annotation mask of the fit (genes x annotated factors, bool).
+    """Annotation mask of the fit, genes x annotated factors: :func:`spexlvm.get.fit_mask`.
 
-    The membership mask of :func:`spexlvm.pp.factor_membership` (the one mask that the
-    model and :mod:`spexlvm.tl` use), read from ``adata.varm[mask_key]`` with the
-    ``mask_key`` recorded in ``adata.uns[key]["params"]`` (default ``"spexlvm_mask"``).
+    Deprecated name (it is not :func:`spexlvm.pp.get_mask`); kept for old imports.
     """
-    params = get_results(adata, key).get("params", {}) or {}
-    mask_key = str(params.get("mask_key", KEYS.MASK))
-    if mask_key not in adata.varm:
-        raise KeyError(
-            f"adata.varm[{mask_key!r}] (the gene-set annotation) not found; it is written by "
-            "spexlvm.pp.add_gene_sets / spexlvm.tl.fit."
-        )
-    return np.asarray(adata.varm[mask_key]).astype(bool)
+    return _get.fit_mask(adata, key)
 
 
 def gene_status(
@@ -382,10 +211,12 @@ def gene_status(
     factor: int,
     key: str = KEYS.UNS,
     threshold: float = ACTIVE_THRESHOLD,
+    *,
+    result_key: str = "refine",
 ) -> tuple[np.ndarray, str]:
     """Status of every gene in one factor: ``"kept"``, ``"added"``, ``"removed"``, ``"other"``.
 
-    When :func:`spexlvm.tl.refine` has stored its calls in ``adata.uns[key]["refine"]``,
+    When :func:`spexlvm.tl.refine` has stored its calls in ``adata.uns[key][result_key]``,
     those are used (genes it added / removed; the rest of the annotated genes are kept).
     Otherwise a simple rule on the posterior means: a gene is *active* when
     ``|w| > threshold * max|w|`` of the factor; *added* = active and not annotated,
@@ -397,10 +228,12 @@ def gene_status(
     A str array over ``adata.var_names`` and the source, ``"refine"`` or ``"threshold"``.
     """
     names = factor_names(adata, key)
-    mask = get_mask(adata, key)
+    mask = _get.fit_mask(adata, key)
     annotated = mask[:, factor] if factor < mask.shape[1] else np.zeros(adata.n_vars, bool)
     status = np.where(annotated, "kept", "other").astype(object)
-    stored = get_results(adata, key).get("refine")
+    stored = get_results(adata, key).get(result_key)
+    if result_key != "refine":  # asked for by name: it must be there
+        stored = _get.stored(adata, result_key, key=key, tool="refine")
     if isinstance(stored, dict) and {"factor", "gene", "change"} <= set(stored):
         rows = np.asarray(stored["factor"]).astype(str) == names[factor]
         pos = {g: i for i, g in enumerate(adata.var_names)}

@@ -20,6 +20,7 @@ from ._utils import (
     factor_names,
     get_loadings,
     get_results,
+    get_scores,
     unique_labels,
 )
 from ._utils import save_or_show as _save_or_show
@@ -167,7 +168,7 @@ def r2_by_group(
     layer = str((results.get("params") or {}).get("layer") or "") or None
     data = adata.layers[layer] if layer is not None else adata.X
     mean = np.asarray(results["gene_mean"], dtype=np.float64).reshape(1, -1)
-    scores = np.asarray(adata.obsm[f"X_{key}"], dtype=np.float64)[:, list(factors)]
+    scores = get_scores(adata, key)[:, list(factors)]
     w = get_loadings(adata, key)[:, list(factors)]
     values = adata.obs[groupby]
     present = {str(v) for v in values.dropna()}

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control, mannwhitneyu
 
+from ..get._names import resolve_factor
 from ._utils import get_factor_names, get_scores, group_labels, store
 
 if TYPE_CHECKING:
@@ -22,8 +23,6 @@ __all__ = ["auroc"]
 
 def _select_factors(adata: AnnData, factors: Sequence[str | int] | None, key: str) -> np.ndarray:
     """Indices of the requested factors (names, short or member names, or positions)."""
-    from ..pl._utils import resolve_factor
-
     if factors is None:
         return np.arange(len(get_factor_names(adata, key)))
     if isinstance(factors, str | int | np.integer):
@@ -36,6 +35,7 @@ def auroc(
     groupby: str,
     *,
     key: str = "spexlvm",
+    key_added: str = "auroc",
     factors: Sequence[str | int] | None = None,
 ) -> pd.DataFrame:
     """AUROC of each factor's scores for each group of cells (one group vs the rest).
@@ -56,6 +56,9 @@ def auroc(
         ``obs`` column with the groups (cells with a missing label are left out).
     key
         Key of the fit.
+    key_added
+        Name of the stored result: ``adata.uns[key][key_added]``; a second call with
+        another name keeps the first (read it with :func:`spexlvm.get.auroc`).
     factors
         Factors to test: full names, short names, names of gene sets merged into a factor
         (see :func:`spexlvm.tl.factor_name`) or positions; defaults to all.
@@ -64,7 +67,7 @@ def auroc(
     -------
     A tidy long DataFrame, one row per factor and group: ``factor``, ``group``,
     ``auroc``, ``pval``, ``pval_adj``. An h5ad-safe wide copy goes to
-    ``adata.uns[key]["auroc"]``: ``groupby``, ``factor_names``, ``groups`` and the
+    ``adata.uns[key][key_added]``: ``groupby``, ``factor_names``, ``groups`` and the
     factors x groups arrays ``auroc``, ``pval``, ``pval_adj``.
     """
     names = get_factor_names(adata, key)
@@ -102,7 +105,7 @@ def auroc(
     store(
         adata,
         key,
-        "auroc",
+        key_added,
         {
             "groupby": str(groupby),
             "factor_names": np.asarray(fnames, dtype=str),

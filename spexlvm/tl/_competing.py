@@ -38,6 +38,7 @@ def competing_sets(
     adata: AnnData,
     *,
     key: str = "spexlvm",
+    key_added: str = "competing_sets",
     threshold: float = 0.1,
     min_jaccard: float = 0.1,
     min_r2: float = 1e-3,
@@ -60,6 +61,9 @@ def competing_sets(
         AnnData fitted by :func:`spexlvm.tl.fit`.
     key
         Key of the fit.
+    key_added
+        Name of the stored result: ``adata.uns[key][key_added]``; a second call with
+        another name keeps the first (read it with :func:`spexlvm.get.competing_sets`).
     threshold
         Top genes of a factor: ``|loading|`` at least this fraction of its largest.
     min_jaccard
@@ -77,7 +81,7 @@ def competing_sets(
     top genes of both), ``jaccard_top``, ``share_a`` (fraction of the squared loadings on
     the shared annotated genes that ``factor_a`` carries), ``r2_a``, ``r2_b`` and
     ``score_corr`` (correlation of the two factors' cell scores). An h5ad-safe copy goes
-    to ``adata.uns[key]["competing_sets"]`` (with the settings).
+    to ``adata.uns[key][key_added]`` (with the settings).
 
     Examples
     --------
@@ -94,7 +98,7 @@ def competing_sets(
     )
     stored = frame_to_uns(df, index=None)
     stored.update(threshold=float(threshold), min_jaccard=float(min_jaccard), min_r2=float(min_r2))
-    store(adata, key, "competing_sets", stored)
+    store(adata, key, key_added, stored)
     if len(df):
         logger.info(
             "%d pair(s) of gene-set factors competed for the same genes (top-gene Jaccard "

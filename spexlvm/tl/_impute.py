@@ -37,6 +37,7 @@ def impute(
     adata: AnnData,
     *,
     key: str = "spexlvm",
+    key_added: str = "impute",
     layer: str | None = None,
     layer_added: str = "spexlvm_imputed",
 ) -> pd.DataFrame:
@@ -55,6 +56,9 @@ def impute(
         AnnData fitted by :func:`spexlvm.tl.fit`.
     key
         Key of the fit.
+    key_added
+        Name of the stored result: ``adata.uns[key][key_added]``; a second call with
+        another name keeps the first (read it with :func:`spexlvm.get.impute`).
     layer
         Layer to complete; defaults to the layer the fit used (``X`` if none).
     layer_added
@@ -63,7 +67,7 @@ def impute(
     Returns
     -------
     One row per gene (index: ``var_names``): ``n_missing``, the number of entries filled.
-    An h5ad-safe summary goes to ``adata.uns[key]["impute"]``: ``layer_added``,
+    An h5ad-safe summary goes to ``adata.uns[key][key_added]``: ``layer_added``,
     ``n_missing`` (per gene) and ``n_missing_total``.
     """
     scores = get_scores(adata, key)
@@ -104,7 +108,7 @@ def impute(
     store(
         adata,
         key,
-        "impute",
+        key_added,
         {
             "layer_added": str(layer_added),
             "n_missing": n_missing,

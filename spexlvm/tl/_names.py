@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._utils import get_factor_names
+from ..get._names import factor_name as _factor_name
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -54,6 +54,4 @@ def factor_name(adata: AnnData, name: str | int, *, key: str = "spexlvm") -> str
     'REACTOME_INNATE_IMMUNE_SYSTEM + REACTOME_NEUTROPHIL_DEGRANULATION'
     >>> model.get_factors()[name]  # doctest: +SKIP
     """
-    from ..pl._utils import resolve_factor
-
-    return str(get_factor_names(adata, key)[resolve_factor(adata, name, key)])
+    return _factor_name(adata, name, key=key)

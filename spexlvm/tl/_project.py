@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from ._fit import _write_results  # one writer for fitted and projected cells
-from ._utils import frame_to_uns
+from ..get._write import write_projection  # one writer for fitted and projected cells
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -82,10 +81,6 @@ def project(
         When the genes do not match the model's (the missing genes are named).
     """
     _check_genes(model, adata_new)
-    scores = _write_results(model, adata_new, key_added=key, batch_size=batch_size)
-    uns = adata_new.uns[key]
-    summary = scores.describe().T[["mean", "std"]]
-    uns["project"] = frame_to_uns(summary, index="factor")
-    uns["project"]["n_obs"] = int(adata_new.n_obs)
+    scores = write_projection(model, adata_new, key_added=key, batch_size=batch_size)
     logger.info("Projected %d cells onto %d factors.", adata_new.n_obs, scores.shape[1])
     return scores

@@ -37,6 +37,7 @@ def active_factors(
     adata: AnnData,
     *,
     key: str = "spexlvm",
+    key_added: str = "active_factors",
     alpha: float = 0.05,
     min_set_genes: float = MIN_SET_GENES,
     min_effect_genes: int = MIN_EFFECT_GENES,
@@ -84,6 +85,9 @@ def active_factors(
         AnnData fitted by :func:`spexlvm.tl.fit` (with the data it was fitted on).
     key
         Key of the fit.
+    key_added
+        Name of the stored result: ``adata.uns[key][key_added]``; a second call with
+        another name keeps the first (read it with :func:`spexlvm.get.active_factors`).
     alpha
         Level of the decoy comparison (with decoys).
     min_set_genes
@@ -109,7 +113,7 @@ def active_factors(
     ``"explains < min_set_genes of its set"``, ``"< min_effect_genes genes with an
     effect"`` or ``"explains < min_r2"``), and ``n_effect`` (genes of the set with an
     effect; annotated factors, else 0). An h5ad-safe
-    copy goes to ``adata.uns[key]["active_factors"]`` (with the settings and ``null``:
+    copy goes to ``adata.uns[key][key_added]`` (with the settings and ``null``:
     ``"decoys"`` or ``"threshold"``).
     """
     if min_r2 < 0 or min_scale < 0 or min_set_genes < 0 or min_effect_genes < 0:
@@ -185,7 +189,7 @@ def active_factors(
         min_scale=float(min_scale),
         null=null,
     )
-    store(adata, key, "active_factors", stored)
+    store(adata, key, key_added, stored)
     logger.info(
         "%d of %d factors active (annotated factors against %s).",
         int(df["active"].sum()),

@@ -92,6 +92,7 @@ def refine(
     adata: AnnData,
     *,
     key: str = "spexlvm",
+    key_added: str = "refine",
     min_gene_r2: float = MIN_GENE_R2,
     fdr: float = 0.05,
     min_prob: float = 0.5,
@@ -125,6 +126,9 @@ def refine(
         AnnData fitted by :func:`spexlvm.tl.fit` (with the data it was fitted on).
     key
         Key of the fit.
+    key_added
+        Name of the stored result: ``adata.uns[key][key_added]``; a second call with
+        another name keeps the first (read it with :func:`spexlvm.get.refine`).
     min_gene_r2
         Smallest share of a gene's variance that counts as an effect (0.05: the factor
         explains 5% of the gene's variance; set a priori: a factor fitted to noise
@@ -148,7 +152,7 @@ def refine(
     or ``"removed"``), ``probability`` (posterior probability of the change) and
     ``loading`` (posterior mean), sorted by factor, change and decreasing probability.
     An h5ad-safe copy (dict of arrays, with the settings) goes to
-    ``adata.uns[key]["refine"]``.
+    ``adata.uns[key][key_added]``.
     """
     if threshold is not None:
         if not 0.0 <= threshold < 1.0:
@@ -216,7 +220,7 @@ def refine(
     )
     if threshold is not None:  # the deprecated relative rule
         stored["threshold"] = float(threshold)
-    store(adata, key, "refine", stored)
+    store(adata, key, key_added, stored)
     logger.info(
         "Refined %d gene sets (%d switched off, no calls): %d genes added, %d removed.",
         int(keep.sum()),

@@ -27,6 +27,7 @@ def gene_set_test(
     adata: AnnData,
     *,
     key: str = "spexlvm",
+    key_added: str = "gene_set_test",
     absolute: bool = True,
 ) -> pd.DataFrame:
     """Test whether each annotated factor is driven by its own gene set (competitive).
@@ -60,6 +61,9 @@ def gene_set_test(
         AnnData fitted by :func:`spexlvm.tl.fit` (with the data it was fitted on).
     key
         Key of the fit.
+    key_added
+        Name of the stored result: ``adata.uns[key][key_added]``; a second call with
+        another name keeps the first (read it with :func:`spexlvm.get.gene_set_test`).
     absolute
         Kept for compatibility: the statistics use absolute loadings (genes going down
         count as well as genes going up); ``False`` is no longer supported.
@@ -70,7 +74,7 @@ def gene_set_test(
     ``decoy`` (bool), ``r2_set``, ``mean_in``, ``mean_out`` (mean standardised absolute
     loading on / off the set), ``t`` (the correlation-adjusted statistic), ``pval``,
     ``pval_adj`` and ``null`` (``"decoys"`` or ``"camera"``). An h5ad-safe copy goes to
-    ``adata.uns[key]["gene_set_test"]``.
+    ``adata.uns[key][key_added]``.
     """
     if not absolute:
         raise ValueError(
@@ -118,7 +122,7 @@ def gene_set_test(
     )
     stored = frame_to_uns(df, index="factor")
     stored["absolute"] = True
-    store(adata, key, "gene_set_test", stored)
+    store(adata, key, key_added, stored)
     logger.info(
         "%d of %d factors significant for their gene set (BH 0.05, null: %s).",
         int((pval_adj < 0.05).sum()),

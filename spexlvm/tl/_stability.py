@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from ._utils import frame_to_uns, get_factor_names, get_results, store
+from ._utils import frame_to_uns, get_factor_names, get_loadings, get_results, get_scores, store
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -63,6 +63,7 @@ def stability(
     *,
     seeds: Sequence[int] = (0, 1, 2),
     key: str = "spexlvm",
+    key_added: str = "stability",
     **fit_kwargs: Any,
 ) -> pd.DataFrame:
     """Refit the model with several seeds and report how reproducible each factor is.
@@ -84,6 +85,9 @@ def stability(
         At least two seeds.
     key
         Key of the fit.
+    key_added
+        Name of the stored result: ``adata.uns[key][key_added]``; a second call with
+        another name keeps the first (read it with :func:`spexlvm.get.stability`).
     **fit_kwargs
         Further arguments of :func:`spexlvm.tl.fit` (e.g. ``max_epochs``).
 
@@ -92,7 +96,7 @@ def stability(
     One row per factor (index: factor name): ``loadings_corr_mean``,
     ``loadings_corr_min``, ``scores_corr_mean`` and ``scores_corr_min`` over the pairs of
     seeds. Values near 1 mark factors to trust. An h5ad-safe copy (with ``seeds``) goes
-    to ``adata.uns[key]["stability"]``.
+    to ``adata.uns[key][key_added]``.
     """
     from ._fit import fit
 
@@ -124,8 +128,8 @@ def stability(
         logger.info("stability: fitting seed %d.", seed)
         copy = adata.copy()
         fit(copy, seed=seed, key_added=key, **kwargs)
-        w = np.asarray(copy.varm[f"{key}_loadings"], dtype=np.float64)
-        s = np.asarray(copy.obsm[f"X_{key}"], dtype=np.float64)
+        w = get_loadings(copy, key)
+        s = get_scores(copy, key)
         if w.shape[1] != len(names):
             raise ValueError(
                 f"The refit has {w.shape[1]} factors, the original {len(names)}: pass the "
@@ -151,7 +155,7 @@ def stability(
     )
     stored = frame_to_uns(df, index="factor")
     stored["seeds"] = np.asarray(seeds, dtype=np.int64)
-    store(adata, key, "stability", stored)
+    store(adata, key, key_added, stored)
     logger.info(
         "stability over %d seeds: %d of %d factors with min loadings correlation >= 0.9.",
         len(seeds),

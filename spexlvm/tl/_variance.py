@@ -75,6 +75,7 @@ def variance_explained(
     groupby: str | None = None,
     *,
     key: str = "spexlvm",
+    key_added: str = "variance_explained",
     layer: str | None = None,
     chunk_size: int | None = None,
 ) -> pd.DataFrame:
@@ -97,6 +98,9 @@ def variance_explained(
         Optional ``obs`` column: R² per factor within each of its groups, too.
     key
         Key of the fit (``key_added`` of :func:`spexlvm.tl.fit`).
+    key_added
+        Name of the stored result: ``adata.uns[key][key_added]``; a second call with
+        another name keeps the first (read it with :func:`spexlvm.get.variance_explained`).
     layer
         Layer to read; defaults to the layer the fit used.
     chunk_size
@@ -107,7 +111,7 @@ def variance_explained(
     One row per factor (index: factor name), ranked by R², largest first: ``r2``,
     ``rank`` (1 = largest) and, with ``groupby``, one column ``r2_<group>`` per group.
     ``attrs["total"]`` holds the total R², ``attrs["total_by_group"]`` the total per group.
-    An h5ad-safe copy goes to ``adata.uns[key]["variance_explained"]``: ``factor_names``,
+    An h5ad-safe copy goes to ``adata.uns[key][key_added]``: ``factor_names``,
     ``r2``, ``rank`` (in the fit's factor order), ``r2_total`` and, with ``groupby``,
     ``groupby``, ``groups``, ``r2_by_group`` (groups x factors), ``r2_total_by_group``.
 
@@ -182,6 +186,6 @@ def variance_explained(
         )
     df.attrs["total"] = float(r2_total)
     df = df.sort_values("rank")
-    store(adata, key, "variance_explained", stored)
+    store(adata, key, key_added, stored)
     logger.info("Total R2 %.3f; top factor %s (R2 %.3f).", r2_total, df.index[0], df["r2"].iloc[0])
     return df
