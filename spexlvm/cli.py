@@ -154,10 +154,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-genes", type=int, default=1, help="Drop gene sets with fewer genes found."
     )
     fit.add_argument("--max-genes", type=int, help="Drop gene sets with more genes found.")
-    fit.add_argument(
+    case = fit.add_mutually_exclusive_group()
+    case.add_argument(
         "--case-insensitive",
-        action="store_true",
-        help="Match gene names ignoring case (e.g. mouse genes against human sets).",
+        dest="case_sensitive",
+        action="store_const",
+        const=False,
+        help=(
+            "Match gene names ignoring case (e.g. mouse genes against human sets). Default: "
+            "automatic, ignoring case (with a warning) when that finds many more genes."
+        ),
+    )
+    case.add_argument(
+        "--case-sensitive",
+        dest="case_sensitive",
+        action="store_const",
+        const=True,
+        help="Match gene names exactly (turns the automatic choice off).",
     )
     fit.add_argument(
         "--gene-symbols",
@@ -439,7 +452,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                 min_genes=args.min_genes,
                 max_genes=args.max_genes,
                 gene_symbols=args.gene_symbols,
-                case_sensitive=not args.case_insensitive,
+                case_sensitive=args.case_sensitive,
                 nested=args.nested,
             )
         except (KeyError, ValueError, TypeError) as err:

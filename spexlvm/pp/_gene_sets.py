@@ -42,6 +42,13 @@ NESTED_CONTAINMENT = 0.8
 MERGE_FRACTION = 0.5
 #: Suffix of the ``varm`` key of the prior mask (the annotation after nested sets).
 PRIOR_SUFFIX = "_prior"
+#: Suffix of the ``varm`` key of the signs of a signed network (``weight`` column).
+SIGNS_SUFFIX = "_signs"
+#: ``case_sensitive=None`` matches ignoring case when that finds at least this many times
+#: as many distinct set genes as exact matching ...
+CASE_AUTO_RATIO = 2.0
+#: ... and at least this many more (or all of them, when exact matching finds none).
+CASE_AUTO_MIN_EXTRA = 10
 
 #: Accepted (set, gene) column pairs of a long DataFrame, tried in this order.
 _LONG_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -341,6 +348,36 @@ def _match(
     return n_found, rows
 
 
+def _choose_case_sensitivity(
+    sets: dict[str, list[str]], ids: np.ndarray, gene_symbols: str | None
+) -> bool:
+    """``case_sensitive=None``: exact matching unless ignoring case finds many more genes."""
+    genes = _unique(g for gs in sets.values() for g in gs)
+    exact = {v for v in ids if v is not None}
+    upper = {v.upper() for v in exact}
+    n_exact = sum(g in exact for g in genes)
+    n_upper = sum(g.upper() in upper for g in genes)
+    extra = n_upper - n_exact
+    if (
+        extra <= 0
+        or n_upper < CASE_AUTO_RATIO * n_exact
+        or extra < min(CASE_AUTO_MIN_EXTRA, n_upper)
+    ):
+        return True
+    where = "adata.var_names" if gene_symbols is None else f"adata.var[{gene_symbols!r}]"
+    case_only = [g for g in genes if g not in exact and g.upper() in upper][:3]
+    warnings.warn(
+        f"Matching gene sets to {where} ignoring case: exact matching finds {n_exact} of "
+        f"the {len(genes)} distinct set genes, ignoring case finds {n_upper} (e.g. "
+        f"{_preview(case_only)}; mouse symbols against human gene sets?). Pass "
+        "case_sensitive=False to ignore case without this warning, or case_sensitive=True "
+        "to match exactly.",
+        UserWarning,
+        stacklevel=user_stacklevel(),
+    )
+    return False
+
+
 def _matching_summary(
     sets: dict[str, list[str]], ids: np.ndarray, index: dict[str, list[int]], case_sensitive: bool
 ) -> dict[str, int]:
@@ -611,10 +648,14 @@ def _warn_lost(
                 f"{n_case} of their genes match only ignoring case (mouse symbols against "
                 "human gene sets?): pass case_sensitive=False"
             )
+    species = (
+        " and species (mouse data against human sets: case_sensitive=False)"
+        if case_sensitive
+        else ""
+    )
     hints.append(
         "check that both sides use the same identifier type (gene symbols vs Ensembl or "
-        "Entrez IDs: gene_symbols=<adata.var column>) and species (mouse data against human "
-        "sets: case_sensitive=False)"
+        f"Entrez IDs: gene_symbols=<adata.var column>){species}"
     )
     if full_source:
         selection = (
@@ -649,7 +690,7 @@ def add_gene_sets(
     min_genes: int = 1,
     max_genes: int | None = None,
     gene_symbols: str | None = None,
-    case_sensitive: bool = True,
+    case_sensitive: bool | None = None,
     nested: Literal["keep", "merge", "resolve"] | None = NESTED,
     nested_containment: float = NESTED_CONTAINMENT,
     merge_fraction: float = MERGE_FRACTION,
@@ -698,7 +739,12 @@ def add_gene_sets(
         rows with the same symbol are all annotated.
     case_sensitive
         If ``False``, compare upper-cased identifiers, e.g. mouse symbols (``Cdk1``)
-        against human gene sets (``CDK1``), as in the spex-LVM paper.
+        against human gene sets (``CDK1``), as in the spex-LVM paper. If ``True``, compare
+        identifiers exactly. ``None`` (the default) compares exactly unless ignoring case
+        finds at least twice as many of the distinct set genes and at least 10 more (or
+        any, when exact matching finds none), as for mouse data against human sets; it
+        then ignores case and says so in a :class:`UserWarning`.
+        ``adata.uns[key]["params"]["case_sensitive"]`` records the choice.
     nested
         How kept sets that lie inside others are handled (see Notes). ``"keep"`` (the
         default; ``None`` means the same) keeps every set whole, its own factor under its
@@ -846,10 +892,17 @@ def add_gene_sets(
             "adata.var_names_make_unique() first."
         )
 
+    if case_sensitive is not None and not isinstance(case_sensitive, bool | np.bool_):
+        raise TypeError(
+            f"case_sensitive must be True, False or None (automatic), not {case_sensitive!r}."
+        )
     sets = _as_gene_set_dict(gene_sets)
     if not sets:
         raise ValueError("No gene sets given.")
     ids = _var_identifiers(adata, gene_symbols)
+    if case_sensitive is None:
+        case_sensitive = _choose_case_sensitivity(sets, ids, gene_symbols)
+    case_sensitive = bool(case_sensitive)
     index = _index(ids, case_sensitive)
 
     n_vars = adata.n_vars
