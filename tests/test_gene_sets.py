@@ -113,7 +113,9 @@ def test_exact_coverage():
         "nested_containment": 0.8,
         "merge_fraction": 0.5,
         "full_genes": "",
+        "signed": False,
     }
+    assert uns["n_negative"].tolist() == [0, 0]
     assert uns["n_prior"].tolist() == [3, 2]
     assert uns["merged"]["name"].size == 0 and uns["nested"]["subset"].size == 0
     assert uns["matching"] == {

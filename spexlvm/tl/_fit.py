@@ -333,7 +333,7 @@ def _write_results(
 def _copy_annotation(model: SpexLVM, adata: AnnData, mask_key: str) -> None:
     """The model's gene-set annotation into ``adata`` (same genes, same order)."""
     source = model.adata
-    for name in (mask_key, f"{mask_key}_prior"):
+    for name in (mask_key, f"{mask_key}_prior", f"{mask_key}_signs"):
         if name in source.varm:
             adata.varm[name] = np.array(source.varm[name], copy=True)
     if isinstance(source.uns.get(mask_key), dict):
