@@ -4,6 +4,7 @@ the factors, the magnitudes are ignored with a warning."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -158,3 +159,37 @@ def test_merged_factor_takes_the_larger_sets_signs():
         add_gene_sets(adata, net, nested="merge", nested_containment=0.6)
     assert adata.uns["spexlvm_mask"]["names"].tolist() == ["BIG + SMALL"]
     np.testing.assert_array_equal(adata.varm["spexlvm_mask_signs"][:, 0], [1, 1, -1, 1, -1, 0])
+
+
+TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
+
+
+def test_saved_toy_network_matches_pbmc():
+    """The offline example's saved net: decoupler's long format, every target a gene of
+    pbmc68k_reduced, every program with up and down targets."""
+    net = pd.read_csv(TUTORIALS / "data" / "toy_signed_net.tsv", sep="\t")
+    assert list(net.columns) == ["source", "target", "weight"]
+    assert set(net["weight"]) == {-1, 1}
+    adata = spexlvm.datasets.pbmc68k_reduced()
+    assert net["target"].isin(adata.var_names).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # +-1 weights, all found: no warning
+        report = add_gene_sets(adata, net)
+    assert report["kept"].all() and (adata.uns["spexlvm_mask"]["n_negative"] > 0).all()
+
+
+@pytest.mark.slow
+def test_signed_network_example_runs():
+    """tutorials/signed_network.py: every toy program's factor scores its cell type
+    higher than the other cells (the signs oriented it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "signed_network", TUTORIALS / "signed_network.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        table = module.main()
+    assert (table["mean score in type"] > table["mean score elsewhere"] + 0.5).all(), table
