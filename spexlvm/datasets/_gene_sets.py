@@ -20,8 +20,8 @@ def gene_sets(collection: Literal["hallmark", "reactome"]) -> dict[str, list[str
 
     Both collections use human gene symbols; mouse symbols are matched ignoring case,
     as the spex-LVM paper does: :func:`spexlvm.pp.add_gene_sets` chooses this by itself
-    (with a warning) when exact matching finds few genes, and
-    ``case_sensitive=False`` asks for it explicitly. Sources and terms of use are in ``spexlvm/data/README.md``.
+    (with a warning) when exact matching finds few genes, and ``case_sensitive=False``
+    asks for it explicitly. Sources and terms of use are in ``spexlvm/data/README.md``.
 
     Parameters
     ----------
