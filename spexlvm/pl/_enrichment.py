@@ -48,7 +48,9 @@ def enrichment(
     Plots what :func:`spexlvm.tl.enrichment` stored for the factor: horizontal bars of the
     normalised enrichment score (NES) of the ``n_top`` most significant sets (the order of
     the table: by FDR, then p-value, then ``|NES|``; most significant on top). Bars with
-    FDR < ``fdr`` are coloured (vermillion NES > 0, blue NES < 0), the others grey; stars
+    FDR < ``fdr`` are coloured (vermillion NES > 0, blue NES < 0; ranked by ``|loading|``,
+    the default of :func:`spexlvm.tl.enrichment`, NES < 0 only means fewer large loadings
+    than chance), the others grey; stars
     give the FDR (``*`` < 0.05, ``**`` < 0.01, ``***`` < 0.001) and the factor's own gene
     set has a black outline.
 
@@ -148,15 +150,18 @@ def enrichment(
     ax.set_ylim(-0.6, n - 0.4)
     ax.set_xlim(-lim if (nes < 0).any() else -0.02 * lim, lim if (nes > 0).any() else 0.02 * lim)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
-    ranking = "|loading|" if params.get("absolute", True) else "loading"
+    ranking = "|loading|" if params.get("absolute", True) else "signed loading"
     ax.set_xlabel(f"NES (genes ranked by {ranking})")
     ax.grid(axis="x", color="#E5E5E5", zorder=0)
     ax.spines[["top", "right"]].set_visible(False)
     title = textwrap.fill(_short_name(name, max_len=None), width=46)
     ax.set_title(f"{title}\ngene-set enrichment (GSEA prerank)", loc="left", fontsize="medium")
+    absolute = bool(params.get("absolute", True))
+    up = "large |loadings|" if absolute else "genes up with the score"
+    down = "fewer large |loadings|" if absolute else "genes down with the score"
     present = [
-        (bool((significant & (nes > 0)).any()), _COLORS["up"], f"NES > 0, FDR < {fdr:g}"),
-        (bool((significant & (nes < 0)).any()), _COLORS["down"], f"NES < 0, FDR < {fdr:g}"),
+        (bool((significant & (nes > 0)).any()), _COLORS["up"], f"NES > 0 ({up})"),
+        (bool((significant & (nes < 0)).any()), _COLORS["down"], f"NES < 0 ({down})"),
         (bool((~significant).any()), _COLORS["ns"], "not significant"),
     ]
     handles = [Patch(color=color, label=label) for shown, color, label in present if shown]
@@ -168,7 +173,7 @@ def enrichment(
         bbox_to_anchor=(1.01, 1.0),
         frameon=False,
         fontsize="small",
-        title="* FDR < 0.05, ** < 0.01, *** < 0.001",
+        title=f"coloured: FDR < {fdr:g}\n* FDR < 0.05, ** < 0.01, *** < 0.001",
         title_fontsize="small",
         alignment="left",
     )

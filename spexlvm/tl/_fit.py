@@ -215,7 +215,7 @@ def write_results(
         through this function): ``r2`` is then measured on these cells,
         ``params["projected"]`` is ``True``, the settings of the fit (``seed``, ...) are
         copied from the training data's ``uns[key_added]["params"]``, and the model's
-        gene-set annotation (``varm[mask_key]``, ``varm[mask_key + "_prior"]``,
+        gene-set annotation (``varm[mask_key]``, ``varm[mask_key + "_prior"]``, ``..._signs``,
         ``uns[mask_key]``) is copied in, so that every :mod:`spexlvm.tl` and
         :mod:`spexlvm.pl` function reads the new cells as it reads the training cells.
     key_added
