@@ -252,7 +252,7 @@ def enrichment(
             "nes": pd.to_numeric(table["NES"]).to_numpy(dtype=np.float64),
             "pval": pd.to_numeric(table["NOM p-val"]).to_numpy(dtype=np.float64),
             "fdr": pd.to_numeric(table["FDR q-val"]).to_numpy(dtype=np.float64),
-            "n_genes": np.array([sizes[t] for t in terms], dtype=np.int64),
+            "n_genes": np.array([sizes.get(t, -1) for t in terms], dtype=np.int64),
             "lead_genes": table["Lead_genes"].fillna("").astype(str).to_numpy(dtype=object),
             "own": terms.isin(own).to_numpy(),
         }
