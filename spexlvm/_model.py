@@ -32,7 +32,7 @@ from ._runtime import TrainingRun, is_rank_zero
 from ._trainingplan import LoadingsConvergence, SpexLVMTrainingPlan
 from ._utils import user_stacklevel
 from .pp._decoys import factor_membership
-from .pp._gene_sets import get_prior
+from .pp._gene_sets import get_prior, get_signs
 
 if TYPE_CHECKING:
     import os
@@ -953,27 +953,34 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         """Flip factors so that a positive score means the annotated genes go up.
 
         The likelihood and the prior are symmetric under ``(x_k, w_k) -> (-x_k, -w_k)``, so
-        the flip changes no fit. Annotated factors: the loadings of the set's genes (the
+        the flip changes no fit; the scores are computed from the loadings, so flipping the
+        loadings flips them too. Annotated factors: the loadings of the set's genes (the
         membership mask of :func:`spexlvm.pp.factor_membership`, as used by
-        :func:`spexlvm.tl.refine` and :func:`spexlvm.tl.gene_set_test`) sum to > 0;
-        unannotated factors: the largest absolute loading is positive.
+        :func:`spexlvm.tl.refine` and :func:`spexlvm.tl.gene_set_test`), each times its sign
+        in a signed network (``varm[mask_key + "_signs"]``, see
+        :func:`spexlvm.pp.get_signs`; ``+1`` for unsigned sets), sum to > 0: a positive
+        score means the ``+1`` genes go up and the ``-1`` genes down. Unannotated factors:
+        the largest absolute loading is positive.
         """
         w = self.module.w_loc
         n_annotated = len(self.gene_set_names_)
         signs = torch.ones(w.shape[1], device=w.device)
         if n_annotated:
-            members = torch.as_tensor(self._membership(), dtype=w.dtype, device=w.device)
+            members = torch.as_tensor(
+                self._membership(signed=True), dtype=w.dtype, device=w.device
+            )
             signs[:n_annotated] = torch.where((w[:, :n_annotated] * members).sum(0) < 0, -1.0, 1.0)
         for k in range(n_annotated, w.shape[1]):
             signs[k] = torch.sign(w[torch.argmax(w[:, k].abs()), k]) or 1.0
         w.mul_(signs)
 
-    def _membership(self) -> np.ndarray:
+    def _membership(self, *, signed: bool = False) -> np.ndarray:
         """The membership mask of the annotated factors (genes x sets).
 
         Read from the registered AnnData (:func:`spexlvm.pp.factor_membership`); a model
         loaded without the annotation in ``adata`` falls back to the genes with a wide
-        slab in the prior.
+        slab in the prior. ``signed``: the signs of a signed network on the members
+        (:func:`spexlvm.pp.get_signs`; +1 without one).
         """
         mask_key = self.adata_manager.registry["setup_args"]["mask_key"]
         n_annotated = len(self.gene_set_names_)
@@ -983,6 +990,8 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             mask, names = None, None
         if mask is None or list(names) != [str(n) for n in self.gene_set_names_]:
             return (self.module.slab[:, :n_annotated] >= 0.5).cpu().numpy()
+        if signed:
+            return get_signs(self.adata, mask, key=mask_key)
         return mask
 
     # ------------------------------------------------------------------ results

@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Read IN.h5ad (cells x genes, log-normalised expression), add the gene sets, "
             "fit spex-LVM and write OUT.h5ad with obsm['X_spexlvm'] (factor scores), "
             "varm['spexlvm_loadings'] (loadings) and uns['spexlvm'] (factor names, R², "
-            "settings)."
+            "settings), and next to it OUT_scores.tsv, OUT_loadings.tsv and "
+            "OUT_refined.gmt (unless --no-tables)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -120,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--gene-sets",
         metavar="SETS",
         help=(
-            "A GMT file, or 'hallmark' / 'reactome' for the bundled MSigDB collections. "
+            "A GMT file; a long-format CSV/TSV network (.csv / .tsv, optionally .gz) with "
+            "the columns source,target[,weight] (decoupler's format, e.g. "
+            "dc.op.collectri(...).to_csv(...); the signs of 'weight' orient the factors); "
+            "or 'hallmark' / 'reactome' for the bundled MSigDB collections. "
             "Optional when IN.h5ad already holds varm['spexlvm_mask']."
         ),
     )
@@ -138,10 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--n-sparse", type=int, default=0, help="Unannotated sparse factors.")
     fit.add_argument("--n-dense", type=int, default=0, help="Unannotated dense factors.")
     fit.add_argument(
+        "--prior-confidence",
         "--confidence",
+        dest="prior_confidence",
         type=float,
         default=0.99,
-        help="Prior confidence in the annotation, in (0, 1).",
+        action=_DeprecatedAlias,
+        help=(
+            "Prior confidence in the annotation, in (0, 1) (prior_confidence of "
+            "spexlvm.tl.fit; --confidence is a deprecated alias)."
+        ),
     )
     fit.add_argument(
         "--max-epochs", type=int, help="Maximum epochs (default: chosen from the data size)."
@@ -154,10 +164,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-genes", type=int, default=1, help="Drop gene sets with fewer genes found."
     )
     fit.add_argument("--max-genes", type=int, help="Drop gene sets with more genes found.")
-    fit.add_argument(
+    case = fit.add_mutually_exclusive_group()
+    case.add_argument(
         "--case-insensitive",
-        action="store_true",
-        help="Match gene names ignoring case (e.g. mouse genes against human sets).",
+        dest="case_sensitive",
+        action="store_const",
+        const=False,
+        help=(
+            "Match gene names ignoring case (e.g. mouse genes against human sets). Default: "
+            "automatic, ignoring case (with a warning) when that finds many more genes."
+        ),
+    )
+    case.add_argument(
+        "--case-sensitive",
+        dest="case_sensitive",
+        action="store_const",
+        const=True,
+        help="Match gene names exactly (turns the automatic choice off).",
     )
     fit.add_argument(
         "--gene-symbols",
@@ -214,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "Save checkpoints here while training; run the same command again to resume an "
             "interrupted fit (e.g. after a cluster time limit)."
+        ),
+    )
+    fit.add_argument(
+        "--no-tables",
+        action="store_true",
+        help=(
+            "Do not write OUT_scores.tsv (cells x factors), OUT_loadings.tsv (genes x "
+            "factors) and OUT_refined.gmt (the gene sets refined by spexlvm.tl.refined_gene_sets) "
+            "next to OUT.h5ad."
         ),
     )
     fit.add_argument("--save-model", metavar="DIR", help="Also save the trained model here.")
@@ -354,11 +386,75 @@ def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
+#: Deprecated option strings -> their new names.
+_RENAMED_OPTIONS = {"--confidence": "--prior-confidence"}
+
+
+class _DeprecatedAlias(argparse.Action):
+    """Store the value; log a deprecation warning when given under its old name."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in _RENAMED_OPTIONS:  # logged once logging is set up
+            used = list(getattr(namespace, "deprecated_options", []))
+            namespace.deprecated_options = [*used, option_string]
+        setattr(namespace, self.dest, values)
+
+
+def _warn_deprecated(args: argparse.Namespace) -> None:
+    for option in getattr(args, "deprecated_options", []):
+        logger.warning(
+            "%s is deprecated; use %s (the name of the API's argument).",
+            option,
+            _RENAMED_OPTIONS[option],
+        )
+
+
+#: Suffixes of a long-format network file (``.gz`` allowed after them) and their separator.
+_TABLE_SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
+
+
+def _read_network(path: Path) -> Any:
+    """A long-format CSV/TSV network (source, target[, weight]) as a DataFrame."""
+    import pandas as pd
+
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    sep = _TABLE_SEPARATORS[suffixes[-1]]
+    try:
+        net = pd.read_csv(path, sep=sep)
+    except (ValueError, UnicodeDecodeError, OSError) as err:
+        raise CLIError(f"--gene-sets {path}: cannot read it as a table: {err}") from err
+    if "source" not in net.columns or "target" not in net.columns:
+        raise CLIError(
+            f"--gene-sets {path}: a network table needs the columns source and target "
+            f"(optionally weight), found {list(net.columns)[:8]}. Write it with "
+            "net.to_csv(path, index=False) (decoupler's long format), or give a GMT file."
+        )
+    logger.info(
+        "Read %d (set, gene) rows of %d sets from %s%s.",
+        len(net),
+        net["source"].nunique(),
+        path,
+        " (signed: 'weight')" if "weight" in net.columns else "",
+    )
+    return net
+
+
+def _is_network(path: Path) -> bool:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    return bool(suffixes) and suffixes[-1] in _TABLE_SEPARATORS
+
+
 def _gene_sets_arg(value: str) -> Any:
-    """Resolve ``--gene-sets``: a GMT path, or the name of a bundled collection."""
+    """Resolve ``--gene-sets``: a GMT path, a CSV/TSV network or a bundled collection."""
     import spexlvm
 
     if Path(value).is_file():
+        if _is_network(Path(value)):
+            return _read_network(Path(value))
         return value
     if value.lower() in _COLLECTIONS:
         return spexlvm.datasets.gene_sets(value.lower())
@@ -415,6 +511,7 @@ def _save_bar_chart(adata: AnnData, path: Path, n_top: int = 20) -> None:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
+    _warn_deprecated(args)
     out = _writable(args.out, "Output")
     figure = _writable(args.figure, "Figure") if args.figure else None
     if args.backed and Path(args.input).is_file() and _same_file(out, args.input):
@@ -439,7 +536,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                 min_genes=args.min_genes,
                 max_genes=args.max_genes,
                 gene_symbols=args.gene_symbols,
-                case_sensitive=not args.case_insensitive,
+                case_sensitive=args.case_sensitive,
                 nested=args.nested,
             )
         except (KeyError, ValueError, TypeError) as err:
@@ -459,7 +556,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             None,
             n_sparse=args.n_sparse,
             n_dense=args.n_dense,
-            prior_confidence=args.confidence,
+            prior_confidence=args.prior_confidence,
             layer=args.layer,
             max_epochs=args.max_epochs,
             batch_size=args.batch_size,
@@ -476,8 +573,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     logger.info("Fitted in %.1f s.", time.perf_counter() - start)
     _log_top_factors(adata)
 
+    refined = None if args.no_tables else _refined_sets(adata)
     write_h5ad(adata, out)
     logger.info("Wrote %s.", out)
+    if not args.no_tables:
+        for path in _write_tables(adata, out, refined):
+            logger.info("Wrote %s.", path)
     if args.save_model:
         model.save(args.save_model, overwrite=True)
         logger.info("Saved the model to %s/ (load with spexlvm.SpexLVM.load).", args.save_model)
@@ -485,6 +586,64 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         _save_bar_chart(adata, figure)
         logger.info("Wrote %s.", figure)
     return EXIT_OK
+
+
+def _table_paths(out: Path) -> dict[str, Path]:
+    """The tables written next to ``OUT.h5ad``."""
+    stem = out.name[: -len(".h5ad")] if out.name.endswith(".h5ad") else out.name
+    return {
+        "scores": out.with_name(f"{stem}_scores.tsv"),
+        "loadings": out.with_name(f"{stem}_loadings.tsv"),
+        "refined": out.with_name(f"{stem}_refined.gmt"),
+    }
+
+
+def _refined_sets(adata: AnnData) -> dict[str, list[str]] | None:
+    """The refined gene sets (active factors only), or None when there are none to refine."""
+    import spexlvm
+
+    if int(adata.uns["spexlvm"].get("n_annotated", 0)) == 0:
+        logger.info("No annotated factor: no refined gene sets to write.")
+        return None
+    try:
+        return spexlvm.tl.refined_gene_sets(adata)
+    except (KeyError, ValueError) as err:
+        logger.warning("Not writing refined gene sets: %s", _message(err))
+        return None
+
+
+def _write_tables(adata: AnnData, out: Path, refined: dict[str, list[str]] | None) -> list[Path]:
+    """Scores and loadings as TSV, the refined gene sets as GMT, next to ``out``."""
+    import numpy as np
+    import pandas as pd
+
+    from spexlvm._utils import atomic_write
+
+    paths = _table_paths(out)
+    names = [str(n) for n in np.asarray(adata.uns["spexlvm"]["factor_names"]).reshape(-1)]
+    tables = {
+        "scores": pd.DataFrame(
+            np.asarray(adata.obsm["X_spexlvm"]),
+            index=pd.Index(adata.obs_names, name="cell"),
+            columns=names,
+        ),
+        "loadings": pd.DataFrame(
+            np.asarray(adata.varm["spexlvm_loadings"]),
+            index=pd.Index(adata.var_names, name="gene"),
+            columns=names,
+        ),
+    }
+    written = []
+    for what, table in tables.items():
+        with atomic_write(paths[what]) as tmp:
+            table.to_csv(tmp, sep="\t", float_format="%.6g")
+        written.append(paths[what])
+    if refined is not None:
+        import spexlvm
+
+        spexlvm.tl.write_gmt(refined, paths["refined"], description="refined by spexlvm fit")
+        written.append(paths["refined"])
+    return written
 
 
 def _message(err: BaseException) -> str:

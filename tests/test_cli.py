@@ -244,3 +244,94 @@ def test_demo_quick(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "AUROC" in err
     assert "Traceback" not in err
+
+
+def _signed_network(adata) -> pd.DataFrame:
+    """The synthetic annotation as a long signed network: weight = sign of the planted
+    loading (+1 for false positives)."""
+    mask, truth = adata.varm["spexlvm_mask"], adata.varm["W_true"]
+    rows = []
+    for k, name in enumerate(adata.uns["spexlvm_mask"]["names"]):
+        for g in np.flatnonzero(mask[:, k]):
+            sign = np.sign(truth[g, k]) if truth[g, k] != 0 else 1.0
+            rows.append((str(name), adata.var_names[g], int(sign)))
+    return pd.DataFrame(rows, columns=["source", "target", "weight"])
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".csv.gz"])
+def test_fit_network_table_writes_tables(inputs, tmp_path, capsys, suffix):
+    """A long-format network (CSV/TSV) as --gene-sets: its signs reach the annotation;
+    scores, loadings and refined sets are written next to OUT.h5ad."""
+    net = _signed_network(ad.read_h5ad(inputs["annotated"]))
+    path = tmp_path / f"net{suffix}"
+    net.to_csv(path, sep="\t" if suffix == ".tsv" else ",", index=False)
+    out = tmp_path / "res.h5ad"
+    args = ["fit", str(inputs["h5ad"]), "--gene-sets", str(path), "--out", str(out)]
+    assert main([*args, "--max-epochs", "30", "--prior-confidence", "0.95"]) == 0
+    err = capsys.readouterr().err
+    assert "deprecated" not in err
+    result = ad.read_h5ad(out)
+    assert result.uns["spexlvm"]["params"]["prior_confidence"] == 0.95
+    signs = result.varm["spexlvm_mask_signs"]
+    mask = result.varm["spexlvm_mask"]
+    assert set(np.unique(signs[mask])) == {-1, 1}
+    names = [str(n) for n in result.uns["spexlvm"]["factor_names"]]
+    scores = pd.read_csv(tmp_path / "res_scores.tsv", sep="\t", index_col=0)
+    loadings = pd.read_csv(tmp_path / "res_loadings.tsv", sep="\t", index_col=0)
+    assert list(scores.columns) == names and list(loadings.columns) == names
+    assert list(scores.index) == list(result.obs_names)
+    assert list(loadings.index) == list(result.var_names)
+    np.testing.assert_allclose(scores.to_numpy(), result.obsm["X_spexlvm"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        loadings.to_numpy(), result.varm["spexlvm_loadings"], rtol=1e-5, atol=1e-6
+    )
+    refined = spexlvm.pp.read_gmt(tmp_path / "res_refined.gmt")
+    assert refined == spexlvm.tl.refined_gene_sets(result)
+    assert set(refined) <= set(names)
+    for what in ("res_scores.tsv", "res_loadings.tsv", "res_refined.gmt"):
+        assert str(tmp_path / what) in err
+
+
+def test_fit_options_renamed_and_no_tables(inputs, tmp_path, capsys):
+    out = tmp_path / "o.h5ad"
+    args = ["fit", str(inputs["annotated"]), "--out", str(out), "--max-epochs", "3"]
+    assert main([*args, "--confidence", "0.9", "--no-tables"]) == 0
+    err = capsys.readouterr().err
+    assert "--confidence is deprecated; use --prior-confidence" in err
+    assert ad.read_h5ad(out).uns["spexlvm"]["params"]["prior_confidence"] == 0.9
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.h5ad"]
+
+
+def test_fit_network_table_errors(inputs, tmp_path, capsys):
+    bad = tmp_path / "net.csv"
+    pd.DataFrame({"tf": ["A"], "gene": ["gene_0"]}).to_csv(bad, index=False)
+    out = tmp_path / "o.h5ad"
+    assert main(["fit", str(inputs["h5ad"]), "--gene-sets", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "needs the columns source and target" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_fit_case_flags(tmp_path):
+    """Mouse-style title-case genes: matched to upper-case sets automatically (warning),
+    --case-sensitive turns it off (no gene found: exit 2)."""
+    adata = spexlvm.datasets.synthetic(N_OBS, N_VARS, N_FACTORS, seed=0)
+    mask = adata.varm["spexlvm_mask"]
+    names = [str(n) for n in adata.uns["spexlvm_mask"]["names"]]
+    gmt = tmp_path / "upper.gmt"
+    lines = [
+        "\t".join([name, "na", *(g.upper() for g in adata.var_names[mask[:, k]])])
+        for k, name in enumerate(names)
+    ]
+    gmt.write_text("\n".join(lines) + "\n")
+    del adata.varm["spexlvm_mask"], adata.uns["spexlvm_mask"]
+    adata.var_names = [g.title() for g in adata.var_names]
+    src, out = tmp_path / "in.h5ad", tmp_path / "o.h5ad"
+    adata.write_h5ad(src)
+    base = ["-q", "fit", str(src), "--gene-sets", str(gmt), "--out", str(out)]
+    with pytest.warns(UserWarning, match="ignoring case"):
+        assert main([*base, "--max-epochs", "3", "--no-tables"]) == 0
+    assert ad.read_h5ad(out).uns["spexlvm_mask"]["params"]["case_sensitive"] is False
+    out.unlink()
+    assert main([*base, "--case-sensitive"]) == 2
+    assert not out.exists()

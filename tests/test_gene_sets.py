@@ -113,7 +113,9 @@ def test_exact_coverage():
         "nested_containment": 0.8,
         "merge_fraction": 0.5,
         "full_genes": "",
+        "signed": False,
     }
+    assert uns["n_negative"].tolist() == [0, 0]
     assert uns["n_prior"].tolist() == [3, 2]
     assert uns["merged"]["name"].size == 0 and uns["nested"]["subset"].size == 0
     assert uns["matching"] == {
@@ -192,8 +194,15 @@ def test_case_insensitive_mouse_symbols():
     adata = make_adata(["Cdk1", "Ccnb1", "Mki67", "Actb"])
     sets = {"G2M": ["CDK1", "CCNB1", "MKI67", "TOP2A"]}
     with pytest.raises(ValueError, match="case_sensitive=False"):
+        add_gene_sets(adata, sets, case_sensitive=True)
+    with pytest.warns(UserWarning, match="ignoring case") as rec:  # automatic (None)
         add_gene_sets(adata, sets)
-    report = add_gene_sets(adata, sets, case_sensitive=False)
+    assert rec[0].filename == __file__
+    assert adata.uns["spexlvm_mask"]["params"]["case_sensitive"] is False
+    np.testing.assert_array_equal(adata.varm["spexlvm_mask"][:, 0], [1, 1, 1, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # explicit: no warning
+        report = add_gene_sets(adata, sets, case_sensitive=False)
     assert report.loc["G2M", "n_found"] == 3
     np.testing.assert_array_equal(adata.varm["spexlvm_mask"][:, 0], [1, 1, 1, 0])
     assert adata.uns["spexlvm_mask"]["params"]["case_sensitive"] is False
@@ -203,6 +212,45 @@ def test_case_insensitive_mouse_symbols():
         "n_case_only": 3,
         "n_multiple": 0,
     }
+
+
+def test_mouse_data_against_human_sets_matches_automatically():
+    """mESC (mouse title-case symbols) against the human hallmark sets: ignoring case is
+    chosen automatically, with a warning naming both ways to make it explicit."""
+    from spexlvm.datasets import gene_sets, mesc
+
+    adata = mesc()
+    hallmark = gene_sets("hallmark")
+    with pytest.warns(UserWarning, match="ignoring case") as rec:
+        auto = add_gene_sets(adata, hallmark, min_genes=15)
+    message = str(rec[0].message)
+    assert "case_sensitive=False" in message and "case_sensitive=True" in message
+    assert rec[0].filename == __file__
+    # the lost-genes warning no longer suggests case_sensitive=False (already applied)
+    assert not any("case_sensitive=False" in str(r.message) for r in rec[1:])
+    info = adata.uns["spexlvm_mask"]
+    assert info["params"]["case_sensitive"] is False
+    assert info["matching"]["n_matched"] > 1000  # vs 2 genes matched exactly
+    explicit = add_gene_sets(adata.copy(), hallmark, min_genes=15, case_sensitive=False)
+    pd.testing.assert_frame_equal(auto, explicit)
+    with pytest.raises(ValueError, match="Every gene set was filtered out"):
+        add_gene_sets(adata, hallmark, min_genes=15, case_sensitive=True)
+
+
+def test_case_auto_keeps_exact_matching_when_it_finds_most():
+    """Human symbols: no switch; a few case-only hits (3 exact vs 6) do not switch either."""
+    adata = make_adata(["CDK1", "CCNB1", "Top2a", "MKI67", "ACTB", "GAPDH"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the lost-genes warning is not under test
+        add_gene_sets(adata, {"G2M": ["CDK1", "CCNB1", "TOP2A", "MKI67"]})
+    assert adata.uns["spexlvm_mask"]["params"]["case_sensitive"] is True
+    np.testing.assert_array_equal(adata.varm["spexlvm_mask"][:, 0], [1, 1, 0, 1, 0, 0])
+    mouse = make_adata(["Cdk1", "Ccnb1", "Top2a", "Mki67", "Actb", "Gapdh"])
+    with pytest.warns(UserWarning, match="lost more than half"):
+        add_gene_sets(mouse, {"G2M": ["CDK1", "CCNB1", "TOP2A", "Mki67"], "H": ["Actb", "Gapdh"]})
+    assert mouse.uns["spexlvm_mask"]["params"]["case_sensitive"] is True
+    with pytest.raises(TypeError, match="case_sensitive"):
+        add_gene_sets(adata, {"G2M": ["CDK1"]}, case_sensitive="auto")
 
 
 def test_h5ad_round_trip(tmp_path):

@@ -18,9 +18,10 @@ _COLLECTIONS: dict[str, str] = {
 def gene_sets(collection: Literal["hallmark", "reactome"]) -> dict[str, list[str]]:
     """Load a gene-set collection shipped with spexlvm.
 
-    Both collections use human gene symbols; match mouse symbols with
-    ``spexlvm.pp.add_gene_sets(adata, sets, case_sensitive=False)``, as the spex-LVM
-    paper does. Sources and terms of use are in ``spexlvm/data/README.md``.
+    Both collections use human gene symbols; mouse symbols are matched ignoring case,
+    as the spex-LVM paper does: :func:`spexlvm.pp.add_gene_sets` chooses this by itself
+    (with a warning) when exact matching finds few genes, and ``case_sensitive=False``
+    asks for it explicitly. Sources and terms of use are in ``spexlvm/data/README.md``.
 
     Parameters
     ----------

@@ -43,6 +43,14 @@ _KEYS: tuple[_Key, ...] = (
         _SETS,
         True,
     ),
+    _Key(
+        "varm",
+        "{mask_key}_signs",
+        "int8, genes x A: +1 / -1 per member gene from a signed network's `weight` column "
+        "(decoupler's CollecTRI, PROGENy); orients the factors",
+        _SETS,
+        True,
+    ),
     _Key("obsm", "X_{key}", "float32, cells x K: factor scores (posterior means)", _FIT),
     _Key("varm", "{key}_loadings", "float32, genes x K: loadings W, input units", _FIT),
     _Key("varm", "{key}_loadings_sd", "float32, genes x K: posterior sd of W", _FIT),
@@ -110,6 +118,14 @@ _KEYS: tuple[_Key, ...] = (
         "{key}/variance_explained",
         "dict: R² per factor (per group) (`get.variance_explained`)",
         "tl.variance_explained",
+        True,
+    ),
+    _Key(
+        "uns",
+        "{key}/enrichment",
+        "dict: gseapy prerank of a factor's loadings against gene sets, per factor "
+        "(`get.enrichment`)",
+        "tl.enrichment",
         True,
     ),
     _Key(

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from .._constants import KEYS
-from ._results import stored, uns_to_frame
+from ._names import resolve_factor
+from ._results import factor_names, stored, uns_to_frame
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -23,6 +24,7 @@ __all__ = [
     "auroc",
     "competing_sets",
     "decoy_check",
+    "enrichment",
     "gene_set_test",
     "history",
     "impute",
@@ -144,6 +146,58 @@ gene_set_test = _reader("gene_set_test", "factor", what=": one row per annotated
 stability = _reader("stability", "factor", ("seeds",), what=": one row per factor")
 competing_sets = _reader("competing_sets", None, what=": one row per competing pair")
 decoy_check = _reader("decoy_check", "sets", what=": real sets vs decoys")
+
+
+#: Columns of the table :func:`spexlvm.tl.enrichment` returns, in order.
+ENRICHMENT_COLUMNS = ("term", "es", "nes", "pval", "fdr", "n_genes", "lead_genes", "own")
+
+
+def enrichment_entry_name(name: str) -> str:
+    """A factor name as an h5ad group name (no ``/``) under the enrichment results."""
+    return name.replace("/", "_")
+
+
+def enrichment(
+    adata: AnnData,
+    factor: str | int,
+    *,
+    key: str = KEYS.UNS,
+    result_key: str = "enrichment",
+) -> pd.DataFrame:
+    """The table :func:`spexlvm.tl.enrichment` stored for a factor (as it returned it).
+
+    Parameters
+    ----------
+    adata
+        AnnData after :func:`spexlvm.tl.enrichment`.
+    factor
+        Factor name (full, short, a merged member's) or column index.
+    key
+        Key of the fit.
+    result_key
+        ``key_added`` of :func:`spexlvm.tl.enrichment`.
+
+    Raises
+    ------
+    KeyError
+        If :func:`spexlvm.tl.enrichment` has not been run for this factor (the message
+        says how).
+    """
+    fname = str(factor_names(adata, key)[resolve_factor(adata, factor, key)])
+    entries = stored(adata, result_key, key=key, tool="enrichment")
+    name = enrichment_entry_name(fname)
+    if not isinstance(entries, dict) or name not in entries:
+        raise KeyError(
+            f"No enrichment of factor {fname!r} in adata.uns[{key!r}][{result_key!r}]: run "
+            f"spexlvm.tl.enrichment(adata, {fname!r}, gene_sets=...) first."
+        )
+    entry = dict(entries[name])
+    entry.pop("params", None)
+    df = uns_to_frame(entry, index=None)
+    df["term"] = df["term"].astype(str).astype(object)
+    df["lead_genes"] = df["lead_genes"].astype(str).astype(object)
+    df["own"] = df["own"].astype(bool)
+    return df[list(ENRICHMENT_COLUMNS)]
 
 
 def impute(adata: AnnData, *, key: str = KEYS.UNS, result_key: str = "impute") -> pd.DataFrame:

@@ -46,8 +46,9 @@ def write_results(
         ``params["projected"]`` is ``True``, the settings of the fit (``seed``, ...) are
         copied from the training data's ``uns[key_added]["params"]``, and the model's
         gene-set annotation (``varm[mask_key]``, ``varm[mask_key + "_prior"]``,
-        ``uns[mask_key]``) is copied in, so that every :mod:`spexlvm.tl` and
-        :mod:`spexlvm.pl` function reads the new cells as it reads the training cells.
+        ``varm[mask_key + "_signs"]``, ``uns[mask_key]``) is copied in, so that every
+        :mod:`spexlvm.tl` and :mod:`spexlvm.pl` function reads the new cells as it reads
+        the training cells.
     key_added
         Writes ``obsm[f"X_{key_added}"]`` (float32, cells x factors),
         ``varm[f"{key_added}_loadings"]`` (float32, genes x factors, posterior means),
@@ -165,7 +166,7 @@ def _write_results(
 def _copy_annotation(model: SpexLVM, adata: AnnData, mask_key: str) -> None:
     """The model's gene-set annotation into ``adata`` (same genes, same order)."""
     source = model.adata
-    for name in (mask_key, prior_key(mask_key)):
+    for name in (mask_key, prior_key(mask_key), f"{mask_key}_signs"):
         if name in source.varm:
             adata.varm[name] = np.array(source.varm[name], copy=True)
     if isinstance(source.uns.get(mask_key), dict):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from ._auroc import auroc
 from ._decoy_check import decoy_check
+from ._enrichment import enrichment
 from ._heatmap import mask_heatmap
 from ._history import history
 from ._refinement import refinement
@@ -39,6 +40,7 @@ from ._variance_explained import variance_explained
 __all__ = [
     "auroc",
     "decoy_check",
+    "enrichment",
     "history",
     "mask_heatmap",
     "refinement",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._decoys import DECOY_PREFIX, decoy_gene_sets, factor_membership, is_decoy
-from ._gene_sets import add_gene_sets, gene_set_overlaps, get_mask, get_prior, read_gmt
+from ._gene_sets import add_gene_sets, gene_set_overlaps, get_mask, get_prior, get_signs, read_gmt
 
 __all__ = [
     "DECOY_PREFIX",
@@ -13,6 +13,7 @@ __all__ = [
     "gene_set_overlaps",
     "get_mask",
     "get_prior",
+    "get_signs",
     "is_decoy",
     "read_gmt",
 ]

@@ -21,7 +21,14 @@ from .._utils import user_stacklevel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_gene_sets", "gene_set_overlaps", "get_mask", "get_prior", "read_gmt"]
+__all__ = [
+    "add_gene_sets",
+    "gene_set_overlaps",
+    "get_mask",
+    "get_prior",
+    "get_signs",
+    "read_gmt",
+]
 
 #: ``reason`` values of the coverage table.
 REASON_KEPT = ""
@@ -42,6 +49,13 @@ NESTED_CONTAINMENT = 0.8
 MERGE_FRACTION = 0.5
 #: Suffix of the ``varm`` key of the prior mask (the annotation after nested sets).
 PRIOR_SUFFIX = "_prior"
+#: Suffix of the ``varm`` key of the signs of a signed network (``weight`` column).
+SIGNS_SUFFIX = "_signs"
+#: ``case_sensitive=None`` matches ignoring case when that finds at least this many times
+#: as many distinct set genes as exact matching ...
+CASE_AUTO_RATIO = 2.0
+#: ... and at least this many more (or all of them, when exact matching finds none).
+CASE_AUTO_MIN_EXTRA = 10
 
 #: Accepted (set, gene) column pairs of a long DataFrame, tried in this order.
 _LONG_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -187,7 +201,10 @@ def _from_mapping(gene_sets: Mapping[Any, Any]) -> dict[str, list[str]]:
     return out
 
 
-def _from_long_frame(df: pd.DataFrame) -> dict[str, list[str]]:
+def _from_long_frame(
+    df: pd.DataFrame, signs: dict[str, dict[str, float]] | None = None
+) -> dict[str, list[str]]:
+    """Sets of a long DataFrame; with a ``weight`` column, ``signs`` gets set -> gene -> +-1."""
     for set_col, gene_col in _LONG_COLUMNS:
         if set_col in df.columns and gene_col in df.columns:
             break
@@ -197,24 +214,84 @@ def _from_long_frame(df: pd.DataFrame) -> dict[str, list[str]]:
             f"A gene-set DataFrame needs the columns {expected} (optionally 'weight'); "
             f"found {list(df.columns)}."
         )
-    df = df[[set_col, gene_col] + (["weight"] if "weight" in df.columns else [])]
-    if "weight" in df.columns:
+    weighted = "weight" in df.columns
+    df = df[[set_col, gene_col] + (["weight"] if weighted else [])]
+    if weighted:
+        weight = pd.to_numeric(df["weight"], errors="coerce")
+        bad = weight.isna() & df["weight"].notna()
+        if bad.any() or not np.isfinite(weight.dropna()).all():
+            raise ValueError(
+                "The 'weight' column of the gene-set DataFrame must hold finite numbers "
+                f"(e.g. CollecTRI's +1/-1 or PROGENy's weights); found "
+                f"{_preview(df['weight'][bad | ~np.isfinite(weight.fillna(0))].unique())}."
+            )
+        if weight.isna().any():
+            raise ValueError(
+                f"The 'weight' column has {int(weight.isna().sum())} missing value(s): give "
+                "every (set, gene) row a weight (its sign orients the factor), or drop the "
+                "column."
+            )
+        df = df.assign(weight=weight)
         n_zero = int((df["weight"] == 0).sum())
         if n_zero:
             logger.info("Dropping %d gene-set rows with weight 0.", n_zero)
         df = df[df["weight"] != 0]
     df = df[df[set_col].notna() & df[gene_col].notna()]
     out: dict[str, list[str]] = {}
-    for name, genes in df.groupby(set_col, sort=False, observed=True)[gene_col]:
+    n_conflicts = 0
+    for name, group in df.groupby(set_col, sort=False, observed=True):
         sname = _set_name(name)
         if sname in out:  # e.g. 1 and "1"
             raise ValueError(f"Gene-set name {sname!r} occurs more than once as str.")
-        out[sname] = _clean_genes(sname, genes.tolist())
+        out[sname] = _clean_genes(sname, group[gene_col].tolist())
+        if weighted and signs is not None:
+            gene_sign: dict[str, float] = {}
+            for gene, w in zip(group[gene_col].astype(str), group["weight"], strict=True):
+                sign = 1.0 if w > 0 else -1.0
+                if gene in gene_sign:
+                    n_conflicts += gene_sign[gene] != sign
+                    continue  # the first row of a gene counts, as for its order
+                gene_sign[gene] = sign
+            signs[sname] = gene_sign
+    if weighted and signs is not None:
+        if n_conflicts:
+            logger.info(
+                "%d (set, gene) pair(s) repeat with weights of opposite sign: the first row "
+                "counts.",
+                n_conflicts,
+            )
+        magnitude = df["weight"].abs()
+        if len(magnitude) and not np.allclose(magnitude, 1.0):
+            warnings.warn(
+                "The gene sets' 'weight' column holds magnitudes other than 1 (from "
+                f"{magnitude.min():.3g} to {magnitude.max():.3g}): only their signs are used, "
+                "to orient each factor (a positive score means the +1 targets go up and the "
+                "-1 targets down); the magnitudes are ignored. To weaken the prior of single "
+                "genes, edit adata.varm[key + '_prior'] (values in [0, 1]) after "
+                "add_gene_sets; to silence this, pass the signs: "
+                "net.assign(weight=np.sign(net['weight'])).",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
     return out
 
 
 def _as_gene_set_dict(gene_sets: Any) -> dict[str, list[str]]:
     """Normalise every accepted input to ``{name: [genes]}`` in the given order."""
+    return _read_gene_sets(gene_sets)[0]
+
+
+def _read_gene_sets(
+    gene_sets: Any,
+) -> tuple[dict[str, list[str]], dict[str, dict[str, float]] | None]:
+    """``{name: [genes]}`` and, for a long DataFrame with ``weight``, the genes' signs."""
+    if isinstance(gene_sets, pd.DataFrame) and "weight" in gene_sets.columns:
+        signs: dict[str, dict[str, float]] = {}
+        return _from_long_frame(gene_sets, signs), signs
+    return _as_unsigned_dict(gene_sets), None
+
+
+def _as_unsigned_dict(gene_sets: Any) -> dict[str, list[str]]:
     if isinstance(gene_sets, str | os.PathLike):
         path = Path(os.fspath(gene_sets))
         if not path.exists():
@@ -339,6 +416,36 @@ def _match(
             else np.zeros(0, dtype=np.int64)
         )
     return n_found, rows
+
+
+def _choose_case_sensitivity(
+    sets: dict[str, list[str]], ids: np.ndarray, gene_symbols: str | None
+) -> bool:
+    """``case_sensitive=None``: exact matching unless ignoring case finds many more genes."""
+    genes = _unique(g for gs in sets.values() for g in gs)
+    exact = {v for v in ids if v is not None}
+    upper = {v.upper() for v in exact}
+    n_exact = sum(g in exact for g in genes)
+    n_upper = sum(g.upper() in upper for g in genes)
+    extra = n_upper - n_exact
+    if (
+        extra <= 0
+        or n_upper < CASE_AUTO_RATIO * n_exact
+        or extra < min(CASE_AUTO_MIN_EXTRA, n_upper)
+    ):
+        return True
+    where = "adata.var_names" if gene_symbols is None else f"adata.var[{gene_symbols!r}]"
+    case_only = [g for g in genes if g not in exact and g.upper() in upper][:3]
+    warnings.warn(
+        f"Matching gene sets to {where} ignoring case: exact matching finds {n_exact} of "
+        f"the {len(genes)} distinct set genes, ignoring case finds {n_upper} (e.g. "
+        f"{_preview(case_only)}; mouse symbols against human gene sets?). Pass "
+        "case_sensitive=False to ignore case without this warning, or case_sensitive=True "
+        "to match exactly.",
+        UserWarning,
+        stacklevel=user_stacklevel(),
+    )
+    return False
 
 
 def _matching_summary(
@@ -471,6 +578,77 @@ def _resolve_nested(
                     prior[mask[:, j], group[k]] = False
                     ceded.append((j, int(group[k])))
     return group, merged, prior, ceded
+
+
+def _signed_mask(
+    signs: dict[str, dict[str, float]],
+    passed_names: list[str],
+    group: np.ndarray,
+    is_root: np.ndarray,
+    shape: tuple[int, int],
+    index: dict[str, list[int]],
+    case_sensitive: bool,
+) -> np.ndarray:
+    """The signs of a signed network on the kept columns (int8, +1/-1 on members, else 0).
+
+    A merged factor takes the signs of its first member (the larger set), then those of
+    the others for the genes it lacks.
+    """
+    out = np.zeros(shape, dtype=np.int8)
+    for col in np.argsort(~is_root, kind="stable"):  # roots first
+        target = out[:, group[col]]
+        for gene, sign in signs.get(passed_names[col], {}).items():
+            rows = index.get(gene if case_sensitive else gene.upper(), [])
+            for r in rows:
+                if target[r] == 0:
+                    target[r] = 1 if sign > 0 else -1
+    return out
+
+
+def get_signs(adata: AnnData, mask: np.ndarray, key: str = KEYS.MASK) -> np.ndarray:
+    """The signed membership of a signed network: ``+1`` / ``-1`` per member gene, else 0.
+
+    :func:`add_gene_sets` writes ``adata.varm[key + "_signs"]`` when the gene sets came as a
+    long DataFrame with a ``weight`` column (decoupler's CollecTRI, PROGENy, ...): the sign
+    of each (set, gene) weight. Without it every member counts as ``+1``.
+    :class:`~spexlvm.SpexLVM` orients every annotated factor so that the members' loadings
+    times these signs sum to > 0: a positive score means the ``+1`` targets go up and the
+    ``-1`` targets down.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix.
+    mask
+        The mask returned by :func:`get_mask` for ``key``.
+    key
+        Key given to :func:`add_gene_sets`.
+
+    Returns
+    -------
+    ``n_vars x A`` float array: the signs on the mask, 0 elsewhere.
+
+    Raises
+    ------
+    ValueError
+        If the signs do not match the mask (out of date) or hold values other than -1, 0, 1.
+    """
+    unsigned = np.asarray(mask, dtype=np.float64)
+    signs_key = f"{key}{SIGNS_SUFFIX}"
+    if signs_key not in adata.varm:
+        return unsigned
+    signs = adata.varm[signs_key]
+    signs = np.asarray(signs.toarray() if hasattr(signs, "toarray") else signs, dtype=np.float64)
+    fix = "Rerun spexlvm.pp.add_gene_sets(adata, ...)."
+    if signs.shape != unsigned.shape:
+        raise ValueError(
+            f"adata.varm[{signs_key!r}] has shape {signs.shape}, the mask adata.varm[{key!r}] "
+            f"{unsigned.shape}: the signs are out of date. {fix}"
+        )
+    if not np.isin(signs, (-1.0, 0.0, 1.0)).all():
+        raise ValueError(f"adata.varm[{signs_key!r}] must hold -1, 0 or 1. {fix}")
+    # members without a sign (e.g. added by hand) count as +1
+    return np.where(unsigned > 0, np.where(signs == 0, 1.0, signs), 0.0)
 
 
 def _check_fraction(name: str, value: float) -> None:
@@ -611,10 +789,14 @@ def _warn_lost(
                 f"{n_case} of their genes match only ignoring case (mouse symbols against "
                 "human gene sets?): pass case_sensitive=False"
             )
+    species = (
+        " and species (mouse data against human sets: case_sensitive=False)"
+        if case_sensitive
+        else ""
+    )
     hints.append(
         "check that both sides use the same identifier type (gene symbols vs Ensembl or "
-        "Entrez IDs: gene_symbols=<adata.var column>) and species (mouse data against human "
-        "sets: case_sensitive=False)"
+        f"Entrez IDs: gene_symbols=<adata.var column>){species}"
     )
     if full_source:
         selection = (
@@ -649,7 +831,7 @@ def add_gene_sets(
     min_genes: int = 1,
     max_genes: int | None = None,
     gene_symbols: str | None = None,
-    case_sensitive: bool = True,
+    case_sensitive: bool | None = None,
     nested: Literal["keep", "merge", "resolve"] | None = NESTED,
     nested_containment: float = NESTED_CONTAINMENT,
     merge_fraction: float = MERGE_FRACTION,
@@ -679,10 +861,12 @@ def add_gene_sets(
           dicts returned by :func:`gseapy.read_gmt`, :meth:`gseapy.Msigdb.get_gmt`,
           :func:`gseapy.get_library` and :func:`spexlvm.datasets.gene_sets`;
         - a long DataFrame, one row per (set, gene) pair, with the columns
-          ``source``/``target`` (decoupler networks), ``term``/``gene`` or
-          ``gs_name``/``gene_symbol`` (msigdbr). An optional ``weight`` column is
-          ignored except that rows with weight 0 are dropped. Sets keep the order of
-          their first row.
+          ``source``/``target`` (decoupler networks, e.g. ``dc.op.hallmark()``,
+          ``dc.op.progeny()``, ``dc.op.collectri()``), ``term``/``gene`` or
+          ``gs_name``/``gene_symbol`` (msigdbr). An optional ``weight`` column makes
+          it a signed network (see Notes): rows with weight 0 are dropped, the sign of
+          every other weight orients the factor, and magnitudes other than 1 are
+          ignored with a :class:`UserWarning`. Sets keep the order of their first row.
 
         Set names are converted with :class:`str`; missing genes (None/NaN) are skipped;
         genes repeated within a set count once.
@@ -698,7 +882,12 @@ def add_gene_sets(
         rows with the same symbol are all annotated.
     case_sensitive
         If ``False``, compare upper-cased identifiers, e.g. mouse symbols (``Cdk1``)
-        against human gene sets (``CDK1``), as in the spex-LVM paper.
+        against human gene sets (``CDK1``), as in the spex-LVM paper. If ``True``, compare
+        identifiers exactly. ``None`` (the default) compares exactly unless ignoring case
+        finds at least twice as many of the distinct set genes and at least 10 more (or
+        any, when exact matching finds none), as for mouse data against human sets; it
+        then ignores case and says so in a :class:`UserWarning`.
+        ``adata.uns[key]["params"]["case_sensitive"]`` records the choice.
     nested
         How kept sets that lie inside others are handled (see Notes). ``"keep"`` (the
         default; ``None`` means the same) keeps every set whole, its own factor under its
@@ -742,6 +931,10 @@ def add_gene_sets(
     ``adata.varm[key]`` : :class:`numpy.ndarray` (dtype ``bool``)
         ``n_vars x A`` mask; column ``a`` marks the genes of the ``a``-th kept set (the
         union of the genes of the sets merged into it).
+    ``adata.varm[key + "_signs"]`` : :class:`numpy.ndarray` (dtype ``int8``)
+        Only for a signed network (a ``weight`` column): ``+1`` / ``-1`` on the mask (the
+        sign of the gene's weight in the set; a merged factor takes its larger set's sign
+        first), 0 elsewhere. :func:`get_signs` reads it.
     ``adata.varm[key + "_prior"]`` : :class:`numpy.ndarray` (dtype ``bool``)
         The mask as the model's prior uses it: without, in each set, the genes it leaves
         to the smaller sets nested in it. Only written when some set left genes to another
@@ -759,10 +952,12 @@ def add_gene_sets(
         it the genes), ``n_shared``,
         ``containment``), ``matching`` (``n_set_genes``: distinct genes of all sets,
         ``n_matched``: of those, found; ``n_case_only``: found only by ignoring case;
-        ``n_multiple``: matching several rows of ``adata``) and ``params`` (``min_genes``,
+        ``n_multiple``: matching several rows of ``adata``), ``n_negative`` (int array,
+        A: members with a negative weight; 0 without weights) and ``params``
+        (``min_genes``,
         ``max_genes`` (``-1``: no bound), ``gene_symbols`` (``""``: ``var_names``),
         ``case_sensitive``, ``nested``, ``nested_containment``, ``merge_fraction``,
-        ``full_genes`` (``"adata.raw"``, ``"full_genes"`` or ``""``)). Every value
+        ``full_genes`` (``"adata.raw"``, ``"full_genes"`` or ``""``), ``signed``). Every value
         survives :meth:`~anndata.AnnData.write_h5ad` (string arrays read back with dtype
         object).
 
@@ -807,6 +1002,19 @@ def add_gene_sets(
     has the numbers (on pbmc68k_reduced, ``"resolve"`` merged 76 of 135 Reactome sets into
     29 factors, and *neutrophil degranulation* was no factor of its own).
 
+    **Signed networks.** Footprint resources such as decoupler's CollecTRI (weights +1 /
+    -1: activated / repressed targets) and PROGENy (regression weights) say in which
+    direction each target moves. The model's likelihood and prior cannot tell a factor
+    from its negative, so after training :class:`~spexlvm.SpexLVM` orients every annotated
+    factor so that the loadings of its members times their signs sum to > 0: a positive
+    score means the ``+1`` targets go up and the ``-1`` targets down (without weights every
+    member counts as ``+1``: the set's genes go up). Only the signs are used. The
+    magnitudes are ignored because the prior encodes whether a gene belongs to a set (its
+    slab width), not how strongly it responds, and the weights' scales differ between
+    resources (PROGENy's are unbounded regression coefficients from other experiments), so
+    no map from a weight to a prior confidence would hold across them; to weaken single
+    genes, edit ``varm[key + "_prior"]`` (values in [0, 1]) yourself.
+
     **Finding a merged factor.** Every function of :mod:`spexlvm.pl` and :mod:`spexlvm.tl`
     that takes factor names accepts any member's name; :func:`spexlvm.tl.factor_name`
     returns the factor's full name, e.g. for a column of
@@ -846,10 +1054,17 @@ def add_gene_sets(
             "adata.var_names_make_unique() first."
         )
 
-    sets = _as_gene_set_dict(gene_sets)
+    if case_sensitive is not None and not isinstance(case_sensitive, bool | np.bool_):
+        raise TypeError(
+            f"case_sensitive must be True, False or None (automatic), not {case_sensitive!r}."
+        )
+    sets, signs = _read_gene_sets(gene_sets)
     if not sets:
         raise ValueError("No gene sets given.")
     ids = _var_identifiers(adata, gene_symbols)
+    if case_sensitive is None:
+        case_sensitive = _choose_case_sensitivity(sets, ids, gene_symbols)
+    case_sensitive = bool(case_sensitive)
     index = _index(ids, case_sensitive)
 
     n_vars = adata.n_vars
@@ -906,6 +1121,8 @@ def add_gene_sets(
     }
     kept_idx, mask, prior = passed_idx, full, full
     kept_names = [names[j] for j in passed_idx]
+    group = np.arange(passed_idx.size)  # the kept column every passed column went into
+    is_root = np.ones(passed_idx.size, dtype=bool)
     if nested != "keep" and passed_idx.size > 1:
         group, merged, prior_all, ceded = _resolve_nested(
             full, float(nested_containment), float(merge_fraction), cede=nested == "resolve"
@@ -939,6 +1156,7 @@ def add_gene_sets(
             nested_rows["containment"].append(n_both / int(size[col]))
         kept_idx = passed_idx[roots]
         kept_names = [col_name[int(c)] for c in np.flatnonzero(roots)]
+        group, is_root = np.searchsorted(np.flatnonzero(roots), group), roots
         mask, prior = merged[:, roots], prior_all[:, roots]
         if not ceded:
             prior = mask
@@ -966,6 +1184,17 @@ def add_gene_sets(
         factor_of[passed_idx] = kept_names
     kept = np.zeros(n_sets, dtype=bool)
     kept[kept_idx] = True
+    signed = None
+    if signs is not None:
+        signed = _signed_mask(
+            signs,
+            [names[j] for j in passed_idx],
+            group,
+            is_root,
+            mask.shape,
+            index,
+            case_sensitive,
+        )
     n_prior_kept = prior.sum(0).astype(np.int64)
     n_prior = np.zeros(n_sets, dtype=np.int64)
     n_prior[kept_idx] = n_prior_kept
@@ -1024,10 +1253,22 @@ def add_gene_sets(
     prior_key = f"{key}{PRIOR_SUFFIX}"
     if key in adata.varm or key in adata.uns:
         logger.info("Overwriting adata.varm[%r] / adata.uns[%r].", key, key)
+    signs_key = f"{key}{SIGNS_SUFFIX}"
     adata.varm.pop(prior_key, None)
+    adata.varm.pop(signs_key, None)
     adata.varm[key] = mask
     if prior is not mask:
         adata.varm[prior_key] = prior
+    if signed is not None:
+        adata.varm[signs_key] = signed
+        n_down = (signed < 0).sum(0)
+        logger.info(
+            "Signed gene sets: %d of %d factors have targets with weight < 0 (%d genes); a "
+            "positive score of a factor means its +1 targets go up and its -1 targets down.",
+            int((n_down > 0).sum()),
+            signed.shape[1],
+            int(n_down.sum()),
+        )
     coverage = {
         "n_genes": n_genes,
         "n_found": n_found,
@@ -1058,6 +1299,11 @@ def add_gene_sets(
             "containment": np.array(nested_rows["containment"], dtype=np.float64),
         },
         "matching": {k: int(v) for k, v in matching.items()},
+        "n_negative": (
+            (signed < 0).sum(0).astype(np.int64)
+            if signed is not None
+            else np.zeros(len(kept_names), dtype=np.int64)
+        ),
         "params": {
             "min_genes": int(min_genes),
             "max_genes": -1 if max_genes is None else int(max_genes),
@@ -1067,6 +1313,7 @@ def add_gene_sets(
             "nested_containment": float(nested_containment),
             "merge_fraction": float(merge_fraction),
             "full_genes": full_source,
+            "signed": signed is not None,
         },
     }
     if copy:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._auroc import auroc
 from ._competing import competing_sets
 from ._decoy_check import decoy_check
+from ._enrichment import enrichment
 from ._fit import fit, write_results
 from ._impute import impute
 from ._names import factor_name
@@ -20,6 +21,7 @@ __all__ = [
     "auroc",
     "competing_sets",
     "decoy_check",
+    "enrichment",
     "factor_name",
     "fit",
     "gene_set_test",

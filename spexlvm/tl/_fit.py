@@ -65,7 +65,8 @@ def fit(
         in chunks, never whole (see :meth:`SpexLVM.train`).
     gene_sets
         A GMT path, a ``dict`` of set name -> genes, or a long DataFrame (decoupler's
-        ``source`` / ``target``); see :func:`spexlvm.pp.add_gene_sets`. ``None`` uses the
+        ``source`` / ``target``; the signs of a ``weight`` column orient the factors); see
+        :func:`spexlvm.pp.add_gene_sets`. ``None`` uses the
         annotation already in ``adata.varm[mask_key]``.
     n_sparse
         Number of unannotated sparse factors.
