@@ -14,7 +14,7 @@ import pandas as pd
 
 from .._constants import KEYS
 from ._names import resolve_factor
-from ._results import factor_names, stored, uns_to_frame
+from ._results import factor_names, results, stored, uns_to_frame
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -184,7 +184,7 @@ def enrichment(
         says how).
     """
     fname = str(factor_names(adata, key)[resolve_factor(adata, factor, key)])
-    entries = stored(adata, result_key, key=key, tool="enrichment")
+    entries = results(adata, key).get(result_key)
     name = enrichment_entry_name(fname)
     if not isinstance(entries, dict) or name not in entries:
         raise KeyError(
