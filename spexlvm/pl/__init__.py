@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from ._auroc import auroc
 from ._decoy_check import decoy_check
+from ._factors import dotplot, embedding, matrixplot, violin
 from ._heatmap import mask_heatmap
 from ._history import history
 from ._refinement import refinement
@@ -34,11 +35,15 @@ from ._variance_explained import variance_explained
 __all__ = [
     "auroc",
     "decoy_check",
+    "dotplot",
+    "embedding",
     "history",
     "mask_heatmap",
+    "matrixplot",
     "refinement",
     "scatter",
     "short_name",
     "top_loadings",
     "variance_explained",
+    "violin",
 ]
