@@ -22,6 +22,7 @@ column into ``obs`` (``adata.obs["translation"] = adata.obsm["X_spexlvm"][:, k]`
 from __future__ import annotations
 
 from ._auroc import auroc
+from ._correlation import factor_correlation
 from ._decoy_check import decoy_check
 from ._factors import dotplot, embedding, matrixplot, violin
 from ._heatmap import mask_heatmap
@@ -31,12 +32,14 @@ from ._scatter import scatter
 from ._top_loadings import top_loadings
 from ._utils import short_name
 from ._variance_explained import variance_explained
+from ._weights import weights
 
 __all__ = [
     "auroc",
     "decoy_check",
     "dotplot",
     "embedding",
+    "factor_correlation",
     "history",
     "mask_heatmap",
     "matrixplot",
@@ -46,4 +49,5 @@ __all__ = [
     "top_loadings",
     "variance_explained",
     "violin",
+    "weights",
 ]
