@@ -194,3 +194,17 @@ def cluster_order(corr: np.ndarray) -> np.ndarray:
     tree = linkage(condensed, method="average")
     tree = optimal_leaf_ordering(tree, condensed)
     return np.asarray(leaves_list(tree), dtype=int)
+
+
+def profile_order(matrix: np.ndarray) -> np.ndarray:
+    """Leaf order of the rows of ``matrix`` by average-linkage Euclidean clustering."""
+    n = matrix.shape[0]
+    if n < 3:
+        return np.arange(n)
+    from scipy.cluster.hierarchy import leaves_list, linkage, optimal_leaf_ordering
+    from scipy.spatial.distance import pdist
+
+    condensed = pdist(np.nan_to_num(np.asarray(matrix, dtype=np.float64), nan=0.0))
+    tree = linkage(condensed, method="average")
+    tree = optimal_leaf_ordering(tree, condensed)
+    return np.asarray(leaves_list(tree), dtype=int)

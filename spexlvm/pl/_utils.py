@@ -525,3 +525,21 @@ def check_n_top(n_top: Any, name: str = "n_top") -> int:
     if isinstance(n_top, bool) or not isinstance(n_top, int | np.integer) or n_top < 1:
         raise ValueError(f"{name} must be a positive integer, got {n_top!r}.")
     return int(n_top)
+
+
+def group_colors(adata: AnnData, column: str, groups: list[str]) -> list[str]:
+    """Colours of some groups of an ``obs`` column, matched by name, in the order given.
+
+    :func:`category_colors` of all the column's categories (scanpy's
+    ``adata.uns[f"{column}_colors"]`` when stored), looked up per group, so that a subset
+    or a reordering of the groups (clustered heatmaps) keeps each group's own colour.
+    """
+    import pandas as pd
+
+    values = adata.obs[column]
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        categories = [str(c) for c in values.cat.categories]
+    else:
+        categories = sorted({str(v) for v in values.dropna()})
+    colors = dict(zip(categories, category_colors(adata, column, categories), strict=True))
+    return [colors.get(str(g), NA_COLOR) for g in groups]

@@ -13,10 +13,10 @@ from .._constants import KEYS
 from ._utils import (
     KIND_COLORS,
     KIND_LABELS,
-    category_colors,
     factor_kinds,
     factor_names,
     get_results,
+    group_colors,
     unique_labels,
 )
 from ._utils import save_or_show as _save_or_show
@@ -216,7 +216,7 @@ def _draw_groups(adata, ax, groupby, y, overall, per_group, groups) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    colors = category_colors(adata, groupby, groups)
+    colors = group_colors(adata, groupby, groups)
     ax.barh(y, overall, color="#DDDDDD", height=0.75, zorder=2)
     for j, color in enumerate(colors):
         ax.scatter(
@@ -307,7 +307,7 @@ def _heatmap(
     strip = ax.inset_axes([1.0 / n_cols, 1.01, 1.0 - 1.0 / n_cols, min(0.4 / n_rows, 0.06)])
     strip.imshow(
         np.arange(len(groups))[None, :],
-        cmap=ListedColormap(category_colors(adata, groupby, groups)),
+        cmap=ListedColormap(group_colors(adata, groupby, groups)),
         aspect="auto",
     )
     strip.set_axis_off()
