@@ -7,16 +7,14 @@ Gene-set names are shortened for display with :func:`short_name`; functions that
 factor accept the full name, the short name, the column index or, for a factor of merged
 gene sets, the name of any member (see :func:`spexlvm.tl.factor_name`).
 
-The factor scores are an embedding that scanpy plots directly, with one panel per
-factor given by its column index (scanpy's ``components`` are 1-based)::
+Factor scores on a UMAP, by group of cells, or as scanpy's dot plot::
 
-    import scanpy as sc
+    spexlvm.pl.embedding(adata, "umap", factors=["MHC class II antigen presentation"])
+    spexlvm.pl.dotplot(adata, "bulk_labels", n_top=8)
 
-    k = list(adata.uns["spexlvm"]["factor_names"]).index("REACTOME_TRANSLATION")
-    sc.pl.embedding(adata, basis="spexlvm", components=f"{k + 1},{k + 2}", color="bulk_labels")
-
-and ``sc.pl.umap(adata, color=...)`` can show a factor's scores after copying the
-column into ``obs`` (``adata.obs["translation"] = adata.obsm["X_spexlvm"][:, k]``).
+``save=`` follows scanpy: ``True`` or a suffix (``save="_pbmc.png"``) writes into
+``scanpy.settings.figdir`` at scanpy's ``dpi_save``; a path with a directory part is
+written as given.
 """
 
 from __future__ import annotations

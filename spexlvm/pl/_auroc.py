@@ -87,8 +87,9 @@ def auroc(
     show
         Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
     save
-        ``True`` saves to ``scanpy.settings.figdir`` as ``spexlvm_auroc.png``; a path
-        saves there.
+        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
+        ``spexlvm_auroc.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
+        ``spexlvm_auroc_pbmc.png`` there; a path with a directory part saves there.
 
     Returns
     -------

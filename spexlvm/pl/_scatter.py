@@ -70,8 +70,9 @@ def scatter(
         Show the figure; ``None`` follows ``scanpy.settings.autoshow`` (and does not show
         when saving).
     save
-        ``True`` saves to ``scanpy.settings.figdir`` as ``spexlvm_scatter.png``; a path
-        saves there.
+        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
+        ``spexlvm_scatter.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
+        ``spexlvm_scatter_pbmc.png`` there; a path with a directory part saves there.
     **kwargs
         Passed to :meth:`matplotlib.axes.Axes.scatter` (``s``, ``alpha``, ``cmap``, ...).
 

@@ -81,8 +81,9 @@ def variance_explained(
         Show the figure; ``None`` follows ``scanpy.settings.autoshow`` (and does not show
         when saving).
     save
-        ``True`` saves to ``scanpy.settings.figdir`` as
-        ``spexlvm_variance_explained.png``; a path saves there.
+        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
+        ``spexlvm_variance_explained.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
+        ``spexlvm_variance_explained_pbmc.png`` there; a path with a directory part saves there.
 
     Returns
     -------
