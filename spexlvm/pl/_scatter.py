@@ -58,8 +58,10 @@ def scatter(
         columns get a colour bar (viridis). Cells with a missing value are grey.
     robust
         Axis limits that a few extreme cells cannot squash: ``True`` sets each axis to
-        the 0.5-99.5 percentiles of the scores (plus a 5% margin); a float ``q`` to the
-        ``q`` to ``100 - q`` percentiles; ``False`` shows every cell. Cells beyond the
+        the 0.5-99.5 percentiles of the scores (plus a 5% margin), a float ``q`` to the
+        ``q`` to ``100 - q`` percentiles, except on a side without a real outlier (the
+        extreme within a further 25% of that range), which keeps its extreme cell;
+        ``False`` shows every cell. Cells beyond the
         limits stay in the scatter (at their true scores) and are marked at the edge of
         the axes by hollow black circles (``ax.lines``), with a note of how many.
     key
@@ -153,13 +155,22 @@ _ROBUST_Q = 0.5
 
 
 def robust_range(values: np.ndarray, q: float = _ROBUST_Q) -> tuple[float, float]:
-    """The ``q`` to ``100 - q`` percentile range of the finite values, 5% margin added."""
+    """Axis range that outliers cannot stretch.
+
+    The ``q`` to ``100 - q`` percentile range with a 5% margin; on a side where the most
+    extreme value lies within a further 25% of that range (no real outlier), the range
+    reaches it (with the margin), so that only cells far out are cut.
+    """
     finite = values[np.isfinite(values)]
     if not finite.size:
         return -1.0, 1.0
-    lo, hi = np.percentile(finite, [q, 100.0 - q])
-    pad = 0.05 * (hi - lo) if hi > lo else max(abs(float(hi)), 1.0) * 0.05
-    return float(lo - pad), float(hi + pad)
+    lo, hi = (float(v) for v in np.percentile(finite, [q, 100.0 - q]))
+    span = hi - lo if hi > lo else max(abs(hi), 1.0)
+    vmin, vmax = float(finite.min()), float(finite.max())
+    lo = vmin if vmin >= lo - 0.25 * span else lo
+    hi = vmax if vmax <= hi + 0.25 * span else hi
+    pad = 0.05 * (hi - lo if hi > lo else span)
+    return lo - pad, hi + pad
 
 
 def _robust_limits(ax, sx: np.ndarray, sy: np.ndarray, robust: bool | float) -> None:
@@ -189,13 +200,14 @@ def _robust_limits(ax, sx: np.ndarray, sy: np.ndarray, robust: bool | float) -> 
         label="beyond the axes",
     )
     n = int(outside.sum())
-    ax.text(
-        1.0,
-        1.01,
+    ax.annotate(  # below the x-axis label, right-aligned
         f"{n} cell{'s' * (n > 1)} beyond the axes, shown at the edge (○)",
-        transform=ax.transAxes,
+        xy=(1.0, 0.0),
+        xycoords="axes fraction",
+        xytext=(0, -40),
+        textcoords="offset points",
         ha="right",
-        va="bottom",
+        va="top",
         fontsize="x-small",
         color="#555555",
     )
