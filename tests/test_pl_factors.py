@@ -15,6 +15,7 @@ import pytest
 import scanpy as sc
 from anndata import AnnData
 from matplotlib.collections import PathCollection
+from matplotlib.text import Annotation
 
 import spexlvm
 from spexlvm.pl._utils import figure_path, gene_status
@@ -234,7 +235,8 @@ def test_weights_labels_the_top_genes_and_marks_the_set(adata):
     mask = adata.varm["spexlvm_mask"]
     for ax, k in zip(axes, [0, names.index("factor_3")], strict=True):
         top = np.argsort(-np.abs(w[:, k]), kind="stable")[:6]
-        assert [t.get_text() for t in ax.texts] == list(adata.var_names[top])
+        labelled = [t.get_text() for t in ax.texts if isinstance(t, Annotation)]
+        assert labelled == list(adata.var_names[top])
         marks = {c.get_label(): c for c in ax.collections if isinstance(c, PathCollection)}
         assert set(marks) == {"kept", "other"}  # without tl.refine: in the set or not
         assert len(marks["kept"].get_offsets()) == int(mask[:, k].sum())
@@ -375,3 +377,22 @@ def test_mask_heatmap_into_an_axes(adata):
     assert len(panels) == 2 and all(p.figure is fig for p in panels)
     assert right not in fig.axes and left in fig.axes
     np.testing.assert_array_equal(panels[0].images[0].get_array(), codes)
+
+
+def test_weights_compress_keeps_the_rank_order():
+    from spexlvm.pl._weights import _positions
+
+    rng = np.random.default_rng(0)
+    w = np.concatenate([rng.normal(0, 1e-4, 1000), rng.normal(0, 1, 40)])
+    y, height, band = _positions(w, 0.01)
+    order = np.argsort(w, kind="stable")
+    assert np.all(np.diff(y[order]) > 0)  # same order as the ranks
+    small = np.abs(w) < 0.01 * np.abs(w).max()
+    lo, hi, n_mid = band
+    assert n_mid == small.sum()
+    assert np.all((y[small] > lo) & (y[small] < hi))
+    assert hi - lo <= 0.5 * (~small).sum() + 1e-9  # the near-zero genes take <= half
+    assert height == pytest.approx(w.size - n_mid + (hi - lo))
+    y_plain, height_plain, none = _positions(w, 0.0)
+    assert none is None and height_plain == w.size
+    np.testing.assert_array_equal(np.sort(y_plain), np.arange(1, w.size + 1))

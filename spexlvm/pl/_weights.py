@@ -50,6 +50,7 @@ def weights(
     n_top: int = 10,
     n_factors: int = 4,
     scale: bool = True,
+    compress: float | None = 0.01,
     gene_symbols: str | None = None,
     ncols: int = 4,
     key: str = KEYS.UNS,
@@ -87,6 +88,12 @@ def weights(
     scale
         Divide each factor's loadings by its largest ``|loading|`` (x from -1 to 1, as
         MOFA+'s ``scale=TRUE``), so that panels compare; ``False``: posterior means.
+    compress
+        Genes with ``|loading|`` below this fraction of the factor's largest are drawn
+        squeezed into a band between dashed lines (at most half the height of the other
+        genes), so that the tails, where the factor's genes are, are not a thin strip
+        when most of thousands of genes sit at 0; their rank order is kept. ``None`` or
+        ``0``: every gene one row.
     gene_symbols
         Column of ``adata.var`` with the gene labels; ``var_names`` when ``None``.
     ncols
@@ -107,8 +114,8 @@ def weights(
     The Axes (one factor) or the list of Axes, unless the figure was shown. In each
     panel ``ax.collections`` holds one :class:`~matplotlib.collections.PathCollection`
     per mark present (its ``get_label()`` is the mark's name: ``"other"``, ``"kept"``,
-    ``"removed"``, ``"added"``); ``ax.texts`` are the labelled genes, largest
-    ``|loading|`` first.
+    ``"removed"``, ``"added"``); the :class:`~matplotlib.text.Annotation` objects in
+    ``ax.texts`` are the labelled genes, largest ``|loading|`` first.
 
     Examples
     --------
@@ -157,7 +164,7 @@ def weights(
         status, source = gene_status(adata, k, key)
         if source != "refine":  # no calls: only in the set or not
             status = np.where(np.isin(status, ["kept", "removed"]), "kept", "other")
-        _panel(a, w, genes, status, source, n_top, scale)
+        _panel(a, w, genes, status, source, n_top, scale, compress or 0.0)
         title = textwrap.fill(_short_name(names[k], max_len=80), width=38)
         a.set_title(f"{title}\nR² {r2[k]:.3f}", loc="left", fontsize="medium")
     fig = axes[0].figure
@@ -175,11 +182,10 @@ def _panel(
     source: str,
     n_top: int,
     scale: bool,
+    compress: float,
 ) -> None:
     """One factor: ranked loadings, marks, and the top genes labelled."""
-    order = np.argsort(w, kind="stable")
-    rank = np.empty(w.size, dtype=np.float64)
-    rank[order] = np.arange(1, w.size + 1)
+    rank, height, band = _positions(w, compress)
     labels = _LABELS_REFINE if source == "refine" else _LABELS_SET
     for mark in _MARKS:
         sel = status == mark
@@ -199,13 +205,26 @@ def _panel(
         )
     ax.axvline(0, color="#333333", lw=0.8, zorder=1)
     top = np.argsort(-np.abs(w), kind="stable")[: min(n_top, w.size)]
-    _label_genes(ax, w, rank, genes, status, top)
+    _label_genes(ax, w, rank, height, genes, status, top)
     lim = float(np.abs(w).max()) if w.size else 1.0
     lim = lim if lim > 0 else 1.0
     ax.set_xlim(-1.15 * lim, 1.15 * lim)
-    ax.set_ylim(0, w.size + 1)
+    ax.set_ylim(0, height + 1)
     ax.set_yticks([])
     ax.set_ylabel(f"genes ranked by loading ({w.size})")
+    if band is not None:  # the near-zero genes, drawn compressed between dashed lines
+        lo, hi, n_mid = band
+        for y in (lo, hi):
+            ax.axhline(y, color="#AAAAAA", lw=0.6, ls=(0, (4, 3)), zorder=1)
+        ax.text(
+            -1.12 * lim,
+            (lo + hi) / 2,
+            f"{n_mid} genes with\n|loading| < {compress:g} max\n(compressed)",
+            ha="left",
+            va="center",
+            fontsize="xx-small",
+            color="#777777",
+        )
     ax.set_xlabel("loading / factor max |loading|" if scale else "loading (posterior mean)")
     ax.spines[["top", "right", "left"]].set_visible(False)
     from matplotlib.lines import Line2D
@@ -235,10 +254,40 @@ def _panel(
     )
 
 
+def _positions(
+    w: np.ndarray, compress: float
+) -> tuple[np.ndarray, float, tuple[float, float, int] | None]:
+    """Height of each gene's dot: its rank, with the near-zero genes squeezed together.
+
+    Genes with ``|w| < compress * max|w|`` take a band of at most half the height of
+    the genes outside it (at least 10 rows), so that the tails, where the factor's genes
+    are, get most of the panel. Returns the heights, the total height and the band
+    ``(bottom, top, number of genes)``, ``None`` when nothing is compressed.
+    """
+    n = w.size
+    order = np.argsort(w, kind="stable")
+    rank = np.empty(n, dtype=np.float64)
+    rank[order] = np.arange(1, n + 1)
+    lim = float(np.abs(w).max()) if n else 0.0
+    if not compress or lim <= 0:
+        return rank, float(n), None
+    small = np.abs(w) < compress * lim
+    n_mid = int(small.sum())
+    n_neg = int((w < 0)[~small].sum())
+    band = float(min(n_mid, max(0.5 * (n - n_mid), 10.0)))
+    if n_mid < 20 or band >= 0.8 * n_mid:  # little to gain
+        return rank, float(n), None
+    y = rank.copy()
+    y[small] = n_neg + 0.5 + (rank[small] - n_neg - 0.5) * band / n_mid
+    y[~small & (w > 0)] -= n_mid - band
+    return y, n - n_mid + band, (n_neg + 0.5, n_neg + band + 0.5, n_mid)
+
+
 def _label_genes(
     ax: Axes,
     w: np.ndarray,
     rank: np.ndarray,
+    n: float,
     genes: np.ndarray,
     status: np.ndarray,
     top: np.ndarray,
@@ -251,7 +300,6 @@ def _label_genes(
     one line apart (no overlap), each at its dot's height when there is room, and joined
     to its dot.
     """
-    n = w.size
     fig = ax.figure
     height_in = max(ax.get_position().height * fig.get_figheight(), 1.0)
     step = n * 0.13 / height_in  # about one line of x-small text, in rank units
