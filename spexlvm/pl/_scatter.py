@@ -164,7 +164,9 @@ def robust_range(values: np.ndarray, q: float = _ROBUST_Q) -> tuple[float, float
     finite = values[np.isfinite(values)]
     if not finite.size:
         return -1.0, 1.0
-    lo, hi = (float(v) for v in np.percentile(finite, [q, 100.0 - q]))
+    # no interpolation towards an outlier when there are few cells
+    lo = float(np.percentile(finite, q, method="higher"))
+    hi = float(np.percentile(finite, 100.0 - q, method="lower"))
     span = hi - lo if hi > lo else max(abs(hi), 1.0)
     vmin, vmax = float(finite.min()), float(finite.max())
     lo = vmin if vmin >= lo - 0.25 * span else lo
