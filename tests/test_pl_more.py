@@ -286,7 +286,7 @@ def test_variance_explained_groupby(adata):
     assert groups == ["x"]
     np.testing.assert_allclose(per_group[:, 0], r2, atol=1e-5)
 
-    ax = spexlvm.pl.variance_explained(adata, n_top=4, groupby="group", show=False)
+    ax = spexlvm.pl.variance_explained(adata, n_top=4, groupby="group", style="dots", show=False)
     dots = [c for c in ax.collections if isinstance(c, PathCollection)]
     assert len(dots) == 3  # one per group, a dot per factor each
     assert all(len(d.get_offsets()) == 4 for d in dots)

@@ -7,13 +7,10 @@ Gene-set names are shortened for display with :func:`short_name`; functions that
 factor accept the full name, the short name, the column index or, for a factor of merged
 gene sets, the name of any member (see :func:`spexlvm.tl.factor_name`).
 
-The factor scores are an embedding that scanpy plots directly, with one panel per
-factor given by its column index (scanpy's ``components`` are 1-based)::
+Factor scores on a UMAP, by group of cells, or as scanpy's dot plot::
 
-    import scanpy as sc
-
-    k = list(adata.uns["spexlvm"]["factor_names"]).index("REACTOME_TRANSLATION")
-    sc.pl.embedding(adata, basis="spexlvm", components=f"{k + 1},{k + 2}", color="bulk_labels")
+    spexlvm.pl.embedding(adata, "umap", factors=["MHC class II antigen presentation"])
+    spexlvm.pl.dotplot(adata, "bulk_labels", n_top=8)
 
 and scanpy's gene plots take factors through :func:`spexlvm.get.factors` (cells x
 factors, factor names as ``var_names``, ``obs`` / ``obsm`` / colours kept)::
@@ -22,13 +19,19 @@ factors, factor names as ``var_names``, ``obs`` / ``obsm`` / colours kept)::
     sc.pl.dotplot(spexlvm.get.factors(adata), var_names=names, groupby="bulk_labels")
 
 :func:`spexlvm.get.factors_to_obs` copies chosen factors into ``obs`` (for cellxgene).
+
+``save=`` follows scanpy: ``True`` or a suffix (``save="_pbmc.png"``) writes into
+``scanpy.settings.figdir`` at scanpy's ``dpi_save``; a path with a directory part is
+written as given.
 """
 
 from __future__ import annotations
 
 from ._auroc import auroc
+from ._correlation import factor_correlation
 from ._decoy_check import decoy_check
 from ._enrichment import enrichment
+from ._factors import dotplot, embedding, matrixplot, violin
 from ._heatmap import mask_heatmap
 from ._history import history
 from ._refinement import refinement
@@ -36,16 +39,23 @@ from ._scatter import scatter
 from ._top_loadings import top_loadings
 from ._utils import short_name
 from ._variance_explained import variance_explained
+from ._weights import weights
 
 __all__ = [
     "auroc",
     "decoy_check",
+    "dotplot",
+    "embedding",
     "enrichment",
+    "factor_correlation",
     "history",
     "mask_heatmap",
+    "matrixplot",
     "refinement",
     "scatter",
     "short_name",
     "top_loadings",
     "variance_explained",
+    "violin",
+    "weights",
 ]

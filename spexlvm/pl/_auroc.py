@@ -13,11 +13,11 @@ import pandas as pd
 from .._constants import KEYS
 from ..get._results import stored as _stored
 from ._utils import (
-    category_colors,
     check_n_top,
     factor_names,
     get_results,
     get_scores,
+    group_colors,
     resolve_factors,
     unique_labels,
 )
@@ -42,6 +42,7 @@ def auroc(
     *,
     factors: Sequence[str | int] | str | int | None = None,
     n_top: int = 20,
+    cluster: bool | None = None,
     annotate: bool | None = None,
     cmap: str = "RdBu_r",
     key: str = KEYS.UNS,
@@ -72,6 +73,12 @@ def auroc(
         the ``n_top`` factors with the largest R².
     n_top
         Number of factors shown when ``factors`` is ``None``.
+    cluster
+        Order rows (factors) and columns (groups) by hierarchical clustering of their
+        AUROC profiles (average linkage, Euclidean, optimal leaf order), so that factors
+        marking the same groups, and groups marked by the same factors, sit together;
+        ``None``: cluster when ``factors`` is ``None`` (the top factors by R² have no
+        order of their own), keep the given order otherwise.
     annotate
         Write the AUROCs into the cells; ``None``: when there are at most 400 cells.
     cmap
@@ -85,8 +92,9 @@ def auroc(
     show
         Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
     save
-        ``True`` saves to ``scanpy.settings.figdir`` as ``spexlvm_auroc.png``; a path
-        saves there.
+        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
+        ``spexlvm_auroc.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
+        ``spexlvm_auroc_pbmc.png`` there; a path with a directory part saves there.
 
     Returns
     -------
@@ -106,6 +114,16 @@ def auroc(
             f"{', '.join(map(repr, adata.obs.columns[:15]))}."
         )
     matrix, groups, source = _auroc_matrix(adata, groupby, idx, names, key, result_key)
+    if cluster is None:
+        cluster = factors is None
+    if cluster:
+        from ._correlation import profile_order
+
+        rows, cols = profile_order(matrix - 0.5), profile_order((matrix - 0.5).T)
+        matrix = matrix[np.ix_(rows, cols)]
+        idx = [idx[i] for i in rows]
+        groups = [groups[j] for j in cols]
+    row_labels = unique_labels([_short_name(names[k]) for k in idx])
 
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
@@ -113,12 +131,11 @@ def auroc(
     n_rows, n_cols = matrix.shape
     created = ax is None
     if ax is None:
-        width = 2.6 + 0.42 * n_cols + 0.9
         _, ax = plt.subplots(
-            figsize=(max(4.5, width), max(2.6, 0.3 * n_rows + 2.2)), layout="constrained"
+            figsize=heatmap_figsize(n_rows, n_cols, row_labels, groups), layout="constrained"
         )
     image = ax.imshow(matrix, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
-    ax.set_yticks(np.arange(n_rows), unique_labels([_short_name(names[k]) for k in idx]))
+    ax.set_yticks(np.arange(n_rows), row_labels)
     ax.set_xticks(np.arange(n_cols), groups, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_xlabel(groupby)
     ax.set_ylabel("factor")
@@ -141,7 +158,7 @@ def auroc(
 
     # group colours as a strip above the columns (scanpy's colours when stored)
     strip = ax.inset_axes([0.0, 1.01, 1.0, min(0.4 / n_rows, 0.08)])
-    colors = category_colors(adata, groupby, groups)
+    colors = group_colors(adata, groupby, groups)
     strip.imshow(np.arange(n_cols)[None, :], cmap=ListedColormap(colors), aspect="auto")
     strip.set_axis_off()
 
@@ -151,8 +168,26 @@ def auroc(
     cbar.set_label("AUROC (group vs rest)")
     cbar.set_ticks([0.0, 0.25, 0.5, 0.75, 1.0])
     title = "tl.auroc" if source == "tl" else "one vs rest"
+    title += ", clustered" if cluster else ""
     ax.set_title(f"Factor scores by {groupby} ({title})", loc="right", fontsize="medium", pad=14)
     return _save_or_show(ax, show=show, save=save, default_name="spexlvm_auroc", close=created)
+
+
+def heatmap_figsize(
+    n_rows: int, n_cols: int, row_labels: Sequence[str], col_labels: Sequence[str]
+) -> tuple[float, float]:
+    """Figure size that gives each cell about 0.32 x 0.45 inches after the labels.
+
+    The room for the row labels and for the column labels (rotated by 45 degrees) is
+    estimated from their lengths (about 0.085 inches per character at the default font
+    size), so that long labels widen or heighten the figure instead of squeezing cells.
+    """
+    char = 0.085
+    row_w = char * max((len(str(s)) for s in row_labels), default=4) + 0.5
+    col_h = char * max((len(str(s)) for s in col_labels), default=4) * 0.72 + 0.6
+    width = row_w + 0.45 * n_cols + 1.4  # + colour bar
+    height = 0.32 * n_rows + col_h + 0.9  # + title and group strip
+    return max(4.0, width), max(2.6, height)
 
 
 def _groups(values: pd.Series) -> list[str]:

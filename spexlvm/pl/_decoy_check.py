@@ -50,8 +50,9 @@ def decoy_check(
     show
         Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
     save
-        ``True`` saves to ``scanpy.settings.figdir`` as ``spexlvm_decoy_check.png``; a
-        path saves there.
+        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
+        ``spexlvm_decoy_check.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
+        ``spexlvm_decoy_check_pbmc.png`` there; a path with a directory part saves there.
 
     Returns
     -------

@@ -26,6 +26,7 @@ from ._utils import short_name as _short_name
 
 if TYPE_CHECKING:
     from anndata import AnnData
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
@@ -46,9 +47,10 @@ def mask_heatmap(
     n_top: int = 10,
     threshold: float = ACTIVE_THRESHOLD,
     key: str = KEYS.UNS,
+    ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | os.PathLike[str] | None = None,
-) -> Figure | None:
+) -> Figure | list[Axes] | None:
     """The gene-set annotation beside the learned loadings, over the same genes.
 
     Left, the annotation mask (genes x factors), each cell coloured by what the data made
@@ -79,15 +81,20 @@ def mask_heatmap(
         Activity threshold of the fallback rule (fraction of the factor's max ``|w|``).
     key
         ``key_added`` given to :func:`spexlvm.tl.fit`.
+    ax
+        Axes (of a grid of subplots) whose place the two panels take, side by side; a
+        new figure when ``None``.
     show
         Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
     save
-        ``True`` saves to ``scanpy.settings.figdir`` as ``spexlvm_mask_heatmap.png``; a
-        path saves there.
+        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
+        ``spexlvm_mask_heatmap.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
+        ``spexlvm_mask_heatmap_pbmc.png`` there; a path with a directory part saves there.
 
     Returns
     -------
-    The Figure, unless it was shown. ``fig.axes[0]`` is the mask panel (its image holds
+    Unless the figure was shown: with ``ax=None`` the Figure, with ``ax`` the two panels
+    ``[mask, loadings]``. ``fig.axes[0]`` is the mask panel (its image holds
     the codes 0 = neither, 1 = kept, 2 = removed, 3 = added), ``fig.axes[1]`` the loadings
     panel (scaled ``|loading|`` in [0, 1]); both have the genes as rows in the same order
     (``fig.axes[0].get_yticklabels()`` when there are at most 60 genes).
@@ -126,9 +133,23 @@ def mask_heatmap(
     show_genes = n_genes <= _MAX_GENE_LABELS
     height = max(3.2, min(9.0, 0.16 * n_genes + 2.4)) if show_genes else 6.0
     width = 2.0 * (1.0 + 0.32 * n_factors) + 2.6
-    fig, (ax_mask, ax_w) = plt.subplots(
-        1, 2, figsize=(width, height), sharey=True, layout="constrained"
-    )
+    if ax is None:
+        fig, (ax_mask, ax_w) = plt.subplots(
+            1, 2, figsize=(width, height), sharey=True, layout="constrained"
+        )
+    else:  # the two panels take the place of the given Axes
+        spec = ax.get_subplotspec()
+        if spec is None:
+            raise ValueError(
+                "ax= must be an Axes of a subplot grid (plt.subplots, fig.add_subplot), "
+                "whose place the mask and loadings panels share."
+            )
+        fig = ax.figure
+        ax.remove()
+        inner = spec.subgridspec(1, 2, wspace=0.05)
+        ax_mask = fig.add_subplot(inner[0])
+        ax_w = fig.add_subplot(inner[1], sharey=ax_mask)
+        ax_w.tick_params(labelleft=False)
     cmap = ListedColormap(
         ["white", GENE_COLORS["kept"], GENE_COLORS["removed"], GENE_COLORS["added"]]
     )
@@ -137,13 +158,13 @@ def mask_heatmap(
         values, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto", interpolation="none"
     )
     labels = unique_labels([_short_name(names[k], max_len=30) for k in idx])
-    for ax, title in ((ax_mask, "annotation (mask)"), (ax_w, "learned |loadings|")):
-        ax.set_xticks(
+    for panel, title in ((ax_mask, "annotation (mask)"), (ax_w, "learned |loadings|")):
+        panel.set_xticks(
             np.arange(n_factors), labels, rotation=45, ha="right", rotation_mode="anchor"
         )
-        ax.set_title(title, fontsize="medium")
-        ax.tick_params(length=0)
-        for spine in ax.spines.values():
+        panel.set_title(title, fontsize="medium")
+        panel.tick_params(length=0)
+        for spine in panel.spines.values():
             spine.set_color("#777777")
     if show_genes:
         ax_mask.set_yticks(np.arange(n_genes), adata.var_names[rows], fontsize="x-small")
@@ -151,20 +172,34 @@ def mask_heatmap(
         ax_mask.set_yticks([])
     order = "sorted by factor" if genes is None else "in the order given"
     ax_mask.set_ylabel(f"genes ({n_genes}, {order})")
-    fig.supxlabel("factor (gene set)", fontsize="medium")
+    if ax is None:
+        fig.supxlabel("factor (gene set)", fontsize="medium")
     cbar = fig.colorbar(image, ax=ax_w, shrink=0.6, pad=0.02)
     cbar.set_label("|loading| / factor max")
     present = [s for s in ("kept", "removed", "added") if (codes == STATUS_CODES[s]).any()]
-    fig.legend(
-        handles=[Patch(color=GENE_COLORS[s], label=GENE_LABELS[s]) for s in present],
-        loc="outside upper center",
-        ncols=len(present),
-        frameon=False,
-        fontsize="small",
+    handles = [Patch(color=GENE_COLORS[s], label=GENE_LABELS[s]) for s in present]
+    if ax is None:
+        fig.legend(
+            handles=handles,
+            loc="outside upper center",
+            ncols=len(present),
+            frameon=False,
+            fontsize="small",
+        )
+    else:  # in someone else's figure: the legend above the mask panel
+        ax_mask.legend(
+            handles=handles,
+            loc="lower left",
+            bbox_to_anchor=(0.0, 1.08),
+            frameon=False,
+            fontsize="small",
+        )
+    out = _save_or_show(
+        fig, show=show, save=save, default_name="spexlvm_mask_heatmap", close=ax is None
     )
-    return _save_or_show(
-        fig, show=show, save=save, default_name="spexlvm_mask_heatmap", close=True
-    )
+    if out is None:
+        return None
+    return fig if ax is None else [ax_mask, ax_w]
 
 
 def _gene_order(codes: np.ndarray, scaled: np.ndarray) -> np.ndarray:

@@ -47,8 +47,9 @@ def history(
     show
         Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
     save
-        ``True`` saves to ``scanpy.settings.figdir`` as ``spexlvm_history.png``; a path
-        saves there.
+        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
+        ``spexlvm_history.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
+        ``spexlvm_history_pbmc.png`` there; a path with a directory part saves there.
     **kwargs
         Passed to :meth:`matplotlib.axes.Axes.plot`.
 

@@ -77,8 +77,9 @@ def refinement(
     show
         Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
     save
-        ``True`` saves to ``scanpy.settings.figdir`` as ``spexlvm_refinement.png``; a
-        path saves there.
+        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
+        ``spexlvm_refinement.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
+        ``spexlvm_refinement_pbmc.png`` there; a path with a directory part saves there.
 
     Returns
     -------

@@ -29,6 +29,7 @@ def scatter(
     y: str | int,
     *,
     color: str | None = None,
+    robust: bool | float = True,
     key: str = KEYS.UNS,
     ax: Axes | None = None,
     show: bool | None = None,
@@ -55,6 +56,14 @@ def scatter(
         or booleans) get a legend, with the colours of ``adata.uns[f"{color}_colors"]``
         when present (scanpy's convention), else a colour-blind-safe palette; numeric
         columns get a colour bar (viridis). Cells with a missing value are grey.
+    robust
+        Axis limits that a few extreme cells cannot squash: ``True`` sets each axis to
+        the 0.5-99.5 percentiles of the scores (plus a 5% margin), a float ``q`` to the
+        ``q`` to ``100 - q`` percentiles, except on a side without a real outlier (the
+        extreme within a further 25% of that range), which keeps its extreme cell;
+        ``False`` shows every cell. Cells beyond the
+        limits stay in the scatter (at their true scores) and are marked at the edge of
+        the axes by hollow black circles (``ax.lines``), with a note of how many.
     key
         ``key_added`` given to :func:`spexlvm.tl.fit`.
     ax
@@ -63,8 +72,9 @@ def scatter(
         Show the figure; ``None`` follows ``scanpy.settings.autoshow`` (and does not show
         when saving).
     save
-        ``True`` saves to ``scanpy.settings.figdir`` as ``spexlvm_scatter.png``; a path
-        saves there.
+        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
+        ``spexlvm_scatter.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
+        ``spexlvm_scatter_pbmc.png`` there; a path with a directory part saves there.
     **kwargs
         Passed to :meth:`matplotlib.axes.Axes.scatter` (``s``, ``alpha``, ``cmap``, ...).
 
@@ -122,10 +132,76 @@ def scatter(
             ax.figure.colorbar(points, ax=ax, label=color, pad=0.01)
         ax.set_title(color)
 
+    _robust_limits(ax, sx, sy, robust)
     ax.set_xlabel(f"{_short_name(names[ix])} (factor score)")
     ax.set_ylabel(f"{_short_name(names[iy])} (factor score)")
     ax.spines[["top", "right"]].set_visible(False)
     return _save_or_show(ax, show=show, save=save, default_name="spexlvm_scatter", close=created)
+
+
+#: Default percentile (each side) cut by ``robust=True``.
+_ROBUST_Q = 0.5
+
+
+def robust_range(values: np.ndarray, q: float = _ROBUST_Q) -> tuple[float, float]:
+    """Axis range that outliers cannot stretch.
+
+    The ``q`` to ``100 - q`` percentile range with a 5% margin; on a side where the most
+    extreme value lies within a further 25% of that range (no real outlier), the range
+    reaches it (with the margin), so that only cells far out are cut.
+    """
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return -1.0, 1.0
+    # no interpolation towards an outlier when there are few cells
+    lo = float(np.percentile(finite, q, method="higher"))
+    hi = float(np.percentile(finite, 100.0 - q, method="lower"))
+    span = hi - lo if hi > lo else max(abs(hi), 1.0)
+    vmin, vmax = float(finite.min()), float(finite.max())
+    lo = vmin if vmin >= lo - 0.25 * span else lo
+    hi = vmax if vmax <= hi + 0.25 * span else hi
+    pad = 0.05 * (hi - lo if hi > lo else span)
+    return lo - pad, hi + pad
+
+
+def _robust_limits(ax, sx: np.ndarray, sy: np.ndarray, robust: bool | float) -> None:
+    """Clip the axes to robust ranges; mark the cells beyond them at the edge."""
+    if robust is False or robust is None:
+        return
+    q = _ROBUST_Q if robust is True else float(robust)
+    if not 0.0 <= q < 50.0:
+        raise ValueError(f"robust must be True, False or a percentile in [0, 50), got {robust!r}.")
+    (x0, x1), (y0, y1) = robust_range(sx, q), robust_range(sy, q)
+    outside = (sx < x0) | (sx > x1) | (sy < y0) | (sy > y1)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    if not outside.any():
+        return
+    ax.plot(
+        np.clip(sx[outside], x0, x1),
+        np.clip(sy[outside], y0, y1),
+        ls="",
+        marker="o",
+        markersize=5,
+        markerfacecolor="none",
+        markeredgecolor="black",
+        markeredgewidth=0.8,
+        clip_on=False,
+        zorder=5,
+        label="beyond the axes",
+    )
+    n = int(outside.sum())
+    ax.annotate(  # below the x-axis label, right-aligned
+        f"{n} cell{'s' * (n > 1)} beyond the axes, shown at the edge (○)",
+        xy=(1.0, 0.0),
+        xycoords="axes fraction",
+        xytext=(0, -40),
+        textcoords="offset points",
+        ha="right",
+        va="top",
+        fontsize="x-small",
+        color="#555555",
+    )
 
 
 def _is_categorical(values: pd.Series) -> bool:

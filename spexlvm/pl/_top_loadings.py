@@ -91,8 +91,9 @@ def top_loadings(
     show
         Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
     save
-        ``True`` saves to ``scanpy.settings.figdir`` as ``spexlvm_top_loadings.png``; a
-        path saves there.
+        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
+        ``spexlvm_top_loadings.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
+        ``spexlvm_top_loadings_pbmc.png`` there; a path with a directory part saves there.
 
     Returns
     -------

@@ -112,25 +112,20 @@ def save_or_show(
 ) -> Axes | Figure | None:
     """Save and/or show a figure with scanpy's conventions.
 
-    ``save=True`` writes ``{scanpy.settings.figdir}/{default_name}.{file_format_figs}``; a
-    str or path writes there (``.png`` added when it has no suffix). ``show=None`` shows
-    when ``scanpy.settings.autoshow`` is on and nothing is saved. Returns ``ax`` (an Axes
-    or a Figure) unless the figure was shown. ``close`` closes a figure this package
-    created once it is saved.
+    ``save`` is read as scanpy reads it (see :func:`figure_path`): ``True`` writes
+    ``{figdir}/{default_name}.{file_format_figs}``; a str without a directory part is a
+    suffix, ``save="_mesc.png"`` writes ``{figdir}/{default_name}_mesc.png``; a path with a
+    directory part (or a :class:`~pathlib.Path`) is written as given. The resolution is
+    scanpy's ``dpi_save`` (:func:`save_dpi`). ``show=None`` shows when
+    ``scanpy.settings.autoshow`` is on and nothing is saved. Returns ``ax`` (an Axes or a
+    Figure) unless the figure was shown. ``close`` closes a figure this package created
+    once it is saved.
     """
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
 
     fig = ax if isinstance(ax, Figure) else ax.figure
-    path: Path | None = None
-    if save is True:
-        import scanpy as sc
-
-        path = Path(sc.settings.figdir) / f"{default_name}.{sc.settings.file_format_figs}"
-    elif save not in (None, False):
-        path = Path(os.fspath(save))
-        if not path.suffix:
-            path = path.with_suffix(".png")
+    path = figure_path(save, default_name)
     if show is None:
         import scanpy as sc
 
@@ -147,15 +142,79 @@ def save_or_show(
     return ax
 
 
-def save_figure(fig: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:
-    """``fig.savefig`` (dpi 150, tight) through :func:`spexlvm._utils.atomic_write`.
+#: File formats recognised at the end of a ``save`` suffix (scanpy's list and a few more).
+_FIG_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".tif", ".tiff", ".eps")
 
-    The format comes from the file name's suffix (PNG when it has none).
+
+def figure_path(save: bool | str | os.PathLike[str] | None, default_name: str) -> Path | None:
+    """Where ``save=`` writes a figure, following :func:`scanpy.pl.umap` and friends.
+
+    * ``None`` / ``False``: nowhere (``None``);
+    * ``True``: ``{figdir}/{default_name}{plot_suffix}.{file_format_figs}``;
+    * a str without a directory part: a suffix, as in scanpy:
+      ``"_mesc.png"`` -> ``{figdir}/{default_name}_mesc.png``, ``"_mesc"`` ->
+      ``{figdir}/{default_name}_mesc.{file_format_figs}``;
+    * a :class:`~pathlib.Path` or a str with a directory part (``"figures/a.png"``,
+      ``"/tmp/a.pdf"``): that file (``.png`` added when it has no suffix), as earlier
+      versions of spexlvm did.
+
+    ``figdir``, ``file_format_figs`` and ``plot_suffix`` are :data:`scanpy.settings`; the
+    resolution is :func:`save_dpi`.
+    """
+    if save is None or save is False:
+        return None
+    import scanpy as sc
+
+    figdir = Path(sc.settings.figdir)
+    fmt = str(sc.settings.file_format_figs).lstrip(".") or "png"
+    plot_suffix = str(getattr(sc.settings, "plot_suffix", "") or "")
+    if save is True:
+        return figdir / f"{default_name}{plot_suffix}.{fmt}"
+    if isinstance(save, os.PathLike) or (
+        isinstance(save, str) and (os.path.dirname(save) or os.path.isabs(save))
+    ):
+        path = Path(os.fspath(save))
+        return path if path.suffix else path.with_suffix(".png")
+    if not isinstance(save, str):
+        raise TypeError(
+            f"save must be True, a file-name suffix (str) or a path, got {type(save).__name__}."
+        )
+    suffix = save
+    for ext in _FIG_FORMATS:
+        if suffix.lower().endswith(ext):
+            fmt = ext.lstrip(".")
+            suffix = suffix[: -len(ext)]
+            break
+    return figdir / f"{default_name}{suffix}{plot_suffix}.{fmt}"
+
+
+def save_dpi() -> float:
+    """Resolution of saved figures: scanpy's ``dpi_save`` (``rcParams["savefig.dpi"]``)."""
+    import matplotlib as mpl
+
+    dpi = mpl.rcParams["savefig.dpi"]
+    return float(dpi) if not isinstance(dpi, str) else _DEFAULT_DPI
+
+
+#: Resolution of saved figures while ``rcParams["savefig.dpi"]`` is ``"figure"``.
+_DEFAULT_DPI = 150.0
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:
+    """``fig.savefig`` (tight) through :func:`spexlvm._utils.atomic_write`.
+
+    The format comes from the file name's suffix (PNG when it has none). The resolution,
+    unless ``dpi=`` is given, is the one scanpy saves with:
+    ``matplotlib.rcParams["savefig.dpi"]``, which
+    ``scanpy.set_figure_params(dpi_save=...)`` sets; 150 while it is matplotlib's
+    ``"figure"`` default.
     """
     from .._utils import atomic_write
 
+    if kwargs.get("dpi") is None:
+        kwargs["dpi"] = save_dpi()
     fmt = Path(os.fspath(path)).suffix.lstrip(".").lower() or "png"
-    kwargs = {"dpi": 150, "bbox_inches": "tight", **kwargs}
+    kwargs = {"bbox_inches": "tight", **kwargs}
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format=fmt, **kwargs)
 
@@ -299,3 +358,21 @@ def check_n_top(n_top: Any, name: str = "n_top") -> int:
     if isinstance(n_top, bool) or not isinstance(n_top, int | np.integer) or n_top < 1:
         raise ValueError(f"{name} must be a positive integer, got {n_top!r}.")
     return int(n_top)
+
+
+def group_colors(adata: AnnData, column: str, groups: list[str]) -> list[str]:
+    """Colours of some groups of an ``obs`` column, matched by name, in the order given.
+
+    :func:`category_colors` of all the column's categories (scanpy's
+    ``adata.uns[f"{column}_colors"]`` when stored), looked up per group, so that a subset
+    or a reordering of the groups (clustered heatmaps) keeps each group's own colour.
+    """
+    import pandas as pd
+
+    values = adata.obs[column]
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        categories = [str(c) for c in values.cat.categories]
+    else:
+        categories = sorted({str(v) for v in values.dropna()})
+    colors = dict(zip(categories, category_colors(adata, column, categories), strict=True))
+    return [colors.get(str(g), NA_COLOR) for g in groups]

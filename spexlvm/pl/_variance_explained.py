@@ -5,22 +5,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pandas as pd
 
 from .._constants import KEYS
-from ..tl._utils import dense_chunks
 from ._utils import (
     KIND_COLORS,
     KIND_LABELS,
-    category_colors,
     factor_kinds,
     factor_names,
-    get_loadings,
     get_results,
-    get_scores,
+    group_colors,
     unique_labels,
 )
 from ._utils import save_or_show as _save_or_show
@@ -45,6 +41,7 @@ def variance_explained(
     *,
     n_top: int = 20,
     groupby: str | None = None,
+    style: Literal["heatmap", "dots"] = "heatmap",
     key: str = KEYS.UNS,
     ax: Axes | None = None,
     show: bool | None = None,
@@ -67,11 +64,15 @@ def variance_explained(
         Number of factors to show.
     groupby
         Categorical column of ``adata.obs``: also show each factor's R² within each group
-        of cells (coloured dots over light grey bars of the R² over all cells; colours from
-        ``adata.uns[f"{groupby}_colors"]`` when present). Computed from the expression
-        the model was fitted on (``X`` or the fitted layer), centred by
-        ``adata.uns[key]["gene_mean"]``, and each factor's rank-1 reconstruction
-        ``x_k w_k^T``: ``R²_kg = 1 - SS_res / SS_tot`` over the group's observed entries.
+        of cells, the numbers of :func:`spexlvm.tl.variance_explained` (read from
+        ``adata.uns[key]["variance_explained"]`` when it holds this ``groupby``, else
+        computed, and stored there, by it): ``R²_kg = 1 - SS_res / SS_tot`` over the
+        group's observed entries, with each factor's rank-1 reconstruction ``x_k w_k^T``.
+    style
+        With ``groupby``: ``"heatmap"`` (factors x groups, the R² over all cells in a
+        first column; a sequential map from 0, negative R², a factor that fits a group
+        worse than its mean, in grey) or ``"dots"`` (coloured dots per group over grey
+        bars of the R² over all cells; colours from ``adata.uns[f"{groupby}_colors"]``).
     key
         ``key_added`` given to :func:`spexlvm.tl.fit`.
     ax
@@ -80,18 +81,23 @@ def variance_explained(
         Show the figure; ``None`` follows ``scanpy.settings.autoshow`` (and does not show
         when saving).
     save
-        ``True`` saves to ``scanpy.settings.figdir`` as
-        ``spexlvm_variance_explained.png``; a path saves there.
+        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
+        ``spexlvm_variance_explained.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
+        ``spexlvm_variance_explained_pbmc.png`` there; a path with a directory part saves there.
 
     Returns
     -------
-    The Axes, unless the figure was shown.
+    The Axes, unless the figure was shown. With ``groupby`` and ``style="heatmap"``,
+    ``ax.images[0].get_array()`` is the factors x (all cells, groups) R² matrix.
 
     Examples
     --------
     >>> spexlvm.tl.fit(adata, spexlvm.datasets.gene_sets("hallmark"), n_dense=1)
     >>> spexlvm.pl.variance_explained(adata, n_top=15)
+    >>> spexlvm.pl.variance_explained(adata, n_top=15, groupby="cell_type")
     """
+    if style not in ("heatmap", "dots"):
+        raise ValueError(f"style must be 'heatmap' or 'dots', got {style!r}.")
     if isinstance(n_top, bool) or not isinstance(n_top, int | np.integer) or n_top < 1:
         raise ValueError(f"n_top must be a positive integer, got {n_top!r}.")
     results = get_results(adata, key)
@@ -119,6 +125,21 @@ def variance_explained(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    if groupby is not None and style == "heatmap":
+        per_group, groups = r2_by_group(adata, groupby, order, key)
+        return _heatmap(
+            adata,
+            groupby,
+            labels,
+            values,
+            per_group,
+            groups,
+            title_info=(len(order), names),
+            total=results.get("r2_total"),
+            ax=ax,
+            show=show,
+            save=save,
+        )
     created = ax is None
     if ax is None:
         _, ax = plt.subplots(
@@ -159,50 +180,36 @@ def variance_explained(
 def r2_by_group(
     adata: AnnData, groupby: str, factors: Sequence[int], key: str = KEYS.UNS
 ) -> tuple[np.ndarray, list[str]]:
-    """R² of each factor within each group of cells (factors x groups) and the groups."""
+    """R² of each factor within each group of cells (factors x groups) and the groups.
+
+    The numbers of :func:`spexlvm.tl.variance_explained` (the one R² of the package):
+    read from ``adata.uns[key]["variance_explained"]`` when it holds this ``groupby``,
+    else computed by it (which stores them there, as the tool does). Groups without cells
+    are left out.
+    """
     if groupby not in adata.obs.columns:
         raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
     results = get_results(adata, key)
-    if "gene_mean" not in results:
-        raise KeyError(f"adata.uns[{key!r}] has no gene_mean; rerun spexlvm.tl.fit.")
-    layer = str((results.get("params") or {}).get("layer") or "") or None
-    data = adata.layers[layer] if layer is not None else adata.X
-    mean = np.asarray(results["gene_mean"], dtype=np.float64).reshape(1, -1)
-    scores = get_scores(adata, key)[:, list(factors)]
-    w = get_loadings(adata, key)[:, list(factors)]
+    names = factor_names(adata, key)
+    stored = results.get("variance_explained")
+    usable = (
+        isinstance(stored, dict)
+        and str(stored.get("groupby", "")) == groupby
+        and "r2_by_group" in stored
+        and [str(n) for n in np.asarray(stored["factor_names"]).reshape(-1)] == names
+    )
+    if not usable:
+        from ..tl import variance_explained as _tl_variance_explained
+
+        _tl_variance_explained(adata, groupby, key=key)
+        stored = get_results(adata, key)["variance_explained"]
+    groups_all = [str(g) for g in np.asarray(stored["groups"]).reshape(-1)]
+    table = np.asarray(stored["r2_by_group"], dtype=np.float64)  # groups x factors
     values = adata.obs[groupby]
     present = {str(v) for v in values.dropna()}
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        groups = [str(c) for c in values.cat.categories if str(c) in present]
-    else:
-        groups = sorted(present)
-    labels = values.astype(str).to_numpy()
-    known = values.notna().to_numpy()
-    codes = np.full(labels.shape[0], -1)
-    for j, group in enumerate(groups):
-        codes[known & (labels == group)] = j
-    n_groups = len(groups)
-    ss_tot = np.zeros(n_groups)
-    cross = np.zeros((n_groups, *w.shape))
-    sq = np.zeros((n_groups, *w.shape))
-    # one pass over consecutive chunks of cells (streamed from disk for backed data)
-    for sl, chunk in dense_chunks(data, 4096):
-        y = chunk - mean
-        observed = np.isfinite(y)
-        y = np.where(observed, y, 0.0)
-        c = codes[sl]
-        for j in np.unique(c[c >= 0]):
-            rows = c == j
-            s = scores[sl][rows]
-            ss_tot[j] += float((y[rows] * y[rows]).sum())
-            cross[j] += y[rows].T @ s
-            sq[j] += observed[rows].T.astype(np.float64) @ (s * s)
-    out = np.full((len(factors), n_groups), np.nan)
-    for j in range(n_groups):
-        if ss_tot[j] > 0:
-            explained = 2.0 * (w * cross[j]).sum(0) - (w * w * sq[j]).sum(0)
-            out[:, j] = explained / ss_tot[j]
-    return out, groups
+    keep = [j for j, g in enumerate(groups_all) if g in present]
+    out = table[np.ix_(keep, list(factors))].T
+    return out, [groups_all[j] for j in keep]
 
 
 def _draw_groups(adata, ax, groupby, y, overall, per_group, groups) -> None:
@@ -210,7 +217,7 @@ def _draw_groups(adata, ax, groupby, y, overall, per_group, groups) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    colors = category_colors(adata, groupby, groups)
+    colors = group_colors(adata, groupby, groups)
     ax.barh(y, overall, color="#DDDDDD", height=0.75, zorder=2)
     for j, color in enumerate(colors):
         ax.scatter(
@@ -241,4 +248,85 @@ def _draw_groups(adata, ax, groupby, y, overall, per_group, groups) -> None:
         title=groupby,
         title_fontsize="small",
         alignment="left",
+    )
+
+
+def _heatmap(
+    adata: AnnData,
+    groupby: str,
+    labels: list[str],
+    overall: np.ndarray,
+    per_group: np.ndarray,
+    groups: list[str],
+    *,
+    title_info: tuple[int, list[str]],
+    total: float | None,
+    ax: Axes | None,
+    show: bool | None,
+    save: bool | str | os.PathLike[str] | None,
+) -> Axes | None:
+    """Factors x (all cells, groups) heatmap of R², values written in small heatmaps."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.ticker import PercentFormatter
+
+    matrix = np.column_stack([overall, per_group])
+    columns = ["all cells", *groups]
+    n_rows, n_cols = matrix.shape
+    created = ax is None
+    if ax is None:
+        label_w = 0.075 * max((len(lab) for lab in labels), default=8) + 0.4
+        col_h = 0.075 * max(len(c) for c in columns) + 0.4
+        _, ax = plt.subplots(
+            figsize=(label_w + 0.42 * n_cols + 1.6, max(2.8, 0.3 * n_rows + col_h + 0.9)),
+            layout="constrained",
+        )
+    finite = matrix[np.isfinite(matrix)]
+    vmax = max(float(finite.max()) if finite.size else 0.0, 1e-3)
+    cmap = plt.get_cmap("Blues").with_extremes(under="#CCCCCC", bad="white")
+    image = ax.imshow(matrix, cmap=cmap, vmin=0.0, vmax=vmax, aspect="auto")
+    ax.axvline(0.5, color="white", lw=3)  # the all-cells column apart from the groups
+    ax.set_yticks(np.arange(n_rows), labels)
+    ax.set_xticks(np.arange(n_cols), columns, rotation=45, ha="right", rotation_mode="anchor")
+    ax.tick_params(length=0)
+    ax.spines[:].set_visible(False)
+    ax.set_xlabel(groupby)
+    ax.set_ylabel("factor")
+    if matrix.size <= 400:
+        for (i, j), value in np.ndenumerate(matrix):
+            if np.isfinite(value):
+                ax.text(
+                    j,
+                    i,
+                    f"{100 * value:.1f}".replace("-0.0", "0.0"),
+                    ha="center",
+                    va="center",
+                    fontsize="x-small",
+                    color="white" if value > 0.6 * vmax else "black",
+                )
+    # group colours as a strip above the group columns (scanpy's colours when stored)
+    strip = ax.inset_axes([1.0 / n_cols, 1.01, 1.0 - 1.0 / n_cols, min(0.4 / n_rows, 0.06)])
+    strip.imshow(
+        np.arange(len(groups))[None, :],
+        cmap=ListedColormap(group_colors(adata, groupby, groups)),
+        aspect="auto",
+    )
+    strip.set_axis_off()
+    negative = bool((finite < 0).any())
+    cbar = ax.figure.colorbar(
+        image,
+        ax=ax,
+        shrink=max(0.45, min(1.0, 8.0 / max(n_rows, 1))),
+        pad=0.02,
+        extend="min" if negative else "neither",
+    )
+    cbar.ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
+    cbar.set_label("variance explained (R², %)" + ("; grey: < 0" if negative else ""))
+    n_shown, names = title_info
+    title = f"R² (%) of the top {n_shown} of {len(names)} factors by {groupby}"
+    if total is not None:
+        title += f"\nall factors together: R² {float(total):.2f} over all cells"
+    ax.set_title(title, loc="right", fontsize="medium", pad=12)
+    return _save_or_show(
+        ax, show=show, save=save, default_name="spexlvm_variance_explained", close=created
     )
