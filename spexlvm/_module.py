@@ -654,15 +654,18 @@ class SpexLVMModule(PyroBaseModuleClass):
             )
 
     # ------------------------------------------------------------------ closed-form ELBO
-    def global_kl(self) -> dict[str, torch.Tensor]:
-        """KL divergences of the global latent variables (loadings, horseshoe scales, noise)."""
-        mu, var = self.loadings_moments()
-        w_log_sd = self._log_sd(self.w_log_sd)
+    def prior_precision_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``E[1 / v_gk]`` and ``E[log(1 / v_gk)]`` of the loadings' prior variances under q.
+
+        ``v_gk`` is the prior variance of ``w_gk`` given the scales (:meth:`prior_scale`);
+        the expectations are over the posterior of the horseshoe scales (and, for dense
+        factors with the g-prior, of the noise precision). Genes x factors each.
+        """
+        tau_lsd = self._log_sd(self.tau_log_sd)
         lam_lsd, caux_lsd = self._log_sd(self.lam_log_sd), self._log_sd(self.caux_log_sd)
-        phi_lsd, tau_lsd = self._log_sd(self.phi_log_sd), self._log_sd(self.tau_log_sd)
+        phi_lsd = self._log_sd(self.phi_log_sd)
         lam_v, caux_v = torch.exp(2 * lam_lsd), torch.exp(2 * caux_lsd)
         phi_v, tau_v = torch.exp(2 * phi_lsd), torch.exp(2 * tau_lsd)
-
         # log(1/u^2) ~ N(a_mean, a_var), log(1/c^2) ~ N(b_mean, b_var) under q
         a_mean = -2.0 * (self.tau_loc + self.phi_loc + self.lam_loc)
         a_var = 4.0 * (tau_v + phi_v + lam_v)
@@ -684,6 +687,61 @@ class SpexLVMModule(PyroBaseModuleClass):
                 d_inv, d_log_inv = torch.exp(d_mean + 2.0 * phi_v), d_mean
             e_inv_v = torch.where(self.dense, d_inv, e_inv_v)
             e_log_inv_v = torch.where(self.dense, d_log_inv, e_log_inv_v)
+        return e_inv_v, e_log_inv_v
+
+    @auto_move_data
+    @torch.no_grad()
+    def score_second_moment(
+        self, x: torch.Tensor, design: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``sum_n E[z_n z_n^T]`` over a minibatch's cells (K x K), under the score posterior."""
+        post = self.score_posterior(x, design=design)
+        means, cov = post["means"], post["cov"]
+        out = means.T @ means
+        return out + (cov * means.shape[0] if cov.dim() == 2 else cov.sum(0))
+
+    @torch.no_grad()
+    def joint_loadings_var(self, score_moment: torch.Tensor) -> torch.Tensor:
+        """Marginal posterior variances of the loadings with a full K x K posterior per gene.
+
+        Given the cells' scores, the loadings of gene g have a Gaussian posterior with
+        precision ``E[precision_g] sum_n E[z_n z_n^T] + diag(E[1 / v_gk])``; its inverse's
+        diagonal is returned (genes x factors, model scale). The mean-field factor
+        ``q(w_gk)`` fits the inverse of the precision's diagonal instead, which ignores
+        that collinear factors (overlapping gene sets, a dense factor along a set's axis)
+        can trade a gene's effect between them: it is overconfident exactly where two
+        factors compete. ``score_moment`` is ``sum_n E[z_n z_n^T]`` over the training
+        cells (:meth:`score_second_moment`); with missing values each gene's share of it is
+        taken in proportion to its observed cells. Cost ``G K^3 / 3``, in chunks of genes.
+        """
+        prec = self.expected_precision()
+        n_observed = 2.0 * (self.prec_shape - self.noise_prior_shape)
+        weight = prec * (n_observed / max(self.n_obs, 1))
+        prior, _ = self.prior_precision_moments()
+        k = self.n_factors
+        out = torch.empty_like(prior)
+        chunk = max(1, 2**24 // max(k * k, 1))
+        eye = torch.eye(k, dtype=prior.dtype, device=prior.device).bool()
+        moment = score_moment.to(prior.dtype)
+        for start in range(0, self.n_vars, chunk):
+            sl = slice(start, start + chunk)
+            lam = weight[sl, None, None] * moment
+            lam[:, eye] += prior[sl]
+            chol, info = torch.linalg.cholesky_ex(lam)
+            if bool((info != 0).any()):  # not positive definite in float32: jitter
+                lam[:, eye] += 1e-6 * lam[:, eye].abs().amax(-1, keepdim=True)
+                chol = torch.linalg.cholesky(lam)
+            out[sl] = torch.diagonal(torch.cholesky_inverse(chol), dim1=-2, dim2=-1)
+        return out
+
+    def global_kl(self) -> dict[str, torch.Tensor]:
+        """KL divergences of the global latent variables (loadings, horseshoe scales, noise)."""
+        mu, var = self.loadings_moments()
+        w_log_sd = self._log_sd(self.w_log_sd)
+        lam_lsd, caux_lsd = self._log_sd(self.lam_log_sd), self._log_sd(self.caux_log_sd)
+        phi_lsd, tau_lsd = self._log_sd(self.phi_log_sd), self._log_sd(self.tau_log_sd)
+        caux_v = torch.exp(2 * caux_lsd)
+        e_inv_v, e_log_inv_v = self.prior_precision_moments()
         # KL(q(w) || p(w | scales)), expected over q(scales)
         kl_w = -0.5 - w_log_sd - 0.5 * e_log_inv_v + 0.5 * (mu**2 + var) * e_inv_v
 

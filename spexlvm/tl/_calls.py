@@ -31,6 +31,7 @@ from scipy.stats import t as student_t
 
 from ..pp._decoys import is_decoy
 from ._utils import (
+    covariate_fit,
     dense_chunks,
     fit_layer,
     get_annotation,
@@ -72,6 +73,51 @@ def gene_variance(adata: AnnData, key: str = "spexlvm") -> np.ndarray:
         count += finite.sum(0)
         sumsq += (y * y).sum(0)
     return sumsq / np.maximum(count, 1.0)
+
+
+def score_regression(adata: AnnData, key: str = "spexlvm") -> tuple[np.ndarray, np.ndarray]:
+    """Each gene regressed on the factor scores, without the loadings' prior.
+
+    Least squares of every gene's centred values (minus the fitted covariate effects) on
+    all the factor scores ``Z`` (``obsm[f"X_{key}"]``): coefficients
+    ``b_g = (Z^T Z)^-1 Z^T y_g`` and standard errors ``sqrt(s_g^2 [(Z^T Z)^-1]_kk)``
+    with ``s_g^2`` the residual variance on ``n_g - K`` degrees of freedom (with missing
+    values, ``Z^T Z`` is scaled by the gene's share of observed cells). One pass over
+    the data. This is what the data say about each loading on their own: the
+    horseshoe's posterior shrinks moderate effects towards zero and its mean-field
+    posterior is sure of them, so "this annotated gene has no effect" is judged here.
+
+    Returns
+    -------
+    ``(coef, se)``, genes x factors each, in input units.
+    """
+    scores = get_scores(adata, key).astype(np.float64)
+    mean = np.asarray(get_uns_entry(adata, "gene_mean", key), dtype=np.float64)
+    x = get_layer(adata, fit_layer(adata, key))
+    n_obs, n_factors = scores.shape
+    n_vars = x.shape[1]
+    cross = np.zeros((n_factors, n_vars))
+    sumsq = np.zeros(n_vars)
+    count = np.zeros(n_vars)
+    for rows, block in dense_chunks(x, max(1, _CHUNK_ENTRIES // max(n_vars, 1))):
+        finite = np.isfinite(block)
+        y = np.where(finite, block - mean, 0.0)
+        effects = covariate_fit(adata, key, rows)
+        if effects is not None:
+            y = np.where(finite, y - effects, 0.0)
+        cross += scores[rows].T @ y
+        sumsq += (y * y).sum(0)
+        count += finite.sum(0)
+    gram = scores.T @ scores
+    inv = np.linalg.pinv(gram, hermitian=True)
+    coef = (inv @ cross).T  # genes x factors
+    share = count / max(n_obs, 1)
+    coef = coef / np.maximum(share, 1e-12)[:, None]
+    fitted = (coef * (cross.T)).sum(1)
+    dof = np.maximum(count - n_factors, 1.0)
+    resid = np.maximum(sumsq - fitted, 0.0) / dof
+    se = np.sqrt(resid[:, None] * np.diag(inv)[None, :] / np.maximum(share, 1e-12)[:, None])
+    return coef, se
 
 
 def set_statistics(

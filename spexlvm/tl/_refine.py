@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from ._calls import MIN_GENE_R2, gene_variance
+from ._calls import MIN_GENE_R2, gene_variance, score_regression
 from ._pruning import active_factors
 from ._utils import (
     frame_to_uns,
@@ -174,10 +174,14 @@ def refine(
     sd = get_loadings(adata, key, sd=True)[:, :n_annotated]
     if threshold is not None:
         prob = relevance_probability(w, sd, float(threshold))
+        prob_data = prob
     else:
         scores = get_scores(adata, key)[:, :n_annotated]
         t = effect_threshold(gene_variance(adata, key), (scores * scores).mean(0), min_gene_r2)
         prob = relevance_probability(w, sd, t)
+        # removals: the data's own evidence (no shrinkage prior) that the effect is small
+        coef, se = score_regression(adata, key)
+        prob_data = relevance_probability(coef[:, :n_annotated], se[:, :n_annotated], t)
     keep = np.ones(n_annotated, dtype=bool)
     if only_active and n_annotated:
         keep = active_factors(adata, key=key, min_gene_r2=min_gene_r2)["active"].to_numpy()
@@ -188,11 +192,11 @@ def refine(
     sel = ~mask & eligible
     added[sel] = bayesian_fdr_select(prob[sel], fdr, min_prob)
     sel = mask & eligible
-    removed[sel] = bayesian_fdr_select(1.0 - prob[sel], fdr, min_prob)
+    removed[sel] = bayesian_fdr_select(1.0 - prob_data[sel], fdr, min_prob)
 
     genes = np.asarray(adata.var_names, dtype=str)
     parts = []
-    for change, calls, p in (("added", added, prob), ("removed", removed, 1.0 - prob)):
+    for change, calls, p in (("added", added, prob), ("removed", removed, 1.0 - prob_data)):
         g, k = np.nonzero(calls)
         parts.append(
             pd.DataFrame(
