@@ -8,6 +8,8 @@ public module, each an autosummary of every name in the module's ``__all__``:
 - the modules in ``spexlvm.__all__`` (``pp``, ``tl``, ``pl``, ``datasets``, ...), and
   public submodules that define ``__all__`` without being re-exported (a new module
   appears without editing any list here); ``EXCLUDED`` names the exceptions;
+- constants (``pp.DECOY_PREFIX``) as ``py:data`` entries with their value and ``#:``
+  comment (an autosummary row would show the docstring of ``str``);
 - a last section for top-level names of ``spexlvm.__all__`` (classes, functions) that
   ``api.md`` does not already list in an autosummary of its own.
 
@@ -90,6 +92,42 @@ def _autosummary(module: str | None, entries: list[str], toctree: str) -> str:
     return "\n".join(lines)
 
 
+def _is_data(module: ModuleType, name: str) -> bool:
+    """Whether a public name is a constant (autosummary would show its type's docstring)."""
+    obj = getattr(module, name)
+    return not (inspect.isroutine(obj) or inspect.isclass(obj) or inspect.ismodule(obj))
+
+
+def _attribute_doc(module: ModuleType, name: str) -> str:
+    """The ``#:`` comment above a constant, in the module or private submodule defining it."""
+    from sphinx.errors import PycodeError
+    from sphinx.pycode import ModuleAnalyzer
+
+    candidates = [module.__name__]
+    if hasattr(module, "__path__"):
+        candidates += [
+            f"{module.__name__}.{i.name}" for i in pkgutil.iter_modules(module.__path__)
+        ]
+    for candidate in candidates:
+        try:
+            docs = ModuleAnalyzer.for_module(candidate).find_attr_docs()
+        except PycodeError:  # no source: no comment there
+            continue
+        if ("", name) in docs:
+            return " ".join(line.strip() for line in docs[("", name)]).strip()
+    return ""
+
+
+def _data(module: ModuleType, short: str, names: list[str]) -> str:
+    """Constants as ``py:data`` entries with their value and ``#:`` comment."""
+    lines = ["```{eval-rst}", f".. currentmodule:: {PACKAGE}", ""]
+    for name in names:
+        lines += [f".. py:data:: {short}.{name}", f"   :value: {getattr(module, name)!r}", ""]
+        lines += [f"   {_attribute_doc(module, name)}", ""]
+    lines.append("```")
+    return "\n".join(lines)
+
+
 def _listed_in(text: str) -> set[str]:
     """Names listed in the autosummary directives of a page (``currentmodule`` aware)."""
     found, current, in_summary = set(), PACKAGE, False
@@ -97,6 +135,8 @@ def _listed_in(text: str) -> set[str]:
         stripped = line.strip()
         if stripped.startswith(".. currentmodule::"):
             current = stripped.split("::", 1)[1].strip()
+        if stripped.startswith(".. py:data::"):
+            found.add(f"{current}.{stripped.split('::', 1)[1].strip()}")
         if stripped.startswith(".. autosummary::"):
             in_summary = True
             continue
@@ -117,9 +157,12 @@ def sections(page_text: str | None = None, *, toctree: str = "generated") -> str
     for module in public_modules():
         short = module.__name__.rsplit(".", 1)[-1]
         title = TITLES.get(short, short)
-        entries = [f"{short}.{n}" for n in module.__all__]
+        entries = [f"{short}.{n}" for n in module.__all__ if not _is_data(module, n)]
+        data = [n for n in module.__all__ if _is_data(module, n)]
         out += [f"## {title}: `{short}`", "", _intro(module), ""]
         out += [_autosummary(module.__name__, entries, toctree), ""]
+        if data:
+            out += [_data(module, short, data), ""]
     listed = _listed_in(page_text)
     rest = [n for n in top_level_names() if f"{PACKAGE}.{n}" not in listed]
     if rest:
@@ -136,7 +179,10 @@ def render(page_text: str) -> str:
 
 def _stub_source(page_text: str) -> str:
     """The same autosummaries as reST, for autosummary's stub generation only."""
-    blocks = re.findall(r"```\{eval-rst\}\n(.*?)```", sections(page_text, toctree="."), re.S)
+    text = sections(page_text, toctree=".")
+    blocks = [
+        b for b in re.findall(r"```\{eval-rst\}\n(.*?)```", text, re.S) if "autosummary" in b
+    ]
     return "\n".join(b.replace(".. module::", ".. .. module::") for b in blocks)
 
 
