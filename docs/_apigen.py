@@ -99,22 +99,20 @@ def _is_data(module: ModuleType, name: str) -> bool:
 
 
 def _attribute_doc(module: ModuleType, name: str) -> str:
-    """The ``#:`` comment above a constant, in the module or private submodule defining it."""
-    from sphinx.errors import PycodeError
-    from sphinx.pycode import ModuleAnalyzer
+    """The ``#:`` comment above a constant, in the module or private submodule defining it.
 
-    candidates = [module.__name__]
+    Read from the source text (as autodoc does, without needing Sphinx, so that the test
+    of this page runs with the test extra only).
+    """
+    paths = [Path(module.__file__)]
     if hasattr(module, "__path__"):
-        candidates += [
-            f"{module.__name__}.{i.name}" for i in pkgutil.iter_modules(module.__path__)
-        ]
-    for candidate in candidates:
-        try:
-            docs = ModuleAnalyzer.for_module(candidate).find_attr_docs()
-        except PycodeError:  # no source: no comment there
-            continue
-        if ("", name) in docs:
-            return " ".join(line.strip() for line in docs[("", name)]).strip()
+        paths += sorted(Path(module.__path__[0]).glob("*.py"))
+    pattern = re.compile(rf"((?:^[ \t]*#:.*\n)+)^{re.escape(name)}\s*(?::[^=\n]*)?=", re.M)
+    for path in paths:
+        match = pattern.search(path.read_text())
+        if match:
+            lines = match.group(1).strip().splitlines()
+            return " ".join(line.strip()[2:].strip() for line in lines)
     return ""
 
 
