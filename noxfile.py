@@ -105,8 +105,14 @@ def tests_min(session: nox.Session) -> None:
 @nox.session(python=PYTHON, venv_backend="venv", reuse_venv=False)
 def tests_latest(session: nox.Session) -> None:
     """Run the default tests with the newest installable release of every dependency."""
+    # torch stays at TORCH: an eager upgrade would replace the CPU build by PyPI's newest
+    # (CUDA) one
+    constraints = Path(session.create_tmp()) / "torch-constraint.txt"
+    constraints.write_text(TORCH + "\n")
     session.install(TORCH)
-    session.install("--upgrade", "--upgrade-strategy", "eager", "-e", ".[test]")
+    session.install(
+        "--upgrade", "--upgrade-strategy", "eager", "-c", str(constraints), "-e", ".[test]"
+    )
     _report_versions(session)
     session.run("python", "-m", "pytest", *session.posargs)
 
