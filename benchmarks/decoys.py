@@ -167,8 +167,8 @@ def simulate(seed: int, n_obs: int = 1000, n_vars: int = 800, n_factors: int = 1
 
 def run_synthetic(seeds: list[int], sd: str = "mean_field") -> None:
     print(
-        f"\nloadings_sd: {sd}. Synthetic (1000 cells x 800 genes, 10 factors, per-gene R2 U(0, 0.3), nested, "
-        "20% annotation noise, 10 decoys): refine at min_gene_r2=0.05\n"
+        f"\nloadings_sd: {sd}. Synthetic (1000 cells x 800 genes, 10 factors, per-gene R2 "
+        "U(0, 0.3), nested, 20% annotation noise, 10 decoys): refine at min_gene_r2=0.05\n"
     )
     print(
         row(

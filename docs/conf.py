@@ -22,6 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))  # _apigen: the API page's module sections from __all__
 
 # -- Tutorials: ../tutorials/*.ipynb -> docs/tutorials/ -------------------------------------
 _TUTORIALS_SRC = ROOT / "tutorials"
@@ -64,6 +65,7 @@ extensions = [
     "sphinx_autodoc_typehints",  # after napoleon
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
+    "_apigen",
 ]
 
 _INTERSPHINX = os.environ.get("SPEXLVM_DOCS_INTERSPHINX", "") == "1"
@@ -84,7 +86,13 @@ if _INTERSPHINX:
     }
 
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
+exclude_patterns = [
+    "_build",
+    "Thumbs.db",
+    ".DS_Store",
+    "**.ipynb_checkpoints",
+    "generated/_api_modules.rst",  # _apigen's input for autosummary's stubs, not a page
+]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 master_doc = "index"
 default_role = "literal"
@@ -105,7 +113,11 @@ nb_merge_streams = True
 nb_output_stderr = "remove"  # warnings and Lightning chatter, not part of the story
 
 # -- autodoc / autosummary / napoleon -------------------------------------------------------
-autosummary_generate = True
+# the pages with autosummary directives, and _apigen's list of the generated ones
+autosummary_generate = [
+    *sorted(str(p.relative_to(HERE)) for p in HERE.glob("*.md")),
+    "generated/_api_modules.rst",
+]
 autodoc_member_order = "groupwise"
 autodoc_default_options = {"members": True, "show-inheritance": False}
 autoclass_content = "class"
