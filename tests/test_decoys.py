@@ -179,9 +179,8 @@ def test_refine_removals_judged_by_the_data_not_the_shrinkage_prior(run_fit):
     pos = {g: i for i, g in enumerate(adata.var_names)}
     ref = spexlvm.tl.refine(adata, fdr=0.05, only_active=False)
     removed = ref[ref["change"] == "removed"]
-    r2 = np.array(
-        [true_r2[pos[g], names.index(f)] for g, f in zip(removed["gene"], removed["factor"], strict=True)]
-    )
+    pairs = zip(removed["gene"], removed["factor"], strict=True)
+    r2 = np.array([true_r2[pos[g], names.index(f)] for g, f in pairs])
     assert len(removed) >= 20  # the false annotations (20%) are found
     # wrong calls are near misses at this size (600 cells: planted R² 0.05-0.075); judged
     # by the shrunken posterior, effects up to R² 0.15 were removed
