@@ -345,6 +345,15 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         Factor on the dense prior's scale for genes that some gene set holds (1: none).
         Values below 1 keep dense factors off annotated genes; measured, not recommended
         (broad technical effects then go to gene sets' factors).
+    slab_df
+        Degrees of freedom of the slab of the regularised horseshoe:
+        ``c_aux ~ InverseGamma(slab_df / 2, slab_df / 2)``, so a loading's slab is a
+        Student-t with ``slab_df`` degrees of freedom and the slab width as its scale.
+        1 (default; the paper's and MuVI's Cauchy slab) lets the data override the
+        annotation freely; larger values make the slab widths bind (4 is rstanarm's
+        default). Measured in ``benchmarks/RESULTS.md`` ("Overlapping gene sets"): larger
+        values help a specific set keep its genes against broad overlapping sets without
+        a dense factor, but move variance into dense factors; not the default.
     noise_prior
         Shape and rate of the Gamma prior on the per-gene noise precision.
     covariate_prior_scale

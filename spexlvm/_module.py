@@ -216,6 +216,9 @@ class SpexLVMModule(PyroBaseModuleClass):
     gene_sumsq
         Per-gene sum of squares of the centred, scaled training data (a constant of the
         ELBO, used exactly instead of its minibatch estimate).
+    slab_df
+        Degrees of freedom of the slab: ``c_aux ~ InverseGamma(slab_df / 2, slab_df / 2)``
+        (1: the paper's Cauchy slab).
     noise_prior
         Shape and rate of the Gamma prior on the per-gene noise precision.
     n_quadrature
