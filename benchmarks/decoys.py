@@ -34,6 +34,7 @@ import scanpy as sc
 from _common import machine, quiet
 
 import spexlvm
+from spexlvm.datasets._graded import graded_effects
 
 MHC = "REACTOME_MHC_CLASS_II_ANTIGEN_PRESENTATION"
 BCR = "REACTOME_SIGNALING_BY_THE_B_CELL_RECEPTOR_BCR"
@@ -130,41 +131,6 @@ def run_mesc(seeds: list[int]) -> None:
         print(row([seed, *out.values()]), flush=True)
 
 
-def simulate(seed: int, n_obs: int = 1000, n_vars: int = 800, n_factors: int = 10):
-    """Realistic signal: per-gene R² uniform in (0, 0.3), nested sets, 20% annotation noise."""
-    import anndata as ad
-
-    rng = np.random.default_rng(seed)
-    w = np.zeros((n_vars, n_factors))
-    active = []
-    for k in range(n_factors):
-        if k % 3 == 1:  # nested: a subset of the previous factor's genes
-            genes = rng.choice(active[k - 1], size=len(active[k - 1]) // 2, replace=False)
-        else:
-            genes = rng.choice(n_vars, size=int(rng.integers(40, 100)), replace=False)
-        active.append(genes)
-        r2 = rng.uniform(0.0, 0.3, size=genes.size)
-        w[genes, k] = np.sqrt(r2 / (1 - r2)) * rng.choice([-1.0, 1.0], size=genes.size)
-    x = rng.normal(size=(n_obs, n_factors))
-    scale = np.exp(rng.normal(0.0, 0.5, size=n_vars))  # gene variances spread
-    y = (x @ w.T + rng.normal(size=(n_obs, n_vars))) * scale
-    w_true = w * scale[:, None]
-    total_var = (w_true**2).sum(1) + scale**2
-    true_r2 = w_true**2 / total_var[:, None]
-    sets = {}
-    genes_all = np.array([f"g{i}" for i in range(n_vars)])
-    for k, genes in enumerate(active):
-        n_flip = round(0.2 * genes.size)
-        keep = rng.choice(genes, size=genes.size - n_flip, replace=False)
-        others = np.setdiff1d(np.arange(n_vars), genes)
-        fp = rng.choice(others, size=n_flip, replace=False)
-        sets[f"factor_{k + 1}"] = genes_all[np.r_[keep, fp]].tolist()
-    adata = ad.AnnData(y.astype(np.float32))
-    adata.var_names = genes_all
-    adata.obs_names = [f"c{i}" for i in range(n_obs)]
-    return adata, sets, true_r2
-
-
 def run_synthetic(seeds: list[int], sd: str = "mean_field") -> None:
     print(
         f"\nloadings_sd: {sd}. Synthetic (1000 cells x 800 genes, 10 factors, per-gene R2 "
@@ -185,7 +151,7 @@ def run_synthetic(seeds: list[int], sd: str = "mean_field") -> None:
     )
     print(row(["---"] * 7))
     for seed in seeds:
-        adata, sets, true_r2 = simulate(seed)
+        adata, sets, true_r2 = graded_effects(seed)
         decoys = spexlvm.pp.decoy_gene_sets(adata, sets, n=10, seed=seed)
         model = spexlvm.tl.fit(
             adata, {**sets, **decoys}, seed=seed, nested="keep", enable_progress_bar=False

@@ -167,13 +167,9 @@ def test_refine_removals_judged_by_the_data_not_the_shrinkage_prior(run_fit):
     The horseshoe's posterior shrinks moderate effects and is sure of them; judged by it
     (spexlvm <= 0.1), about 7% of the removals were genes whose planted R² exceeded 5%.
     """
-    import sys
-    from pathlib import Path
+    from spexlvm.datasets._graded import graded_effects
 
-    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-    from decoys import simulate
-
-    adata, sets, true_r2 = simulate(0, n_obs=600, n_vars=300, n_factors=5)
+    adata, sets, true_r2 = graded_effects(0, n_obs=600, n_vars=300, n_factors=5)
     run_fit(adata, gene_sets=sets, nested="keep")
     names = list(adata.uns["spexlvm"]["factor_names"])
     pos = {g: i for i, g in enumerate(adata.var_names)}
