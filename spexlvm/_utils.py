@@ -93,6 +93,47 @@ def _umask() -> int:
     return mask
 
 
+def save_model(model: Any, dir_path: str | os.PathLike[str], **kwargs: Any) -> None:
+    """``model.save(dir_path, overwrite=True, **kwargs)``, whole or not at all.
+
+    scvi-tools writes a model as a folder of files. It is written into a hidden temporary
+    folder beside ``dir_path`` and moved into place with :func:`os.replace` when complete;
+    an old folder at ``dir_path`` is first moved aside under a hidden name and removed
+    only after the new one is in place (a folder cannot be swapped in one step on POSIX:
+    a process killed between the two renames leaves the old model under
+    ``.NAME.*.spexlvm-old``, never a half-written one at ``dir_path``). An error while
+    saving removes the temporary folder and leaves ``dir_path`` as it was.
+    """
+    import shutil
+
+    target = Path(os.path.realpath(os.fspath(dir_path)))
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"{dir_path} is a file; a model is saved as a folder.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(
+        tempfile.mkdtemp(
+            prefix=f"{TMP_PREFIX}{target.name}.", suffix=TMP_SUFFIX, dir=target.parent
+        )
+    )
+    try:
+        model.save(str(tmp), overwrite=True, **kwargs)
+        old = None
+        if target.exists():
+            old = Path(
+                tempfile.mkdtemp(
+                    prefix=f"{TMP_PREFIX}{target.name}.", suffix=".spexlvm-old", dir=target.parent
+                )
+            )
+            old.rmdir()
+            os.replace(target, old)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def write_h5ad(adata: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:
     """``adata.write_h5ad(path, **kwargs)`` through :func:`atomic_write` (all or nothing)."""
     with atomic_write(path) as tmp:

@@ -525,7 +525,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     import spexlvm
     from spexlvm._constants import KEYS
-    from spexlvm._utils import write_h5ad
+    from spexlvm._utils import save_model, write_h5ad
 
     if args.gene_sets is not None:
         sets = _gene_sets_arg(args.gene_sets)
@@ -580,7 +580,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         for path in _write_tables(adata, out, refined):
             logger.info("Wrote %s.", path)
     if args.save_model:
-        model.save(args.save_model, overwrite=True)
+        save_model(model, args.save_model)  # whole or not at all
         logger.info("Saved the model to %s/ (load with spexlvm.SpexLVM.load).", args.save_model)
     if figure is not None:
         _save_bar_chart(adata, figure)

@@ -176,3 +176,32 @@ def test_figures_and_gmt_are_written_whole(tmp_path):
     spexlvm.tl.write_gmt({"A": ["g1", "g2"]}, tmp_path / "s.gmt")
     assert (tmp_path / "s.gmt").read_text() == "A\trefined by spexlvm\tg1\tg2\n"
     assert _leftovers(tmp_path) == []
+
+
+def test_save_model_is_whole_or_not_at_all(tmp_path):
+    """A failed save leaves the previous model folder as it was; a good one replaces it."""
+    from spexlvm._utils import save_model
+
+    class Model:
+        def __init__(self, content, fail=False):
+            self.content, self.fail = content, fail
+
+        def save(self, dir_path, overwrite=False):
+            os.makedirs(dir_path, exist_ok=overwrite)
+            with open(os.path.join(dir_path, "model.pt"), "w") as fh:
+                fh.write(self.content)
+                if self.fail:
+                    raise OSError("disk full")
+
+    target = tmp_path / "model"
+    save_model(Model("one"), target)
+    assert (target / "model.pt").read_text() == "one"
+    with pytest.raises(OSError, match="disk full"):
+        save_model(Model("two", fail=True), target)
+    assert (target / "model.pt").read_text() == "one"
+    save_model(Model("three"), target)
+    assert (target / "model.pt").read_text() == "three"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # nothing left behind
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="saved as a folder"):
+        save_model(Model("four"), tmp_path / "file")
