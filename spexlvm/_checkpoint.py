@@ -31,6 +31,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 
 from ._utils import atomic_write
+from ._utils import package_version as _package_version
 
 if TYPE_CHECKING:
     from ._model import SpexLVM
@@ -305,12 +306,6 @@ def _epochs_done(trainer, finished: bool) -> int:
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(data, indent=1, default=str))
-
-
-def _package_version() -> str:
-    from . import __version__
-
-    return str(__version__)
 
 
 def prepare(

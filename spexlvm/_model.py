@@ -30,6 +30,7 @@ from ._logging import sync_verbosity
 from ._module import SpexLVMModule, one_hot_design
 from ._runtime import TrainingRun, is_rank_zero
 from ._trainingplan import LoadingsConvergence, SpexLVMTrainingPlan
+from ._utils import package_version as _package_version
 from ._utils import user_stacklevel
 from .pp._decoys import factor_membership
 from .pp._gene_sets import get_prior, get_signs
@@ -155,12 +156,6 @@ def quiet_lightning() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
-
-
-def _package_version() -> str:
-    from . import __version__
-
-    return str(__version__)
 
 
 def _check_annotation(adata: AnnData, mask: np.ndarray, names: np.ndarray) -> None:
