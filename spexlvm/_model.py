@@ -36,6 +36,7 @@ from ._inputs import (
 )
 from ._logging import quiet_lightning, sync_verbosity
 from ._module import SpexLVMModule
+from ._r2 import R2Accumulator
 from ._utils import package_version as _package_version
 from ._utils import user_stacklevel
 from .pp._decoys import factor_membership
@@ -74,6 +75,11 @@ def _check_version(saved: str, dir_path: str) -> None:
             f"The model in {dir_path!r} was saved by spexlvm {saved}, newer than the installed "
             f"{current}. Upgrade spexlvm (`pip install -U spexlvm`) to load it."
         )
+
+
+def _mask(values: torch.Tensor, observed: torch.Tensor | None) -> torch.Tensor:
+    """``values`` with the missing entries set to 0 (``observed``: 1 observed, 0 missing)."""
+    return values if observed is None else values * observed
 
 
 class SpexLVM(PyroSviTrainMixin, BaseModelClass):
@@ -851,43 +857,39 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         k = w.shape[1]
         keys = [str(c) for c in self.covariate_keys_]
         groups = {key: [j for j, c in enumerate(keys) if c == key] for key in dict.fromkeys(keys)}
-        ss_tot = torch.zeros((), dtype=torch.float64)
-        ss_res_total = torch.zeros((), dtype=torch.float64)
-        ss_left = torch.zeros((), dtype=torch.float64)  # what the covariates leave
+        acc = R2Accumulator()  # the one R² computation (also tl's and pl's)
+        wd = w.double()
+        ss_left = 0.0  # what the covariates leave
         ss_res_cov = dict.fromkeys(groups, 0.0)
-        cross = torch.zeros_like(w, dtype=torch.float64)  # sum_n o y x_k, per gene
-        sq = torch.zeros_like(w, dtype=torch.float64)  # sum_n o x_k^2, per gene
         for x, design in self._batches(self._validate_anndata(adata), batch_size):
             x = x.to(w.device)
             y, observed = module._prepare(x)
             scores = module.score_posterior(x, complete=observed is None, design=design)["means"]
-            o = torch.ones_like(y) if observed is None else observed.to(y.dtype)
-            ss_tot += (y * y).sum().double()
-            fit = scores @ w.T
+            o = None if observed is None else observed.to(torch.float64)
+            yd = y.double()
+            effects = None
             if design is not None:
                 design = design.to(w.device)
                 b = module.cov_loc
                 for key, cols in groups.items():
                     effect = design[:, cols] @ b[:, cols].T
-                    ss_res_cov[key] += float(((o * (y - effect)) ** 2).sum().double())
+                    ss_res_cov[key] += float(((_mask(y - effect, o)) ** 2).sum().double())
                 effects = design @ b.T
-                ss_left += ((o * (y - effects)) ** 2).sum().double()
-                fit = fit + effects
-            ss_res_total += ((o * (y - fit)) ** 2).sum().double()
-            cross += (y.T @ scores).double()
-            sq += (o.T @ (scores * scores)).double()
-        wd = w.double()
-        ss_res = ss_tot - 2.0 * (wd * cross).sum(0) + (wd * wd * sq).sum(0)
-        r2 = (1.0 - ss_res / ss_tot).cpu().numpy() if ss_tot > 0 else np.zeros(k)
+                ss_left += float((_mask(y - effects, o) ** 2).sum().double())
+                effects = effects.double()
+            acc.add(yd, o, scores.double(), wd, effects)
+        r2_factors, r2_total = acc.r2()
+        ss_tot = acc.ss_tot
+        r2 = r2_factors.cpu().numpy() if ss_tot > 0 else np.zeros(k)
         out = pd.Series(r2, index=self.factor_names, name="r2")
-        out.attrs["total"] = float(1.0 - ss_res_total / ss_tot) if ss_tot > 0 else 0.0
+        out.attrs["total"] = float(r2_total)
         if groups:
             tot = float(ss_tot)
             out.attrs["covariates"] = {
                 key: (1.0 - res / tot) if tot > 0 else 0.0 for key, res in ss_res_cov.items()
             }
             out.attrs["factors_total"] = (
-                float(1.0 - ss_res_total / ss_left) if ss_left > 0 else 0.0
+                float(1.0 - acc.ss_res_total / ss_left) if ss_left > 0 else 0.0
             )
         return out
 

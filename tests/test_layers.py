@@ -49,6 +49,7 @@ _PREFIXES = [
     ("_checkpoint", "train"),
     ("pp", "pp"),
     ("_constants", "base"),
+    ("_r2", "base"),
     ("_utils", "base"),
     ("_logging", "base"),
 ]
