@@ -58,7 +58,7 @@ def auroc(
     scores higher than a random other cell: 0.5 no separation, 1 (0) every cell of the
     group scores higher (lower). Values come from :func:`spexlvm.tl.auroc` when it has
     been run for the same ``groupby`` (``adata.uns[key][result_key]``) and cover the asked
-    factors; otherwise they are computed with :func:`sklearn.metrics.roc_auc_score` on
+    factors; otherwise they are computed by the same function (AUROC as scikit-learn) on
     ``adata.obsm[f"X_{key}"]``. A diverging colour map centred at 0.5 (blue below, red
     above) and, for small heatmaps, the values written in the cells. A strip above the
     columns shows the group colours (``adata.uns[f"{groupby}_colors"]`` when present).
