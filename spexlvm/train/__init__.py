@@ -15,9 +15,8 @@ the convergence rule's record).
 """
 
 from ._callbacks import FitMonitor, LoadingsConvergence, PeriodicCheckpoint, StatefulCallback
-from ._checkpoint import digest
 from ._plan import FactorwiseAdam, SpexLVMTrainingPlan
-from ._run import Schedule, TrainingRun, is_rank_zero, resolve_strategy, schedule
+from ._run import Schedule, TrainingRun, schedule
 
 __all__ = [
     "FactorwiseAdam",
@@ -28,8 +27,5 @@ __all__ = [
     "SpexLVMTrainingPlan",
     "StatefulCallback",
     "TrainingRun",
-    "digest",
-    "is_rank_zero",
-    "resolve_strategy",
     "schedule",
 ]
