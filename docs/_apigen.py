@@ -46,6 +46,7 @@ TITLES = {
 #: Public submodules with ``__all__`` that are not documented as a module, and why.
 EXCLUDED = {
     "cli": "the command line (`spexlvm fit`, `spexlvm demo`), documented in the README",
+    "train": "the training machinery, documented by hand in api.md's 'Training' section",
 }
 
 

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from . import _logging, datasets, get, pl, pp, tl
 from ._model import SpexLVM
 from ._module import AnalyticELBO, SpexLVMModule
+from ._utils import package_version as _package_version
 
-try:
-    __version__ = version("spexlvm")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
+__version__ = _package_version()
 
 # log lines on stderr at scanpy's verbosity (see spexlvm._logging)
 _logging.install()

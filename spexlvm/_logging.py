@@ -26,10 +26,13 @@ its default verbosity (``warning``) applies.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import warnings
+from collections.abc import Iterator
 
-__all__ = ["PACKAGE_LOGGER", "scanpy_level", "sync_verbosity"]
+__all__ = ["PACKAGE_LOGGER", "quiet_lightning", "scanpy_level", "sync_verbosity"]
 
 #: Name of the package logger.
 PACKAGE_LOGGER = "spexlvm"
@@ -103,3 +106,26 @@ def install() -> None:
     if not any(isinstance(h, _DefaultHandler) for h in package.handlers):
         package.addHandler(_DefaultHandler())
     sync_verbosity()
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's per-fit chatter that says nothing about this model.
+
+    The accelerator lines ("GPU available: ...", logged again by spexlvm at INFO), the
+    tip to install a logger, and the warning that the (empty) validation loop is skipped:
+    spexlvm trains on every cell and has no validation step.
+    """
+    names = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*val_dataloader.*validation_step")
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
+import json
 import logging
 import math
 import warnings
@@ -26,13 +26,24 @@ from scvi.utils import setup_anndata_dsp
 
 from ._constants import DENSE_PREFIX, KEYS, REGISTRY_KEYS, SPARSE_PREFIX
 from ._data import RowReader, SpexLVMDataModule, obs_fields
-from ._logging import sync_verbosity
-from ._module import SpexLVMModule, one_hot_design
-from ._runtime import TrainingRun, is_rank_zero
-from ._trainingplan import LoadingsConvergence, SpexLVMTrainingPlan
+from ._init import covariate_encoding, initial_loadings
+from ._inputs import (
+    check_annotation,
+    check_covariate_columns,
+    default_batch_size,
+    gene_statistics,
+    key_list,
+)
+from ._logging import quiet_lightning, sync_verbosity
+from ._module import SpexLVMModule
+from ._r2 import R2Accumulator
+from ._utils import package_version as _package_version
 from ._utils import user_stacklevel
 from .pp._decoys import factor_membership
 from .pp._gene_sets import get_prior, get_signs
+from .train import SpexLVMTrainingPlan, TrainingRun, schedule
+from .train._checkpoint import digest
+from .train._run import is_rank_zero
 
 if TYPE_CHECKING:
     import os
@@ -48,207 +59,6 @@ _LOADING: contextvars.ContextVar[dict | None] = contextvars.ContextVar("_LOADING
 
 #: Floor of the slab width, so that log(slab) stays finite.
 _MIN_SLAB = 1e-4
-#: Cells used to initialise the loadings.
-_N_INIT_CELLS = 1000
-#: Initial size of the unannotated factors, relative to the residual's principal axes.
-_FREE_INIT_SCALE = 0.1
-#: Most cells in a default minibatch: enough that the per-step global KL (genes x factors,
-#: the same for every batch size) costs at most about a third of the minibatch products.
-_BATCH_CELLS = 2**14
-#: Most matrix entries (cells x genes) in a default minibatch: 512 MB in float32.
-_BATCH_ENTRIES = 2**27
-#: Cells per chunk when the per-gene statistics are computed (streamed).
-_STATS_CHUNK_ENTRIES = 2**23
-
-
-def _default_batch_size(n_obs: int, n_vars: int) -> int:
-    """Cells per minibatch: at most ``_BATCH_CELLS`` cells and ``_BATCH_ENTRIES`` entries.
-
-    Large enough that the per-step cost of the global KL (``genes x factors``, independent
-    of the batch) stays small beside the ``batch x genes x factors`` products, small enough
-    that a large data set still gets many optimisation steps per epoch, and the batches of
-    an epoch are of equal size (no small, noisy last batch).
-    """
-    per_batch = max(128, min(_BATCH_CELLS, _BATCH_ENTRIES // max(n_vars, 1)))
-    n_batches = max(1, math.ceil(n_obs / per_batch))
-    return int(min(n_obs, math.ceil(n_obs / n_batches)))
-
-
-def _gene_statistics(x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-gene mean, variance and number of observed (finite) values, NaN-aware.
-
-    Also checks the values: +/-inf is an error; raw counts and scaled (z-scored) data
-    get a warning that says what to do. ``x`` is read in chunks of cells (any storage
-    :class:`~spexlvm._data.RowReader` reads: in memory, sparse, backed, zarr, dask).
-    """
-    reader = x if isinstance(x, RowReader) else RowReader(x)
-    n_vars = reader.n_vars
-    count = np.zeros(n_vars)
-    total = np.zeros(n_vars)
-    total_sq = np.zeros(n_vars)
-    lowest, highest, integral = np.inf, -np.inf, True
-    chunk = max(1, _STATS_CHUNK_ENTRIES // max(n_vars, 1))
-    for _, tensor in reader.chunks(chunk):
-        block = tensor.numpy()
-        finite = np.isfinite(block)
-        if finite.all():  # the common case: no pass for missing values
-            observed, values = block, block.astype(np.float64)
-            count += block.shape[0]
-        else:
-            if np.isinf(block[~finite]).any():
-                raise ValueError(
-                    "The input holds +/-inf values; spexlvm accepts finite values and NaN for "
-                    "missing ones. Replace them, e.g. `X[np.isinf(X)] = np.nan`."
-                )
-            observed = block[finite]
-            values = np.where(finite, block, 0.0).astype(np.float64)
-            count += finite.sum(0)
-        if observed.size:
-            lowest = min(lowest, float(observed.min()))
-            highest = max(highest, float(observed.max()))
-            integral = integral and bool(np.all(observed == np.round(observed)))
-        total += values.sum(0)
-        values *= values
-        total_sq += values.sum(0)
-    if not np.isfinite(lowest):
-        raise ValueError("The input holds no finite value (all NaN): nothing to fit.")
-    if integral and highest > 20:
-        warnings.warn(
-            f"The input looks like raw counts (integers up to {highest:.0f}); spexlvm expects "
-            "log-normalised expression. Run `sc.pp.normalize_total(adata)` and "
-            "`sc.pp.log1p(adata)` first, or pass `layer=` with log-normalised values.",
-            UserWarning,
-            stacklevel=user_stacklevel(),
-        )
-    mean = np.divide(total, count, out=np.zeros(n_vars), where=count > 0)
-    var = np.divide(total_sq, count, out=np.zeros(n_vars), where=count > 0) - mean**2
-    if lowest < 0 and np.median(np.abs(mean)) < 0.05 and np.median(np.abs(var - 1.0)) < 0.05:
-        warnings.warn(
-            "The input looks scaled (z-scored: negative values, every gene with mean 0 and "
-            "variance 1); spexlvm expects log-normalised expression: scaling gives every gene "
-            "unit variance, noise included. Fit `adata.raw` or a log-normalised layer "
-            "(`layer=`) instead.",
-            UserWarning,
-            stacklevel=user_stacklevel(),
-        )
-    return mean, np.clip(var, 0.0, None), count
-
-
-@contextlib.contextmanager
-def quiet_lightning() -> Iterator[None]:
-    """Silence Lightning's per-fit chatter that says nothing about this model.
-
-    The accelerator lines ("GPU available: ...", logged again by spexlvm at INFO), the
-    tip to install a logger, and the warning that the (empty) validation loop is skipped:
-    spexlvm trains on every cell and has no validation step.
-    """
-    names = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.WARNING)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*val_dataloader.*validation_step")
-            warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
-def _package_version() -> str:
-    from . import __version__
-
-    return str(__version__)
-
-
-def _check_annotation(adata: AnnData, mask: np.ndarray, names: np.ndarray) -> None:
-    """Clear errors and warnings about the identifiers and the annotation."""
-    for axis, index in (("var_names", adata.var_names), ("obs_names", adata.obs_names)):
-        if not index.is_unique:
-            dup = index[index.duplicated()].unique()[:5].tolist()
-            fix = (
-                "adata.var_names_make_unique()"
-                if axis == "var_names"
-                else "adata.obs_names_make_unique()"
-            )
-            raise ValueError(f"adata.{axis} has duplicates (e.g. {dup}); run `{fix}` first.")
-    empty = np.flatnonzero(mask.sum(0) == 0)
-    if empty.size:
-        shown = ", ".join(str(n) for n in names[empty][:5])
-        raise ValueError(
-            f"{empty.size} gene set(s) have no gene in this AnnData ({shown}): the annotation "
-            "in varm is out of date (was the AnnData subset after `spexlvm.pp.add_gene_sets`?). "
-            "Run `spexlvm.pp.add_gene_sets` again on this AnnData."
-        )
-
-
-def _key_list(keys: str | list[str] | None, name: str) -> list[str] | None:
-    """A list of obs keys (a single string is one key), or ``None``."""
-    if keys is None:
-        return None
-    keys = [keys] if isinstance(keys, str) else [str(k) for k in keys]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"{name} lists a key twice: {keys}.")
-    return keys or None
-
-
-def _check_covariate_columns(
-    adata: AnnData,
-    batch_key: str | None,
-    categorical: list[str] | None,
-    continuous: list[str] | None,
-    *,
-    categories: dict[str, np.ndarray] | None = None,
-) -> None:
-    """Clear errors for covariate columns that are absent, missing values or not finite.
-
-    ``categories``: the training categories of each categorical key; values outside them
-    (cells projected onto a trained model) are an error.
-    """
-    cat_keys = ([batch_key] if batch_key is not None else []) + list(categorical or [])
-    cont_keys = list(continuous or [])
-    both = set(cat_keys) & set(cont_keys)
-    if both:
-        raise ValueError(f"{sorted(both)} given as both categorical and continuous covariates.")
-    absent = [k for k in cat_keys + cont_keys if k not in adata.obs]
-    if absent:
-        raise KeyError(
-            f"Covariate column(s) {absent} not in adata.obs (columns: "
-            f"{list(adata.obs.columns)[:10]}...). Add them to adata.obs or drop them from "
-            "batch_key / categorical_covariate_keys / continuous_covariate_keys."
-        )
-    for key in cat_keys:
-        column = adata.obs[key]
-        if column.isna().any():
-            raise ValueError(
-                f"adata.obs[{key!r}] has {int(column.isna().sum())} missing value(s); give "
-                "every cell a category (e.g. `adata.obs[key] = adata.obs[key].astype(str)` "
-                "makes missing values a category 'nan')."
-            )
-        if categories is not None and key in categories:
-            known = {str(c) for c in categories[key]}
-            new = sorted({str(v) for v in pd.unique(column)} - known)
-            if new:
-                raise ValueError(
-                    f"adata.obs[{key!r}] holds categories the model was not trained with: "
-                    f"{new[:5]}. The effect of an unseen {key} is unknown: project only cells "
-                    f"of the training categories ({sorted(known)[:10]}), or fit a model on "
-                    "data that includes them."
-                )
-    for key in cont_keys:
-        column = adata.obs[key]
-        if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
-            raise TypeError(
-                f"adata.obs[{key!r}] ({column.dtype}) is not numeric: pass it as a "
-                "categorical covariate, or convert it to numbers."
-            )
-        if not np.isfinite(column.to_numpy(dtype=np.float64)).all():
-            raise ValueError(
-                f"adata.obs[{key!r}] holds NaN or infinite values; fill them in (e.g. with "
-                "the column's median) before registering it as a continuous covariate."
-            )
 
 
 def _check_version(saved: str, dir_path: str) -> None:
@@ -269,21 +79,9 @@ def _check_version(saved: str, dir_path: str) -> None:
         )
 
 
-def _masked_power_iteration(y: torch.Tensor, mask: torch.Tensor, n_iter: int = 15) -> torch.Tensor:
-    """Leading principal axis of each gene set's columns of ``y`` (cells x genes).
-
-    Returns loadings (genes x sets) supported on each set, scaled so that a unit-variance
-    score reproduces the set's leading variance, and oriented so that they sum to > 0.
-    """
-    m = mask.to(y.dtype)
-    v = m / m.norm(dim=0).clamp_min(1e-12)
-    for _ in range(n_iter):
-        v = m * (y.T @ (y @ v))
-        v = v / v.norm(dim=0).clamp_min(1e-12)
-    scores = y @ v
-    sd = scores.norm(dim=0) / math.sqrt(max(y.shape[0], 1))
-    sign = torch.where(v.sum(0) < 0, -1.0, 1.0)
-    return v * sd * sign
+def _mask(values: torch.Tensor, observed: torch.Tensor | None) -> torch.Tensor:
+    """``values`` with the missing entries set to 0 (``observed``: 1 observed, 0 missing)."""
+    return values if observed is None else values * observed
 
 
 class SpexLVM(PyroSviTrainMixin, BaseModelClass):
@@ -432,7 +230,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         else:
             # the one membership mask (initialisation, orientation, tl's calls)
             mask, names = factor_membership(self.adata, mask_key)
-            _check_annotation(self.adata, mask, names)
+            check_annotation(self.adata, mask, names)
             # nested gene sets leave their genes to the smaller set (pp.add_gene_sets)
             prior = get_prior(self.adata, mask, key=mask_key)
         n_annotated = mask.shape[1]
@@ -484,14 +282,14 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             raise ValueError(
                 f"covariate_prior_scale must be positive, got {covariate_prior_scale}."
             )
-        covariates = self._covariate_encoding(loading is not None)
+        covariates = covariate_encoding(self.adata_manager, loading is not None)
         init_b = None
         if loading is not None:  # placeholders; load_state_dict restores the trained values
             n_vars = mask.shape[0]
             mean, var, count, scale = np.zeros(n_vars), np.ones(n_vars), np.ones(n_vars), 1.0
             init_w, noise_var = np.zeros(slab.shape), np.ones(n_vars)
         else:
-            mean, var, count = _gene_statistics(x)
+            mean, var, count = gene_statistics(x)
             if not np.any(var > 0):
                 raise ValueError(
                     "Every gene is constant across the cells (zero variance): there is no "
@@ -499,7 +297,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
                     "values (or pass `layer=`), not a placeholder."
                 )
             scale = float(np.sqrt(var.mean())) if var.mean() > 0 else 1.0
-            init_w, noise_var, init_b = self._initial_loadings(
+            init_w, noise_var, init_b = initial_loadings(
                 x, mean, scale, mask, n_sparse, n_dense, covariates=covariates
             )
         sumsq = count * var / scale**2
@@ -588,13 +386,13 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
                 f"layer {layer!r} is not in adata.layers (available: {list(adata.layers)}); "
                 "pass one of those, or layer=None for adata.X."
             )
-        categorical_covariate_keys = _key_list(
+        categorical_covariate_keys = key_list(
             categorical_covariate_keys, "categorical_covariate_keys"
         )
-        continuous_covariate_keys = _key_list(
+        continuous_covariate_keys = key_list(
             continuous_covariate_keys, "continuous_covariate_keys"
         )
-        _check_covariate_columns(
+        check_covariate_columns(
             adata, batch_key, categorical_covariate_keys, continuous_covariate_keys
         )
         setup_method_args = cls._get_setup_method_args(**locals())
@@ -608,157 +406,6 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
-
-    @torch.no_grad()
-    def _initial_loadings(
-        self,
-        x: RowReader,
-        mean: np.ndarray,
-        scale: float,
-        mask: np.ndarray,
-        n_sparse: int,
-        n_dense: int,
-        *,
-        covariates: dict | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Start each annotated factor at its gene set's leading principal axis.
-
-        With known covariates, their effects start at a ridge regression of the sampled
-        cells on the design (prior precision 1 / s^2 with s = 1), and the factors start
-        from what the covariates leave.
-
-        Unannotated factors start at the leading principal axes of what the annotated
-        factors leave unexplained: dense ones at the first axes, sparse ones at the next
-        axes restricted to their top genes. (Starting a dense factor at the data's first
-        axis lets it take signal that belongs to gene sets.) Loadings that start at zero
-        would get no gradient: the closed-form scores would be zero too.
-        """
-        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
-        # random cells (on disk: in a few contiguous blocks at random positions)
-        index = x.sample_index(_N_INIT_CELLS, rng)
-        block = x.take(index).numpy()
-        y = (block - mean) / scale
-        y = torch.as_tensor(np.nan_to_num(y, nan=0.0), dtype=torch.float32)
-        init_b = None
-        if covariates is not None and covariates["n_columns"]:
-            design = torch.as_tensor(covariates["design"](index), dtype=torch.float32)
-            # ridge: (C^T C + I) B^T = C^T Y (noise variance ~ prior variance ~ 1)
-            gram = design.T @ design + torch.eye(design.shape[1])
-            b = torch.linalg.solve(gram, design.T @ y).T
-            y = y - design @ b.T
-            init_b = b.numpy()
-        parts = []
-        residual = y
-        if mask.shape[1]:
-            annotated = _masked_power_iteration(y, torch.as_tensor(mask))
-            parts.append(annotated)
-            # what the annotated factors leave unexplained (least-squares fit of their scores)
-            residual = y - (y @ torch.linalg.pinv(annotated).T) @ annotated.T
-        n_free = n_sparse + n_dense
-        if n_free:
-            # unannotated factors start at the leading axes of the residual: dense factors
-            # take the first ones, sparse factors the next ones restricted to their top genes
-            free = torch.zeros(y.shape[1], n_free)
-            q = min(n_free, min(y.shape) - 1)
-            if q > 0:
-                _, s, v = torch.svd_lowrank(residual, q=q, niter=4)
-                # small, so that they grow into what the gene sets leave and do not take
-                # over the gene sets' signal
-                axes = (v * (_FREE_INIT_SCALE * s / math.sqrt(y.shape[0]))).T
-                columns = list(range(n_sparse, n_free)) + list(range(n_sparse))
-                n_top = max(5, int(0.05 * y.shape[1]))
-                for col, axis in zip(columns, axes, strict=False):
-                    if col < n_sparse:
-                        keep = torch.topk(axis.abs(), min(n_top, axis.numel())).indices
-                        axis = torch.zeros_like(axis).index_copy_(0, keep, axis[keep])
-                    free[:, col] = axis
-            # an axis that could not be computed starts small and random
-            empty = free.abs().sum(0) == 0
-            free[:, empty] = 0.01 * torch.randn(y.shape[1], int(empty.sum()))
-            parts.append(free)
-        init = torch.cat(parts, dim=1)
-        residual_var = (y - (y @ init) @ torch.linalg.pinv(init) if init.numel() else y).var(0)
-        noise_var = torch.clamp(residual_var, min=1e-3).numpy()
-        return init.numpy(), noise_var, init_b
-
-    def _covariate_encoding(self, loading: bool) -> dict[str, Any]:
-        """How the registered covariates become design columns (see :meth:`setup_anndata`).
-
-        ``levels`` (per categorical covariate, batch first), ``n_continuous``, ``columns``
-        (names of the design columns, e.g. ``batch[b2]``), ``keys`` (the covariate key of
-        each column), ``centre`` / ``scale`` (over the training cells; placeholders when
-        a saved model is loaded) and ``design(index)``: the centred, scaled design of
-        training cells.
-        """
-        setup = self.adata_manager.registry["setup_args"]
-        registered = self.adata_manager.data_registry
-        cat_keys, levels, names = [], [], []
-        if REGISTRY_KEYS.BATCH_KEY in registered:
-            state = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY)
-            cat_keys.append(str(setup["batch_key"]))
-            names.append(np.asarray(state.categorical_mapping))
-        if REGISTRY_KEYS.CAT_COVS_KEY in registered:
-            state = self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)
-            for key in state.field_keys:
-                cat_keys.append(str(key))
-                names.append(np.asarray(state.mappings[key]))
-        levels = [len(n) for n in names]
-        single = [k for k, n in zip(cat_keys, levels, strict=True) if n < 2]
-        if single and not loading:
-            warnings.warn(
-                f"Categorical covariate(s) {single} have a single category in these cells: "
-                "there is no effect to fit. Drop them from batch_key / "
-                "categorical_covariate_keys.",
-                UserWarning,
-                stacklevel=user_stacklevel(),
-            )
-        cont_keys = []
-        if REGISTRY_KEYS.CONT_COVS_KEY in registered:
-            state = self.adata_manager.get_state_registry(REGISTRY_KEYS.CONT_COVS_KEY)
-            cont_keys = [str(c) for c in state.columns]
-        columns, keys, column_levels = [], [], []
-        for key, cats in zip(cat_keys, names, strict=True):
-            columns += [f"{key}[{c}]" for c in cats[1:]]
-            keys += [key] * (len(cats) - 1)
-            column_levels += [str(c) for c in cats[1:]]
-        columns += cont_keys
-        keys += cont_keys
-        column_levels += [""] * len(cont_keys)
-        out: dict[str, Any] = {
-            "levels": tuple(levels),
-            "n_continuous": len(cont_keys),
-            "columns": columns,
-            "keys": keys,
-            "column_levels": column_levels,
-            "n_columns": len(columns),
-        }
-        if not columns or loading:
-            out["centre"] = np.zeros(len(columns))
-            out["scale"] = np.ones(len(columns))
-            return out
-        fields = {k: v.numpy() for k, v in obs_fields(self.adata_manager).items()}
-
-        def raw(index: np.ndarray | slice) -> np.ndarray:
-            return one_hot_design(
-                {k: torch.as_tensor(v[index]) for k, v in fields.items()},
-                out["levels"],
-                out["n_continuous"],
-            ).numpy()
-
-        full = raw(slice(None)).astype(np.float64)
-        centre = full.mean(0)
-        sd = np.ones(len(columns))
-        if cont_keys:
-            sd[-len(cont_keys) :] = full[:, -len(cont_keys) :].std(0)
-            constant = [k for k, v in zip(cont_keys, sd[-len(cont_keys) :], strict=True) if v == 0]
-            if constant:
-                raise ValueError(
-                    f"Continuous covariate(s) {constant} are constant over the cells: they "
-                    "explain nothing. Drop them from continuous_covariate_keys."
-                )
-        out["centre"], out["scale"] = centre, sd
-        out["design"] = lambda index: (raw(index) - centre) / sd
-        return out
 
     # ------------------------------------------------------------------ training
     def train(
@@ -801,7 +448,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             Adam learning rate.
         early_stopping
             Stop once every factor has settled (see
-            :class:`~spexlvm._trainingplan.LoadingsConvergence`); a fit that reaches
+            :class:`~spexlvm.train.LoadingsConvergence`); a fit that reaches
             ``max_epochs`` first warns.
         tol
             Largest relative change of any factor's (step-averaged) loadings, loading
@@ -811,7 +458,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         patience
             Settled epochs in a row before stopping.
         plan_kwargs
-            Passed to :class:`~spexlvm._trainingplan.SpexLVMTrainingPlan`.
+            Passed to :class:`~spexlvm.train.SpexLVMTrainingPlan`.
         strategy
             Lightning strategy. ``"ddp"`` trains data-parallel on ``device`` processes
             (one per GPU, or CPU processes with ``accelerator="cpu"``): each computes the
@@ -857,36 +504,21 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
                 raise ValueError(f"Pass either device={device!r} or devices={devices!r}.")
             device = devices
         n_obs, n_vars = self.summary_stats.n_cells, self.summary_stats.n_vars
-        if batch_size is None:
-            batch_size = _default_batch_size(n_obs, n_vars)
-        batch_size = int(min(batch_size, n_obs))
-        steps_per_epoch = math.ceil(n_obs / batch_size)
-        if max_epochs is None:
-            max_epochs = int(max(100, math.ceil(1500 / steps_per_epoch)))
-        plan_kwargs = dict(plan_kwargs or {})
-        plan_kwargs.setdefault("lr", lr)
-        # unannotated factors wait ~50 optimisation steps while the gene sets settle
-        n_annotated = len(self.gene_set_names_)
-        warmup = 0
-        if n_annotated and (self.n_sparse or self.n_dense):
-            warmup = min(max_epochs // 2, math.ceil(50 / steps_per_epoch))
-            plan_kwargs.setdefault(
-                "frozen_factors",
-                list(range(n_annotated, n_annotated + self.n_sparse + self.n_dense)),
-            )
-            warmup = int(plan_kwargs.setdefault("warmup_epochs", warmup))
-        callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
-        convergence = None
-        if early_stopping:
-            convergence = LoadingsConvergence(
-                tol=tol,
-                window=math.ceil(10 / steps_per_epoch),
-                patience=patience,
-                min_epochs=min(max_epochs, 10 + warmup),
-            )
-            callbacks.append(convergence)
+        plan = schedule(
+            n_obs,
+            default_batch_size(n_obs, n_vars) if batch_size is None else batch_size,
+            max_epochs=max_epochs,
+            lr=lr,
+            plan_kwargs=plan_kwargs,
+            n_annotated=len(self.gene_set_names_),
+            n_free=self.n_sparse + self.n_dense,
+            early_stopping=early_stopping,
+            tol=tol,
+            patience=patience,
+        )
+        callbacks = list(trainer_kwargs.pop("callbacks", None) or []) + plan.callbacks
         run = TrainingRun(
-            self,
+            fingerprint=self._fingerprint() if checkpoint_dir is not None else None,
             strategy=strategy,
             device=device,
             trainer_kwargs=trainer_kwargs,
@@ -894,68 +526,90 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             checkpoint_interval=checkpoint_interval,
             resume=resume,
             block_size=block_size,
-            steps_per_epoch=steps_per_epoch,
+            steps_per_epoch=plan.steps_per_epoch,
         )
         if run.finished_info is not None:
-            run.restore_finished()
-            state = run.callback_states.get(LoadingsConvergence.__qualname__) or {}
-            self.convergence_ = list(state.get("history", []))
-            self.converged_ = state.get("stopped_epoch") is not None
+            self.history_, self.convergence_, self.converged_ = run.restore_finished(self.module)
+            self.is_trained_ = True
             self._orient_factors()
             return
         callbacks.extend(run.callbacks())
         trainer_kwargs = run.trainer_kwargs(trainer_kwargs)
-        trainer_kwargs.setdefault("log_every_n_steps", max(1, min(50, steps_per_epoch)))
+        trainer_kwargs.setdefault("log_every_n_steps", max(1, min(50, plan.steps_per_epoch)))
         logger.log(
             logging.INFO if is_rank_zero() else logging.DEBUG,
             "Training %s for at most %d epochs of %d minibatch(es) of %d cells on %s.",
             type(self).__name__,
-            max_epochs,
-            steps_per_epoch,
-            batch_size,
+            plan.max_epochs,
+            plan.steps_per_epoch,
+            plan.batch_size,
             accelerator
             if accelerator != "auto"
             else ("gpu" if torch.cuda.is_available() else "cpu"),
         )
-        run.log_start(max_epochs, batch_size, accelerator)
+        run.log_start(
+            plan.batch_size,
+            reader=RowReader(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)),
+            n_factors=self.module.n_factors,
+        )
         with quiet_lightning(), run.context() as extra:
             super().train(
-                max_epochs=max_epochs,
+                max_epochs=plan.max_epochs,
                 accelerator=accelerator,
                 device=device,
                 train_size=1.0,
-                batch_size=batch_size,
+                batch_size=plan.batch_size,
                 early_stopping=False,
-                plan_kwargs=plan_kwargs,
+                plan_kwargs=plan.plan_kwargs,
                 callbacks=callbacks,
                 datasplitter_kwargs=run.datasplitter_kwargs(),
                 **extra,
                 **trainer_kwargs,
             )
-        run.finish(convergence, max_epochs)
+        convergence = plan.convergence
+        self.history_ = run.finish(self.history_, convergence, plan.max_epochs)
         self.convergence_ = convergence.history if convergence is not None else []
         self.converged_ = bool(convergence is not None and convergence.stopped_epoch is not None)
-        if early_stopping and not self.converged_ and is_rank_zero():
-            slowest = getattr(convergence, "slowest", None) or []
-            if convergence.history:
-                which = f" (most: {self.factor_names[slowest[-1]]!r})" if slowest else ""
-                moved = (
-                    f"the factors still moved by up to {100 * convergence.history[-1]:.2g}% "
-                    f"over the last {convergence.window} epoch(s){which}, above tol={tol}"
-                )
-            else:
-                moved = (
-                    f"it ran fewer epochs than the stopping rule needs to measure a change "
-                    f"({convergence.window + 1})"
-                )
+        if convergence is not None and not self.converged_ and is_rank_zero():
             warnings.warn(
-                f"Training reached max_epochs={max_epochs} before every factor settled: "
-                f"{moved}. The results may still change: train longer (`max_epochs=`, e.g. "
-                "twice as many) or, to accept the fit as it is, pass a larger `tol=`.",
+                convergence.unsettled_message(plan.max_epochs, self.factor_names),
                 UserWarning,
                 stacklevel=user_stacklevel(),
             )
         self._orient_factors()
+
+    def _fingerprint(self) -> dict[str, Any]:
+        """What must match for a checkpoint to continue this fit (see :mod:`spexlvm.train`).
+
+        The model class and settings, the genes, cells and factors, and digests of the
+        per-gene statistics and slab widths computed from the data and the annotation.
+        """
+        module = self.module
+        init = getattr(self, "init_params_", {}) or {}
+        settings = {
+            k: v
+            for part in ("non_kwargs", "kwargs")
+            for k, v in (init.get(part) or {}).items()
+            if k != "adata"
+        }
+        if not getattr(module, "n_covariates", 0):  # a fit without covariates: as before
+            settings.pop("covariate_prior_scale", None)
+        setup = self.adata_manager.registry.get("setup_args", {})
+        out = {
+            "model": type(self).__name__,
+            "settings": json.loads(json.dumps(settings, default=str)),
+            "layer": str(setup.get("layer") or ""),
+            "n_obs": int(self.summary_stats.n_cells),
+            "n_vars": int(self.summary_stats.n_vars),
+            "var_names": digest(self.adata.var_names),
+            "obs_names": digest(self.adata.obs_names),
+            "factor_names": [str(n) for n in self.factor_names],
+            "data": digest(torch.cat([module.gene_mean.flatten(), module.data_scale.flatten()])),
+            "annotation": digest(module.slab),
+        }
+        if getattr(module, "n_covariates", 0):  # only then: older fingerprints stay valid
+            out["covariates"] = [str(c) for c in self.covariate_names_]
+        return out
 
     @torch.no_grad()
     def _orient_factors(self) -> None:
@@ -1028,7 +682,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         covariates).
         """
         if batch_size is None:
-            batch_size = _default_batch_size(adata.n_obs, self.summary_stats.n_vars)
+            batch_size = default_batch_size(adata.n_obs, self.summary_stats.n_vars)
         manager = self.get_anndata_manager(adata, required=True)
         reader = RowReader(manager.get_from_registry(REGISTRY_KEYS.X_KEY))
         fields = obs_fields(manager) if self.module.n_covariates else {}
@@ -1053,7 +707,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
                 categories[setup["batch_key"]] = np.asarray(state["categorical_mapping"])
             state = fields.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
             categories.update({k: np.asarray(v) for k, v in state.get("mappings", {}).items()})
-            _check_covariate_columns(
+            check_covariate_columns(
                 adata,
                 setup.get("batch_key"),
                 setup.get("categorical_covariate_keys"),
@@ -1214,43 +868,39 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         k = w.shape[1]
         keys = [str(c) for c in self.covariate_keys_]
         groups = {key: [j for j, c in enumerate(keys) if c == key] for key in dict.fromkeys(keys)}
-        ss_tot = torch.zeros((), dtype=torch.float64)
-        ss_res_total = torch.zeros((), dtype=torch.float64)
-        ss_left = torch.zeros((), dtype=torch.float64)  # what the covariates leave
+        acc = R2Accumulator()  # the one R² computation (also tl's and pl's)
+        wd = w.double()
+        ss_left = 0.0  # what the covariates leave
         ss_res_cov = dict.fromkeys(groups, 0.0)
-        cross = torch.zeros_like(w, dtype=torch.float64)  # sum_n o y x_k, per gene
-        sq = torch.zeros_like(w, dtype=torch.float64)  # sum_n o x_k^2, per gene
         for x, design in self._batches(self._validate_anndata(adata), batch_size):
             x = x.to(w.device)
             y, observed = module._prepare(x)
             scores = module.score_posterior(x, complete=observed is None, design=design)["means"]
-            o = torch.ones_like(y) if observed is None else observed.to(y.dtype)
-            ss_tot += (y * y).sum().double()
-            fit = scores @ w.T
+            o = None if observed is None else observed.to(torch.float64)
+            yd = y.double()
+            effects = None
             if design is not None:
                 design = design.to(w.device)
                 b = module.cov_loc
                 for key, cols in groups.items():
                     effect = design[:, cols] @ b[:, cols].T
-                    ss_res_cov[key] += float(((o * (y - effect)) ** 2).sum().double())
+                    ss_res_cov[key] += float(((_mask(y - effect, o)) ** 2).sum().double())
                 effects = design @ b.T
-                ss_left += ((o * (y - effects)) ** 2).sum().double()
-                fit = fit + effects
-            ss_res_total += ((o * (y - fit)) ** 2).sum().double()
-            cross += (y.T @ scores).double()
-            sq += (o.T @ (scores * scores)).double()
-        wd = w.double()
-        ss_res = ss_tot - 2.0 * (wd * cross).sum(0) + (wd * wd * sq).sum(0)
-        r2 = (1.0 - ss_res / ss_tot).cpu().numpy() if ss_tot > 0 else np.zeros(k)
+                ss_left += float((_mask(y - effects, o) ** 2).sum().double())
+                effects = effects.double()
+            acc.add(yd, o, scores.double(), wd, effects)
+        r2_factors, r2_total = acc.r2()
+        ss_tot = acc.ss_tot
+        r2 = r2_factors.cpu().numpy() if ss_tot > 0 else np.zeros(k)
         out = pd.Series(r2, index=self.factor_names, name="r2")
-        out.attrs["total"] = float(1.0 - ss_res_total / ss_tot) if ss_tot > 0 else 0.0
+        out.attrs["total"] = float(r2_total)
         if groups:
             tot = float(ss_tot)
             out.attrs["covariates"] = {
                 key: (1.0 - res / tot) if tot > 0 else 0.0 for key, res in ss_res_cov.items()
             }
             out.attrs["factors_total"] = (
-                float(1.0 - ss_res_total / ss_left) if ss_left > 0 else 0.0
+                float(1.0 - acc.ss_res_total / ss_left) if ss_left > 0 else 0.0
             )
         return out
 

@@ -1,6 +1,7 @@
 """The spex-LVM Pyro module: the generative model, its variational family and its ELBO.
 
-The model (paper section 2, DESIGN.md section 1) is written as a Pyro program in
+The model (paper section 2; the architecture page of the docs, ``docs/architecture.md``,
+"The model") is written as a Pyro program in
 :meth:`SpexLVMModule.model`; the variational family is the Pyro program
 :meth:`SpexLVMModule.guide`. Training maximises the same ELBO that Pyro's
 :class:`~pyro.infer.Trace_ELBO` estimates by sampling, but evaluated in closed form by

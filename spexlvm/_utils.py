@@ -14,6 +14,20 @@ import numpy as np
 from scipy import sparse
 
 
+def package_version() -> str:
+    """The installed spexlvm's version (``"0.0.0+unknown"`` when run from a source tree).
+
+    The one place the version is looked up: ``spexlvm.__version__``, the command line's
+    ``--version``, saved models, checkpoints and ``uns["spexlvm"]`` all read it here.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spexlvm")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0+unknown"
+
+
 def dense_chunks(
     x: Any, chunk_size: int = 4096, dtype: type = np.float32
 ) -> Iterator[tuple[slice, np.ndarray]]:

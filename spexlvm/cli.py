@@ -58,12 +58,9 @@ class CLIError(Exception):
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from ._utils import package_version
 
-    try:
-        return version("spexlvm")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0.0.0+unknown"
+    return package_version()
 
 
 def _verbosity_parent(suppress: bool) -> argparse.ArgumentParser:
@@ -687,13 +684,13 @@ def run_demo(
     import pandas as pd
     import scanpy as sc
     from matplotlib.figure import Figure
-    from sklearn.metrics import roc_auc_score
 
     import spexlvm
     from spexlvm._constants import KEYS
     from spexlvm._utils import atomic_write, write_h5ad
     from spexlvm.pl import short_name
     from spexlvm.pl._utils import save_figure
+    from spexlvm.tl._auroc import one_vs_rest_auroc
 
     outdir = Path(out)
     try:
@@ -758,8 +755,10 @@ def run_demo(
                 "factor": gene_set,
                 "cell_type": cell_type,
                 "n_genes": len(genes),
-                "auroc_spexlvm": float(roc_auc_score(is_type, scores[:, names.index(gene_set)])),
-                "auroc_score_genes": float(roc_auc_score(is_type, adata.obs[score_name])),
+                "auroc_spexlvm": float(
+                    one_vs_rest_auroc(scores[:, names.index(gene_set)], is_type)[0]
+                ),
+                "auroc_score_genes": float(one_vs_rest_auroc(adata.obs[score_name], is_type)[0]),
             }
         )
 

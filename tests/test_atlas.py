@@ -153,7 +153,7 @@ def test_backed_training_never_reads_the_whole_matrix(tmp_path, monkeypatch):
     """Statistics, initialisation, training and results read a few hundred cells at a time."""
     import h5py
 
-    import spexlvm._model as model_module
+    import spexlvm._inputs as model_module
 
     adata = spexlvm.datasets.synthetic(2000, 100, 4, noise=0.2, seed=2)
     adata.write_h5ad(tmp_path / "a.h5ad")
@@ -189,7 +189,7 @@ def test_backed_fit_with_copy_is_a_clear_error(tmp_path, small_adata):
 
 def test_sparse_minibatches_only_are_densified(monkeypatch):
     """A CSR matrix is densified one minibatch (or chunk) at a time, never whole."""
-    import spexlvm._model as model_module
+    import spexlvm._inputs as model_module
 
     monkeypatch.setattr(model_module, "_STATS_CHUNK_ENTRIES", 300 * 80)
     monkeypatch.setattr(model_module, "_BATCH_ENTRIES", 256 * 80)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import KEYS
+from .._utils import package_version
 from ._results import covariate_effects_key, frame_to_uns, loadings_key, prior_key, scores_key
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ def _write_results(
         **_covariate_params(setup),
         "n_epochs": len(elbo) if elbo is not None else 0,
         "converged": bool(getattr(model, "converged_", False)),
-        "spexlvm_version": _version(),
+        "spexlvm_version": package_version(),
     }
     params["projected"] = projected
     if projected:
@@ -182,12 +183,6 @@ def _covariate_params(setup: dict[str, Any]) -> dict[str, Any]:
         if setup.get(name):
             out[name] = np.asarray(setup[name], dtype=str)
     return out
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return str(__version__)
 
 
 def write_projection(

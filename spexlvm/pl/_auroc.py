@@ -12,6 +12,7 @@ import pandas as pd
 
 from .._constants import KEYS
 from ..get._results import stored as _stored
+from ..tl._auroc import one_vs_rest_auroc
 from ._utils import (
     check_n_top,
     factor_names,
@@ -57,7 +58,7 @@ def auroc(
     scores higher than a random other cell: 0.5 no separation, 1 (0) every cell of the
     group scores higher (lower). Values come from :func:`spexlvm.tl.auroc` when it has
     been run for the same ``groupby`` (``adata.uns[key][result_key]``) and cover the asked
-    factors; otherwise they are computed with :func:`sklearn.metrics.roc_auc_score` on
+    factors; otherwise they are computed by the same function (AUROC as scikit-learn) on
     ``adata.obsm[f"X_{key}"]``. A diverging colour map centred at 0.5 (blue below, red
     above) and, for small heatmaps, the values written in the cells. A strip above the
     columns shows the group colours (``adata.uns[f"{groupby}_colors"]`` when present).
@@ -225,17 +226,11 @@ def _auroc_matrix(
             cols = [s_groups.index(g) for g in groups]
             return table[np.ix_(rows, cols)], groups, "tl"
 
-    from sklearn.metrics import roc_auc_score
-
     scores = get_scores(adata, key)[:, idx]
     known = values.notna().to_numpy()
     labels = values.astype(str).to_numpy()[known]
     scores = scores[known]
     matrix = np.full((len(idx), len(groups)), np.nan)
     for j, group in enumerate(groups):
-        inside = labels == group
-        if inside.all():
-            continue
-        for i in range(len(idx)):
-            matrix[i, j] = roc_auc_score(inside, scores[:, i])
+        matrix[:, j] = one_vs_rest_auroc(scores, labels == group)[0]  # tl.auroc's numbers
     return matrix, groups, "computed"

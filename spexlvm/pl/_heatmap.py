@@ -63,7 +63,7 @@ def mask_heatmap(
     data this gives the block structure of the paper's Fig. 2.
 
     *Active* means a call of :func:`spexlvm.tl.refine` when it has been run, otherwise
-    ``|w| > threshold * max|w|`` of the factor.
+    ``|w| >= threshold * max|w|`` of the factor.
 
     Parameters
     ----------

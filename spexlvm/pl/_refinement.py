@@ -55,7 +55,7 @@ def refinement(
 
     The calls come from :func:`spexlvm.tl.refine` when it has been run
     (``adata.uns[key][result_key]``); otherwise a gene is *active* when
-    ``|w| > threshold * max|w|`` of the factor (see :func:`spexlvm.pl.top_loadings`).
+    ``|w| >= threshold * max|w|`` of the factor (see :func:`spexlvm.pl.top_loadings`).
 
     Parameters
     ----------

@@ -63,7 +63,7 @@ def top_loadings(
 
     The calls come from :func:`spexlvm.tl.refine` when it has been run
     (``adata.uns[key][result_key]``); otherwise a gene is *active* when
-    ``|w| > threshold * max|w|`` of the factor.
+    ``|w| >= threshold * max|w|`` of the factor.
 
     Parameters
     ----------

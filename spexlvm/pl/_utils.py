@@ -24,6 +24,7 @@ from ..get._names import (  # noqa: F401  (names that moved to spexlvm.get; old 
     resolve_factor,
     short_name,
 )
+from ..tl._calls import TOP_FRACTION, top_genes
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -237,7 +238,7 @@ GENE_LABELS = {
     "other": "not annotated",
 }
 #: Default activity threshold of the fallback rule, a fraction of the factor's max |w|.
-ACTIVE_THRESHOLD = 0.1
+ACTIVE_THRESHOLD = TOP_FRACTION
 
 
 def get_loadings(adata: AnnData, key: str = KEYS.UNS) -> np.ndarray:
@@ -277,10 +278,11 @@ def gene_status(
 
     When :func:`spexlvm.tl.refine` has stored its calls in ``adata.uns[key][result_key]``,
     those are used (genes it added / removed; the rest of the annotated genes are kept).
-    Otherwise a simple rule on the posterior means: a gene is *active* when
-    ``|w| > threshold * max|w|`` of the factor; *added* = active and not annotated,
-    *removed* = annotated and not active, *kept* = annotated and active. Unannotated
-    factors (no mask column) count every gene as not annotated.
+    Otherwise a simple rule on the posterior means, :func:`spexlvm.tl._calls.top_genes`:
+    a gene is *active* when ``|w| >= threshold * max|w|`` of the factor (uncalibrated);
+    *added* = active and not annotated, *removed* = annotated and not active, *kept* =
+    annotated and active. Unannotated factors (no mask column) count every gene as not
+    annotated.
 
     Returns
     -------
@@ -304,8 +306,7 @@ def gene_status(
             if gene in pos and change in ("added", "removed"):
                 status[pos[gene]] = change
         return status.astype(str), "refine"
-    w = np.abs(get_loadings(adata, key)[:, factor])
-    active = w > threshold * w.max() if w.size and w.max() > 0 else np.zeros(w.shape, bool)
+    active = top_genes(get_loadings(adata, key)[:, factor], threshold)  # tl's rule
     status[active & ~annotated] = "added"
     status[~active & annotated] = "removed"
     return status.astype(str), "threshold"

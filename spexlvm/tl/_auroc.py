@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["auroc"]
+__all__ = ["auroc", "one_vs_rest_auroc"]
 
 
 def _select_factors(adata: AnnData, factors: Sequence[str | int] | None, key: str) -> np.ndarray:
@@ -28,6 +28,38 @@ def _select_factors(adata: AnnData, factors: Sequence[str | int] | None, key: st
     if isinstance(factors, str | int | np.integer):
         factors = [factors]
     return np.asarray([resolve_factor(adata, f, key) for f in factors], dtype=np.int64)
+
+
+def one_vs_rest_auroc(scores: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUROC of each column of ``scores`` for the cells ``inside`` vs the rest, and its p-value.
+
+    The one AUROC of the package (:func:`auroc`, the fallback of :func:`spexlvm.pl.auroc`,
+    the command line's demo): ``U / (n_in n_out)`` with ``U`` the Mann-Whitney statistic of
+    the cells inside (ties count one half, as :func:`sklearn.metrics.roc_auc_score`), and
+    the two-sided Mann-Whitney p-value (normal approximation with tie correction; 1 where
+    undefined).
+
+    Parameters
+    ----------
+    scores
+        Cells x factors (or one column: cells).
+    inside
+        Boolean, one per cell: the group.
+
+    Returns
+    -------
+    AUROC and p-value per factor (scalars for a 1-d ``scores``); NaN AUROC when the group
+    or the rest has no cell.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    inside = np.asarray(inside, dtype=bool)
+    x, y = scores[inside], scores[~inside]
+    if x.shape[0] == 0 or y.shape[0] == 0:
+        nan = np.full(scores.shape[1:], np.nan)
+        return nan, np.ones(scores.shape[1:])
+    res = mannwhitneyu(x, y, alternative="two-sided", axis=0, method="asymptotic")
+    auc = np.asarray(res.statistic, dtype=np.float64) / (x.shape[0] * y.shape[0])
+    return auc, np.nan_to_num(np.asarray(res.pvalue, dtype=np.float64), nan=1.0)
 
 
 def auroc(
@@ -85,11 +117,7 @@ def auroc(
     auc = np.zeros((n_factors, len(groups)))
     pval = np.ones((n_factors, len(groups)))
     for j, g in enumerate(groups):
-        inside = values == g
-        x, y = scores[inside], scores[~inside]
-        res = mannwhitneyu(x, y, alternative="two-sided", axis=0, method="asymptotic")
-        auc[:, j] = np.asarray(res.statistic, dtype=np.float64) / (x.shape[0] * y.shape[0])
-        pval[:, j] = np.nan_to_num(np.asarray(res.pvalue, dtype=np.float64), nan=1.0)
+        auc[:, j], pval[:, j] = one_vs_rest_auroc(scores, values == g)
     pval_adj = false_discovery_control(pval.ravel(), method="bh").reshape(pval.shape)
 
     fnames = names[idx]

@@ -55,6 +55,29 @@ MIN_DECOYS = 10
 _CHUNK_ENTRIES = 2**22
 
 
+#: Default fraction of a factor's largest absolute loading from which a gene is one of its
+#: *top genes* (:func:`top_genes`). A description, not a call: chosen a priori, never
+#: calibrated against decoys.
+TOP_FRACTION = 0.1
+
+
+def top_genes(loadings: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
+    """The *top genes* of each factor: ``|w_gk| >= fraction * max_g |w_gk|`` (genes x factors).
+
+    A descriptive rule on the posterior means, uncalibrated: it says which genes carry most
+    of a factor's loadings whatever the noise, so it is used where only the shape of the
+    loadings matters (the overlap of two factors' top genes in
+    :func:`spexlvm.tl.competing_sets`, and the colours of ``spexlvm.pl``'s gene panels
+    before :func:`spexlvm.tl.refine` has run). It is **not** the call of an *active* gene:
+    that is :func:`spexlvm.tl.refine`'s, the posterior probability that the gene's effect
+    exceeds ``min_gene_r2`` of its variance, with a Bayesian FDR. A factor with all-zero
+    loadings has no top gene. ``loadings`` may be one factor (a 1-d array).
+    """
+    w = np.abs(np.asarray(loadings, dtype=np.float64))
+    largest = w.max(0, initial=0.0)
+    return (w >= fraction * largest) & (largest > 0)
+
+
 def gene_variance(adata: AnnData, key: str = "spexlvm") -> np.ndarray:
     """Variance of every gene (observed entries, centred with the fit's gene means)."""
     w = get_loadings(adata, key)

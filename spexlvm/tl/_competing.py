@@ -11,6 +11,7 @@ import pandas as pd
 from scipy import sparse
 
 from .._utils import user_stacklevel
+from ._calls import TOP_FRACTION, top_genes
 from ._utils import (
     fit_mask_key,
     frame_to_uns,
@@ -39,7 +40,7 @@ def competing_sets(
     *,
     key: str = "spexlvm",
     key_added: str = "competing_sets",
-    threshold: float = 0.1,
+    threshold: float = TOP_FRACTION,
     min_jaccard: float = 0.1,
     min_r2: float = 1e-3,
 ) -> pd.DataFrame:
@@ -149,8 +150,7 @@ def _competing_pairs(
     r2 = np.asarray(uns.get("r2", np.ones(n_annotated)), dtype=np.float64)[:n_annotated]
     scores = get_scores(adata, key)[:, :n_annotated]
 
-    largest = np.abs(w).max(0)
-    top = (np.abs(w) >= threshold * largest) & (largest > 0)
+    top = top_genes(w, threshold)
     n_set = mask.sum(0)
     n_top = top.sum(0)
     active = np.flatnonzero(r2 >= min_r2)

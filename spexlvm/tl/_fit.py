@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import scvi
 
 from .._constants import KEYS
-from .._logging import sync_verbosity
-from .._model import SpexLVM, quiet_lightning
+from .._logging import quiet_lightning, sync_verbosity
+from .._model import SpexLVM
 from ..get._write import write_results
 from ..pp._gene_sets import NESTED, add_gene_sets
 from ._competing import warn_competing

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .._r2 import R2Accumulator
 from ._utils import (
     covariate_fit,
     dense_chunks,
@@ -32,42 +33,55 @@ __all__ = ["variance_explained"]
 _CHUNK_ENTRIES = 2**22
 
 
-class _Accumulator:
-    """Sums of squares of the centred data and of the per-factor / full residuals."""
+def accumulate_r2(
+    adata: AnnData,
+    *,
+    key: str = "spexlvm",
+    layer: str | None = None,
+    codes: np.ndarray | None = None,
+    n_groups: int = 0,
+    chunk_size: int | None = None,
+) -> tuple[R2Accumulator, list[R2Accumulator]]:
+    """Stream the fit's data once and add every chunk to the R² sums (see :mod:`spexlvm._r2`).
 
-    def __init__(self, n_factors: int):
-        self.ss_tot = 0.0
-        self.ss_res = np.zeros(n_factors)  # minus sum(y^2): added at the end
-        self.ss_res_total = 0.0
-
-    def add(
-        self,
-        y: np.ndarray,
-        o: np.ndarray | None,
-        s: np.ndarray,
-        w: np.ndarray,
-        known: np.ndarray | None = None,
-    ) -> None:
-        # y: centred data (0 where missing), o: observed mask or None, s: scores, w: loadings,
-        # known: the fitted effects of known covariates (in the total's reconstruction only)
-        self.ss_tot += float((y * y).sum())
-        resid = y - s @ w.T
-        if known is not None:
-            resid -= known
+    Returns the sums over all cells and, with ``codes`` (a group index per cell, -1 for
+    none), the sums of each of the ``n_groups`` groups. The one pass that
+    :func:`variance_explained` and :func:`spexlvm.pl.variance_explained` share.
+    """
+    scores = get_scores(adata, key)
+    w = get_loadings(adata, key)
+    mean = np.asarray(get_uns_entry(adata, "gene_mean", key), dtype=np.float64)
+    x = get_layer(adata, fit_layer(adata, key, layer))
+    if x.shape[1] != w.shape[0] or mean.shape[0] != w.shape[0]:
+        raise ValueError(
+            f"The data have {x.shape[1]} genes, the fit {w.shape[0]}: use the AnnData (and "
+            "layer) the model was fitted on."
+        )
+    if chunk_size is None:
+        chunk_size = max(1, _CHUNK_ENTRIES // max(x.shape[1], 1))
+    total = R2Accumulator()
+    per_group = [R2Accumulator() for _ in range(n_groups)]
+    for sl, block in dense_chunks(x, chunk_size):
+        y = block - mean
+        finite = np.isfinite(y)
+        o = None if finite.all() else finite.astype(np.float64)
         if o is not None:
-            resid *= o
-            sq = o.T @ (s * s)
-        else:
-            sq = np.broadcast_to((s * s).sum(0), w.shape)
-        self.ss_res_total += float((resid * resid).sum())
-        cross = y.T @ s
-        self.ss_res += -2.0 * (w * cross).sum(0) + (w * w * sq).sum(0)
-
-    def r2(self) -> tuple[np.ndarray, float]:
-        if self.ss_tot <= 0:
-            return np.zeros_like(self.ss_res), 0.0
-        per_factor = 1.0 - (self.ss_tot + self.ss_res) / self.ss_tot
-        return per_factor, 1.0 - self.ss_res_total / self.ss_tot
+            y = np.where(finite, y, 0.0)
+        s = scores[sl]
+        known = covariate_fit(adata, key, sl)
+        total.add(y, o, s, w, known)
+        if codes is not None:
+            c = codes[sl]
+            for g in np.unique(c[c >= 0]):
+                rows = c == g
+                per_group[g].add(
+                    y[rows],
+                    None if o is None else o[rows],
+                    s[rows],
+                    w,
+                    None if known is None else known[rows],
+                )
+    return total, per_group
 
 
 def variance_explained(
@@ -121,46 +135,14 @@ def variance_explained(
     >>> df.head()
     """
     names = get_factor_names(adata, key)
-    scores = get_scores(adata, key)
-    w = get_loadings(adata, key)
-    mean = np.asarray(get_uns_entry(adata, "gene_mean", key), dtype=np.float64)
-    x = get_layer(adata, fit_layer(adata, key, layer))
-    if x.shape[1] != w.shape[0] or mean.shape[0] != w.shape[0]:
-        raise ValueError(
-            f"The data have {x.shape[1]} genes, the fit {w.shape[0]}: use the AnnData (and "
-            "layer) the model was fitted on."
-        )
     if groupby is not None:
         labels, groups = group_labels(adata, groupby)
         codes = pd.Categorical(labels.astype(str).where(labels.notna()), categories=groups).codes
-        per_group = [_Accumulator(len(names)) for _ in groups]
     else:
-        groups, codes, per_group = [], None, []
-    if chunk_size is None:
-        chunk_size = max(1, _CHUNK_ENTRIES // max(x.shape[1], 1))
-
-    total = _Accumulator(len(names))
-    for sl, block in dense_chunks(x, chunk_size):
-        y = block - mean
-        finite = np.isfinite(y)
-        o = None if finite.all() else finite.astype(np.float64)
-        if o is not None:
-            y = np.where(finite, y, 0.0)
-        s = scores[sl]
-        known = covariate_fit(adata, key, sl)
-        total.add(y, o, s, w, known)
-        if codes is not None:
-            c = codes[sl]
-            for g in np.unique(c[c >= 0]):
-                rows = c == g
-                per_group[g].add(
-                    y[rows],
-                    None if o is None else o[rows],
-                    s[rows],
-                    w,
-                    None if known is None else known[rows],
-                )
-
+        groups, codes = [], None
+    total, per_group = accumulate_r2(
+        adata, key=key, layer=layer, codes=codes, n_groups=len(groups), chunk_size=chunk_size
+    )
     r2, r2_total = total.r2()
     rank = np.empty(len(names), dtype=np.int64)
     rank[np.argsort(-r2, kind="stable")] = np.arange(1, len(names) + 1)

@@ -2,20 +2,20 @@
 
 Kept apart from the model class so that the statistical settings of ``train`` (batch
 size, epochs, learning rate, convergence rule) and the machinery that runs the fit can
-change independently.
+change independently. Nothing here knows the model class: :class:`TrainingRun` receives
+the fingerprint of the fit, the module and the input reader as arguments and hands the
+history and the callbacks' states back; the model writes its own attributes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import logging
 import math
 import os
-import resource
-import sys
 import tempfile
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,16 +28,15 @@ from lightning.pytorch.strategies import DDPStrategy, Strategy
 from lightning.pytorch.utilities import rank_zero_only
 
 from . import _checkpoint
+from ._callbacks import FitMonitor, LoadingsConvergence, PeriodicCheckpoint
 
 if TYPE_CHECKING:
-    from ._model import SpexLVM
+    from .._data import RowReader
 
 logger = logging.getLogger(__name__)
 
 #: Steps per epoch from which the progress bar advances per step instead of per epoch.
 _STEP_BAR_FROM = 20
-#: Steps timed (after one warm-up step) before the time estimate is logged.
-_PROBE_STEPS = 3
 
 _DDP_START = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
 
@@ -109,12 +108,6 @@ def world_size(strategy: str | Strategy, devices: Any, num_nodes: int = 1) -> in
     return max(1, n) * max(1, int(num_nodes))
 
 
-def peak_rss_gb() -> float:
-    """Peak resident memory of this process so far, in GB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (2**30 if sys.platform == "darwin" else 2**20)
-
-
 def memory_estimate(
     n_obs: int,
     n_vars: int,
@@ -146,75 +139,67 @@ def memory_estimate(
     return text
 
 
-class FitMonitor(Callback):
-    """Logs a time estimate after the first steps and a summary at the end.
+@dataclasses.dataclass
+class Schedule:
+    """The statistical settings of one fit (see :func:`schedule`)."""
 
-    After one warm-up step, :data:`_PROBE_STEPS` steps are timed and the estimate is
-    logged: seconds per epoch and the longest the fit can take (``max_epochs``; the
-    convergence rule usually stops it earlier). At the end: epochs, seconds per epoch
-    and the peak resident memory.
+    #: Cells per optimisation step (over all processes).
+    batch_size: int
+    steps_per_epoch: int
+    max_epochs: int
+    #: Arguments of :class:`~spexlvm.train.SpexLVMTrainingPlan`.
+    plan_kwargs: dict[str, Any]
+    #: The stopping rule (``None`` without early stopping).
+    convergence: LoadingsConvergence | None
+
+    @property
+    def callbacks(self) -> list[Callback]:
+        """The callbacks of the schedule (the stopping rule)."""
+        return [self.convergence] if self.convergence is not None else []
+
+
+def schedule(
+    n_obs: int,
+    batch_size: int,
+    *,
+    max_epochs: int | None,
+    lr: float,
+    plan_kwargs: dict[str, Any] | None,
+    n_annotated: int,
+    n_free: int,
+    early_stopping: bool,
+    tol: float,
+    patience: int,
+) -> Schedule:
+    """Epochs, warm-up and stopping rule of a fit of ``n_obs`` cells.
+
+    ``max_epochs=None`` gives about 1,500 optimisation steps (at least 100 epochs); the
+    ``n_free`` unannotated factors (after the ``n_annotated`` gene sets' factors) wait
+    about 50 steps while the gene sets settle; the stopping rule compares averages about
+    10 steps apart (at least one epoch) and never stops before the warm-up plus 10 epochs.
+    See :meth:`SpexLVM.train <spexlvm.SpexLVM.train>` for the arguments.
     """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds_per_epoch: float | None = None
-        self.n_epochs = 0
-        self._t_probe: float | None = None
-        self._steps = 0
-        self._t_start = 0.0
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        """Start the clock."""
-        self._t_start = time.perf_counter()
-        self._steps = 0
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        """Time the first steps and log the estimate."""
-        self._steps += 1
-        if self._steps == 1:
-            self._t_probe = time.perf_counter()
-            return
-        if self._steps != 1 + _PROBE_STEPS or self._t_probe is None:
-            return
-        per_step = (time.perf_counter() - self._t_probe) / _PROBE_STEPS
-        steps = max(1, int(trainer.num_training_batches))
-        self.seconds_per_epoch = per_step * steps
-        remaining = max(0, int(trainer.max_epochs) - int(trainer.current_epoch))
-        if trainer.is_global_zero:
-            logger.info(
-                "Estimate: %.3g s per step, about %s per epoch of %d steps; at most %d epochs "
-                "left, %s (the convergence rule usually stops earlier).",
-                per_step,
-                _duration(self.seconds_per_epoch),
-                steps,
-                remaining,
-                _duration(self.seconds_per_epoch * remaining),
-            )
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        """Count the epoch."""
-        self.n_epochs += 1
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        """Log the summary."""
-        n = self.n_epochs
-        if n and trainer.is_global_zero:
-            wall = time.perf_counter() - self._t_start
-            logger.info(
-                "Trained %d epochs in %s (%.3g s per epoch); peak memory of this process %.2f GB.",
-                n,
-                _duration(wall),
-                wall / n,
-                peak_rss_gb(),
-            )
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+    batch_size = int(min(batch_size, n_obs))
+    steps_per_epoch = math.ceil(n_obs / batch_size)
+    if max_epochs is None:
+        max_epochs = int(max(100, math.ceil(1500 / steps_per_epoch)))
+    plan_kwargs = dict(plan_kwargs or {})
+    plan_kwargs.setdefault("lr", lr)
+    # unannotated factors wait ~50 optimisation steps while the gene sets settle
+    warmup = 0
+    if n_annotated and n_free:
+        warmup = min(max_epochs // 2, math.ceil(50 / steps_per_epoch))
+        plan_kwargs.setdefault("frozen_factors", list(range(n_annotated, n_annotated + n_free)))
+        warmup = int(plan_kwargs.setdefault("warmup_epochs", warmup))
+    convergence = None
+    if early_stopping:
+        convergence = LoadingsConvergence(
+            tol=tol,
+            window=math.ceil(10 / steps_per_epoch),
+            patience=patience,
+            min_epochs=min(max_epochs, 10 + warmup),
+        )
+    return Schedule(batch_size, steps_per_epoch, max_epochs, plan_kwargs, convergence)
 
 
 class TrainingRun:
@@ -222,13 +207,21 @@ class TrainingRun:
 
     Resolves the strategy and devices, prepares the checkpoint directory (and finds
     a checkpoint to resume), and provides the callbacks, the Trainer and data-module
-    arguments, and the post-processing (history of a resumed fit).
+    arguments, and the post-processing (history of a resumed fit). It never touches the
+    model: :meth:`restore_finished` and :meth:`finish` return what the model stores.
+
+    Parameters
+    ----------
+    fingerprint
+        What must match for a checkpoint to continue this fit (the model's
+        ``_fingerprint()``: settings, genes, cells, digests of the statistics); needed
+        with ``checkpoint_dir`` only.
     """
 
     def __init__(
         self,
-        model: SpexLVM,
         *,
+        fingerprint: dict[str, Any] | None,
         strategy: str | Strategy | None,
         device: Any,
         trainer_kwargs: dict[str, Any],
@@ -244,7 +237,6 @@ class TrainingRun:
             )
         if block_size is not None and (int(block_size) != block_size or block_size < 1):
             raise ValueError(f"block_size must be a positive integer, got {block_size!r}.")
-        self.model = model
         self.strategy = resolve_strategy(strategy)
         self.device = device
         self.world_size = world_size(
@@ -253,15 +245,15 @@ class TrainingRun:
         self.block_size = block_size
         self.steps_per_epoch = steps_per_epoch
         self.monitor = FitMonitor()
-        self.checkpoint: _checkpoint.PeriodicCheckpoint | None = None
+        self.checkpoint: PeriodicCheckpoint | None = None
         self.resume_from: Path | None = None
         self.resume_info: dict[str, Any] | None = None
         self.finished_info: dict[str, Any] | None = None
         if checkpoint_dir is not None:
-            path, info = _checkpoint.prepare(model, checkpoint_dir, resume=resume)
-            self.checkpoint = _checkpoint.PeriodicCheckpoint(
-                checkpoint_dir, _checkpoint.fingerprint(model), checkpoint_interval
-            )
+            if fingerprint is None:
+                raise TypeError("TrainingRun needs the fit's fingerprint with checkpoint_dir.")
+            path, info = _checkpoint.prepare(checkpoint_dir, fingerprint, resume=resume)
+            self.checkpoint = PeriodicCheckpoint(checkpoint_dir, fingerprint, checkpoint_interval)
             if info is not None and info.get("finished"):
                 self.finished_info = info
             self.resume_from, self.resume_info = path, info
@@ -302,11 +294,10 @@ class TrainingRun:
         """Arguments of :class:`~spexlvm._data.SpexLVMDataModule`."""
         return {"block_size": self.block_size}
 
-    def log_start(self, max_epochs: int, batch_size: int, accelerator: str) -> None:
-        """The memory estimate (and where the fit resumes)."""
-        from ._data import _PREFETCH, RowReader
+    def log_start(self, batch_size: int, *, reader: RowReader, n_factors: int) -> None:
+        """The memory estimate (and where the fit resumes), for the input ``reader``."""
+        from .._data import _PREFETCH
 
-        reader = RowReader(self.model.adata_manager.get_from_registry("X"))
         in_memory = 0.0
         if not reader.on_disk:
             x = reader.x
@@ -321,7 +312,7 @@ class TrainingRun:
             memory_estimate(
                 reader.n_obs,
                 reader.n_vars,
-                self.model.module.n_factors,
+                n_factors,
                 per_process,
                 prefetch=_PREFETCH if reader.on_disk else 0,
                 data_in_memory=in_memory,
@@ -379,23 +370,27 @@ class TrainingRun:
             and getattr(self.strategy, "_start_method", "popen") == "fork"
         )
 
-    def restore_finished(self) -> None:
-        """Load a finished fit from the checkpoint instead of training again."""
+    def restore_finished(
+        self, module: torch.nn.Module
+    ) -> tuple[dict[str, Any], list[float], bool]:
+        """Load a finished fit into ``module`` from the checkpoint instead of training again.
+
+        Returns the training history (scvi-tools style), the convergence rule's record
+        and whether it stopped the fit (see :meth:`LoadingsConvergence.record`).
+        """
         assert self.resume_from is not None
-        states = _checkpoint.restore_finished(self.model, self.resume_from)
+        states = _checkpoint.restore_finished(module, self.resume_from)
         ckpt_state = states.get(self.checkpoint.state_key) if self.checkpoint else None
         if ckpt_state:
             self.checkpoint.load_state_dict(ckpt_state)
-        self.model.history_ = _checkpoint.history_frames(
-            self.checkpoint.metrics if self.checkpoint else {}
-        )
+        history = _checkpoint.history_frames(self.checkpoint.metrics if self.checkpoint else {})
         logger.info(
             "%s holds a finished fit (%d epochs): loaded it without training. Pass "
             "resume=False (or another checkpoint_dir) to train again.",
             self.resume_from,
             int(self.finished_info.get("epochs", 0)) if self.finished_info else 0,
         )
-        self.callback_states = states
+        return (history, *LoadingsConvergence.record(states))
 
     @property
     def trained_in_workers(self) -> bool:
@@ -403,23 +398,31 @@ class TrainingRun:
         method = getattr(self.strategy, "_start_method", "popen")
         return isinstance(self.strategy, DDPStrategy) and method != "popen"
 
-    def finish(self, convergence: Any = None, max_epochs: int | None = None) -> None:
+    def finish(
+        self,
+        history: Any,
+        convergence: LoadingsConvergence | None = None,
+        max_epochs: int | None = None,
+    ) -> Any:
         """After the fit: complete what the callbacks of this process could not see.
 
-        The history of a resumed fit includes the checkpoint's epochs. After a fit in
-        spawned or forked processes (``ddp_spawn``, ``ddp_notebook``) the parameters and
-        the history come back to this process, the callbacks do not: the convergence
-        rule's record is rebuilt from the logged ``loadings_change``.
+        Returns the history of the fit (``history``, scvi-tools' record of this call; for a
+        resumed fit with the checkpoint's epochs before it). After a fit in spawned or
+        forked processes (``ddp_spawn``, ``ddp_notebook``) the parameters and the history
+        come back to this process, the callbacks do not: the convergence rule's record is
+        rebuilt from the logged ``loadings_change``.
         """
-        history = self.model.history_ if isinstance(self.model.history_, dict) else {}
         if self.checkpoint is not None and self.resume_from is not None:
             earlier = _checkpoint.history_frames(self.checkpoint.metrics)
-            history = _checkpoint.merge_history(earlier, history)
-            self.model.history_ = history
+            history = _checkpoint.merge_history(
+                earlier, history if isinstance(history, dict) else {}
+            )
+        history_dict = history if isinstance(history, dict) else {}
         if convergence is not None and self.trained_in_workers and not convergence.history:
-            changes = history.get("loadings_change")
-            n_epochs = len(history.get("elbo_train", []))
+            changes = history_dict.get("loadings_change")
+            n_epochs = len(history_dict.get("elbo_train", []))
             if changes is not None:
                 convergence.history = [float(v) for v in np.asarray(changes).ravel()]
             if max_epochs is not None and 0 < n_epochs < max_epochs:
                 convergence.stopped_epoch = n_epochs
+        return history

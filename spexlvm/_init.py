@@ -1,0 +1,198 @@
+"""Where the fit starts: the loadings, noise and covariate effects before training.
+
+Each annotated factor starts at its gene set's leading principal axis (on a sample of
+cells), the unannotated factors at the leading axes of what the gene sets leave, the
+covariate effects at a ridge regression (:func:`initial_loadings`);
+:func:`covariate_encoding` turns the registered covariates into design columns.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ._constants import REGISTRY_KEYS
+from ._data import RowReader, obs_fields
+from ._module import one_hot_design
+from ._utils import user_stacklevel
+
+if TYPE_CHECKING:
+    from scvi.data import AnnDataManager
+
+#: Cells used to initialise the loadings.
+_N_INIT_CELLS = 1000
+#: Initial size of the unannotated factors, relative to the residual's principal axes.
+_FREE_INIT_SCALE = 0.1
+
+
+def masked_power_iteration(y: torch.Tensor, mask: torch.Tensor, n_iter: int = 15) -> torch.Tensor:
+    """Leading principal axis of each gene set's columns of ``y`` (cells x genes).
+
+    Returns loadings (genes x sets) supported on each set, scaled so that a unit-variance
+    score reproduces the set's leading variance, and oriented so that they sum to > 0.
+    """
+    m = mask.to(y.dtype)
+    v = m / m.norm(dim=0).clamp_min(1e-12)
+    for _ in range(n_iter):
+        v = m * (y.T @ (y @ v))
+        v = v / v.norm(dim=0).clamp_min(1e-12)
+    scores = y @ v
+    sd = scores.norm(dim=0) / math.sqrt(max(y.shape[0], 1))
+    sign = torch.where(v.sum(0) < 0, -1.0, 1.0)
+    return v * sd * sign
+
+
+@torch.no_grad()
+def initial_loadings(
+    x: RowReader,
+    mean: np.ndarray,
+    scale: float,
+    mask: np.ndarray,
+    n_sparse: int,
+    n_dense: int,
+    *,
+    covariates: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Start each annotated factor at its gene set's leading principal axis.
+
+    With known covariates, their effects start at a ridge regression of the sampled
+    cells on the design (prior precision 1 / s^2 with s = 1), and the factors start
+    from what the covariates leave.
+
+    Unannotated factors start at the leading principal axes of what the annotated
+    factors leave unexplained: dense ones at the first axes, sparse ones at the next
+    axes restricted to their top genes. (Starting a dense factor at the data's first
+    axis lets it take signal that belongs to gene sets.) Loadings that start at zero
+    would get no gradient: the closed-form scores would be zero too.
+    """
+    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+    # random cells (on disk: in a few contiguous blocks at random positions)
+    index = x.sample_index(_N_INIT_CELLS, rng)
+    block = x.take(index).numpy()
+    y = (block - mean) / scale
+    y = torch.as_tensor(np.nan_to_num(y, nan=0.0), dtype=torch.float32)
+    init_b = None
+    if covariates is not None and covariates["n_columns"]:
+        design = torch.as_tensor(covariates["design"](index), dtype=torch.float32)
+        # ridge: (C^T C + I) B^T = C^T Y (noise variance ~ prior variance ~ 1)
+        gram = design.T @ design + torch.eye(design.shape[1])
+        b = torch.linalg.solve(gram, design.T @ y).T
+        y = y - design @ b.T
+        init_b = b.numpy()
+    parts = []
+    residual = y
+    if mask.shape[1]:
+        annotated = masked_power_iteration(y, torch.as_tensor(mask))
+        parts.append(annotated)
+        # what the annotated factors leave unexplained (least-squares fit of their scores)
+        residual = y - (y @ torch.linalg.pinv(annotated).T) @ annotated.T
+    n_free = n_sparse + n_dense
+    if n_free:
+        # unannotated factors start at the leading axes of the residual: dense factors
+        # take the first ones, sparse factors the next ones restricted to their top genes
+        free = torch.zeros(y.shape[1], n_free)
+        q = min(n_free, min(y.shape) - 1)
+        if q > 0:
+            _, s, v = torch.svd_lowrank(residual, q=q, niter=4)
+            # small, so that they grow into what the gene sets leave and do not take
+            # over the gene sets' signal
+            axes = (v * (_FREE_INIT_SCALE * s / math.sqrt(y.shape[0]))).T
+            columns = list(range(n_sparse, n_free)) + list(range(n_sparse))
+            n_top = max(5, int(0.05 * y.shape[1]))
+            for col, axis in zip(columns, axes, strict=False):
+                if col < n_sparse:
+                    keep = torch.topk(axis.abs(), min(n_top, axis.numel())).indices
+                    axis = torch.zeros_like(axis).index_copy_(0, keep, axis[keep])
+                free[:, col] = axis
+        # an axis that could not be computed starts small and random
+        empty = free.abs().sum(0) == 0
+        free[:, empty] = 0.01 * torch.randn(y.shape[1], int(empty.sum()))
+        parts.append(free)
+    init = torch.cat(parts, dim=1)
+    residual_var = (y - (y @ init) @ torch.linalg.pinv(init) if init.numel() else y).var(0)
+    noise_var = torch.clamp(residual_var, min=1e-3).numpy()
+    return init.numpy(), noise_var, init_b
+
+
+def covariate_encoding(adata_manager: AnnDataManager, loading: bool) -> dict[str, Any]:
+    """How the registered covariates become design columns (see :meth:`SpexLVM.setup_anndata`).
+
+    ``levels`` (per categorical covariate, batch first), ``n_continuous``, ``columns``
+    (names of the design columns, e.g. ``batch[b2]``), ``keys`` (the covariate key of
+    each column), ``centre`` / ``scale`` (over the training cells; placeholders when
+    a saved model is loaded) and ``design(index)``: the centred, scaled design of
+    training cells.
+    """
+    setup = adata_manager.registry["setup_args"]
+    registered = adata_manager.data_registry
+    cat_keys, levels, names = [], [], []
+    if REGISTRY_KEYS.BATCH_KEY in registered:
+        state = adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY)
+        cat_keys.append(str(setup["batch_key"]))
+        names.append(np.asarray(state.categorical_mapping))
+    if REGISTRY_KEYS.CAT_COVS_KEY in registered:
+        state = adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)
+        for key in state.field_keys:
+            cat_keys.append(str(key))
+            names.append(np.asarray(state.mappings[key]))
+    levels = [len(n) for n in names]
+    single = [k for k, n in zip(cat_keys, levels, strict=True) if n < 2]
+    if single and not loading:
+        warnings.warn(
+            f"Categorical covariate(s) {single} have a single category in these cells: "
+            "there is no effect to fit. Drop them from batch_key / "
+            "categorical_covariate_keys.",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
+    cont_keys = []
+    if REGISTRY_KEYS.CONT_COVS_KEY in registered:
+        state = adata_manager.get_state_registry(REGISTRY_KEYS.CONT_COVS_KEY)
+        cont_keys = [str(c) for c in state.columns]
+    columns, keys, column_levels = [], [], []
+    for key, cats in zip(cat_keys, names, strict=True):
+        columns += [f"{key}[{c}]" for c in cats[1:]]
+        keys += [key] * (len(cats) - 1)
+        column_levels += [str(c) for c in cats[1:]]
+    columns += cont_keys
+    keys += cont_keys
+    column_levels += [""] * len(cont_keys)
+    out: dict[str, Any] = {
+        "levels": tuple(levels),
+        "n_continuous": len(cont_keys),
+        "columns": columns,
+        "keys": keys,
+        "column_levels": column_levels,
+        "n_columns": len(columns),
+    }
+    if not columns or loading:
+        out["centre"] = np.zeros(len(columns))
+        out["scale"] = np.ones(len(columns))
+        return out
+    fields = {k: v.numpy() for k, v in obs_fields(adata_manager).items()}
+
+    def raw(index: np.ndarray | slice) -> np.ndarray:
+        return one_hot_design(
+            {k: torch.as_tensor(v[index]) for k, v in fields.items()},
+            out["levels"],
+            out["n_continuous"],
+        ).numpy()
+
+    full = raw(slice(None)).astype(np.float64)
+    centre = full.mean(0)
+    sd = np.ones(len(columns))
+    if cont_keys:
+        sd[-len(cont_keys) :] = full[:, -len(cont_keys) :].std(0)
+        constant = [k for k, v in zip(cont_keys, sd[-len(cont_keys) :], strict=True) if v == 0]
+        if constant:
+            raise ValueError(
+                f"Continuous covariate(s) {constant} are constant over the cells: they "
+                "explain nothing. Drop them from continuous_covariate_keys."
+            )
+    out["centre"], out["scale"] = centre, sd
+    out["design"] = lambda index: (raw(index) - centre) / sd
+    return out

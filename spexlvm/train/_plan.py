@@ -1,0 +1,228 @@
+"""Lightning training plan of :class:`~spexlvm.SpexLVM` and its optimiser.
+
+The convergence rule, :class:`~spexlvm.train.LoadingsConvergence`, is with the other
+callbacks in :mod:`spexlvm.train._callbacks`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from scvi.train import LowLevelPyroTrainingPlan
+
+from .._module import AnalyticELBO, SpexLVMModule
+
+logger = logging.getLogger(__name__)
+
+
+_DIVERGED = (
+    "Training diverged at epoch {epoch}, step {step}: {what}. Lower the learning rate "
+    "(`lr=`, default 0.05) or check the input for extreme outliers."
+)
+
+
+class FactorwiseAdam(torch.optim.Optimizer):
+    """Adam whose step counter is kept per factor, so that factors can start late.
+
+    :class:`torch.optim.Adam` with one difference: parameters whose last dimension is the
+    number of factors count Adam's steps per factor, and factors listed in
+    :attr:`inactive` are left alone (no update, no moment update, no step). A factor
+    held back during a warm-up therefore starts afterwards as under a fresh Adam: its
+    bias correction does not assume the steps it sat out (with one shared counter, the
+    moments of a late factor are corrected as if they were old, and its first steps
+    after the warm-up are up to ~1.6x too long).
+
+    Parameters
+    ----------
+    params
+        Parameters to optimise.
+    n_factors
+        Size of the last dimension of the per-factor parameters.
+    lr, betas, eps
+        As in :class:`torch.optim.Adam`.
+    """
+
+    def __init__(
+        self,
+        params,
+        n_factors: int,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+        self.n_factors = int(n_factors)
+        #: Factors that neither step nor update their moments (``None``: all step).
+        self.inactive: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One Adam step; factors in :attr:`inactive` stay as they are."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                state = self.state[p]
+                per_factor = p.dim() >= 1 and p.shape[-1] == self.n_factors
+                if not state:
+                    state["step"] = torch.zeros(
+                        self.n_factors if per_factor else (), dtype=p.dtype, device=p.device
+                    )
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                active = torch.ones_like(state["step"])
+                if per_factor and self.inactive is not None:
+                    active[self.inactive.to(p.device)] = 0.0
+                state["step"].add_(active)
+                t = state["step"].clamp_min(1.0)
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                # moments move only where active (a = 1): m <- m + a (1 - b) (g - m)
+                m.add_(active * (1.0 - beta1) * (grad - m))
+                v.add_(active * (1.0 - beta2) * (grad * grad - v))
+                m_hat = m / (1.0 - beta1**t)
+                v_hat = v / (1.0 - beta2**t)
+                p.sub_(active * group["lr"] * m_hat / (v_hat.sqrt() + group["eps"]))
+        return loss
+
+
+class SpexLVMTrainingPlan(LowLevelPyroTrainingPlan):
+    """Minibatch stochastic variational inference with the closed-form ELBO.
+
+    The stock :class:`~scvi.train.LowLevelPyroTrainingPlan` with
+    :class:`~spexlvm._module.AnalyticELBO` as the loss and :class:`torch.optim.Adam` on
+    the module's parameters; it logs the negative ELBO per cell and entry as
+    ``elbo_train`` and stops with a clear error when the loss is not finite.
+
+    Parameters
+    ----------
+    pyro_module
+        The :class:`~spexlvm._module.SpexLVMModule` to train.
+    lr
+        Adam learning rate.
+    frozen_factors
+        Factors (the unannotated ones) whose variational parameters stay at their start
+        for the first ``warmup_epochs`` epochs.
+    warmup_epochs
+        Length of that warm-up.
+    warmup_optimizer
+        ``"separate"`` (default): the held-back factors keep their own Adam step counter
+        (:class:`FactorwiseAdam`), so that they start after the warm-up as under a fresh
+        optimiser. ``"shared"``: spexlvm 0.1's :class:`torch.optim.Adam` with zeroed
+        gradients during the warm-up (one step counter for all factors).
+    **kwargs
+        Passed to :class:`~scvi.train.LowLevelPyroTrainingPlan`.
+    """
+
+    def __init__(
+        self,
+        pyro_module: SpexLVMModule,
+        *,
+        lr: float = 0.05,
+        frozen_factors: list[int] | None = None,
+        warmup_epochs: int = 0,
+        warmup_optimizer: str = "separate",
+        **kwargs,
+    ):
+        if warmup_optimizer not in ("separate", "shared"):
+            raise ValueError(
+                f"warmup_optimizer must be 'separate' or 'shared', got {warmup_optimizer!r}."
+            )
+        optim_kwargs = dict(kwargs.pop("optim_kwargs", None) or {})
+        optim_kwargs.setdefault("lr", lr)
+        kwargs.setdefault("loss_fn", AnalyticELBO())
+        kwargs.setdefault("n_epochs_kl_warmup", None)
+        super().__init__(pyro_module, optim_kwargs=optim_kwargs, **kwargs)
+        # the ELBO is reported per observed entry so that its size does not depend on N x G
+        self._n_entries = float(pyro_module.n_obs * pyro_module.n_vars)
+        self.frozen_factors = list(frozen_factors or [])
+        self.warmup_epochs = int(warmup_epochs)
+        self.warmup_optimizer = warmup_optimizer
+
+    def configure_optimizers(self):
+        """Adam; with factors held back in a warm-up, :class:`FactorwiseAdam`."""
+        if self.warmup_optimizer == "separate" and self.frozen_factors and self.warmup_epochs:
+            return FactorwiseAdam(
+                self.module.parameters(), self.module.n_factors, **self.optim_kwargs
+            )
+        return super().configure_optimizers()
+
+    def on_after_backward(self):
+        """Hold the unannotated factors at their start during the warm-up epochs.
+
+        The annotated factors first explain what their gene sets can; the unannotated
+        factors then grow into what is left, instead of taking over a gene set's signal
+        (an unannotated factor pays no price for a set's missing genes, so from an equal
+        start it can win a set's signal and switch the annotated factor off).
+        """
+        if not self.frozen_factors:
+            return
+        optimizers = self.optimizers() if self._trainer is not None else None
+        optimizer = getattr(optimizers, "optimizer", optimizers)
+        if isinstance(optimizer, FactorwiseAdam):
+            frozen = self.current_epoch < self.warmup_epochs
+            optimizer.inactive = (
+                torch.as_tensor(self.frozen_factors, dtype=torch.long) if frozen else None
+            )
+        if self.current_epoch >= self.warmup_epochs:
+            return
+        cols = torch.as_tensor(self.frozen_factors, device=self.module.w_loc.device)
+        k = self.module.n_factors
+        for name, param in self.module.named_parameters():
+            if name.startswith("cov_"):  # covariate effects: genes x design columns
+                continue
+            if param.grad is not None and param.dim() >= 1 and param.shape[-1] == k:
+                param.grad.index_fill_(param.dim() - 1, cols, 0.0)
+
+    def training_step(self, batch, batch_idx):
+        """One minibatch step: the negative closed-form ELBO."""
+        args, kwargs = self.module._get_fn_args_from_batch(batch)
+        hint = _DIVERGED
+        try:
+            loss = self.differentiable_loss_fn(
+                self.module.model, self.module.guide, *args, **kwargs
+            )
+        except torch.linalg.LinAlgError as err:
+            raise FloatingPointError(
+                hint.format(
+                    epoch=self.current_epoch,
+                    step=batch_idx,
+                    what="the cell-score precision matrix is no longer positive definite",
+                )
+            ) from err
+        finite = bool(torch.isfinite(loss))
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # every process stops together: one that raised alone would leave the others
+            # waiting for its gradients until the DDP timeout
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            raise FloatingPointError(
+                hint.format(
+                    epoch=self.current_epoch,
+                    step=batch_idx,
+                    what=f"the ELBO became {loss.item()}"
+                    + (" (in one of the processes)" if bool(torch.isfinite(loss)) else ""),
+                )
+            )
+        self.training_step_outputs.append(loss.detach())
+        return {"loss": loss}
+
+    def on_train_epoch_end(self):
+        """Log the mean negative ELBO of the epoch (per matrix entry)."""
+        outputs = self.training_step_outputs
+        elbo = torch.stack(outputs).mean() / self._n_entries if outputs else torch.tensor(math.nan)
+        # averaged over the processes under DDP (each saw its share of the cells)
+        self.log(
+            "elbo_train",
+            elbo,
+            prog_bar=True,
+            sync_dist=self._trainer is not None and self.trainer.world_size > 1,
+        )
+        self.training_step_outputs.clear()
