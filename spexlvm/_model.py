@@ -26,6 +26,7 @@ from scvi.utils import setup_anndata_dsp
 
 from ._constants import DENSE_PREFIX, KEYS, REGISTRY_KEYS, SPARSE_PREFIX
 from ._data import RowReader, SpexLVMDataModule, obs_fields
+from ._docs import docs
 from ._init import covariate_encoding, initial_loadings
 from ._inputs import (
     check_annotation,
@@ -408,6 +409,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         cls.register_manager(adata_manager)
 
     # ------------------------------------------------------------------ training
+    @docs.dedent
     def train(
         self,
         max_epochs: int | None = None,
@@ -439,8 +441,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             Cells per minibatch (over all processes with DDP). Defaults to all cells up to
             16,384 cells and 2^27 entries (``cells x genes``, 512 MB in float32), else to
             equal batches within both bounds.
-        accelerator
-            ``"auto"``, ``"cpu"``, ``"gpu"``, ...: Lightning accelerator.
+        %(accelerator)s
         device
             Device index, number of devices (with ``strategy="ddp"``), or ``"auto"``.
             ``devices=`` (Lightning's name) is accepted too.

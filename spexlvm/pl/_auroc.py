@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import KEYS
+from .._docs import plot_docs
 from ..get._results import stored as _stored
 from ..tl._auroc import one_vs_rest_auroc
 from ._utils import (
@@ -37,6 +38,7 @@ __all__ = ["auroc"]
 _MAX_ANNOTATED = 400
 
 
+@plot_docs("spexlvm_auroc")
 def auroc(
     adata: AnnData,
     groupby: str,
@@ -65,8 +67,7 @@ def auroc(
 
     Parameters
     ----------
-    adata
-        AnnData with the results of :func:`spexlvm.tl.fit`.
+    %(adata_fit)s
     groupby
         Categorical column of ``adata.obs``; cells with a missing label are left out.
     factors
@@ -84,18 +85,12 @@ def auroc(
         Write the AUROCs into the cells; ``None``: when there are at most 400 cells.
     cmap
         Diverging colour map (``vmin=0``, ``vmax=1``, centre 0.5).
-    key
-        ``key_added`` given to :func:`spexlvm.tl.fit`.
+    %(key_fit)s
     result_key
         ``key_added`` given to :func:`spexlvm.tl.auroc` (``"auroc"`` by default).
-    ax
-        Axes to draw into; a new figure when ``None``.
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
-        ``spexlvm_auroc.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
-        ``spexlvm_auroc_pbmc.png`` there; a path with a directory part saves there.
+    %(ax)s
+    %(show)s
+    %(save)s
 
     Returns
     -------

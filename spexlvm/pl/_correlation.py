@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from .._constants import KEYS
+from .._docs import plot_docs
 from ._utils import (
     check_n_top,
     factor_names,
@@ -32,6 +33,7 @@ __all__ = ["factor_correlation"]
 _MAX_ANNOTATED = 15
 
 
+@plot_docs("spexlvm_factor_correlation")
 def factor_correlation(
     adata: AnnData,
     factors: Sequence[str | int] | str | int | None = None,
@@ -57,8 +59,7 @@ def factor_correlation(
 
     Parameters
     ----------
-    adata
-        AnnData with the results of :func:`spexlvm.tl.fit`.
+    %(adata_fit)s
     factors
         Factors to show (full names, short names, merged-member names or indices);
         ``None``: the ``n_top`` factors with the largest R², or all when ``n_top`` is
@@ -74,17 +75,10 @@ def factor_correlation(
         Write the correlations into the cells; ``None``: up to 15 factors.
     cmap
         Diverging colour map (``vmin=-1``, ``vmax=1``).
-    key
-        ``key_added`` given to :func:`spexlvm.tl.fit`.
-    ax
-        Axes to draw into; a new figure when ``None``.
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
-        ``spexlvm_factor_correlation.{file_format_figs}``; a str suffix
-        (``"_pbmc.png"``) as ``spexlvm_factor_correlation_pbmc.png`` there; a path with a
-        directory part saves there.
+    %(key_fit)s
+    %(ax)s
+    %(show)s
+    %(save)s
 
     Returns
     -------

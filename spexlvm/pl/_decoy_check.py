@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import KEYS
+from .._docs import plot_docs
 from ._utils import get_results
 from ._utils import save_or_show as _save_or_show
 
@@ -23,6 +24,7 @@ __all__ = ["decoy_check"]
 _COLORS = {"real": "#0072B2", "decoy": "#999999"}
 
 
+@plot_docs("spexlvm_decoy_check")
 def decoy_check(
     adata: AnnData,
     *,
@@ -43,16 +45,10 @@ def decoy_check(
     ----------
     adata
         AnnData after :func:`spexlvm.tl.decoy_check`.
-    key
-        ``key_added`` of the fit.
-    ax
-        Axes to draw into; a new figure when ``None``.
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
-        ``spexlvm_decoy_check.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
-        ``spexlvm_decoy_check_pbmc.png`` there; a path with a directory part saves there.
+    %(key_fit)s
+    %(ax)s
+    %(show)s
+    %(save)s
 
     Returns
     -------

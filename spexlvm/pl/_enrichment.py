@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import KEYS
+from .._docs import plot_docs
 from ..get import enrichment as get_enrichment
 from ._utils import check_n_top, factor_names, resolve_factor
 from ._utils import save_or_show as _save_or_show
@@ -32,6 +33,7 @@ def _stars(fdr: float) -> str:
     return "***" if fdr < 0.001 else "**" if fdr < 0.01 else "*" if fdr < 0.05 else ""
 
 
+@plot_docs("spexlvm_enrichment")
 def enrichment(
     adata: AnnData,
     factor: str | int,
@@ -66,17 +68,12 @@ def enrichment(
         Number of gene sets to show.
     fdr
         Sets with an FDR q-value below this are coloured.
-    key
-        ``key_added`` given to :func:`spexlvm.tl.fit`.
+    %(key_fit)s
     enrichment_key
         ``key_added`` given to :func:`spexlvm.tl.enrichment`.
-    ax
-        Axes to draw into; a new figure when ``None``.
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        ``True`` saves to ``scanpy.settings.figdir`` as ``spexlvm_enrichment.png``; a
-        path saves there.
+    %(ax)s
+    %(show)s
+    %(save)s
 
     Returns
     -------

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from .._constants import KEYS
+from .._docs import docs, plot_docs
 from ._utils import factor_names, resolve_factors, unique_labels
 from ._utils import save_or_show as _save_or_show
 from ._utils import short_name as _short_name
@@ -80,6 +81,7 @@ def _check_percentile(percentile: float) -> float:
     return float(percentile)
 
 
+@plot_docs("spexlvm_embedding")
 def embedding(
     adata: AnnData,
     basis: str = "umap",
@@ -123,16 +125,11 @@ def embedding(
         Percentile of ``|score|`` used as colour limit (``100``: the largest score).
     cmap
         Diverging colour map.
-    key
-        ``key_added`` given to :func:`spexlvm.tl.fit`.
+    %(key_fit)s
     ax
         Axes to draw into (one panel only); a new figure when ``None``.
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
-        ``spexlvm_embedding.{file_format_figs}``; a str suffix (``"_pbmc.png"``) saves as
-        ``spexlvm_embedding_pbmc.png`` there; a path with a directory part saves there.
+    %(show)s
+    %(save)s
     **kwargs
         Passed to :func:`scanpy.pl.embedding` (``ncols``, ``size``, ``frameon``, ...);
         ``vmin`` / ``vmax`` given here replace the robust limits.
@@ -272,6 +269,7 @@ def _group_plot(
     return plot if return_fig else plot.get_axes()
 
 
+@docs.dedent
 def dotplot(
     adata: AnnData,
     groupby: str,
@@ -307,8 +305,7 @@ def dotplot(
 
     Parameters
     ----------
-    adata
-        AnnData with the results of :func:`spexlvm.tl.fit`.
+    %(adata_fit)s
     groupby
         Categorical column of ``adata.obs`` (the cell type, cluster, ...).
     factors
@@ -323,8 +320,7 @@ def dotplot(
         Percentile of the ``|group means|`` used as colour limit (``100``: the largest).
     cmap
         Diverging colour map.
-    key
-        ``key_added`` given to :func:`spexlvm.tl.fit`.
+    %(key_fit)s
     ax, show, save
         As in scanpy (``save``: ``True``, a suffix such as ``"_pbmc.png"`` written as
         ``{figdir}/spexlvm_dotplot_pbmc.png``, or a path with a directory part).
@@ -407,6 +403,7 @@ def matrixplot(
     )
 
 
+@docs.dedent
 def violin(
     adata: AnnData,
     groupby: str,
@@ -426,8 +423,7 @@ def violin(
 
     Parameters
     ----------
-    adata
-        AnnData with the results of :func:`spexlvm.tl.fit`.
+    %(adata_fit)s
     groupby
         Categorical column of ``adata.obs``.
     factors
@@ -435,8 +431,7 @@ def violin(
         ``n_top`` factors with the largest R².
     n_top
         Number of factors shown when ``factors`` is ``None``.
-    key
-        ``key_added`` given to :func:`spexlvm.tl.fit`.
+    %(key_fit)s
     ax
         Axes to draw into (one factor only).
     show, save

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import KEYS
+from .._docs import plot_docs
 from ._utils import (
     ACTIVE_THRESHOLD,
     GENE_COLORS,
@@ -39,6 +40,7 @@ STATUS_CODES = {"other": 0, "kept": 1, "removed": 2, "added": 3}
 _MAX_GENE_LABELS = 60
 
 
+@plot_docs("spexlvm_mask_heatmap")
 def mask_heatmap(
     adata: AnnData,
     *,
@@ -67,8 +69,7 @@ def mask_heatmap(
 
     Parameters
     ----------
-    adata
-        AnnData with the results of :func:`spexlvm.tl.fit`.
+    %(adata_fit)s
     factors
         Factors (columns), full names, short names or indices; ``None``: the ``n_top``
         annotated factors with the largest R².
@@ -79,17 +80,12 @@ def mask_heatmap(
         Number of factors shown when ``factors`` is ``None``.
     threshold
         Activity threshold of the fallback rule (fraction of the factor's max ``|w|``).
-    key
-        ``key_added`` given to :func:`spexlvm.tl.fit`.
+    %(key_fit)s
     ax
         Axes (of a grid of subplots) whose place the two panels take, side by side; a
         new figure when ``None``.
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
-        ``spexlvm_mask_heatmap.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
-        ``spexlvm_mask_heatmap_pbmc.png`` there; a path with a directory part saves there.
+    %(show)s
+    %(save)s
 
     Returns
     -------

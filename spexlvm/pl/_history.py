@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._constants import KEYS
+from .._docs import plot_docs
 from ._utils import get_results
 from ._utils import save_or_show as _save_or_show
 
@@ -20,6 +21,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["history"]
 
 
+@plot_docs("spexlvm_history")
 def history(
     model_or_adata: Any,
     *,
@@ -42,14 +44,9 @@ def history(
         ``key_added`` given to :func:`spexlvm.tl.fit` (AnnData only).
     log
         Logarithmic y axis (when every value is positive).
-    ax
-        Axes to draw into; a new figure when ``None``.
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
-        ``spexlvm_history.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
-        ``spexlvm_history_pbmc.png`` there; a path with a directory part saves there.
+    %(ax)s
+    %(show)s
+    %(save)s
     **kwargs
         Passed to :meth:`matplotlib.axes.Axes.plot`.
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import KEYS
+from .._docs import plot_docs
 from ._utils import (
     ACTIVE_THRESHOLD,
     GENE_COLORS,
@@ -34,6 +35,7 @@ _ORDER = ("kept", "added", "removed")
 _LABELS = {"kept": "kept", "added": "added", "removed": "removed"}
 
 
+@plot_docs("spexlvm_refinement")
 def refinement(
     adata: AnnData,
     factors: Sequence[str | int] | str | int | None = None,
@@ -59,8 +61,7 @@ def refinement(
 
     Parameters
     ----------
-    adata
-        AnnData with the results of :func:`spexlvm.tl.fit`.
+    %(adata_fit)s
     factors
         Factors to show (full names, short names or indices), top to bottom; ``None``:
         the ``n_top`` annotated factors with the largest R².
@@ -68,18 +69,12 @@ def refinement(
         Number of factors shown when ``factors`` is ``None``.
     threshold
         Activity threshold of the fallback rule (fraction of the factor's max ``|w|``).
-    key
-        ``key_added`` given to :func:`spexlvm.tl.fit`.
+    %(key_fit)s
     result_key
         ``key_added`` given to :func:`spexlvm.tl.refine` (``"refine"`` by default).
-    ax
-        Axes to draw into; a new figure when ``None``.
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
-        ``spexlvm_refinement.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
-        ``spexlvm_refinement_pbmc.png`` there; a path with a directory part saves there.
+    %(ax)s
+    %(show)s
+    %(save)s
 
     Returns
     -------

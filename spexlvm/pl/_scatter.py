@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import KEYS
+from .._docs import plot_docs
 from ._utils import NA_COLOR, category_colors, factor_names, get_scores, resolve_factor
 from ._utils import save_or_show as _save_or_show
 from ._utils import short_name as _short_name
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["scatter"]
 
 
+@plot_docs("spexlvm_scatter")
 def scatter(
     adata: AnnData,
     x: str | int,
@@ -43,8 +45,7 @@ def scatter(
 
     Parameters
     ----------
-    adata
-        AnnData with the results of :func:`spexlvm.tl.fit`.
+    %(adata_fit)s
     x, y
         Factors on the x and y axes: the full name
         (``"REACTOME_MHC_CLASS_II_ANTIGEN_PRESENTATION"``), the short name of
@@ -64,17 +65,12 @@ def scatter(
         ``False`` shows every cell. Cells beyond the
         limits stay in the scatter (at their true scores) and are marked at the edge of
         the axes by hollow black circles (``ax.lines``), with a note of how many.
-    key
-        ``key_added`` given to :func:`spexlvm.tl.fit`.
-    ax
-        Axes to draw into; a new figure when ``None``.
+    %(key_fit)s
+    %(ax)s
     show
         Show the figure; ``None`` follows ``scanpy.settings.autoshow`` (and does not show
         when saving).
-    save
-        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
-        ``spexlvm_scatter.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
-        ``spexlvm_scatter_pbmc.png`` there; a path with a directory part saves there.
+    %(save)s
     **kwargs
         Passed to :meth:`matplotlib.axes.Axes.scatter` (``s``, ``alpha``, ``cmap``, ...).
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import KEYS
+from .._docs import plot_docs
 from ._utils import (
     ACTIVE_THRESHOLD,
     GENE_COLORS,
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["top_loadings"]
 
 
+@plot_docs("spexlvm_top_loadings")
 def top_loadings(
     adata: AnnData,
     factor: str | int,
@@ -67,8 +69,7 @@ def top_loadings(
 
     Parameters
     ----------
-    adata
-        AnnData with the results of :func:`spexlvm.tl.fit`.
+    %(adata_fit)s
     factor
         The factor: full name, short name (:func:`spexlvm.pl.short_name`) or index.
     n_top
@@ -82,18 +83,12 @@ def top_loadings(
         Column of ``adata.var`` with the gene labels; ``var_names`` when ``None``.
     threshold
         Activity threshold of the fallback rule (fraction of the factor's max ``|w|``).
-    key
-        ``key_added`` given to :func:`spexlvm.tl.fit`.
+    %(key_fit)s
     result_key
         ``key_added`` given to :func:`spexlvm.tl.refine` (``"refine"`` by default).
-    ax
-        Axes to draw into; a new figure when ``None``.
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
-        ``spexlvm_top_loadings.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
-        ``spexlvm_top_loadings_pbmc.png`` there; a path with a directory part saves there.
+    %(ax)s
+    %(show)s
+    %(save)s
 
     Returns
     -------

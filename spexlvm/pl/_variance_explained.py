@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from .._constants import KEYS
+from .._docs import plot_docs
 from ._utils import (
     KIND_COLORS,
     KIND_LABELS,
@@ -36,6 +37,7 @@ def _figsize(n_bars: int, legend: bool = False) -> tuple[float, float]:
     return 6.4 + 3.2 * legend, max(2.5, 0.28 * n_bars + 1.2)
 
 
+@plot_docs("spexlvm_variance_explained")
 def variance_explained(
     adata: AnnData,
     *,
@@ -58,8 +60,7 @@ def variance_explained(
 
     Parameters
     ----------
-    adata
-        AnnData with the results of :func:`spexlvm.tl.fit`.
+    %(adata_fit)s
     n_top
         Number of factors to show.
     groupby
@@ -73,17 +74,12 @@ def variance_explained(
         first column; a sequential map from 0, negative R², a factor that fits a group
         worse than its mean, in grey) or ``"dots"`` (coloured dots per group over grey
         bars of the R² over all cells; colours from ``adata.uns[f"{groupby}_colors"]``).
-    key
-        ``key_added`` given to :func:`spexlvm.tl.fit`.
-    ax
-        Axes to draw into; a new figure when ``None``.
+    %(key_fit)s
+    %(ax)s
     show
         Show the figure; ``None`` follows ``scanpy.settings.autoshow`` (and does not show
         when saving).
-    save
-        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
-        ``spexlvm_variance_explained.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
-        ``spexlvm_variance_explained_pbmc.png`` there; a path with a directory part saves there.
+    %(save)s
 
     Returns
     -------

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import KEYS
+from .._docs import plot_docs
 from ._utils import (
     GENE_COLORS,
     check_n_top,
@@ -43,6 +44,7 @@ _LABELS_REFINE = {
 }
 
 
+@plot_docs("spexlvm_weights")
 def weights(
     adata: AnnData,
     factors: Sequence[str | int] | str | int | None = None,
@@ -76,8 +78,7 @@ def weights(
 
     Parameters
     ----------
-    adata
-        AnnData with the results of :func:`spexlvm.tl.fit`.
+    %(adata_fit)s
     factors
         Factors: full names, short names, merged-member names or indices; ``None``: the
         ``n_factors`` factors with the largest R².
@@ -98,16 +99,11 @@ def weights(
         Column of ``adata.var`` with the gene labels; ``var_names`` when ``None``.
     ncols
         Panels per row.
-    key
-        ``key_added`` given to :func:`spexlvm.tl.fit`.
+    %(key_fit)s
     ax
         Axes to draw into (one factor only); a new figure when ``None``.
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        As in scanpy: ``True`` saves to ``scanpy.settings.figdir`` as
-        ``spexlvm_weights.{file_format_figs}``; a str suffix (``"_pbmc.png"``) as
-        ``spexlvm_weights_pbmc.png`` there; a path with a directory part saves there.
+    %(show)s
+    %(save)s
 
     Returns
     -------

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control, mannwhitneyu
 
+from .._docs import tool_docs
 from ..get._names import resolve_factor
 from ._utils import get_factor_names, get_scores, group_labels, store
 
@@ -62,6 +63,7 @@ def one_vs_rest_auroc(scores: np.ndarray, inside: np.ndarray) -> tuple[np.ndarra
     return auc, np.nan_to_num(np.asarray(res.pvalue, dtype=np.float64), nan=1.0)
 
 
+@tool_docs("auroc")
 def auroc(
     adata: AnnData,
     groupby: str,
@@ -82,15 +84,11 @@ def auroc(
 
     Parameters
     ----------
-    adata
-        AnnData fitted by :func:`spexlvm.tl.fit`.
+    %(adata_fitted)s
     groupby
         ``obs`` column with the groups (cells with a missing label are left out).
-    key
-        Key of the fit.
-    key_added
-        Name of the stored result: ``adata.uns[key][key_added]``; a second call with
-        another name keeps the first (read it with :func:`spexlvm.get.auroc`).
+    %(key)s
+    %(key_added)s
     factors
         Factors to test: full names, short names, names of gene sets merged into a factor
         (see :func:`spexlvm.tl.factor_name`) or positions; defaults to all.

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from .._docs import tool_docs
 from .._utils import user_stacklevel
 from ._calls import TOP_FRACTION, top_genes
 from ._utils import (
@@ -35,6 +36,7 @@ STRONG_JACCARD = 0.5
 _CHUNK = 512
 
 
+@tool_docs("competing_sets")
 def competing_sets(
     adata: AnnData,
     *,
@@ -58,13 +60,9 @@ def competing_sets(
 
     Parameters
     ----------
-    adata
-        AnnData fitted by :func:`spexlvm.tl.fit`.
-    key
-        Key of the fit.
-    key_added
-        Name of the stored result: ``adata.uns[key][key_added]``; a second call with
-        another name keeps the first (read it with :func:`spexlvm.get.competing_sets`).
+    %(adata_fitted)s
+    %(key)s
+    %(key_added)s
     threshold
         Top genes of a factor: ``|loading|`` at least this fraction of its largest.
     min_jaccard

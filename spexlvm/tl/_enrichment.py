@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .._docs import docs
 from ..get._tools import ENRICHMENT_COLUMNS, enrichment_entry_name
 from ..get._tools import enrichment as _read_enrichment
 from ._utils import (
@@ -85,6 +86,7 @@ def _match_sets(
     return keys, matched
 
 
+@docs.dedent
 def enrichment(
     adata: AnnData,
     factor: str | int,
@@ -121,8 +123,7 @@ def enrichment(
 
     Parameters
     ----------
-    adata
-        AnnData fitted by :func:`spexlvm.tl.fit`.
+    %(adata_fitted)s
     factor
         The factor: full name, short name, name of a gene set merged into it, or position.
     absolute
@@ -147,8 +148,7 @@ def enrichment(
         with ``source``/``target`` columns; a ``weight`` column is ignored here). ``None``:
         the gene sets of the fit's annotation (``varm[mask_key]``, decoys included: a decoy
         that comes out significant means the test is not calibrated on these data).
-    key
-        Key of the fit.
+    %(key)s
     min_size, max_size
         Sets with fewer / more genes found in ``adata`` are skipped (gseapy's bounds).
     permutation_num

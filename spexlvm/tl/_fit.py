@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import scvi
 
 from .._constants import KEYS
+from .._docs import docs
 from .._logging import quiet_lightning, sync_verbosity
 from .._model import SpexLVM
 from ..get._write import write_results
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["fit", "write_results"]
 
 
+@docs.dedent
 def fit(
     adata: AnnData,
     gene_sets: GeneSets | None = None,
@@ -81,8 +83,7 @@ def fit(
         earlier once the loadings have settled).
     batch_size
         Cells per minibatch; ``None`` chooses from the data size.
-    accelerator
-        ``"auto"`` (GPU when available), ``"cpu"`` or ``"gpu"``.
+    %(accelerator)s
     seed
         Random seed: the same seed gives the same factors (on the same hardware).
     min_genes, max_genes

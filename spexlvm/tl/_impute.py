@@ -10,6 +10,7 @@ import pandas as pd
 from scipy import sparse
 
 from .._data import RowReader
+from .._docs import tool_docs
 from ._utils import (
     covariate_fit,
     dense_chunks,
@@ -33,6 +34,7 @@ _CHUNK_ENTRIES = 2**22
 _MAX_BACKED_BYTES = 2**31
 
 
+@tool_docs("impute")
 def impute(
     adata: AnnData,
     *,
@@ -52,13 +54,9 @@ def impute(
 
     Parameters
     ----------
-    adata
-        AnnData fitted by :func:`spexlvm.tl.fit`.
-    key
-        Key of the fit.
-    key_added
-        Name of the stored result: ``adata.uns[key][key_added]``; a second call with
-        another name keeps the first (read it with :func:`spexlvm.get.impute`).
+    %(adata_fitted)s
+    %(key)s
+    %(key_added)s
     layer
         Layer to complete; defaults to the layer the fit used (``X`` if none).
     layer_added

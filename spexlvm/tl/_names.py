@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .._docs import docs
 from ..get._names import factor_name as _factor_name
 
 if TYPE_CHECKING:
@@ -12,6 +13,7 @@ if TYPE_CHECKING:
 __all__ = ["factor_name"]
 
 
+@docs.dedent
 def factor_name(adata: AnnData, name: str | int, *, key: str = "spexlvm") -> str:
     """The full name of the factor that ``name`` refers to.
 
@@ -30,8 +32,7 @@ def factor_name(adata: AnnData, name: str | int, *, key: str = "spexlvm") -> str
         :func:`spexlvm.tl.write_results`).
     name
         A factor's full or short name, a merged member's name, or a position.
-    key
-        Key of the fit.
+    %(key)s
 
     Returns
     -------

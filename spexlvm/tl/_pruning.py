@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .._docs import tool_docs
 from ._calls import MIN_GENE_R2, decoy_pvalues, has_decoy_null, set_statistics
 from ._utils import frame_to_uns, get_factor_names, get_results, get_uns_entry, store
 
@@ -33,6 +34,7 @@ MIN_SET_GENES = 1.0
 MIN_EFFECT_GENES = 5
 
 
+@tool_docs("active_factors")
 def active_factors(
     adata: AnnData,
     *,
@@ -81,13 +83,9 @@ def active_factors(
 
     Parameters
     ----------
-    adata
-        AnnData fitted by :func:`spexlvm.tl.fit` (with the data it was fitted on).
-    key
-        Key of the fit.
-    key_added
-        Name of the stored result: ``adata.uns[key][key_added]``; a second call with
-        another name keeps the first (read it with :func:`spexlvm.get.active_factors`).
+    %(adata_fitted_data)s
+    %(key)s
+    %(key_added)s
     alpha
         Level of the decoy comparison (with decoys).
     min_set_genes

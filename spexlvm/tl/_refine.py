@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from .._docs import docs, tool_docs
 from ._calls import MIN_GENE_R2, gene_variance, score_regression
 from ._pruning import active_factors
 from ._utils import (
@@ -88,6 +89,7 @@ def bayesian_fdr_select(prob: np.ndarray, fdr: float, min_prob: float = 0.5) -> 
     return selected
 
 
+@tool_docs("refine")
 def refine(
     adata: AnnData,
     *,
@@ -122,13 +124,9 @@ def refine(
 
     Parameters
     ----------
-    adata
-        AnnData fitted by :func:`spexlvm.tl.fit` (with the data it was fitted on).
-    key
-        Key of the fit.
-    key_added
-        Name of the stored result: ``adata.uns[key][key_added]``; a second call with
-        another name keeps the first (read it with :func:`spexlvm.get.refine`).
+    %(adata_fitted_data)s
+    %(key)s
+    %(key_added)s
     min_gene_r2
         Smallest share of a gene's variance that counts as an effect (0.05: the factor
         explains 5% of the gene's variance; set a priori: a factor fitted to noise
@@ -235,6 +233,7 @@ def refine(
     return df
 
 
+@docs.dedent
 def refined_gene_sets(
     adata: AnnData,
     *,
@@ -253,10 +252,8 @@ def refined_gene_sets(
 
     Parameters
     ----------
-    adata
-        AnnData fitted by :func:`spexlvm.tl.fit`.
-    key
-        Key of the fit.
+    %(adata_fitted)s
+    %(key)s
     min_gene_r2, fdr, min_prob
         Passed to :func:`refine`.
     only_active

@@ -11,6 +11,7 @@ import pandas as pd
 from scipy.stats import false_discovery_control
 from scipy.stats import t as student_t
 
+from .._docs import tool_docs
 from ._calls import decoy_pvalues, has_decoy_null, set_statistics
 from ._pruning import active_factors
 from ._utils import frame_to_uns, get_uns_entry, store
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["gene_set_test"]
 
 
+@tool_docs("gene_set_test")
 def gene_set_test(
     adata: AnnData,
     *,
@@ -57,13 +59,9 @@ def gene_set_test(
 
     Parameters
     ----------
-    adata
-        AnnData fitted by :func:`spexlvm.tl.fit` (with the data it was fitted on).
-    key
-        Key of the fit.
-    key_added
-        Name of the stored result: ``adata.uns[key][key_added]``; a second call with
-        another name keeps the first (read it with :func:`spexlvm.get.gene_set_test`).
+    %(adata_fitted_data)s
+    %(key)s
+    %(key_added)s
     absolute
         Kept for compatibility: the statistics use absolute loadings (genes going down
         count as well as genes going up); ``False`` is no longer supported.

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
+from .._docs import tool_docs
 from ._utils import frame_to_uns, get_factor_names, get_loadings, get_results, get_scores, store
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ def _match(ref: np.ndarray, other: np.ndarray, n_annotated: int) -> np.ndarray:
     return order
 
 
+@tool_docs("stability")
 def stability(
     adata: AnnData,
     *,
@@ -79,15 +81,11 @@ def stability(
 
     Parameters
     ----------
-    adata
-        AnnData fitted by :func:`spexlvm.tl.fit`.
+    %(adata_fitted)s
     seeds
         At least two seeds.
-    key
-        Key of the fit.
-    key_added
-        Name of the stored result: ``adata.uns[key][key_added]``; a second call with
-        another name keeps the first (read it with :func:`spexlvm.get.stability`).
+    %(key)s
+    %(key_added)s
     **fit_kwargs
         Further arguments of :func:`spexlvm.tl.fit` (e.g. ``max_epochs``).
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .._docs import tool_docs
 from .._r2 import R2Accumulator
 from ._utils import (
     covariate_fit,
@@ -84,6 +85,7 @@ def accumulate_r2(
     return total, per_group
 
 
+@tool_docs("variance_explained")
 def variance_explained(
     adata: AnnData,
     groupby: str | None = None,
@@ -106,15 +108,12 @@ def variance_explained(
 
     Parameters
     ----------
-    adata
-        AnnData fitted by :func:`spexlvm.tl.fit`.
+    %(adata_fitted)s
     groupby
         Optional ``obs`` column: R² per factor within each of its groups, too.
     key
         Key of the fit (``key_added`` of :func:`spexlvm.tl.fit`).
-    key_added
-        Name of the stored result: ``adata.uns[key][key_added]``; a second call with
-        another name keeps the first (read it with :func:`spexlvm.get.variance_explained`).
+    %(key_added)s
     layer
         Layer to read; defaults to the layer the fit used.
     chunk_size
