@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from .._constants import KEYS
-from .._docs import docs, plot_docs
+from .._docs import plot_docs
 from ._utils import factor_names, resolve_factors, unique_labels
 from ._utils import save_or_show as _save_or_show
 from ._utils import short_name as _short_name
@@ -269,7 +269,7 @@ def _group_plot(
     return plot if return_fig else plot.get_axes()
 
 
-@docs.dedent
+@plot_docs("spexlvm_dotplot")
 def dotplot(
     adata: AnnData,
     groupby: str,
@@ -321,9 +321,9 @@ def dotplot(
     cmap
         Diverging colour map.
     %(key_fit)s
-    ax, show, save
-        As in scanpy (``save``: ``True``, a suffix such as ``"_pbmc.png"`` written as
-        ``{figdir}/spexlvm_dotplot_pbmc.png``, or a path with a directory part).
+    %(ax)s
+    %(show)s
+    %(save)s
     **kwargs
         Passed to :class:`scanpy.pl.DotPlot` as :func:`scanpy.pl.dotplot` does
         (``dendrogram``, ``swap_axes``, ``figsize``, ``categories_order``, ``vmin``,
@@ -356,6 +356,7 @@ def dotplot(
     )
 
 
+@plot_docs("spexlvm_matrixplot")
 def matrixplot(
     adata: AnnData,
     groupby: str,
@@ -375,7 +376,29 @@ def matrixplot(
     Scores are standardised per factor over all cells (z: mean 0, SD 1); each cell of
     the matrix is a group's mean z, on a diverging map centred at 0 with symmetric limits
     at the ``percentile`` of ``|group mean|`` (red: above the average cell, blue: below).
-    Options as :func:`spexlvm.pl.dotplot`; ``**kwargs`` go to :func:`scanpy.pl.matrixplot`.
+    Options as :func:`spexlvm.pl.dotplot`.
+
+    Parameters
+    ----------
+    %(adata_fit)s
+    groupby
+        Categorical column of ``adata.obs`` (the cell type, cluster, ...).
+    factors
+        Factors (columns), full names, short names, merged-member names or indices;
+        ``None``: the ``n_top`` factors with the largest R².
+    n_top
+        Number of factors shown when ``factors`` is ``None``.
+    percentile
+        Percentile of the ``|group means|`` used as colour limit (``100``: the largest).
+    cmap
+        Diverging colour map.
+    %(key_fit)s
+    %(ax)s
+    %(show)s
+    %(save)s
+    **kwargs
+        Passed to :func:`scanpy.pl.matrixplot` (``dendrogram``, ``swap_axes``,
+        ``figsize``, ``categories_order``, ``vmin``, ``vmax``, ``return_fig``, ...).
 
     Returns
     -------
@@ -403,7 +426,7 @@ def matrixplot(
     )
 
 
-@docs.dedent
+@plot_docs("spexlvm_violin")
 def violin(
     adata: AnnData,
     groupby: str,
@@ -434,9 +457,8 @@ def violin(
     %(key_fit)s
     ax
         Axes to draw into (one factor only).
-    show, save
-        As in scanpy (see :func:`spexlvm.pl.dotplot`); default file name
-        ``spexlvm_violin``.
+    %(show)s
+    %(save)s
     **kwargs
         Passed to :func:`scanpy.pl.violin` (``stripplot``, ``rotation``, ``size``, ...).
 
