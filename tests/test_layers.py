@@ -52,6 +52,7 @@ _PREFIXES = [
     ("_r2", "base"),
     ("_utils", "base"),
     ("_logging", "base"),
+    ("_docs", "base"),
 ]
 
 
