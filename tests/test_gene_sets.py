@@ -291,7 +291,7 @@ def test_copy_leaves_input_untouched():
 def test_logging(caplog):
     adata = make_adata()
     with (
-        caplog.at_level(logging.INFO, logger="spexlvm.pp._gene_sets"),
+        caplog.at_level(logging.INFO, logger="spexlvm.pp"),
         pytest.warns(UserWarning, match="lost more than half") as record,
     ):
         add_gene_sets(adata, {f"L{i}": ["A1", "X1", "X2", "X3"] for i in range(5)})
@@ -371,7 +371,7 @@ def make_redundant() -> ad.AnnData:
 def test_redundancy_report_exact(caplog):
     adata = make_redundant()
     with (
-        caplog.at_level(logging.INFO, logger="spexlvm.pp._gene_sets"),
+        caplog.at_level(logging.INFO, logger="spexlvm.pp"),
         pytest.warns(UserWarning, match="merged 1 gene set") as record,
     ):
         report = add_gene_sets(adata, REDUNDANT, min_genes=2, nested="resolve")
