@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pandas as pd
     from anndata import AnnData
 
 logger = logging.getLogger(__name__)
@@ -103,24 +104,46 @@ def run_demo(
     -------
     ``adata`` (the fitted data), ``summary`` (the table written to ``summary.tsv``),
     ``auroc`` (rows of the AUROC comparison), ``seconds`` (fit time) and ``files``.
+
+    Raises
+    ------
+    OSError
+        If the output directory cannot be created.
     """
-    import numpy as np
-    import pandas as pd
-    import scanpy as sc
-    from matplotlib.figure import Figure
-
-    import spexlvm
-    from spexlvm._constants import KEYS
-    from spexlvm._utils import atomic_write, write_h5ad
-    from spexlvm.pl import short_name
-    from spexlvm.pl._utils import save_figure
-    from spexlvm.tl._auroc import one_vs_rest_auroc
-
     outdir = Path(out)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OSError(f"Cannot create the output folder {outdir}: {err}") from err
+    adata, seconds = _fit(
+        quick=quick, accelerator=accelerator, enable_progress_bar=enable_progress_bar
+    )
+    auroc_rows = _auroc_rows(adata)
+    summary = _summary_table(adata, auroc_rows)
+    files = _write_files(adata, summary, outdir, quick=quick)
+    log_top_factors(adata)
+    _log_auroc(auroc_rows)
+    return {
+        "adata": adata,
+        "summary": summary,
+        "auroc": auroc_rows,
+        "seconds": seconds,
+        "files": files,
+    }
+
+
+def _factor_names(adata: AnnData) -> list[str]:
+    import numpy as np
+
+    from ._constants import KEYS
+
+    return [str(x) for x in np.asarray(adata.uns[KEYS.UNS]["factor_names"]).reshape(-1)]
+
+
+def _fit(*, quick: bool, accelerator: str, enable_progress_bar: bool) -> tuple[AnnData, float]:
+    """Load pbmc68k_reduced and the bundled Reactome sets, fit; the data and the seconds."""
+    import spexlvm
+    from spexlvm._constants import KEYS
 
     logger.info("Loading scanpy's pbmc68k_reduced and the bundled Reactome gene sets.")
     adata = spexlvm.datasets.pbmc68k_reduced()
@@ -150,7 +173,6 @@ def run_demo(
         )
     seconds = time.perf_counter() - start
     results = adata.uns[KEYS.UNS]
-    names = [str(x) for x in np.asarray(results["factor_names"]).reshape(-1)]
     logger.info(
         "Fitted %d cells x %d genes, %d Reactome sets with >= %d genes found + 1 dense "
         "factor, in %.1f s (%d epochs).",
@@ -161,8 +183,18 @@ def run_demo(
         seconds,
         int(results["params"]["n_epochs"]),
     )
+    return adata, seconds
 
-    # AUROC of each target factor for its cell type, next to scanpy's score_genes
+
+def _auroc_rows(adata: AnnData) -> list[dict[str, Any]]:
+    """AUROC of each target factor for its cell type, next to scanpy's score_genes."""
+    import numpy as np
+    import scanpy as sc
+
+    from ._constants import KEYS
+    from .tl._auroc import one_vs_rest_auroc
+
+    names = _factor_names(adata)
     mask = np.asarray(adata.varm[KEYS.MASK], dtype=bool)
     set_names = [str(x) for x in np.asarray(adata.uns[KEYS.MASK]["names"]).reshape(-1)]
     scores = np.asarray(adata.obsm[KEYS.FACTORS])
@@ -185,12 +217,24 @@ def run_demo(
                 "auroc_score_genes": float(one_vs_rest_auroc(adata.obs[score_name], is_type)[0]),
             }
         )
+    return auroc_rows
 
-    # summary table: the top factors by R², then the AUROC factors if not among them
+
+def _summary_table(adata: AnnData, auroc_rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The top factors by R², then the AUROC factors if not among them."""
+    import numpy as np
+    import pandas as pd
+
+    import spexlvm
+    from spexlvm._constants import KEYS
+    from spexlvm.pl import short_name
+
+    names = _factor_names(adata)
     kinds = spexlvm.get.factor_kinds(adata)
-    r2 = np.asarray(results["r2"], dtype=float)
+    r2 = np.asarray(adata.uns[KEYS.UNS]["r2"], dtype=float)
     rank = np.empty(len(names), dtype=int)
     rank[np.argsort(-r2, kind="stable")] = np.arange(1, len(names) + 1)
+    set_names = [str(x) for x in np.asarray(adata.uns[KEYS.MASK]["names"]).reshape(-1)]
     n_found = dict(zip(set_names, np.asarray(adata.uns[KEYS.MASK]["n_found"]), strict=True))
     listed = [names.index(n) for n, _ in top_factors(adata, N_SUMMARY)]
     for row in auroc_rows:
@@ -215,6 +259,19 @@ def run_demo(
     summary["n_genes"] = summary["n_genes"].astype("Int64")
     for col in ("auroc_spexlvm", "auroc_score_genes"):
         summary[col] = summary[col].astype(float).round(4)
+    return summary
+
+
+def _write_files(
+    adata: AnnData, summary: pd.DataFrame, outdir: Path, *, quick: bool
+) -> list[Path]:
+    """Write the fitted data, the two figures and the summary table."""
+    from matplotlib.figure import Figure
+
+    import spexlvm
+    from spexlvm._constants import KEYS
+    from spexlvm._utils import atomic_write, write_h5ad
+    from spexlvm.pl._utils import save_figure
 
     files = [outdir / f for f in DEMO_FILES]
     h5ad, bars, scatter_png, tsv = files
@@ -234,8 +291,12 @@ def run_demo(
     with atomic_write(tsv) as tmp:
         summary.to_csv(tmp, sep="\t", index=False, na_rep="")
     logger.info("Wrote %s.", ", ".join(str(f) for f in files))
+    return files
 
-    log_top_factors(adata)
+
+def _log_auroc(auroc_rows: list[dict[str, Any]]) -> None:
+    from .pl import short_name
+
     logger.info("Does a factor pick out its cell type? AUROC (1 = perfect, 0.5 = chance):")
     logger.info("  %-36s %-10s %9s %12s", "factor", "cells", "spexlvm", "score_genes")
     for row in auroc_rows:
@@ -246,10 +307,3 @@ def run_demo(
             row["auroc_spexlvm"],
             row["auroc_score_genes"],
         )
-    return {
-        "adata": adata,
-        "summary": summary,
-        "auroc": auroc_rows,
-        "seconds": seconds,
-        "files": files,
-    }
