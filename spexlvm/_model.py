@@ -41,7 +41,7 @@ from ._r2 import R2Accumulator
 from ._utils import package_version as _package_version
 from ._utils import user_stacklevel
 from .pp._decoys import factor_membership
-from .pp._gene_sets import get_prior, get_signs
+from .pp._mask import get_prior, get_signs
 from .train import SpexLVMTrainingPlan, TrainingRun, schedule
 from .train._checkpoint import digest
 from .train._run import is_rank_zero

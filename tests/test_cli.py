@@ -335,3 +335,11 @@ def test_fit_case_flags(tmp_path):
     out.unlink()
     assert main([*base, "--case-sensitive"]) == 2
     assert not out.exists()
+
+
+def test_run_demo_is_importable_from_the_cli():
+    """run_demo moved to spexlvm._demo; the command line re-exports it."""
+    from spexlvm import _demo, cli
+
+    assert cli.run_demo is _demo.run_demo
+    assert cli.DEMO_TARGETS is _demo.DEMO_TARGETS

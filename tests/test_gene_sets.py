@@ -291,7 +291,7 @@ def test_copy_leaves_input_untouched():
 def test_logging(caplog):
     adata = make_adata()
     with (
-        caplog.at_level(logging.INFO, logger="spexlvm.pp._gene_sets"),
+        caplog.at_level(logging.INFO, logger="spexlvm.pp"),
         pytest.warns(UserWarning, match="lost more than half") as record,
     ):
         add_gene_sets(adata, {f"L{i}": ["A1", "X1", "X2", "X3"] for i in range(5)})
@@ -371,7 +371,7 @@ def make_redundant() -> ad.AnnData:
 def test_redundancy_report_exact(caplog):
     adata = make_redundant()
     with (
-        caplog.at_level(logging.INFO, logger="spexlvm.pp._gene_sets"),
+        caplog.at_level(logging.INFO, logger="spexlvm.pp"),
         pytest.warns(UserWarning, match="merged 1 gene set") as record,
     ):
         report = add_gene_sets(adata, REDUNDANT, min_genes=2, nested="resolve")
@@ -816,3 +816,19 @@ def test_every_reactome_set_kept_on_pbmc():
     with pytest.warns(UserWarning, match="merged 76 gene set"):
         add_gene_sets(adata, sets, min_genes=10, nested="resolve")
     assert adata.uns["spexlvm_mask"]["names"].size == 59
+
+
+def test_write_gmt_in_pp_round_trips_and_old_names_work(tmp_path):
+    """pp.write_gmt (moved from tl._refine) writes what read_gmt reads; the old names work."""
+    from spexlvm.pp import _gene_sets
+
+    sets = {"A": ["g1", "g2"], "B B": ["g3"]}
+    path = spexlvm.pp.write_gmt(sets, tmp_path / "s.gmt", description={"A": "first"})
+    assert read_gmt(path) == sets
+    assert path.read_text().splitlines()[0] == "A\tfirst\tg1\tg2"
+    assert spexlvm.tl.write_gmt is spexlvm.pp.write_gmt
+    assert spexlvm.tl._refine.write_gmt is spexlvm.pp.write_gmt
+    # spexlvm.pp._gene_sets re-exports the names that moved to the split modules
+    for name in ("add_gene_sets", "read_gmt", "write_gmt", "GeneSets", "MERGED_SEP", "NESTED"):
+        assert hasattr(_gene_sets, name), name
+    assert _gene_sets.add_gene_sets is spexlvm.pp.add_gene_sets

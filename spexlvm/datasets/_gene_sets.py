@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.resources import as_file, files
 from typing import Literal
 
-from ..pp._gene_sets import read_gmt
+from ..pp._io import read_gmt
 
 __all__ = ["gene_sets"]
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._constants import DENSE_PREFIX, KEYS, SPARSE_PREFIX
-from ..pp._gene_sets import MERGED_SEP as _MERGED_SEP
+from ..pp._nested import MERGED_SEP as _MERGED_SEP
 from ._results import factor_names, fit_mask_key, results
 
 if TYPE_CHECKING:

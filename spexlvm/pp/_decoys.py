@@ -17,12 +17,13 @@ import numpy as np
 
 from .._constants import KEYS
 from .._utils import dense_chunks
-from ._gene_sets import _as_gene_set_dict, get_mask
+from ._io import _as_gene_set_dict
+from ._mask import get_mask
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
-    from ._gene_sets import GeneSets
+    from ._common import GeneSets
 
 logger = logging.getLogger(__name__)
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import warnings
-from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,6 +11,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from .._docs import docs, tool_docs
+from ..pp._io import write_gmt
 from ._calls import MIN_GENE_R2, gene_variance, score_regression
 from ._pruning import active_factors
 from ._utils import (
@@ -300,41 +298,3 @@ def refined_gene_sets(
         for k, name in enumerate(names)
         if keep[k]
     }
-
-
-def write_gmt(
-    gene_sets: Mapping[str, Iterable[str]],
-    path: str | os.PathLike[str],
-    *,
-    description: str | Mapping[str, str] = "refined by spexlvm",
-) -> Path:
-    """Write gene sets to a GMT file (one set a line: name, description, genes; tabs).
-
-    Parameters
-    ----------
-    gene_sets
-        Set name -> genes, e.g. from :func:`refined_gene_sets`.
-    path
-        Output path.
-    description
-        The description column: one string for all sets, or set name -> string.
-
-    Returns
-    -------
-    The path written; :func:`spexlvm.pp.read_gmt` reads it back.
-    """
-    path = Path(path)
-    lines = []
-    for name, genes in gene_sets.items():
-        desc = description.get(name, "") if isinstance(description, Mapping) else description
-        fields = [str(name), str(desc), *(str(g) for g in genes)]
-        bad = [f for f in fields if "\t" in f or "\n" in f]
-        if bad:
-            raise ValueError(f"GMT fields cannot contain tabs or newlines: {bad[:3]!r}.")
-        lines.append("\t".join(fields))
-    from .._utils import atomic_write  # all or nothing: a killed write keeps the old file
-
-    with atomic_write(path) as tmp:
-        tmp.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
-    logger.info("Wrote %d gene sets to %s.", len(lines), path)
-    return path
