@@ -15,8 +15,10 @@ Usage::
     OMP_NUM_THREADS=1 python benchmarks/readme_numbers.py            # print and check
     OMP_NUM_THREADS=1 python benchmarks/readme_numbers.py --tol 0.01
 
-Exit code 1 when an AUROC, the number of sets or the number of epochs disagrees with the
-README.
+Exit code 1 when an AUROC or the number of sets disagrees with the README, or the epochs
+fall outside the range it quotes (where the stopping rule fires on this panel depends on
+float32 round-off, so on the thread count: 1,267 epochs with 1 thread, 1,461 with 2, and
+1,500, i.e. ``max_epochs`` with a warning, before a refactoring that only reordered sums).
 """
 
 from __future__ import annotations
@@ -106,13 +108,17 @@ def main() -> int:
     m = re.search(r"at least 10 genes in the data \((\d+) sets\)", text)
     if m and int(m[1]) != n_sets:
         problems.append(f"sets: README {m[1]}, now {n_sets}")
-    m = re.search(r"the fit runs ([0-9,]+) epochs", text)
-    if m and int(m[1].replace(",", "")) != n_epochs:
-        problems.append(f"epochs: README {m[1]}, now {n_epochs}")
+    m = re.search(r"the fit runs ([0-9,]+) to ([0-9,]+) epochs", text)
+    if m:
+        low, high = (int(v.replace(",", "")) for v in m.groups())
+        if not low <= n_epochs <= high:
+            problems.append(f"epochs: README {m[1]} to {m[2]}, now {n_epochs}")
+    else:
+        problems.append("README has no 'the fit runs A to B epochs'")
     if problems:
         print("README disagrees:\n  " + "\n  ".join(problems))
         return 1
-    print(f"README agrees (AUROC within {args.tol}, sets and epochs exact).")
+    print(f"README agrees (AUROC within {args.tol}, sets exact, epochs in the quoted range).")
     return 0
 
 
