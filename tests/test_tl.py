@@ -464,12 +464,12 @@ def test_paper_size_pruning_and_refinement(run_fit):
 
 
 # ---------------------------------------------------------------------------- competing_sets
-def _competing_example(r2_b: float = 0.05) -> ad.AnnData:
+def _competing_example(r2_b: float = 0.05, nested: str = "resolve") -> ad.AnnData:
     """Hand-made fit: set A nested in set B, C apart; A and B share one top gene (g0)."""
     genes = [f"g{i}" for i in range(14)]
     adata = ad.AnnData(np.zeros((4, 14), dtype=np.float32), var=pd.DataFrame(index=genes))
     sets = {"A": genes[:5], "B": genes[:11], "C": genes[11:]}  # A: 5 of B's 11 genes
-    spexlvm.pp.add_gene_sets(adata, sets, nested="resolve")  # B leaves g0..g4 to A
+    spexlvm.pp.add_gene_sets(adata, sets, nested=nested)  # resolve: B leaves g0..g4 to A
     w = np.zeros((14, 4))
     w[[0, 1, 2], 0] = [1.0, 0.8, 0.05]  # top genes of A: g0, g1
     w[[0, 5, 6], 1] = [0.5, 1.0, 0.2]  # top genes of B: g0, g5, g6
@@ -496,6 +496,7 @@ def test_competing_sets_exact(tmp_path):
     assert (row.factor_a, row.factor_b) == ("A", "B")
     assert row.n_shared_genes == 5 and row.jaccard_sets == pytest.approx(5 / 11)
     assert bool(row.nested)  # pp.add_gene_sets left g0..g4 to A
+    assert row.contained == pytest.approx(1.0)  # A lies inside B
     assert (row.n_top_a, row.n_top_b, row.n_shared_top) == (2, 3, 1)
     assert row.jaccard_top == pytest.approx(1 / 4)
     energy_a, energy_b = 1.0 + 0.64 + 0.0025, 0.25
@@ -513,6 +514,15 @@ def test_competing_sets_exact(tmp_path):
         check_dtype=False,
         check_like=True,  # h5ad sorts the keys
     )
+
+
+def test_competing_sets_contained_without_resolving():
+    """Every set kept: ``nested`` (resolved by add_gene_sets) is False, ``contained`` says
+    that A lies inside B."""
+    row = spexlvm.tl.competing_sets(_competing_example(nested="keep")).iloc[0]
+    assert (row.factor_a, row.factor_b) == ("A", "B")
+    assert not bool(row.nested)
+    assert row.contained == pytest.approx(1.0)
 
 
 def test_competing_sets_filters():
@@ -558,6 +568,7 @@ def test_competing_sets_on_fit(fitted):
         "factor_b",
         "n_shared_genes",
         "jaccard_sets",
+        "contained",
         "nested",
         "n_top_a",
         "n_top_b",

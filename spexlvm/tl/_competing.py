@@ -74,11 +74,13 @@ def competing_sets(
     -------
     One row per pair, sorted by decreasing ``jaccard_top``: ``factor_a``, ``factor_b``
     (``factor_a`` first in the fit's order), ``n_shared_genes`` (genes annotated to both
-    sets), ``jaccard_sets`` (of the two annotations), ``nested`` (whether
-    :func:`spexlvm.pp.add_gene_sets` found one set nested in the other and left the shared
-    genes to the smaller one), ``n_top_a``, ``n_top_b``, ``n_shared_top`` (genes among the
-    top genes of both), ``jaccard_top``, ``share_a`` (fraction of the squared loadings on
-    the shared annotated genes that ``factor_a`` carries), ``r2_a``, ``r2_b`` and
+    sets), ``jaccard_sets`` (of the two annotations), ``contained`` (share of the smaller set's
+    genes that the larger set holds: 1 when one set lies inside the other), ``nested``
+    (whether :func:`spexlvm.pp.add_gene_sets` resolved the pair, i.e. left the shared
+    genes to the smaller set; only with ``nested="resolve"``), ``n_top_a``, ``n_top_b``,
+    ``n_shared_top`` (genes among the top genes of both), ``jaccard_top``, ``share_a``
+    (fraction of the squared loadings on the shared annotated genes that ``factor_a``
+    carries), ``r2_a``, ``r2_b`` and
     ``score_corr`` (correlation of the two factors' cell scores). An h5ad-safe copy goes
     to ``adata.uns[key][key_added]`` (with the settings).
 
@@ -195,6 +197,7 @@ def _competing_pairs(
             "factor_b": names[b].astype(object),
             "n_shared_genes": n_shared,
             "jaccard_sets": n_shared / (n_set[a] + n_set[b] - n_shared),
+            "contained": n_shared / np.maximum(np.minimum(n_set[a], n_set[b]), 1),
             "nested": np.array(
                 [
                     (x, y) in nested or (y, x) in nested
