@@ -832,3 +832,12 @@ def test_write_gmt_in_pp_round_trips_and_old_names_work(tmp_path):
     for name in ("add_gene_sets", "read_gmt", "write_gmt", "GeneSets", "MERGED_SEP", "NESTED"):
         assert hasattr(_gene_sets, name), name
     assert _gene_sets.add_gene_sets is spexlvm.pp.add_gene_sets
+
+
+def test_read_gmt_latin1_fallback_is_a_warning(tmp_path):
+    """A file that is not UTF-8 is read as Latin-1, and the user is told (not only a log)."""
+    path = tmp_path / "sets.gmt"
+    path.write_bytes("CAF\xc9_SET\tna\tG1\tG2\n".encode("latin-1"))
+    with pytest.warns(UserWarning, match="not valid UTF-8.*Save the file as UTF-8"):
+        sets = spexlvm.pp.read_gmt(path)
+    assert sets == {"CAF\u00c9_SET": ["G1", "G2"]}

@@ -60,7 +60,13 @@ def read_gmt(path: str | os.PathLike[str]) -> dict[str, list[str]]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        logger.warning("%s is not valid UTF-8; reading it as Latin-1.", path)
+        warnings.warn(
+            f"{path} is not valid UTF-8; it was read as Latin-1, so gene or set names with "
+            "accented or other non-ASCII characters may be wrong. Save the file as UTF-8 "
+            "to be sure.",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
         text = raw.decode("latin-1")
 
     gene_sets: dict[str, list[str]] = {}
