@@ -302,8 +302,11 @@ def test_variance_explained_heatmap_is_tl_result(adata):
     for j, g in enumerate(["A", "B", "C"]):
         np.testing.assert_allclose(matrix[:, j + 1], df.loc[names, f"r2_{g}"], rtol=1e-6)
     assert _labels(ax.get_xticklabels()) == ["all cells", "A", "B", "C"]
-    # the tool's result is stored (as the tool does) and reused
-    assert adata.uns["spexlvm"]["variance_explained"]["groupby"] == "group"
+    # a plot does not store: a result the user stored for another grouping stays
+    mine = adata.copy()
+    spexlvm.tl.variance_explained(mine)  # all cells, no groupby
+    spexlvm.pl.variance_explained(mine, n_top=4, groupby="group", show=False)
+    assert "groupby" not in mine.uns["spexlvm"]["variance_explained"]
     with pytest.raises(ValueError, match="style"):
         spexlvm.pl.variance_explained(adata, groupby="group", style="bars", show=False)
 

@@ -67,7 +67,8 @@ def variance_explained(
         Categorical column of ``adata.obs``: also show each factor's R² within each group
         of cells, the numbers of :func:`spexlvm.tl.variance_explained` (read from
         ``adata.uns[key]["variance_explained"]`` when it holds this ``groupby``, else
-        computed, and stored there, by it): ``R²_kg = 1 - SS_res / SS_tot`` over the
+        computed with it without storing, so a stored result for another ``groupby``
+        stays): ``R²_kg = 1 - SS_res / SS_tot`` over the
         group's observed entries, with each factor's rank-1 reconstruction ``x_k w_k^T``.
     style
         With ``groupby``: ``"heatmap"`` (factors x groups, the R² over all cells in a
@@ -180,8 +181,8 @@ def r2_by_group(
 
     The numbers of :func:`spexlvm.tl.variance_explained` (the one R² of the package):
     read from ``adata.uns[key]["variance_explained"]`` when it holds this ``groupby``,
-    else computed by it (which stores them there, as the tool does). Groups without cells
-    are left out.
+    else computed as it computes them, without storing (the plot leaves the user's stored
+    result alone). Groups without cells are left out.
     """
     if groupby not in adata.obs.columns:
         raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
@@ -194,11 +195,10 @@ def r2_by_group(
         and "r2_by_group" in stored
         and [str(n) for n in np.asarray(stored["factor_names"]).reshape(-1)] == names
     )
-    if not usable:
-        from ..tl import variance_explained as _tl_variance_explained
+    if not usable:  # computed with tl's numbers, not stored: the user's result stays
+        from ..tl._variance import variance_table
 
-        _tl_variance_explained(adata, groupby, key=key)
-        stored = get_results(adata, key)["variance_explained"]
+        _, stored = variance_table(adata, groupby, key=key)
     groups_all = [str(g) for g in np.asarray(stored["groups"]).reshape(-1)]
     table = np.asarray(stored["r2_by_group"], dtype=np.float64)  # groups x factors
     values = adata.obs[groupby]

@@ -133,6 +133,27 @@ def variance_explained(
     >>> df = spexlvm.tl.variance_explained(adata, groupby="cell_type")
     >>> df.head()
     """
+    df, stored = variance_table(adata, groupby, key=key, layer=layer, chunk_size=chunk_size)
+    store(adata, key, key_added, stored)
+    logger.info(
+        "Total R2 %.3f; top factor %s (R2 %.3f).", df.attrs["total"], df.index[0], df["r2"].iloc[0]
+    )
+    return df
+
+
+def variance_table(
+    adata: AnnData,
+    groupby: str | None = None,
+    *,
+    key: str = "spexlvm",
+    layer: str | None = None,
+    chunk_size: int | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """:func:`variance_explained`'s table and its h5ad-safe copy, without storing it.
+
+    For callers that need the numbers but must not overwrite what the user stored
+    (:func:`spexlvm.pl.variance_explained`).
+    """
     names = get_factor_names(adata, key)
     if groupby is not None:
         labels, groups = group_labels(adata, groupby)
@@ -166,7 +187,4 @@ def variance_explained(
             r2_total_by_group=total_by_group,
         )
     df.attrs["total"] = float(r2_total)
-    df = df.sort_values("rank")
-    store(adata, key, key_added, stored)
-    logger.info("Total R2 %.3f; top factor %s (R2 %.3f).", r2_total, df.index[0], df["r2"].iloc[0])
-    return df
+    return df.sort_values("rank"), stored
