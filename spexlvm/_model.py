@@ -42,7 +42,7 @@ from ._utils import package_version as _package_version
 from ._utils import user_stacklevel
 from .pp._decoys import factor_membership
 from .pp._mask import get_prior, get_signs
-from .train import SpexLVMTrainingPlan, TrainingRun, schedule
+from .train import CAVITrainingPlan, SpexLVMTrainingPlan, TrainingRun, schedule
 from .train._checkpoint import digest
 from .train._run import is_rank_zero
 
@@ -416,7 +416,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         batch_size: int | None = None,
         accelerator: str = "auto",
         device: int | str = "auto",
-        lr: float = 0.05,
+        lr: float | None = None,
         early_stopping: bool = True,
         *,
         tol: float = 0.02,
@@ -427,6 +427,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         checkpoint_interval: float = 300.0,
         resume: bool = True,
         block_size: int | None = None,
+        engine: str = "adam",
         **trainer_kwargs,
     ):
         """Train the model by minibatch stochastic variational inference.
@@ -446,7 +447,8 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             Device index, number of devices (with ``strategy="ddp"``), or ``"auto"``.
             ``devices=`` (Lightning's name) is accepted too.
         lr
-            Adam learning rate.
+            Adam learning rate; ``None``: 0.05 (``engine="adam"``) or 0.2 (the scale steps of
+            ``engine="cavi"``).
         early_stopping
             Stop once every factor has settled (see
             :class:`~spexlvm.train.LoadingsConvergence`); a fit that reaches
@@ -486,6 +488,15 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             independent random cells); for data on disk (backed h5ad, zarr, dask) blocks of
             about 1 MB, whose order is shuffled every epoch, so that reading stays
             sequential (see :mod:`spexlvm._data`).
+        engine
+            ``"adam"`` (default): minibatch stochastic gradient steps (Adam) on the
+            closed-form ELBO (:class:`~spexlvm.train.SpexLVMTrainingPlan`). ``"cavi"``:
+            coordinate ascent on the same ELBO, one exact update per pass through the data
+            (:class:`~spexlvm.train.CAVITrainingPlan`): the loadings, covariate effects
+            and noise in closed form, the horseshoe scales by a few Adam steps on their
+            prior terms. Its passes to convergence do not grow with the number of cells
+            (see ``benchmarks/RESULTS.md``, "Coordinate ascent"); ``max_epochs`` then counts
+            passes (default 200) and ``lr`` is the scales' step size.
         **trainer_kwargs
             Passed to :class:`~scvi.train.Trainer` (and on to Lightning).
 
@@ -516,10 +527,12 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             early_stopping=early_stopping,
             tol=tol,
             patience=patience,
+            engine=engine,
         )
+        self.engine_ = engine
         callbacks = list(trainer_kwargs.pop("callbacks", None) or []) + plan.callbacks
         run = TrainingRun(
-            fingerprint=self._fingerprint() if checkpoint_dir is not None else None,
+            fingerprint=self._fingerprint(engine) if checkpoint_dir is not None else None,
             strategy=strategy,
             device=device,
             trainer_kwargs=trainer_kwargs,
@@ -562,6 +575,9 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
                 batch_size=plan.batch_size,
                 early_stopping=False,
                 plan_kwargs=plan.plan_kwargs,
+                training_plan=CAVITrainingPlan(self.module, **plan.plan_kwargs)
+                if engine == "cavi"
+                else None,
                 callbacks=callbacks,
                 datasplitter_kwargs=run.datasplitter_kwargs(),
                 **extra,
@@ -579,7 +595,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             )
         self._orient_factors()
 
-    def _fingerprint(self) -> dict[str, Any]:
+    def _fingerprint(self, engine: str = "adam") -> dict[str, Any]:
         """What must match for a checkpoint to continue this fit (see :mod:`spexlvm.train`).
 
         The model class and settings, the genes, cells and factors, and digests of the
@@ -610,6 +626,8 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         }
         if getattr(module, "n_covariates", 0):  # only then: older fingerprints stay valid
             out["covariates"] = [str(c) for c in self.covariate_names_]
+        if engine != "adam":  # only then, as the covariates
+            out["engine"] = engine
         return out
 
     @torch.no_grad()

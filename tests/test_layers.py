@@ -44,6 +44,7 @@ _PREFIXES = [
     ("_init", "model"),
     ("train", "train"),
     ("_module", "train"),
+    ("_cavi", "train"),
     ("_data", "train"),
     # the old flat names of the training package (re-exports of spexlvm.train)
     ("_trainingplan", "train"),

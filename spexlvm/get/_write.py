@@ -58,7 +58,8 @@ def write_results(
         ``r2_total``, ``n_annotated``, ``n_sparse``, ``n_dense``, ``factor_scale``
         (posterior median of each factor's scale; near zero = pruned), ``gene_mean`` and
         ``data_scale`` (the centring and scaling of the input), ``converged`` (whether
-        the stopping rule fired before ``max_epochs``), ``params`` (settings,
+        the stopping rule fired before ``max_epochs``), ``params`` (settings, ``engine``
+        (the inference engine of :meth:`SpexLVM.train`),
         ``projected``: whether the cells were projected) and ``history`` (ELBO per epoch
         of the fit, ``elbo_train``, and the largest per-factor change that the stopping
         rule measured, ``loadings_change``). With known covariates
@@ -107,6 +108,7 @@ def _write_results(
         **_covariate_params(setup),
         "n_epochs": len(elbo) if elbo is not None else 0,
         "converged": bool(getattr(model, "converged_", False)),
+        "engine": str(getattr(model, "engine_", "adam")),
         "spexlvm_version": package_version(),
     }
     params["projected"] = projected

@@ -6,7 +6,8 @@ reader and the fit's fingerprint as arguments and returns what the model stores 
 the convergence rule's record).
 
 - :mod:`~spexlvm.train._plan`: :class:`SpexLVMTrainingPlan` (one SVI step of the
-  closed-form ELBO) and :class:`FactorwiseAdam`.
+  closed-form ELBO), :class:`CAVITrainingPlan` (coordinate ascent, one update per
+  pass; :mod:`spexlvm._cavi`) and :class:`FactorwiseAdam`.
 - :mod:`~spexlvm.train._callbacks`: :class:`LoadingsConvergence` (the stopping rule),
   :class:`PeriodicCheckpoint`, :class:`FitMonitor` (time estimate, memory).
 - :mod:`~spexlvm.train._run`: :class:`TrainingRun` (strategy and devices, DDP, resuming),
@@ -15,10 +16,11 @@ the convergence rule's record).
 """
 
 from ._callbacks import FitMonitor, LoadingsConvergence, PeriodicCheckpoint, StatefulCallback
-from ._plan import FactorwiseAdam, SpexLVMTrainingPlan
+from ._plan import CAVITrainingPlan, FactorwiseAdam, SpexLVMTrainingPlan
 from ._run import Schedule, TrainingRun, schedule
 
 __all__ = [
+    "CAVITrainingPlan",
     "FactorwiseAdam",
     "FitMonitor",
     "LoadingsConvergence",

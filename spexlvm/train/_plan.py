@@ -12,6 +12,7 @@ import math
 import torch
 from scvi.train import LowLevelPyroTrainingPlan
 
+from .. import _cavi
 from .._module import AnalyticELBO, SpexLVMModule
 
 logger = logging.getLogger(__name__)
@@ -226,3 +227,86 @@ class SpexLVMTrainingPlan(LowLevelPyroTrainingPlan):
             sync_dist=self._trainer is not None and self.trainer.world_size > 1,
         )
         self.training_step_outputs.clear()
+
+
+class CAVITrainingPlan(SpexLVMTrainingPlan):
+    """Coordinate ascent on the closed-form ELBO, one update per pass (``engine="cavi"``).
+
+    Each epoch streams the minibatches once and sums their sufficient statistics (under
+    DDP, over the processes too); after the last minibatch the global variational factors
+    are updated in closed form, and the horseshoe scales take ``scale_steps`` Adam steps on
+    their prior terms (see :mod:`spexlvm._cavi`). Lightning runs the loop (manual
+    optimisation), so checkpoints, the stopping rule and the progress bar work as with
+    the gradient engine. ``elbo_train`` is the negative ELBO per entry at the start of the
+    pass (exact, not a minibatch estimate).
+
+    Parameters
+    ----------
+    pyro_module
+        The :class:`~spexlvm._module.SpexLVMModule` to train.
+    lr
+        Adam learning rate of the scale steps.
+    scale_steps
+        Adam steps of the horseshoe scales per pass.
+    **kwargs
+        Passed to :class:`SpexLVMTrainingPlan` (its warm-up options are not used: every
+        factor is updated from the first pass).
+    """
+
+    def __init__(
+        self, pyro_module: SpexLVMModule, *, lr: float = 0.2, scale_steps: int = 10, **kwargs
+    ):
+        for unused in ("frozen_factors", "warmup_epochs", "warmup_optimizer"):
+            kwargs.pop(unused, None)
+        super().__init__(pyro_module, lr=lr, **kwargs)
+        if int(scale_steps) != scale_steps or scale_steps < 0:
+            raise ValueError(f"scale_steps must be a non-negative integer, got {scale_steps!r}.")
+        self.scale_steps = int(scale_steps)
+        self.automatic_optimization = False
+        self._stats: dict[str, torch.Tensor] | None = None
+
+    def configure_optimizers(self):
+        """Adam on the horseshoe scales' variational parameters (the other factors are exact)."""
+        return torch.optim.Adam(_cavi.scale_parameters(self.module), **self.optim_kwargs)
+
+    def on_after_backward(self):
+        """Nothing to hold back: coordinate ascent has no warm-up."""
+
+    def _reduce(self, stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self._trainer is None or self.trainer.world_size <= 1:
+            return stats
+        return {k: self.trainer.strategy.reduce(v, reduce_op="sum") for k, v in stats.items()}
+
+    def training_step(self, batch, batch_idx):
+        """Add the minibatch's statistics; after the last one of the pass, update."""
+        args, kwargs = self.module._get_fn_args_from_batch(batch)
+        try:
+            stats = _cavi.minibatch_statistics(self.module, *args, **kwargs)
+        except torch.linalg.LinAlgError as err:
+            raise FloatingPointError(
+                _DIVERGED.format(
+                    epoch=self.current_epoch,
+                    step=batch_idx,
+                    what="the cell-score precision matrix is no longer positive definite",
+                ).replace("Lower the learning rate (`lr=`, default 0.05)", "Use engine='adam'")
+            ) from err
+        self._stats = _cavi.add_statistics(self._stats, stats)
+        n_batches = self.trainer.num_training_batches if self._trainer is not None else 1
+        if batch_idx + 1 < n_batches:
+            return None
+        total = self._reduce(self._stats)
+        self._stats = None
+        elbo = _cavi.elbo_from_statistics(self.module, total)
+        if not bool(torch.isfinite(elbo)):
+            raise FloatingPointError(
+                f"Coordinate ascent diverged at epoch {self.current_epoch}: the ELBO became "
+                f"{float(elbo)}. Check the input for extreme outliers, or use engine='adam'."
+            )
+        _cavi.update_loadings(self.module, total)
+        _cavi.update_noise(self.module, total)
+        optimizer = self.optimizers() if self._trainer is not None else None
+        optimizer = getattr(optimizer, "optimizer", optimizer)
+        if optimizer is not None and self.scale_steps:
+            _cavi.update_scales(self.module, optimizer, self.scale_steps)
+        self.training_step_outputs.append(-elbo.detach())
+        return None

@@ -139,6 +139,10 @@ def memory_estimate(
     return text
 
 
+#: Inference engines of :meth:`SpexLVM.train <spexlvm.SpexLVM.train>`.
+ENGINES = ("adam", "cavi")
+
+
 @dataclasses.dataclass
 class Schedule:
     """The statistical settings of one fit (see :func:`schedule`)."""
@@ -163,13 +167,14 @@ def schedule(
     batch_size: int,
     *,
     max_epochs: int | None,
-    lr: float,
+    lr: float | None,
     plan_kwargs: dict[str, Any] | None,
     n_annotated: int,
     n_free: int,
     early_stopping: bool,
     tol: float,
     patience: int,
+    engine: str = "adam",
 ) -> Schedule:
     """Epochs, warm-up and stopping rule of a fit of ``n_obs`` cells.
 
@@ -178,9 +183,27 @@ def schedule(
     about 50 steps while the gene sets settle; the stopping rule compares averages about
     10 steps apart (at least one epoch) and never stops before the warm-up plus 10 epochs.
     See :meth:`SpexLVM.train <spexlvm.SpexLVM.train>` for the arguments.
+
+    With ``engine="cavi"`` an epoch is one exact coordinate-ascent update: ``max_epochs=None``
+    gives 200 passes, there is no warm-up, and the stopping rule compares consecutive passes
+    (no moving average: the iterates have no step-to-step jitter) from the third pass on.
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}.")
+    if lr is None:  # chosen on synthetic data (benchmarks/RESULTS.md, "Coordinate ascent")
+        lr = 0.2 if engine == "cavi" else 0.05
     batch_size = int(min(batch_size, n_obs))
     steps_per_epoch = math.ceil(n_obs / batch_size)
+    if engine == "cavi":
+        max_epochs = 200 if max_epochs is None else int(max_epochs)
+        plan_kwargs = dict(plan_kwargs or {})
+        plan_kwargs.setdefault("lr", lr)
+        convergence = None
+        if early_stopping:
+            convergence = LoadingsConvergence(
+                tol=tol, window=1, patience=patience, min_epochs=min(max_epochs, 3), smoothing=0.0
+            )
+        return Schedule(batch_size, steps_per_epoch, max_epochs, plan_kwargs, convergence)
     if max_epochs is None:
         max_epochs = int(max(100, math.ceil(1500 / steps_per_epoch)))
     plan_kwargs = dict(plan_kwargs or {})
