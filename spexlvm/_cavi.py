@@ -180,7 +180,6 @@ def update_loadings(module: SpexLVMModule, stats: dict[str, torch.Tensor]) -> No
         module.cov_log_sd.copy_(log_sd[:, k:])
 
 
-@torch.no_grad()
 def expected_sq_error(module: SpexLVMModule, stats: dict[str, torch.Tensor]) -> torch.Tensor:
     """``E sum_n o_ng (y_ng - c_n b_g - z_n w_g)^2`` per gene under q, from the statistics."""
     mu, var = module.loadings_moments()
@@ -203,7 +202,7 @@ def expected_sq_error(module: SpexLVMModule, stats: dict[str, torch.Tensor]) -> 
             out = out + (b_var * torch.diagonal(cc, dim1=-2, dim2=-1)).sum(-1)
             out = out + 2.0 * torch.einsum("gk,gpk,gp->g", mu, cm, b)
         out = out - 2.0 * (b * stats["yc"]).sum(-1)
-    return out.clamp_min(0.0)
+    return out
 
 
 @torch.no_grad()
@@ -215,7 +214,7 @@ def update_noise(module: SpexLVMModule, stats: dict[str, torch.Tensor]) -> None:
     ``n_d`` dense factors adds ``d = sum_k E[w_gk^2] / (2 s_gk^2)`` (their prior variance
     is relative to the noise); without it ``b = b0 + E[sq. error] / 2``.
     """
-    rate = module.noise_prior_rate + 0.5 * expected_sq_error(module, stats)
+    rate = module.noise_prior_rate + 0.5 * expected_sq_error(module, stats).clamp_min(0.0)
     if bool(module.dense_noise_scaled) and bool(module.dense.any()):
         mu, var = module.loadings_moments()
         dense = module.dense
@@ -261,9 +260,14 @@ def update_scales(module: SpexLVMModule, optimizer: torch.optim.Optimizer, n_ste
         optimizer.step()
 
 
-@torch.no_grad()
 def elbo_from_statistics(module: SpexLVMModule, stats: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The ELBO of the training set, from a whole pass's statistics (scores optimal)."""
+    """The ELBO of the training set, from a whole pass's statistics.
+
+    With the statistics of the current parameters this is the ELBO with the scores'
+    optimal posterior (:meth:`~spexlvm._module.SpexLVMModule.analytic_elbo` of the whole
+    training set); after an update of the global factors it is the ELBO with the scores'
+    posterior of the pass, the objective that each update maximises. Differentiable.
+    """
     e_log_p = torch.digamma(module.prec_shape) - module.prec_log_rate
     n_g = 2.0 * (module.prec_shape - module.noise_prior_shape)
     ell = 0.5 * (n_g * (e_log_p - _LOG_2PI)).sum()

@@ -3,7 +3,7 @@
 Usage::
 
     python tests/_fit_child.py OUT.npy [--strategy ddp --devices 2] [--checkpoint-dir DIR]
-                               [--kill-at-epoch E]
+                               [--kill-at-epoch E] [--engine cavi]
 
 Builds the data and the model exactly like :func:`fit_in_process` (same seeds), trains
 and, on the main process, saves the loadings to ``OUT.npy``. ``--kill-at-epoch E``
@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--checkpoint-dir")
     parser.add_argument("--kill-at-epoch", type=int, default=-1)
+    parser.add_argument("--engine", default="adam")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     from lightning.pytorch.callbacks import Callback
@@ -72,7 +73,7 @@ def main() -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
 
     adata, model = make_model()
-    kwargs = dict(TRAIN)
+    kwargs = dict(TRAIN, engine=args.engine)
     if args.strategy != "auto":
         kwargs.update(strategy=args.strategy, devices=args.devices, accelerator="cpu")
     if args.checkpoint_dir:

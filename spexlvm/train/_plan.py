@@ -296,7 +296,8 @@ class CAVITrainingPlan(SpexLVMTrainingPlan):
             return None
         total = self._reduce(self._stats)
         self._stats = None
-        elbo = _cavi.elbo_from_statistics(self.module, total)
+        with torch.no_grad():
+            elbo = _cavi.elbo_from_statistics(self.module, total)
         if not bool(torch.isfinite(elbo)):
             raise FloatingPointError(
                 f"Coordinate ascent diverged at epoch {self.current_epoch}: the ELBO became "
