@@ -738,10 +738,19 @@ class SpexLVMModule(PyroBaseModuleClass):
             out[sl] = torch.diagonal(torch.cholesky_inverse(chol), dim1=-2, dim2=-1)
         return out
 
-    def global_kl(self) -> dict[str, torch.Tensor]:
-        """KL divergences of the global latent variables (loadings, horseshoe scales, noise)."""
-        mu, var = self.loadings_moments()
-        w_log_sd = self._log_sd(self.w_log_sd)
+    def global_kl(
+        self, loadings: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """KL divergences of the global latent variables (loadings, horseshoe scales, noise).
+
+        ``loadings``: means and variances of ``q(w)`` to use instead of the module's own.
+        """
+        if loadings is None:
+            mu, var = self.loadings_moments()
+            w_log_sd = self._log_sd(self.w_log_sd)
+        else:
+            mu, var = loadings
+            w_log_sd = 0.5 * torch.log(var)
         lam_lsd, caux_lsd = self._log_sd(self.lam_log_sd), self._log_sd(self.caux_log_sd)
         phi_lsd, tau_lsd = self._log_sd(self.phi_log_sd), self._log_sd(self.tau_log_sd)
         caux_v = torch.exp(2 * caux_lsd)

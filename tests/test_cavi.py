@@ -116,6 +116,23 @@ def test_minibatch_statistics_sum_to_the_full_batch():
         torch.testing.assert_close(total[key], value, rtol=1e-4, atol=1e-4)
 
 
+@CASES
+def test_update_never_lowers_the_elbo(missing, covariates, noise_scaled):
+    """A whole update (closed forms, scale steps, guard) raises the pass's ELBO."""
+    x = _data(missing=missing)
+    for seed in range(3):
+        m = _module(
+            x, _slab(low=0.05), seed=seed, covariates=covariates, noise_scaled=noise_scaled
+        )
+        opt = torch.optim.Adam(_cavi.scale_parameters(m), lr=0.5)
+        for _ in range(3):
+            stats = _stats(m, x)
+            before = _value(m, stats)
+            after = float(_cavi.update(m, stats, opt, 10))
+            assert after >= before - 1e-4 * abs(before)
+            assert after == pytest.approx(_value(m, stats), rel=1e-6)
+
+
 def test_scale_steps_lower_the_scale_loss():
     x = _data()
     m = _module(x, _slab())

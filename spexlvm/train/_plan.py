@@ -234,8 +234,9 @@ class CAVITrainingPlan(SpexLVMTrainingPlan):
 
     Each epoch streams the minibatches once and sums their sufficient statistics (under
     DDP, over the processes too); after the last minibatch the global variational factors
-    are updated in closed form, and the horseshoe scales take ``scale_steps`` Adam steps on
-    their prior terms (see :mod:`spexlvm._cavi`). Lightning runs the loop (manual
+    are updated (:func:`spexlvm._cavi.update`): loadings, covariate effects and noise in
+    closed form, the horseshoe scales by ``scale_steps`` Adam steps (see
+    :mod:`spexlvm._cavi`). Lightning runs the loop (manual
     optimisation), so checkpoints, the stopping rule and the progress bar work as with
     the gradient engine. ``elbo_train`` is the negative ELBO per entry at the start of the
     pass (exact, not a minibatch estimate).
@@ -303,11 +304,8 @@ class CAVITrainingPlan(SpexLVMTrainingPlan):
                 f"Coordinate ascent diverged at epoch {self.current_epoch}: the ELBO became "
                 f"{float(elbo)}. Check the input for extreme outliers, or use engine='adam'."
             )
-        _cavi.update_loadings(self.module, total)
-        _cavi.update_noise(self.module, total)
         optimizer = self.optimizers() if self._trainer is not None else None
         optimizer = getattr(optimizer, "optimizer", optimizer)
-        if optimizer is not None and self.scale_steps:
-            _cavi.update_scales(self.module, optimizer, self.scale_steps)
+        _cavi.update(self.module, total, optimizer, self.scale_steps)
         self.training_step_outputs.append(-elbo.detach())
         return None
