@@ -159,6 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--batch-size", type=int, help="Cells per minibatch (default: chosen from the data size)."
     )
+    fit.add_argument(
+        "--engine",
+        choices=("adam", "cavi"),
+        default="adam",
+        help=(
+            "Inference engine (engine of SpexLVM.train): adam (minibatch gradient steps, "
+            "default) or cavi (coordinate ascent, one exact update per pass through the data)."
+        ),
+    )
     fit.add_argument("--seed", type=int, default=0, help="Random seed.")
     fit.add_argument(
         "--min-genes", type=int, default=1, help="Drop gene sets with fewer genes found."
@@ -530,6 +539,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             continuous_covariate_keys=args.continuous_covariate_keys,
             enable_progress_bar=_progress_bar(args),
             checkpoint_dir=args.checkpoint_dir,
+            engine=args.engine,
         )
     except (KeyError, ValueError, TypeError) as err:
         raise CLIError(_message(err)) from err

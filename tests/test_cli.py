@@ -91,6 +91,15 @@ def test_fit_uses_existing_mask(inputs, tmp_path):
     assert list(result.uns["spexlvm"]["factor_names"]) == inputs["names"]
 
 
+def test_fit_engine_cavi(inputs, tmp_path):
+    out = tmp_path / "out.h5ad"
+    args = ["-q", "fit", str(inputs["annotated"]), "--out", str(out), "--engine", "cavi"]
+    assert main([*args, "--max-epochs", "4"]) == 0
+    result = ad.read_h5ad(out)
+    assert result.uns["spexlvm"]["params"]["engine"] == "cavi"
+    assert result.uns["spexlvm"]["params"]["n_epochs"] == 4
+
+
 def test_fit_backed_with_checkpoints(inputs, tmp_path):
     """--backed leaves X on disk; --checkpoint-dir makes a rerun load the finished fit."""
     out, again = tmp_path / "out.h5ad", tmp_path / "again.h5ad"
