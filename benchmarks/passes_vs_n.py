@@ -34,8 +34,17 @@ means ``module.w_loc`` of the 20 annotated factors against ``varm["mask_true"]``
 Usage::
 
     OMP_NUM_THREADS=2 python benchmarks/passes_vs_n.py             # 10k .. 300k
-    OMP_NUM_THREADS=2 python benchmarks/passes_vs_n.py --million   # and 1M (~10 GB to build)
-    python benchmarks/passes_vs_n.py --plot-only                   # figure from the saved JSON
+    OMP_NUM_THREADS=2 python benchmarks/passes_vs_n.py --million   # and 1M (~8 GB to build)
+    python benchmarks/passes_vs_n.py --plot-only --also other/results_g1000_k20_s0.json
+    OMP_NUM_THREADS=2 python benchmarks/passes_vs_n.py --builder atlas --n-obs 1000000 \\
+        --n-vars 2000 --cavi-epochs 5 --adam-epochs 5 --dir /work/scratch/atlas_passes
+
+``--builder atlas`` writes the files with ``atlas.build`` instead, chunk by chunk (never
+whole in memory, for N x G too large for ``synthetic``): the same generative model, but
+its truth comes from one reference draw (the same loadings for every N) and its
+annotation adds 20% extra, irrelevant gene sets (``extra=0.2``); F1 is still over the 20
+annotated factors. ``--plot-only --also`` draws the fits of other runs' JSON too (e.g.
+N = 1M run apart); a fit of the same N and engine in ``--dir``'s JSON wins.
 
 Prints the machine and a Markdown table, saves every fit's numbers as JSON under ``--dir``
 and a figure ``benchmarks/figures/passes_vs_n.png``: F1 against passes, one line per N,
@@ -67,7 +76,14 @@ def _log(msg: str) -> None:
 
 def data_file(directory: Path, n_obs: int, args: argparse.Namespace) -> Path:
     """Path of the synthetic data set of ``n_obs`` cells."""
-    return directory / f"synthetic_{n_obs}x{args.n_vars}_k{args.n_factors}_s{args.seed}.h5ad"
+    name = f"{args.builder}_{n_obs}x{args.n_vars}_k{args.n_factors}_s{args.seed}.h5ad"
+    return directory / name
+
+
+def results_file(args: argparse.Namespace) -> Path:
+    """Path of the JSON of every fit run with these data settings in ``--dir``."""
+    tag = "" if args.builder == "synthetic" else f"{args.builder}_"
+    return args.dir / f"results_{tag}g{args.n_vars}_k{args.n_factors}_s{args.seed}.json"
 
 
 # --------------------------------------------------------------------------- child processes
@@ -76,6 +92,11 @@ def build_one(args: argparse.Namespace) -> dict:
     import spexlvm
 
     t0 = time.perf_counter()
+    if args.builder == "atlas":  # chunked, never whole in memory (other annotation: see doc)
+        from atlas import build
+
+        build(Path(args.path), args.build, args.n_vars, args.n_factors, args.seed)
+        return {"seconds": time.perf_counter() - t0, "peak_rss_gb": peak_rss_gb()}
     adata = spexlvm.datasets.synthetic(
         args.build, args.n_vars, args.n_factors, noise=0.2, seed=args.seed
     )
@@ -262,9 +283,14 @@ def plot(results: list[dict], path: Path, engines: list[str]) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="center right", fontsize=8)
     first = results[0]
+    data = (
+        "atlas.build (20% annotation noise + 20% extra sets)"
+        if first.get("builder") == "atlas"
+        else "synthetic (20% annotation noise)"
+    )
     fig.suptitle(
-        f"synthetic(N, {first['n_vars']} genes, 20 factors, 20% annotation noise): "
-        "F1 after each pass, default minibatches, no early stopping",
+        f"{data}, N x {first['n_vars']} genes, 20 factors: F1 after each pass, default "
+        "minibatches, no early stopping",
         fontsize=10,
     )
     fig.tight_layout()
@@ -294,6 +320,15 @@ def main() -> None:
     )
     parser.add_argument("--figure", type=Path, default=HERE / "figures" / "passes_vs_n.png")
     parser.add_argument("--plot-only", action="store_true", help="figure from the saved JSON")
+    parser.add_argument(
+        "--also", nargs="*", default=[], help="with --plot-only: more results JSON files to draw"
+    )
+    parser.add_argument(
+        "--builder",
+        choices=["synthetic", "atlas"],
+        default="synthetic",
+        help="synthetic: datasets.synthetic in memory; atlas: atlas.build, chunked (see doc)",
+    )
     parser.add_argument("--build", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     parser.add_argument("--fit", help=argparse.SUPPRESS)
@@ -312,9 +347,13 @@ def main() -> None:
 
     sizes = sorted(set(args.n_obs) | ({1_000_000} if args.million else set()))
     args.dir.mkdir(parents=True, exist_ok=True)
-    saved = args.dir / f"results_g{args.n_vars}_k{args.n_factors}_s{args.seed}.json"
+    saved = results_file(args)
     if args.plot_only:
         results = json.loads(saved.read_text())
+        for extra in args.also:  # other runs' fits (e.g. N = 1M run apart), unless in saved
+            done = {(r["n_obs"], r["n_vars"], r["engine"]) for r in results}
+            more = json.loads(Path(extra).read_text())
+            results += [r for r in more if (r["n_obs"], r["n_vars"], r["engine"]) not in done]
         plot(results, args.figure, args.engines)
         print(f"figure: {args.figure}")
         return
@@ -335,6 +374,8 @@ def main() -> None:
                     str(args.n_vars),
                     "--n-factors",
                     str(args.n_factors),
+                    "--builder",
+                    args.builder,
                 ]
             )
             _log(f"  {b['seconds']:.0f} s, builder peak RSS {b['peak_rss_gb']:.1f} GB")
@@ -356,6 +397,7 @@ def main() -> None:
                 extra.append("--backed")
             r = run_child(extra)
             r["load_after"] = load_average()
+            r["builder"] = args.builder
             results.append(r)
             print(row(r), flush=True)
             done = {(x["n_obs"], x["n_vars"], x["engine"]) for x in results}
