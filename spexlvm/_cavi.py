@@ -51,7 +51,7 @@ def minibatch_statistics(
     G x P x K). Summing the dicts of the minibatches of a pass gives the statistics of
     the whole training set.
     """
-    stats = module._minibatch_statistics(x, design)
+    stats = module._minibatch_statistics(x, design, sumsq=False)
     out = {"ym": stats["ym"], "second": stats["second"], "kl_x": stats["kl_x"]}
     if module.n_covariates:
         cov = stats["cov"]

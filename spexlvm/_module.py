@@ -791,7 +791,7 @@ class SpexLVMModule(PyroBaseModuleClass):
 
     @torch.no_grad()
     def _minibatch_statistics(
-        self, x: torch.Tensor, design: torch.Tensor | None = None
+        self, x: torch.Tensor, design: torch.Tensor | None = None, *, sumsq: bool = True
     ) -> dict[str, torch.Tensor]:
         """Sufficient statistics of a minibatch under the optimal q(x).
 
@@ -800,6 +800,8 @@ class SpexLVMModule(PyroBaseModuleClass):
         the whole training set ``sumsq = sum_n o_ng y_ng^2`` (G) of the minibatch (for the
         whole set the exact constant ``gene_sumsq`` is used instead) and, with covariates,
         ``cov``: the statistics of the design that :meth:`_covariate_sq_err` needs.
+        ``sumsq=False`` skips the minibatch's sum of squares (a pass over the minibatch)
+        for callers that use the exact constant ``gene_sumsq`` (coordinate ascent).
         """
         post = self.score_posterior(x, complete=not bool(self.has_missing), design=design)
         means, cov, logdet = post["means"], post["cov"], post["logdet"]
@@ -811,19 +813,19 @@ class SpexLVMModule(PyroBaseModuleClass):
             second = means.T @ means + n_batch * cov
             tr_cov = n_batch * torch.diagonal(cov).sum()
             logdet = n_batch * logdet
-            if n_batch != self.n_obs:
-                sumsq = _column_sumsq(x.to(means.dtype), self.gene_mean) / self.data_scale**2
+            if sumsq and n_batch != self.n_obs:
+                batch_sumsq = _column_sumsq(x.to(means.dtype), self.gene_mean) / self.data_scale**2
         else:
             y, o = post["y"], post["observed"].to(means.dtype)
             ym = y.T @ means
             second = torch.einsum("bg,bkl->gkl", o, means[:, :, None] * means[:, None, :] + cov)
             tr_cov = torch.diagonal(cov, dim1=-2, dim2=-1).sum()
-            if n_batch != self.n_obs:
-                sumsq = _column_sumsq(y)  # y is 0 where missing
+            if sumsq and n_batch != self.n_obs:
+                batch_sumsq = _column_sumsq(y)  # y is 0 where missing
         kl_x = 0.5 * (tr_cov + (means * means).sum() - n_batch * k + logdet.sum())
         out = {"ym": ym, "second": second, "kl_x": kl_x}
-        if n_batch != self.n_obs:
-            out["sumsq"] = sumsq
+        if sumsq and n_batch != self.n_obs:
+            out["sumsq"] = batch_sumsq
         if self.n_covariates:
             c = design.to(means.dtype)
             if "y" not in post:
