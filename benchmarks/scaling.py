@@ -31,6 +31,8 @@ Usage::
     python benchmarks/scaling.py                      # the full grid (tens of minutes)
     python benchmarks/scaling.py --quick              # a small grid (for nox -s bench)
     python benchmarks/scaling.py --device cuda        # on a GPU (accelerator="gpu")
+    python benchmarks/scaling.py --device cuda --engine cavi --n-obs 10000 100000 1000000
+                                                      # the GPU benchmark of issue 16
 
 Prints the machine and a Markdown table; saves a figure (three log-log panels, s/epoch
 against N, G and K, the floor dashed) under ``benchmarks/figures/``.
@@ -163,6 +165,7 @@ def measure(point: Point, args: argparse.Namespace) -> None:
     timer.start = timer._now()
     model.train(
         max_epochs=n_epochs,
+        engine=args.engine,
         accelerator="gpu" if cuda else "cpu",
         early_stopping=False,
         enable_progress_bar=False,
@@ -258,6 +261,9 @@ def main() -> int:
     parser.add_argument("--noise", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--engine", choices=["adam", "cavi"], default="adam", help="SpexLVM.train(engine=)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: default")
     parser.add_argument("--figure", default=None, help="PNG path (default under figures/)")
     args = parser.parse_args()
@@ -284,8 +290,8 @@ def main() -> int:
     print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
     print(f"machine: {machine()}")
     print(
-        f"device {args.device}; {args.warmup} warm-up + {args.epochs} timed epochs; floor: "
-        f"median of {args.repeats}; --max-gb {args.max_gb:g}"
+        f"device {args.device}, engine {args.engine}; {args.warmup} warm-up + "
+        f"{args.epochs} timed epochs; floor: median of {args.repeats}; --max-gb {args.max_gb:g}"
     )
     print()
     # one small untimed fit first, so that imports and first-call costs land on no point
