@@ -308,24 +308,32 @@ def update_scales(
     optimizer: torch.optim.Optimizer,
     n_steps: int,
     stats: dict[str, torch.Tensor] | None = None,
+    rel_tol: float = 0.0,
 ) -> None:
-    """``n_steps`` optimiser steps on the scales' terms of the ELBO.
+    """Up to ``n_steps`` optimiser steps on the scales' terms of the ELBO.
 
     Without ``stats`` the loadings are held fixed; with a pass's statistics each step
     moves every loading to its single-coordinate optimum given the new scales
-    (:func:`collapsed_scale_loss`).
+    (:func:`collapsed_scale_loss`). With ``rel_tol > 0`` the steps stop early once one
+    lowered the loss by less than ``rel_tol`` times its size (late passes, whose scales
+    are nearly optimal, then cost a few steps instead of ``n_steps``).
     """
     fixed = None
     if stats is not None:
         with torch.no_grad():
             fixed = _residual_statistics(module, stats)
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    previous = None
     for _ in range(n_steps):
         optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad():
             loss = scale_loss(module) if fixed is None else collapsed_scale_loss(module, fixed)
             torch.autograd.backward(loss, inputs=params)
+        value = float(loss.detach())
+        if rel_tol > 0 and previous is not None and previous - value < rel_tol * abs(value):
+            break  # the previous step hardly helped: this step's gradient is not taken
         optimizer.step()
+        previous = value
     if fixed is not None:  # the loadings at their optimum given the final scales
         with torch.no_grad():
             collapsed_scale_loss(module, fixed)
@@ -354,6 +362,7 @@ def update(
     stats: dict[str, torch.Tensor],
     optimizer: torch.optim.Optimizer | None,
     scale_steps: int,
+    scale_rel_tol: float = 0.0,
 ) -> torch.Tensor:
     """One coordinate-ascent update of every global factor from a pass's statistics.
 
@@ -376,7 +385,7 @@ def update(
         saved = [p.detach().clone() for p in params]
         saved_w = (module.w_loc.detach().clone(), module.w_log_sd.detach().clone())
         saved_opt = copy.deepcopy(optimizer.state_dict())
-    update_scales(module, optimizer, scale_steps, stats)
+    update_scales(module, optimizer, scale_steps, stats, scale_rel_tol)
     update_loadings(module, stats)
     with torch.no_grad():
         after = elbo_from_statistics(module, stats)

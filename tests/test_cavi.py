@@ -133,6 +133,20 @@ def test_update_never_lowers_the_elbo(missing, covariates, noise_scaled):
             assert after == pytest.approx(_value(m, stats), rel=1e-6)
 
 
+def test_scale_steps_stop_early_near_the_optimum():
+    """With rel_tol, steps that no longer help are not taken: fewer optimiser steps."""
+    x = _data()
+    m = _module(x, _slab())
+    opt = torch.optim.Adam(_cavi.scale_parameters(m), lr=0.05)
+    _cavi.update_scales(m, opt, 300)  # near the optimum
+    steps = int(opt.state[m.lam_loc]["step"])
+    _cavi.update_scales(m, opt, 50, rel_tol=1e-3)
+    early = int(opt.state[m.lam_loc]["step"])
+    assert early - steps < 50
+    _cavi.update_scales(m, opt, 50, rel_tol=0.0)
+    assert int(opt.state[m.lam_loc]["step"]) - early == 50
+
+
 def test_scale_steps_lower_the_scale_loss():
     x = _data()
     m = _module(x, _slab())

@@ -248,14 +248,24 @@ class CAVITrainingPlan(SpexLVMTrainingPlan):
     lr
         Adam learning rate of the scale steps.
     scale_steps
-        Adam steps of the horseshoe scales per pass.
+        Largest number of Adam steps of the horseshoe scales per pass.
+    scale_rel_tol
+        The scale steps of a pass stop once one lowered their loss by less than this
+        fraction of it (chosen on synthetic data: ``benchmarks/RESULTS.md``, "Coordinate
+        ascent"); 0 always takes ``scale_steps``.
     **kwargs
         Passed to :class:`SpexLVMTrainingPlan` (its warm-up options are not used: every
         factor is updated from the first pass).
     """
 
     def __init__(
-        self, pyro_module: SpexLVMModule, *, lr: float = 0.2, scale_steps: int = 10, **kwargs
+        self,
+        pyro_module: SpexLVMModule,
+        *,
+        lr: float = 0.2,
+        scale_steps: int = 10,
+        scale_rel_tol: float = 1e-5,
+        **kwargs,
     ):
         for unused in ("frozen_factors", "warmup_epochs", "warmup_optimizer"):
             kwargs.pop(unused, None)
@@ -263,6 +273,7 @@ class CAVITrainingPlan(SpexLVMTrainingPlan):
         if int(scale_steps) != scale_steps or scale_steps < 0:
             raise ValueError(f"scale_steps must be a non-negative integer, got {scale_steps!r}.")
         self.scale_steps = int(scale_steps)
+        self.scale_rel_tol = float(scale_rel_tol)
         self.automatic_optimization = False
         self._stats: dict[str, torch.Tensor] | None = None
 
@@ -306,6 +317,6 @@ class CAVITrainingPlan(SpexLVMTrainingPlan):
             )
         optimizer = self.optimizers() if self._trainer is not None else None
         optimizer = getattr(optimizer, "optimizer", optimizer)
-        _cavi.update(self.module, total, optimizer, self.scale_steps)
+        _cavi.update(self.module, total, optimizer, self.scale_steps, self.scale_rel_tol)
         self.training_step_outputs.append(-elbo.detach())
         return None
