@@ -66,11 +66,13 @@ def default_muvi_python() -> Path:
     return HERE.resolve().parent.parent / "muvi-venv" / "bin" / "python"
 
 
-def fit_spexlvm(adata, k: int, seed: int, device: str) -> dict:
-    """Fit spexlvm with ``tl.fit`` defaults; return wall time, steps and F1."""
+def fit_spexlvm(adata, k: int, seed: int, device: str, engine: str = "adam") -> dict:
+    """Fit spexlvm with ``tl.fit`` defaults (and ``engine``); return wall time, steps, F1."""
     accelerator = "gpu" if device == "cuda" else "cpu"
     start = time.perf_counter()
-    spexlvm.tl.fit(adata, seed=seed, accelerator=accelerator, enable_progress_bar=False)
+    spexlvm.tl.fit(
+        adata, seed=seed, accelerator=accelerator, engine=engine, enable_progress_bar=False
+    )
     if device == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - start
@@ -162,7 +164,10 @@ def run(args: argparse.Namespace) -> int:
                 f1_input = spexlvm.datasets.f1_score(
                     mask_true[:, :k], adata.varm["spexlvm_mask"][:, :k].astype(np.float32)
                 )
-                rows = {"spexlvm": fit_spexlvm(adata, k, seed, args.device)}
+                rows = {}
+                for engine in args.engines:
+                    tool = "spexlvm" if engine == "adam" else f"spexlvm ({engine})"
+                    rows[tool] = fit_spexlvm(adata.copy(), k, seed, args.device, engine)
                 del adata
                 rows["MuVI 0.2.2"] = fit_muvi(
                     muvi_python, data, Path(tmp) / "out.npz", mask_true, k, seed, args
@@ -209,6 +214,13 @@ def main() -> int:
         "--case", action="append", metavar="N,G,K", help="an extra case (repeatable)"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        choices=["adam", "cavi"],
+        default=["adam", "cavi"],
+        help="spexlvm's inference engines to run (SpexLVM.train(engine=))",
+    )
     parser.add_argument("--noise", type=float, default=0.2)
     parser.add_argument("--extra", type=float, default=0.2)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
