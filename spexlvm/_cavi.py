@@ -188,16 +188,9 @@ def update_loadings(module: SpexLVMModule, stats: dict[str, torch.Tensor]) -> No
 
 def expected_sq_error(module: SpexLVMModule, stats: dict[str, torch.Tensor]) -> torch.Tensor:
     """``E sum_n o_ng (y_ng - c_n b_g - z_n w_g)^2`` per gene under q, from the statistics."""
-    mu, var = module.loadings_moments()
-    second, ym = stats["second"], stats["ym"]
-    if second.dim() == 2:
-        quad = ((mu @ second) * mu).sum(-1) + var @ torch.diagonal(second)
-    else:
-        quad = torch.einsum("gk,gkl,gl->g", mu, second, mu) + (
-            var * torch.diagonal(second, dim1=-2, dim2=-1)
-        ).sum(-1)
-    out = module.gene_sumsq + quad - 2.0 * (mu * ym).sum(-1)
+    out = module.gene_sumsq + module.loadings_sq_err(stats)
     if module.n_covariates:
+        mu = module.w_loc
         b, b_var = module.covariate_moments()
         cc, cm = stats["cc"], stats["cm"]
         if cc.dim() == 2:

@@ -842,6 +842,23 @@ class SpexLVMModule(PyroBaseModuleClass):
                 }
         return out
 
+    def loadings_sq_err(self, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The factors' part of each gene's expected squared error, from score statistics.
+
+        ``E[w_g^T Q_g w_g] - 2 mu_g . (Y^T M)_g`` under q(w), with ``Q`` the scores' summed
+        second moment (``stats["second"]``, K x K or per gene) and ``Y^T M``
+        (``stats["ym"]``); add ``sum_n o_ng y_ng^2`` for the squared error.
+        """
+        mu, var = self.loadings_moments()
+        second, ym = stats["second"], stats["ym"]
+        if second.dim() == 2:
+            quad = ((mu @ second) * mu).sum(-1) + var @ torch.diagonal(second)
+        else:
+            quad = torch.einsum("gk,gkl,gl->g", mu, second, mu) + (
+                var * torch.diagonal(second, dim1=-2, dim2=-1)
+            ).sum(-1)
+        return quad - 2.0 * (mu * ym).sum(-1)
+
     def expected_log_likelihood(
         self, stats: dict[str, torch.Tensor], scale: float
     ) -> torch.Tensor:
@@ -855,19 +872,11 @@ class SpexLVMModule(PyroBaseModuleClass):
         global factors, so (envelope theorem) its parameters are held fixed when
         differentiating and the gradient is exact.
         """
-        mu, var = self.loadings_moments()
         p = self.expected_precision()
         e_log_p = torch.digamma(self.prec_shape) - self.prec_log_rate
         n_g = 2.0 * (self.prec_shape - self.noise_prior_shape)
-        second, ym = stats["second"], stats["ym"]
-        if second.dim() == 2:
-            quad = ((mu @ second) * mu).sum(-1) + var @ torch.diagonal(second)
-        else:
-            quad = torch.einsum("gk,gkl,gl->g", mu, second, mu) + (
-                var * torch.diagonal(second, dim1=-2, dim2=-1)
-            ).sum(-1)
         sumsq = stats.get("sumsq")
-        fit = quad - 2.0 * (mu * ym).sum(-1)
+        fit = self.loadings_sq_err(stats)
         # without the minibatch's own sum (the whole training set): the exact constant
         sq_err = self.gene_sumsq + scale * fit if sumsq is None else scale * (sumsq + fit)
         return 0.5 * (n_g * (e_log_p - _LOG_2PI)).sum() - 0.5 * (p * sq_err).sum()
