@@ -37,7 +37,7 @@ Usage::
     OMP_NUM_THREADS=2 python benchmarks/passes_vs_n.py --million   # and 1M (~8 GB to build)
     python benchmarks/passes_vs_n.py --plot-only --also other/results_g1000_k20_s0.json
     OMP_NUM_THREADS=2 python benchmarks/passes_vs_n.py --builder atlas --n-obs 1000000 \\
-        --n-vars 2000 --cavi-epochs 5 --adam-epochs 5 --dir /work/scratch/atlas_passes
+        --n-vars 2000 --cavi-epochs 5 --adam-epochs 5 --dir /tmp/atlas_passes
 
 ``--builder atlas`` writes the files with ``atlas.build`` instead, chunk by chunk (never
 whole in memory, for N x G too large for ``synthetic``): the same generative model, but
@@ -58,6 +58,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -315,7 +316,11 @@ def main() -> None:
     parser.add_argument(
         "--dir",
         type=Path,
-        default=Path(os.environ.get("SPEXLVM_PASSES_DIR", "/work/scratch/spexlvm_passes_vs_n")),
+        default=Path(
+            os.environ.get(
+                "SPEXLVM_PASSES_DIR", Path(tempfile.gettempdir()) / "spexlvm_passes_vs_n"
+            )
+        ),
         help="where the .h5ad files and the JSON results go (not the repository)",
     )
     parser.add_argument("--figure", type=Path, default=HERE / "figures" / "passes_vs_n.png")
