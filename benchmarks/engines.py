@@ -14,7 +14,7 @@ per entry and the quality measure of the case:
     The paper's size, 10,000 x 8,000, K = 100: F1.
 ``mesc``
     Buettner et al.'s mESC, 6,000 most variable genes, hallmark + Reactome sets with
-    40-300 genes found, every set kept, one dense factor: AUROC of the G2M checkpoint and
+    40-300 genes found, every set kept, one dense factor (``--n-dense``): AUROC of the G2M checkpoint and
     Reactome cell cycle factors against G2/M cells (``sc.tl.score_genes`` beside them).
 ``pbmc``
     pbmc68k_reduced (``.raw``), Reactome sets with >= 10 genes found, every set kept, one
@@ -55,7 +55,7 @@ def pca_time(adata, n_comps: int) -> float:
     return time.perf_counter() - start
 
 
-def fit(case: str, engine: str, seed: int) -> dict:
+def fit(case: str, engine: str, seed: int, n_dense: int = 1) -> dict:
     """One ``tl.fit``; wall time, passes, ELBO, quality, PCA time on the same data."""
     out = {"case": case, "engine": engine, "seed": seed}
     if case in ("a", "paper"):
@@ -76,7 +76,7 @@ def fit(case: str, engine: str, seed: int) -> dict:
         spexlvm.tl.fit(
             adata,
             sets,
-            n_dense=1,
+            n_dense=n_dense,
             seed=seed,
             nested="keep",
             engine=engine,
@@ -106,11 +106,16 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    parser.add_argument(
+        "--n-dense", type=int, default=1, help="dense factors of the mesc and pbmc fits"
+    )
     args = parser.parse_args()
     quiet()
     warnings.filterwarnings("ignore")
     print(machine("spexlvm", "torch", "scanpy"))
-    print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}\n")
+    print(
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, n_dense={args.n_dense}\n"
+    )
     print(
         "| case | seed | engine | tl.fit (s) | epochs | settled | -ELBO/entry | PCA (s) | "
         "x PCA | quality |"
@@ -132,7 +137,7 @@ def main() -> None:
             )
         for seed in args.seeds:
             for engine in args.engines:
-                r = fit(case, engine, seed)
+                r = fit(case, engine, seed, args.n_dense)
                 quality = ", ".join(
                     f"{k.removeprefix('REACTOME_').removeprefix('HALLMARK_')} {v:.3f}"
                     for k, v in r["quality"].items()
