@@ -14,8 +14,9 @@ per entry and the quality measure of the case:
     The paper's size, 10,000 x 8,000, K = 100: F1.
 ``mesc``
     Buettner et al.'s mESC, 6,000 most variable genes, hallmark + Reactome sets with
-    40-300 genes found, every set kept, one dense factor (``--n-dense``): AUROC of the G2M checkpoint and
-    Reactome cell cycle factors against G2/M cells (``sc.tl.score_genes`` beside them).
+    40-300 genes found, every set kept, one dense factor (``--n-dense``): AUROC of the G2M
+    checkpoint and Reactome cell cycle factors against G2/M cells (``sc.tl.score_genes``
+    beside them).
 ``pbmc``
     pbmc68k_reduced (``.raw``), Reactome sets with >= 10 genes found, every set kept, one
     dense factor: AUROC of MHC II vs Dendritic, BCR vs CD19+ B, innate immune system and
