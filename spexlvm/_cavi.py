@@ -7,10 +7,10 @@ minibatches, and over the processes under DDP); the global factors are then upda
 closed form where the ELBO allows it, each update a coordinate (block) ascent step:
 
 * ``q(w)`` (and, with known covariates, ``q(B)``): the ELBO is quadratic in the loading
-  means, so their optimum is one linear system per gene, ``(E[tau_g] S + diag(E[1/v_g]))
-  mu_g = E[tau_g] (Y^T M)_g``, jointly over the factors (the mean-field family still
-  fits the means of collinear factors jointly; only the variances are per factor,
-  ``1 / (E[tau_g] S_kk + E[1/v_gk])``);
+  means, so their optimum is one linear system per gene, ``(E[rho_g] S + diag(E[1/v_g]))
+  mu_g = E[rho_g] (Y^T M)_g`` (``rho_g`` the gene's noise precision), jointly over the
+  factors (the mean-field family still fits the means of collinear factors jointly; only
+  the variances are per factor, ``1 / (E[rho_g] S_kk + E[1/v_gk])``);
 * ``q(precision_g)``: the rate of its Gamma is closed form given the expected squared
   error;
 * the horseshoe scales (log-normal factors, not conjugate): a few Adam steps on the
@@ -359,13 +359,15 @@ def update(
 ) -> torch.Tensor:
     """One coordinate-ascent update of every global factor from a pass's statistics.
 
-    ``q(w)`` (and ``q(B)``) and ``q(precision)`` in closed form, then ``scale_steps``
-    optimiser steps on the scales with the loadings following them
+    ``q(w)`` (and ``q(B)``) and ``q(precision)`` in closed form, then up to
+    ``scale_steps`` optimiser steps on the scales with the loadings following them
     (:func:`update_scales` with the statistics), then ``q(w)`` in closed form again. The
     ELBO with the pass's score posterior is checked at the end: if the scale steps lowered
     it (a step on the surrogate in which every loading moves alone can overshoot for
     strongly collinear factors), they are undone and replaced by steps with the loadings
-    fixed, which cannot. Returns the ELBO after the update (with the pass's scores).
+    fixed; if those lower it too (an Adam step can overshoot), the scales stay as they
+    were. The ELBO therefore never decreases. Returns the ELBO after the update (with the
+    pass's scores).
     """
     update_loadings(module, stats)
     update_noise(module, stats)
@@ -378,17 +380,26 @@ def update(
         saved = [p.detach().clone() for p in params]
         saved_w = (module.w_loc.detach().clone(), module.w_log_sd.detach().clone())
         saved_opt = copy.deepcopy(optimizer.state_dict())
+
+    def restore() -> None:
+        with torch.no_grad():
+            for p, v in zip(params, saved, strict=True):
+                p.copy_(v)
+            module.w_loc.copy_(saved_w[0])
+            module.w_log_sd.copy_(saved_w[1])
+        optimizer.load_state_dict(saved_opt)
+
     update_scales(module, optimizer, scale_steps, stats, scale_rel_tol)
     update_loadings(module, stats)
     with torch.no_grad():
         after = elbo_from_statistics(module, stats)
-        if bool(after >= before):
-            return after
-        for p, v in zip(params, saved, strict=True):
-            p.copy_(v)
-        module.w_loc.copy_(saved_w[0])
-        module.w_log_sd.copy_(saved_w[1])
-    optimizer.load_state_dict(saved_opt)
-    update_scales(module, optimizer, scale_steps)
+    if bool(after >= before):
+        return after
+    restore()
+    update_scales(module, optimizer, scale_steps, rel_tol=scale_rel_tol)
     with torch.no_grad():
-        return elbo_from_statistics(module, stats)
+        after = elbo_from_statistics(module, stats)
+    if bool(after >= before):
+        return after
+    restore()
+    return before
