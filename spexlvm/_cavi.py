@@ -33,7 +33,7 @@ import copy
 
 import torch
 
-from ._module import _LOG_2PI, SpexLVMModule
+from ._module import SpexLVMModule
 
 #: Largest system (factors + covariate columns) solved directly (Cholesky) per gene;
 #: larger ones use preconditioned conjugate gradients warm-started at the current means.
@@ -79,16 +79,15 @@ def add_statistics(
 def _system(module: SpexLVMModule, stats: dict[str, torch.Tensor]):
     """Per-gene quadratic form of the ELBO in the loading (and covariate-effect) means.
 
-    Returns ``(matvec, diag, rhs)``: the ELBO is ``-1/2 u^T H_g u + u^T r_g`` per gene,
-    with ``H_g = E[tau_g] Q_g + diag(prior precisions)``; ``matvec(U)`` gives ``H_g u_g``
-    for every gene (rows of ``U``), ``diag`` the diagonals of ``H`` and ``rhs`` the
-    ``r_g``.
+    The ELBO is ``-1/2 u^T H_g u + u^T r_g`` per gene, with ``H_g = E[rho_g] Q_g +
+    diag(prior precisions)`` (``rho_g`` the noise precision). Returns ``(matvec, diag,
+    rhs, q, prior, p)``: ``matvec(U)`` gives ``H_g u_g`` for every gene (rows of ``U``),
+    ``diag`` the diagonals of ``H``, ``rhs`` the ``r_g``, ``q`` the ``Q`` (shared or per
+    gene), ``prior`` the prior precisions and ``p`` the ``E[rho_g]``.
     """
     e_inv_v, _ = module.prior_precision_moments()
     p = module.expected_precision()
     second, ym = stats["second"], stats["ym"]
-    per_gene = second.dim() == 3
-    k = module.n_factors
     prior = e_inv_v
     rhs = ym
     if module.n_covariates:
@@ -96,16 +95,10 @@ def _system(module: SpexLVMModule, stats: dict[str, torch.Tensor]):
         cc, cm = stats["cc"], stats["cm"]
         prior = torch.cat([prior, (module.cov_prior_scale**-2).expand(module.n_vars, n_cov)], 1)
         rhs = torch.cat([ym, stats["yc"]], 1)
-        if not per_gene and cc.dim() == 2:
+        if second.dim() == 2:  # complete data: one Q for every gene
             q = torch.cat([torch.cat([second, cm.T], 1), torch.cat([cm, cc], 1)], 0)
         else:
-            s = second.expand(module.n_vars, k, k) if second.dim() == 2 else second
-            cc_g = cc.expand(module.n_vars, n_cov, n_cov) if cc.dim() == 2 else cc
-            cm_g = cm.expand(module.n_vars, n_cov, k) if cm.dim() == 2 else cm
-            q = torch.cat(
-                [torch.cat([s, cm_g.mT], 2), torch.cat([cm_g, cc_g], 2)],
-                1,
-            )
+            q = torch.cat([torch.cat([second, cm.mT], 2), torch.cat([cm, cc], 2)], 1)
     else:
         q = second
     rhs = p[:, None] * rhs
@@ -186,21 +179,16 @@ def update_loadings(module: SpexLVMModule, stats: dict[str, torch.Tensor]) -> No
         module.cov_log_sd.copy_(log_sd[:, k:])
 
 
+def _covariate_stats(stats: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """The statistics in the form :meth:`SpexLVMModule._covariate_sq_err` reads."""
+    return {"cov": {"yc": stats["yc"], "cc": stats["cc"], "cm": stats["cm"]}}
+
+
 def expected_sq_error(module: SpexLVMModule, stats: dict[str, torch.Tensor]) -> torch.Tensor:
     """``E sum_n o_ng (y_ng - c_n b_g - z_n w_g)^2`` per gene under q, from the statistics."""
     out = module.gene_sumsq + module.loadings_sq_err(stats)
     if module.n_covariates:
-        mu = module.w_loc
-        b, b_var = module.covariate_moments()
-        cc, cm = stats["cc"], stats["cm"]
-        if cc.dim() == 2:
-            out = out + ((b @ cc) * b).sum(-1) + b_var @ torch.diagonal(cc)
-            out = out + 2.0 * (mu * (b @ cm)).sum(-1)
-        else:
-            out = out + torch.einsum("gp,gpq,gq->g", b, cc, b)
-            out = out + (b_var * torch.diagonal(cc, dim1=-2, dim2=-1)).sum(-1)
-            out = out + 2.0 * torch.einsum("gk,gpk,gp->g", mu, cm, b)
-        out = out - 2.0 * (b * stats["yc"]).sum(-1)
+        out = out + module._covariate_sq_err(_covariate_stats(stats))
     return out
 
 
@@ -257,17 +245,14 @@ def collapsed_scale_loss(module: SpexLVMModule, fixed: dict[str, torch.Tensor]) 
     of the scores' second moment, ``r`` the residual statistic ``(Y^T M)_gk - sum_{l != k}
     S_kl mu_gl``), so that a scale step moves its loading with it: no zig-zag between
     loadings and scales, which is what makes plain coordinate ascent slow where the prior
-    and the data weigh alike. The module's ``w_loc`` and ``w_log_sd`` are set to those
-    optima.
+    and the data weigh alike. The module's ``q(w)`` is not changed (:func:`update`
+    solves it jointly afterwards).
     """
     e_inv_v, _ = module.prior_precision_moments()
     p, s_kk, r = fixed["p"], fixed["s_kk"], fixed["r"]
     var = 1.0 / (p[:, None] * s_kk + e_inv_v)
     mu = p[:, None] * r * var
     lik = -0.5 * (p[:, None] * (s_kk * (mu * mu + var) - 2.0 * mu * r)).sum()
-    with torch.no_grad():
-        module.w_loc.copy_(mu)
-        module.w_log_sd.copy_(0.5 * torch.log(var))
     terms = module.global_kl(loadings=(mu, var))
     kl = (
         terms["kl_w"]
@@ -305,11 +290,12 @@ def update_scales(
 ) -> None:
     """Up to ``n_steps`` optimiser steps on the scales' terms of the ELBO.
 
-    Without ``stats`` the loadings are held fixed; with a pass's statistics each step
-    moves every loading to its single-coordinate optimum given the new scales
-    (:func:`collapsed_scale_loss`). With ``rel_tol > 0`` the steps stop early once one
-    lowered the loss by less than ``rel_tol`` times its size (late passes, whose scales
-    are nearly optimal, then cost a few steps instead of ``n_steps``).
+    Without ``stats`` the loadings are held fixed; with a pass's statistics each step is
+    taken with every loading at its single-coordinate optimum given the new scales
+    (:func:`collapsed_scale_loss`; the module's ``q(w)`` is left for the caller to
+    solve). With ``rel_tol > 0`` the steps stop early once one lowered the loss by less
+    than ``rel_tol`` times its size (late passes, whose scales are nearly optimal, then
+    cost a few steps instead of ``n_steps``).
     """
     fixed = None
     if stats is not None:
@@ -322,14 +308,12 @@ def update_scales(
         with torch.enable_grad():
             loss = scale_loss(module) if fixed is None else collapsed_scale_loss(module, fixed)
             torch.autograd.backward(loss, inputs=params)
-        value = float(loss.detach())
-        if rel_tol > 0 and previous is not None and previous - value < rel_tol * abs(value):
-            break  # the previous step hardly helped: this step's gradient is not taken
+        if rel_tol > 0:  # one device sync per step, only when it is needed
+            value = float(loss.detach())
+            if previous is not None and previous - value < rel_tol * abs(value):
+                break  # the previous step hardly helped: this step's gradient is not taken
+            previous = value
         optimizer.step()
-        previous = value
-    if fixed is not None:  # the loadings at their optimum given the final scales
-        with torch.no_grad():
-            collapsed_scale_loss(module, fixed)
 
 
 def elbo_from_statistics(module: SpexLVMModule, stats: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -340,12 +324,12 @@ def elbo_from_statistics(module: SpexLVMModule, stats: dict[str, torch.Tensor]) 
     training set); after an update of the global factors it is the ELBO with the scores'
     posterior of the pass, the objective that each update maximises. Differentiable.
     """
-    e_log_p = torch.digamma(module.prec_shape) - module.prec_log_rate
-    n_g = 2.0 * (module.prec_shape - module.noise_prior_shape)
-    ell = 0.5 * (n_g * (e_log_p - _LOG_2PI)).sum()
-    ell = ell - 0.5 * (module.expected_precision() * expected_sq_error(module, stats)).sum()
+    # the whole training set (no minibatch sum of squares): scale 1, exact constants
+    ell = module.expected_log_likelihood(stats, 1.0)
     kl = sum(module.global_kl().values())
     if module.n_covariates:
+        cov_err = module._covariate_sq_err(_covariate_stats(stats))
+        ell = ell - 0.5 * (module.expected_precision() * cov_err).sum()
         kl = kl + module.covariate_kl()
     return ell - stats["kl_x"] - kl
 

@@ -413,10 +413,15 @@ class SpexLVMModule(PyroBaseModuleClass):
         b, b_var = self.covariate_moments()
         mu = self.w_loc
         cov = stats["cov"]
-        if "cc" in cov:  # complete data: P x P and P x K statistics
+        if "cc" in cov and cov["cc"].dim() == 2:  # complete data: P x P and P x K
             cc = cov["cc"]
             out = ((b @ cc) * b).sum(-1) + b_var @ torch.diagonal(cc)
             out = out + 2.0 * (mu * (b @ cov["cm"])).sum(-1)
+        elif "cc" in cov:  # summed per gene (G x P x P, G x P x K; coordinate ascent)
+            cc = cov["cc"]
+            out = torch.einsum("gp,gpq,gq->g", b, cc, b)
+            out = out + (b_var * torch.diagonal(cc, dim1=-2, dim2=-1)).sum(-1)
+            out = out + 2.0 * torch.einsum("gk,gpk,gp->g", mu, cov["cm"], b)
         else:  # missing values: per cell and gene
             effect = cov["design"] @ b.T
             effect_o = effect * cov["observed"]

@@ -284,3 +284,16 @@ def test_cavi_kill_and_resume_matches_uninterrupted(tmp_path):
     with pytest.raises(ValueError, match="engine"):
         _, other = child.make_model()
         other.train(**child.TRAIN, checkpoint_dir=ckpt)
+
+
+def test_cavi_warns_about_ignored_warmup_settings(small):
+    adata = small.copy()
+    spexlvm.SpexLVM.setup_anndata(adata)
+    model = spexlvm.SpexLVM(adata)
+    with pytest.warns(UserWarning, match=r"warmup_epochs in plan_kwargs are ignored"):
+        model.train(
+            engine="cavi",
+            max_epochs=1,
+            plan_kwargs={"warmup_epochs": 5},
+            enable_progress_bar=False,
+        )

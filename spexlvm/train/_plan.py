@@ -8,20 +8,35 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 
 import torch
 from scvi.train import LowLevelPyroTrainingPlan
 
 from .. import _cavi
 from .._module import AnalyticELBO, SpexLVMModule
+from .._utils import user_stacklevel
 
 logger = logging.getLogger(__name__)
 
 
-_DIVERGED = (
-    "Training diverged at epoch {epoch}, step {step}: {what}. Lower the learning rate "
-    "(`lr=`, default 0.05) or check the input for extreme outliers."
+_DIVERGED = "Training diverged at epoch {epoch}, step {step}: {what}. {advice}"
+_ADAM_ADVICE = (
+    "Lower the learning rate (`lr=`, default 0.05) or check the input for extreme outliers."
 )
+_CAVI_ADVICE = "Check the input for extreme outliers, or use engine='adam'."
+
+
+def _not_positive_definite(epoch: int, step: int, advice: str) -> FloatingPointError:
+    """The error of a cell-score precision matrix that stopped being positive definite."""
+    return FloatingPointError(
+        _DIVERGED.format(
+            epoch=epoch,
+            step=step,
+            what="the cell-score precision matrix is no longer positive definite",
+            advice=advice,
+        )
+    )
 
 
 class FactorwiseAdam(torch.optim.Optimizer):
@@ -185,19 +200,12 @@ class SpexLVMTrainingPlan(LowLevelPyroTrainingPlan):
     def training_step(self, batch, batch_idx):
         """One minibatch step: the negative closed-form ELBO."""
         args, kwargs = self.module._get_fn_args_from_batch(batch)
-        hint = _DIVERGED
         try:
             loss = self.differentiable_loss_fn(
                 self.module.model, self.module.guide, *args, **kwargs
             )
         except torch.linalg.LinAlgError as err:
-            raise FloatingPointError(
-                hint.format(
-                    epoch=self.current_epoch,
-                    step=batch_idx,
-                    what="the cell-score precision matrix is no longer positive definite",
-                )
-            ) from err
+            raise _not_positive_definite(self.current_epoch, batch_idx, _ADAM_ADVICE) from err
         finite = bool(torch.isfinite(loss))
         if self._trainer is not None and self.trainer.world_size > 1:
             # every process stops together: one that raised alone would leave the others
@@ -205,11 +213,12 @@ class SpexLVMTrainingPlan(LowLevelPyroTrainingPlan):
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if not finite:
             raise FloatingPointError(
-                hint.format(
+                _DIVERGED.format(
                     epoch=self.current_epoch,
                     step=batch_idx,
                     what=f"the ELBO became {loss.item()}"
                     + (" (in one of the processes)" if bool(torch.isfinite(loss)) else ""),
+                    advice=_ADAM_ADVICE,
                 )
             )
         self.training_step_outputs.append(loss.detach())
@@ -267,8 +276,19 @@ class CAVITrainingPlan(SpexLVMTrainingPlan):
         scale_rel_tol: float = 1e-5,
         **kwargs,
     ):
-        for unused in ("frozen_factors", "warmup_epochs", "warmup_optimizer"):
-            kwargs.pop(unused, None)
+        ignored = [
+            k for k in ("frozen_factors", "warmup_epochs", "warmup_optimizer") if k in kwargs
+        ]
+        if ignored:
+            warnings.warn(
+                f"{', '.join(ignored)} in plan_kwargs are ignored with engine='cavi', which "
+                "updates every factor from the first pass (no warm-up). Drop them, or use "
+                "engine='adam'.",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
+            for k in ignored:
+                kwargs.pop(k)
         super().__init__(pyro_module, lr=lr, **kwargs)
         if int(scale_steps) != scale_steps or scale_steps < 0:
             raise ValueError(f"scale_steps must be a non-negative integer, got {scale_steps!r}.")
@@ -295,13 +315,7 @@ class CAVITrainingPlan(SpexLVMTrainingPlan):
         try:
             stats = _cavi.minibatch_statistics(self.module, *args, **kwargs)
         except torch.linalg.LinAlgError as err:
-            raise FloatingPointError(
-                _DIVERGED.format(
-                    epoch=self.current_epoch,
-                    step=batch_idx,
-                    what="the cell-score precision matrix is no longer positive definite",
-                ).replace("Lower the learning rate (`lr=`, default 0.05)", "Use engine='adam'")
-            ) from err
+            raise _not_positive_definite(self.current_epoch, batch_idx, _CAVI_ADVICE) from err
         self._stats = _cavi.add_statistics(self._stats, stats)
         n_batches = self.trainer.num_training_batches if self._trainer is not None else 1
         if batch_idx + 1 < n_batches:
