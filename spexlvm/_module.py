@@ -239,6 +239,16 @@ class SpexLVMModule(PyroBaseModuleClass):
         effects (model scale).
     init_covariate_effects
         Initial posterior means of the covariate effects (genes x ``P``).
+    score_overlap_corr
+        ``C`` (K x K, unit diagonal, positive semi-definite): how much the factors' gene
+        sets overlap. The cell scores have the prior ``x_n ~ N(0, R)`` with
+        ``R = (1 - rho) I + rho C``. ``None``: the identity (independent scores, the
+        paper's prior, whatever ``rho``).
+    score_overlap
+        ``rho`` in [0, 1): fixed, or the start when learned.
+    learn_score_overlap
+        Whether ``rho`` is learned by maximising the ELBO (a point estimate, empirical
+        Bayes) instead of fixed.
     """
 
     def __init__(
@@ -263,6 +273,9 @@ class SpexLVMModule(PyroBaseModuleClass):
         covariate_scale: torch.Tensor | None = None,
         covariate_prior_scale: float = 1.0,
         init_covariate_effects: torch.Tensor | None = None,
+        score_overlap_corr: torch.Tensor | None = None,
+        score_overlap: float = 0.0,
+        learn_score_overlap: bool = False,
     ):
         super().__init__()
         n_vars, n_factors = slab.shape
@@ -331,6 +344,119 @@ class SpexLVMModule(PyroBaseModuleClass):
             covariate_prior_scale,
             init_covariate_effects,
         )
+        self._init_score_prior(score_overlap_corr, score_overlap, learn_score_overlap)
+
+    def _init_score_prior(
+        self, overlap_corr: torch.Tensor | None, overlap: float, learn: bool
+    ) -> None:
+        """The scores' prior ``N(0, R)``, ``R = (1 - rho) I + rho C``.
+
+        ``C`` is kept as its eigendecomposition, so that ``R^-1`` and ``log |R|`` are exact
+        and cheap for any ``rho`` (eigenvalues ``d_i = 1 - rho + rho lambda_i``).
+
+        ``C``'s eigenvectors are state (:meth:`flip_factors` changes their signs), so are
+        ``rho`` (learned or fixed): models saved before the prior existed load with
+        independent scores (:meth:`_load_from_state_dict`).
+        """
+        k = self.n_factors
+        corr = torch.eye(k, dtype=torch.float64) if overlap_corr is None else overlap_corr
+        corr = corr.to(torch.float64)
+        if corr.shape != (k, k) or not torch.allclose(corr, corr.T):
+            raise ValueError(f"score_overlap_corr must be a symmetric {k} x {k} matrix.")
+        if not torch.allclose(torch.diagonal(corr), torch.ones(k, dtype=corr.dtype)):
+            raise ValueError("score_overlap_corr must have a unit diagonal.")
+        eig, basis = torch.linalg.eigh(corr)
+        if float(eig.min()) < -1e-6:
+            raise ValueError("score_overlap_corr must be positive semi-definite.")
+        if not 0.0 <= overlap < 1.0:
+            raise ValueError(f"score_overlap must lie in [0, 1), got {overlap!r}.")
+        self.register_buffer("score_overlap_basis", basis.float())
+        self.register_buffer("score_overlap_eig", eig.clamp_min(0.0).float())
+        overlapping = not torch.allclose(corr, torch.eye(k, dtype=corr.dtype))
+        # rho = sigmoid(logit): learned by the ELBO (empirical Bayes; only when some sets
+        # overlap: otherwise rho changes nothing) or fixed
+        logit = math.log(max(overlap, 1e-4) / (1.0 - overlap))
+        self.score_overlap_logit = nn.Parameter(
+            torch.tensor(logit), requires_grad=bool(learn and overlapping)
+        )
+        # rho exactly 0 unless asked: independent scores as in the paper
+        self.register_buffer("score_overlap_on", torch.tensor(overlap > 0.0 or learn))
+        self.register_buffer("score_overlap_any", torch.tensor(overlapping))
+
+    @property
+    def learn_score_overlap(self) -> bool:
+        """Whether ``rho`` is learned (by the ELBO) rather than fixed."""
+        return bool(self.score_overlap_logit.requires_grad)
+
+    def score_overlap(self) -> torch.Tensor:
+        """``rho``, the weight of the sets' overlap in the scores' prior correlation."""
+        if not bool(self.score_overlap_on):
+            return torch.zeros((), device=self.score_overlap_logit.device)
+        return torch.sigmoid(self.score_overlap_logit)
+
+    @property
+    def correlated_scores(self) -> bool:
+        """Whether the scores' prior correlation is not the identity."""
+        return bool(self.score_overlap_any) and bool(self.score_overlap_on)
+
+    def _score_prior_eigenvalues(self) -> torch.Tensor:
+        rho = self.score_overlap()
+        return (1.0 - rho + rho * self.score_overlap_eig).clamp_min(1e-6)
+
+    def score_prior_precision(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``R^-1`` (K x K) and ``log |R|`` of the scores' prior; differentiable in ``rho``."""
+        if not self.correlated_scores:
+            k = self.n_factors
+            eye = torch.eye(k, device=self.score_overlap_basis.device)
+            return eye, torch.zeros((), device=eye.device)
+        d = self._score_prior_eigenvalues()
+        v = self.score_overlap_basis
+        return (v / d) @ v.T, torch.log(d).sum()
+
+    def score_prior_cov(self) -> torch.Tensor:
+        """``R``, the scores' prior covariance (K x K)."""
+        v = self.score_overlap_basis
+        return (v * self._score_prior_eigenvalues()) @ v.T
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # models saved before the scores' prior correlation: independent scores
+        k = self.n_factors
+        dev = self.score_overlap_basis.device
+        state_dict.setdefault(prefix + "score_overlap_basis", torch.eye(k, device=dev))
+        state_dict.setdefault(prefix + "score_overlap_eig", torch.ones(k, device=dev))
+        state_dict.setdefault(prefix + "score_overlap_logit", torch.tensor(-9.21, device=dev))
+        state_dict.setdefault(prefix + "score_overlap_on", torch.tensor(False, device=dev))
+        state_dict.setdefault(prefix + "score_overlap_any", torch.tensor(False, device=dev))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def flip_factors(self, signs: torch.Tensor) -> None:
+        """Flip factors' signs (``signs``: +1 / -1 per factor) in q(w) and the scores' prior.
+
+        The model is symmetric under ``(x_k, w_k) -> (-x_k, -w_k)`` when the prior
+        correlations of factor k flip with it (``C -> D C D``: the eigenvectors' rows flip),
+        so the fit is unchanged.
+        """
+        signs = signs.to(self.w_loc)
+        self.w_loc.mul_(signs)
+        self.score_overlap_basis.mul_(signs[:, None])
+
+    def score_kl_shift(self, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """How much ``kl_x`` changed since the statistics were taken, differentiable in rho.
+
+        ``kl_x`` of ``stats`` under the current ``rho`` minus its value under the ``rho``
+        the statistics were taken with (0 with independent scores).
+
+        The score posterior is held fixed (it was optimal for the old ``rho``); this is the
+        whole dependence of the ELBO on ``rho``. ``stats``: summed over any minibatches
+        (``moment`` = sum_n E[x_n x_n^T], ``prior_quad``, ``prior_logdet_n``, ``n_cells``).
+        """
+        if not self.correlated_scores:
+            return torch.zeros((), device=self.score_overlap_basis.device)
+        prec, logdet = self.score_prior_precision()
+        moment = stats["moment"].to(prec.dtype)
+        quad = (prec * moment).sum() - stats["prior_quad"]
+        return 0.5 * (quad + stats["n_cells"] * logdet - stats["prior_logdet_n"])
 
     def _init_covariates(
         self,
@@ -539,10 +665,10 @@ class SpexLVMModule(PyroBaseModuleClass):
             raise ValueError("The model has covariates: pass the cells' `design`.")
         if complete is None:
             complete = bool(torch.isfinite(x).all())
-        eye = torch.eye(self.n_factors, dtype=mu.dtype, device=mu.device)
+        prior = self.score_prior_precision()[0].detach().to(mu.dtype)
         pmu = mu * p[:, None]
         if complete:
-            prec = eye + mu.T @ pmu + torch.diag(p @ var)
+            prec = prior + mu.T @ pmu + torch.diag(p @ var)
             chol = torch.linalg.cholesky(prec)
             cov = torch.cholesky_inverse(chol)
             # (x - mean) / scale @ P mu, without forming the centred batch
@@ -558,8 +684,8 @@ class SpexLVMModule(PyroBaseModuleClass):
         if observed is None:
             observed = torch.ones_like(y, dtype=torch.bool)
         o = observed.to(mu.dtype) * p
-        # precision_n = I + sum_g o_ng p_g (mu_g mu_g^T + diag var_g)
-        prec = eye + torch.einsum("bg,gk,gl->bkl", o, mu, mu) + torch.diag_embed(o @ var)
+        # precision_n = R^-1 + sum_g o_ng p_g (mu_g mu_g^T + diag var_g)
+        prec = prior + torch.einsum("bg,gk,gl->bkl", o, mu, mu) + torch.diag_embed(o @ var)
         chol = torch.linalg.cholesky(prec)
         cov = torch.cholesky_inverse(chol)
         y_fit = y
@@ -614,12 +740,18 @@ class SpexLVMModule(PyroBaseModuleClass):
                     dist.Normal(torch.zeros((), device=dev), self.cov_prior_scale),
                 )
         with pyro.plate("cells", self.n_obs, subsample=torch.arange(n_batch, device=dev), dim=-1):
-            z = pyro.sample(
-                "x",
-                dist.Normal(torch.zeros((), device=dev), one)
-                .expand([n_batch, self.n_factors])
-                .to_event(1),
-            )
+            if self.correlated_scores:
+                prior_x = dist.MultivariateNormal(
+                    torch.zeros(self.n_factors, device=dev),
+                    covariance_matrix=self.score_prior_cov(),
+                ).expand([n_batch])
+            else:
+                prior_x = (
+                    dist.Normal(torch.zeros((), device=dev), one)
+                    .expand([n_batch, self.n_factors])
+                    .to_event(1)
+                )
+            z = pyro.sample("x", prior_x)
             # (..., B, K) @ (..., K, G); the leading dims allow vectorised particles
             w_t = w.transpose(-1, -2)
             loc = z @ (w_t.unsqueeze(-3) if w.dim() > 2 else w_t)
@@ -816,7 +948,7 @@ class SpexLVMModule(PyroBaseModuleClass):
             ym = x.to(means.dtype).T @ means - torch.outer(self.gene_mean, means.sum(0))
             ym = ym / self.data_scale
             second = means.T @ means + n_batch * cov
-            tr_cov = n_batch * torch.diagonal(cov).sum()
+            moment = second  # sum_n E[x_n x_n^T]
             logdet = n_batch * logdet
             if sumsq and n_batch != self.n_obs:
                 batch_sumsq = _column_sumsq(x.to(means.dtype), self.gene_mean) / self.data_scale**2
@@ -824,11 +956,21 @@ class SpexLVMModule(PyroBaseModuleClass):
             y, o = post["y"], post["observed"].to(means.dtype)
             ym = y.T @ means
             second = torch.einsum("bg,bkl->gkl", o, means[:, :, None] * means[:, None, :] + cov)
-            tr_cov = torch.diagonal(cov, dim1=-2, dim2=-1).sum()
+            moment = means.T @ means + cov.sum(0)
             if sumsq and n_batch != self.n_obs:
                 batch_sumsq = _column_sumsq(y)  # y is 0 where missing
-        kl_x = 0.5 * (tr_cov + (means * means).sum() - n_batch * k + logdet.sum())
+        # KL(N(m_n, S_n) || N(0, R)) summed: tr(R^-1 E[x x^T]) - K + log|R| + log|S_n^-1|
+        prior, prior_logdet = self.score_prior_precision()
+        prior_quad = (prior.to(means.dtype) * moment).sum()
+        kl_x = 0.5 * (prior_quad - n_batch * (k - prior_logdet) + logdet.sum())
         out = {"ym": ym, "second": second, "kl_x": kl_x}
+        if self.correlated_scores:  # what the ELBO's dependence on rho needs
+            out.update(
+                moment=moment,
+                prior_quad=prior_quad,
+                prior_logdet_n=n_batch * prior_logdet,
+                n_cells=torch.tensor(float(n_batch), device=means.device),
+            )
         if sumsq and n_batch != self.n_obs:
             out["sumsq"] = batch_sumsq
         if self.n_covariates:
@@ -905,7 +1047,7 @@ class SpexLVMModule(PyroBaseModuleClass):
                 - 0.5 * scale * (self.expected_precision() * self._covariate_sq_err(stats)).sum()
             )
             terms["kl_covariates"] = self.covariate_kl()
-        kl_x = scale * stats["kl_x"]
+        kl_x = scale * (stats["kl_x"] + self.score_kl_shift(stats))  # + 0, with rho's gradient
         elbo = ell - kl_x - sum(terms.values())
         return {"elbo": elbo, "log_likelihood": ell, "kl_x": kl_x, **terms}
 

@@ -168,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
             "default) or cavi (coordinate ascent, one exact update per pass through the data)."
         ),
     )
+    fit.add_argument(
+        "--score-overlap",
+        type=float,
+        default=0.5,
+        help=(
+            "Prior correlation of the scores of gene sets that share genes, in [0, 1) "
+            "(score_overlap of spexlvm.SpexLVM; 0: independent scores, as in the paper)."
+        ),
+    )
     fit.add_argument("--seed", type=int, default=0, help="Random seed.")
     fit.add_argument(
         "--min-genes", type=int, default=1, help="Drop gene sets with fewer genes found."
@@ -540,6 +549,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             enable_progress_bar=_progress_bar(args),
             checkpoint_dir=args.checkpoint_dir,
             engine=args.engine,
+            model_kwargs={"score_overlap": args.score_overlap},
         )
     except (KeyError, ValueError, TypeError) as err:
         raise CLIError(_message(err)) from err

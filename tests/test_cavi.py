@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_module import _data, _design, _elbo, _module, _slab
+from test_module import SCORE_CORR, _data, _design, _elbo, _module, _slab
 
 import spexlvm
 from spexlvm import _cavi
@@ -106,8 +106,9 @@ def test_large_system_conjugate_gradients_match_direct_solve(monkeypatch):
 def test_minibatch_statistics_sum_to_the_full_batch():
     """The statistics of a pass in minibatches sum to those of the whole data."""
     x = _data(n=12, missing=True)
-    m = _module(x, _slab(), covariates=True)
+    m = _module(x, _slab(), covariates=True, score_corr=SCORE_CORR, learn_overlap=True)
     full = _stats(m, x)
+    assert {"moment", "prior_quad", "prior_logdet_n", "n_cells"} <= set(full)
     design = _design(m, 12)
     total = None
     for rows in (slice(0, 5), slice(5, 9), slice(9, 12)):
@@ -116,13 +117,21 @@ def test_minibatch_statistics_sum_to_the_full_batch():
         torch.testing.assert_close(total[key], value, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["", "learned-overlap"])
 @CASES
-def test_update_never_lowers_the_elbo(missing, covariates, noise_scaled):
-    """A whole update (closed forms, scale steps, guard) raises the pass's ELBO."""
+def test_update_never_lowers_the_elbo(missing, covariates, noise_scaled, overlap):
+    """A whole update (closed forms, scale steps, guard; with a learned overlap of the
+    scores' prior, its ``rho`` too) raises the pass's ELBO."""
     x = _data(missing=missing)
     for seed in range(3):
         m = _module(
-            x, _slab(low=0.05), seed=seed, covariates=covariates, noise_scaled=noise_scaled
+            x,
+            _slab(low=0.05),
+            seed=seed,
+            covariates=covariates,
+            noise_scaled=noise_scaled,
+            score_corr=SCORE_CORR if overlap else None,
+            learn_overlap=overlap,
         )
         opt = torch.optim.Adam(_cavi.scale_parameters(m), lr=0.5)
         for _ in range(3):
@@ -219,6 +228,35 @@ def test_cavi_same_seed_same_factors(small):
     a = _fit(small, max_epochs=5, early_stopping=False).get_loadings().to_numpy()
     b = _fit(small, max_epochs=5, early_stopping=False).get_loadings().to_numpy()
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.abs(a).max())
+
+
+def test_cavi_learns_the_overlap_of_the_scores_prior():
+    """Two near-duplicate gene sets: coordinate ascent learns ``rho`` (reported in
+    ``uns``), the negative ELBO still never goes up, and both sets' factors track the
+    planted programme."""
+    adata = synthetic(400, 200, 4, noise=0.0, seed=5)
+    genes = list(adata.var_names[adata.varm["mask_true"][:, 0]])
+    sets = {
+        f"factor_{k + 1}": list(adata.var_names[adata.varm["mask_true"][:, k]]) for k in range(4)
+    }
+    sets["twin"] = genes[: len(genes) * 3 // 4] + genes[:2]  # shares 3/4 of factor_1's genes
+    spexlvm.tl.fit(
+        adata,
+        {k: list(dict.fromkeys(v)) for k, v in sets.items()},
+        engine="cavi",
+        seed=0,
+        model_kwargs={"score_overlap": 0.5, "learn_score_overlap": True},
+        enable_progress_bar=False,
+    )
+    params = adata.uns["spexlvm"]["params"]
+    assert params["learn_score_overlap"] and params["score_overlap"] != pytest.approx(0.5)
+    elbo = np.asarray(adata.uns["spexlvm"]["history"]["elbo_train"]).ravel()
+    assert np.all(np.diff(elbo) <= 1e-6)
+    names = list(adata.uns["spexlvm"]["factor_names"])
+    truth = adata.obsm["X_true"][:, 0]
+    for name in ("factor_1", "twin"):
+        score = adata.obsm["X_spexlvm"][:, names.index(name)]
+        assert abs(np.corrcoef(score, truth)[0, 1]) > 0.9, name
 
 
 def test_tl_fit_cavi_with_missing_values_and_covariates():

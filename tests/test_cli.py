@@ -100,6 +100,16 @@ def test_fit_engine_cavi(inputs, tmp_path):
     assert result.uns["spexlvm"]["params"]["n_epochs"] == 4
 
 
+def test_fit_score_overlap(inputs, tmp_path):
+    """--score-overlap reaches the model (0: independent scores); a bad value is a clear
+    error."""
+    out = tmp_path / "out.h5ad"
+    args = ["-q", "fit", str(inputs["annotated"]), "--out", str(out), "--max-epochs", "3"]
+    assert main([*args, "--score-overlap", "0"]) == 0
+    assert ad.read_h5ad(out).uns["spexlvm"]["params"]["score_overlap"] == 0.0
+    assert main([*args, "--score-overlap", "1.5"]) != 0
+
+
 def test_fit_backed_with_checkpoints(inputs, tmp_path):
     """--backed leaves X on disk; --checkpoint-dir makes a rerun load the finished fit."""
     out, again = tmp_path / "out.h5ad", tmp_path / "again.h5ad"

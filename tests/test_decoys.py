@@ -160,17 +160,28 @@ def test_one_membership_mask_orientation_and_refine_agree():
         assert mask[pos[row.gene], col[row.factor]] == (row.change == "removed")
 
 
-def test_refine_removals_judged_by_the_data_not_the_shrinkage_prior(run_fit):
+@pytest.mark.parametrize(
+    ("score_overlap", "near_miss"),
+    [(0.0, 0.08), (0.5, 0.10)],
+    ids=["independent-scores", "default"],
+)
+def test_refine_removals_judged_by_the_data_not_the_shrinkage_prior(
+    run_fit, score_overlap, near_miss
+):
     """Moderate planted effects (per-gene R² up to 0.3, no gap at zero): an annotated gene
     is removed only when the data show its effect is below ``min_gene_r2``.
 
     The horseshoe's posterior shrinks moderate effects and is sure of them; judged by it
     (spexlvm <= 0.1), about 7% of the removals were genes whose planted R² exceeded 5%.
+    The nested sets of this simulation have independent programmes, which the default
+    prior correlation of overlapping sets' scores (``score_overlap=0.5``) does not assume:
+    their factors track them less closely, and the wrong removals reach further (planted
+    R² up to 0.095 at this size; ``benchmarks/RESULTS.md``, "Related gene sets' scores").
     """
     from spexlvm.datasets._graded import graded_effects
 
     adata, sets, true_r2 = graded_effects(0, n_obs=600, n_vars=300, n_factors=5)
-    run_fit(adata, gene_sets=sets, nested="keep")
+    run_fit(adata, gene_sets=sets, nested="keep", model_kwargs={"score_overlap": score_overlap})
     names = list(adata.uns["spexlvm"]["factor_names"])
     pos = {g: i for i, g in enumerate(adata.var_names)}
     ref = spexlvm.tl.refine(adata, fdr=0.05, only_active=False)
@@ -178,7 +189,8 @@ def test_refine_removals_judged_by_the_data_not_the_shrinkage_prior(run_fit):
     pairs = zip(removed["gene"], removed["factor"], strict=True)
     r2 = np.array([true_r2[pos[g], names.index(f)] for g, f in pairs])
     assert len(removed) >= 20  # the false annotations (20%) are found
-    # wrong calls are near misses at this size (600 cells: planted R² 0.05-0.075); judged
-    # by the shrunken posterior, effects up to R² 0.15 were removed
+    # wrong calls are near misses at this size (600 cells: planted R² 0.05-0.075 with
+    # independent scores); judged by the shrunken posterior, effects up to R² 0.15 were
+    # removed
     assert (r2 >= 0.05).mean() <= 0.10, (r2 >= 0.05).mean()
-    assert (r2 >= 0.08).sum() == 0, np.sort(r2)[-5:]
+    assert (r2 >= near_miss).sum() == 0, np.sort(r2)[-5:]

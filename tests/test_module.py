@@ -65,6 +65,8 @@ def _module(
     covariates: bool = False,
     noise_scaled: bool = False,
     slab_df: float = 1.0,
+    score_corr: torch.Tensor | None = None,
+    learn_overlap: bool = False,
 ) -> SpexLVMModule:
     """The module with its data constants from ``x`` and perturbed variational parameters
     (with ``covariates``: the design of :func:`_covariates`, centred and scaled; with
@@ -87,7 +89,9 @@ def _module(
     m = SpexLVMModule(
         n, slab, mean, 1.0, cnt, torch.randn(G, K) * 0.5, torch.ones(G) * 0.5,
         gene_sumsq=(yc**2).sum(0), dense=torch.tensor([False, False, True]),
-        dense_noise_scaled=noise_scaled, slab_df=slab_df, **cov_kwargs,
+        dense_noise_scaled=noise_scaled, slab_df=slab_df, score_overlap_corr=score_corr,
+        score_overlap=0.0 if score_corr is None else 0.5, learn_score_overlap=learn_overlap,
+        **cov_kwargs,
     )  # fmt: skip
     with torch.no_grad():
         for p in m.parameters():
@@ -203,6 +207,136 @@ def test_slab_df_term_matches_sampled_site(slab_df):
         _module(x, _slab(0.3), slab_df=0.0)
 
 
+#: The overlap of the two annotated factors' sets (C): the scores' prior correlation is
+#: R = (1 - rho) I + rho C (rho = 0.5, perturbed by the test module's noise).
+SCORE_CORR = torch.tensor([[1.0, 0.9, 0.0], [0.9, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _score_r(m: SpexLVMModule) -> torch.Tensor:
+    """``R = (1 - rho) I + rho C`` at the module's (perturbed) ``rho``."""
+    rho = float(m.score_overlap())
+    return (1.0 - rho) * torch.eye(3) + rho * SCORE_CORR
+
+
+@pytest.mark.parametrize("covariates", [False, True], ids=["", "covariates"])
+@pytest.mark.parametrize("missing", [False, True], ids=["complete", "two_nan"])
+def test_correlated_score_prior_matches_trace_elbo_and_its_site(missing, covariates):
+    """``x_n ~ N(0, R)``: the closed-form ELBO equals Pyro's ``Trace_ELBO`` of the module's
+    own model (a multivariate normal prior) and guide, and ``kl_x`` the sampled site."""
+    x = _data(missing=missing)
+    m = _module(x, _slab(0.3), covariates=covariates, score_corr=SCORE_CORR)
+    assert m.correlated_scores
+    design = _design(m)
+    kwargs = {"design": design} if covariates else {}
+    pyro.set_rng_seed(3)
+    trace_elbo = pyro.infer.Trace_ELBO(
+        num_particles=200, vectorize_particles=True, max_plate_nesting=2
+    )
+    with torch.no_grad():
+        values = np.array([-trace_elbo.loss(m.model, m.guide, x, **kwargs) for _ in range(30)])
+    mc, se = values.mean(), values.std(ddof=1) / math.sqrt(values.size)
+    assert abs(_elbo(m, x) - mc) < 4 * se
+    n_particles = 20000
+    with torch.no_grad(), pyro.plate("particles", n_particles, dim=-3):
+        guide = poutine.trace(m.guide).get_trace(x, design)
+        model = poutine.trace(poutine.replay(m.model, trace=guide)).get_trace(x, design)
+        terms = m.analytic_elbo(x, design)
+    value = model.nodes["x"]["fn"].log_prob(model.nodes["x"]["value"])
+    value = value - guide.nodes["x"]["fn"].log_prob(guide.nodes["x"]["value"])
+    per_particle = value.reshape(n_particles, -1).sum(1).double()
+    se = (per_particle.std() / math.sqrt(n_particles)).item()
+    assert abs(-float(terms["kl_x"]) - per_particle.mean().item()) < 4 * se + 1e-4
+    # the prior changes the ELBO: the same parameters under independent scores differ
+    independent = _module(x, _slab(0.3), covariates=covariates)
+    assert abs(_elbo(independent, x) - _elbo(m, x)) > 1e-3
+
+
+@pytest.mark.parametrize("missing", [False, True], ids=["complete", "two_nan"])
+def test_flip_factors_leaves_the_fit_unchanged(missing):
+    """Flipping a factor in q(w) and in the scores' prior correlation is a symmetry: the
+    ELBO is unchanged and the flipped factor's scores change sign; flipping q(w) alone
+    (the prior correlation kept) changes the ELBO."""
+    x = _data(missing=missing)
+    m = _module(x, _slab(0.3), score_corr=SCORE_CORR)
+    with torch.no_grad():
+        before, scores = _elbo(m, x), m.get_scores(x)
+        signs = torch.tensor([1.0, -1.0, 1.0])
+        m.flip_factors(signs)
+        np.testing.assert_allclose(_elbo(m, x), before, rtol=1e-6)
+        torch.testing.assert_close(m.get_scores(x), scores * signs, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            m.score_prior_cov(), _score_r(m) * torch.outer(signs, signs), rtol=1e-5, atol=1e-6
+        )
+        m.w_loc.mul_(signs)  # q(w) back, prior correlation still flipped: another model
+        assert abs(_elbo(m, x) - before) > 1e-3
+
+
+def test_score_prior_checks_and_old_state_dicts():
+    """An overlap matrix that is not symmetric positive semi-definite with a unit diagonal
+    is refused; a state dict saved before the prior existed loads with independent scores."""
+    x = _data()
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        _module(x, _slab(0.3), score_corr=torch.tensor([[1.0, 2, 0], [2, 1, 0], [0, 0, 1]]))
+    with pytest.raises(ValueError, match="symmetric 3 x 3"):
+        _module(x, _slab(0.3), score_corr=torch.eye(2))
+    with pytest.raises(ValueError, match="unit diagonal"):
+        _module(x, _slab(0.3), score_corr=2 * torch.eye(3))
+    m = _module(x, _slab(0.3), score_corr=SCORE_CORR)
+    assert 0.1 < float(m.score_overlap()) < 0.9
+    torch.testing.assert_close(m.score_prior_cov(), _score_r(m), rtol=1e-5, atol=1e-6)
+    state = {
+        k: v for k, v in _module(x, _slab(0.3)).state_dict().items() if "score_overlap" not in k
+    }
+    m.load_state_dict(state)
+    assert not m.correlated_scores
+
+
+def test_learned_score_overlap_gradient_and_closed_form_update():
+    """With ``rho`` learned, the closed-form ELBO's gradient in ``rho``'s logit matches
+    finite differences (the score posterior held at its optimum for the old ``rho``), and
+    coordinate ascent's ``rho`` update (a grid search) raises the ELBO of the pass's
+    statistics to the best value over ``rho``."""
+    from spexlvm._cavi import elbo_from_statistics, minibatch_statistics, update_score_overlap
+
+    x = _data(n=40)
+    m = _module(x, _slab(0.3), score_corr=SCORE_CORR, learn_overlap=True).double()
+    assert m.learn_score_overlap and m.score_overlap_logit.requires_grad
+    stats = m._minibatch_statistics(x.double())
+
+    def elbo_at(logit: float) -> float:
+        with torch.no_grad():
+            m.score_overlap_logit.fill_(logit)
+            out = m.expected_log_likelihood(stats, 1.0) - stats["kl_x"] - m.score_kl_shift(stats)
+            return float(out)
+
+    m.score_overlap_logit.data.fill_(0.3)
+    m.zero_grad()
+    elbo = m.expected_log_likelihood(stats, 1.0) - stats["kl_x"] - m.score_kl_shift(stats)
+    elbo.backward()
+    h = 1e-5
+    fd = (elbo_at(0.3 + h) - elbo_at(0.3 - h)) / (2 * h)
+    np.testing.assert_allclose(float(m.score_overlap_logit.grad), fd, rtol=1e-5, atol=1e-8)
+
+    m.score_overlap_logit.data.fill_(0.3)
+    pass_stats = minibatch_statistics(m, x.double())
+    fixed = {k: v.clone() for k, v in pass_stats.items()}
+
+    def total_at(rho: float) -> float:  # the pass's ELBO at another rho, scores fixed
+        with torch.no_grad():
+            m.score_overlap_logit.fill_(math.log(rho / (1 - rho)))
+            return float(elbo_from_statistics(m, fixed) - m.score_kl_shift(fixed))
+
+    before = total_at(float(torch.sigmoid(torch.tensor(0.3))))
+    best = max(total_at(r) for r in np.linspace(1e-3, 0.999, 400))
+    m.score_overlap_logit.data.fill_(0.3)
+    update_score_overlap(m, pass_stats)
+    with torch.no_grad():
+        after = float(elbo_from_statistics(m, pass_stats))
+        assert after == pytest.approx(total_at(float(m.score_overlap())), rel=1e-9)
+    assert after > before
+    assert after >= best - 1e-6 * abs(best)
+
+
 def test_analytic_elbo_loss_interface():
     x = _data()
     m = _module(x, _slab())
@@ -211,7 +345,11 @@ def test_analytic_elbo_loss_interface():
     m.zero_grad()
     loss = loss_fn.loss_and_grads(m.model, m.guide, x)
     assert loss == pytest.approx(-_elbo(m, x), rel=1e-6)
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+    assert all(
+        p.grad is not None and torch.isfinite(p.grad).all()
+        for p in m.parameters()
+        if p.requires_grad  # rho of the scores' prior is fixed here
+    )
     with pytest.raises(TypeError, match="SpexLVMModule"):
         loss_fn.loss(lambda x: None, m.guide, x)
 
@@ -242,14 +380,23 @@ def test_elbo_gradient_w_loc_finite_differences(missing, covariates):
     torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["", "learned-overlap"])
 @pytest.mark.parametrize("noise_scaled", [False, True], ids=["ard", "gprior"])
 @pytest.mark.parametrize("covariates", [False, True], ids=["", "covariates"])
 @pytest.mark.parametrize("missing", [False, True], ids=["complete", "two_nan"])
-def test_elbo_gradient_all_parameters_directional(missing, covariates, noise_scaled):
+def test_elbo_gradient_all_parameters_directional(missing, covariates, noise_scaled, overlap):
     """Directional derivatives of every variational parameter (float64); with covariates
-    the covariate effects' too (the scores depend on them: envelope theorem again)."""
+    the covariate effects' too (the scores depend on them: envelope theorem again); with a
+    learned overlap of the scores' prior, its ``rho`` too."""
     x = _data(missing=missing)
-    m = _module(x, _slab(), covariates=covariates, noise_scaled=noise_scaled).double()
+    m = _module(
+        x,
+        _slab(),
+        covariates=covariates,
+        noise_scaled=noise_scaled,
+        score_corr=SCORE_CORR if overlap else None,
+        learn_overlap=overlap,
+    ).double()
     d = None if not covariates else _design(m)
     m.zero_grad()
     m.analytic_elbo(x, d)["elbo"].backward()
@@ -257,7 +404,10 @@ def test_elbo_gradient_all_parameters_directional(missing, covariates, noise_sca
     h = 1e-6
     names = {name for name, _ in m.named_parameters()}
     assert covariates == ("cov_loc" in names)
+    assert overlap == m.score_overlap_logit.requires_grad
     for name, p in m.named_parameters():
+        if not p.requires_grad:
+            continue
         d_p = torch.randn(p.shape, generator=gen, dtype=p.dtype)
         with torch.no_grad():
             p.add_(h * d_p)

@@ -21,8 +21,9 @@ def graded_effects(
 
     Returns
     -------
-    ``(adata, gene_sets, true_r2)``: the data (cells x genes ``g0..``), the noisy sets
-    ``factor_1..``, and the planted per-gene R² of every factor (genes x factors).
+    ``(adata, gene_sets, true_r2)``: the data (cells x genes ``g0..``, the planted scores
+    in ``obsm["X_true"]``), the noisy sets ``factor_1..``, and the planted per-gene R² of
+    every factor (genes x factors).
     """
     rng = np.random.default_rng(seed)
     w = np.zeros((n_vars, n_factors))
@@ -52,4 +53,5 @@ def graded_effects(
     adata = ad.AnnData(y.astype(np.float32))
     adata.var_names = genes_all
     adata.obs_names = [f"c{i}" for i in range(n_obs)]
+    adata.obsm["X_true"] = x.astype(np.float32)
     return adata, sets, true_r2

@@ -109,6 +109,9 @@ def _write_results(
         "n_epochs": len(elbo) if elbo is not None else 0,
         "converged": bool(getattr(model, "converged_", False)),
         "engine": str(getattr(model, "engine_", "adam")),
+        # rho of the scores' prior (SpexLVM(score_overlap=...)): as fitted when learned
+        "score_overlap": float(model.module.score_overlap().detach()),
+        "learn_score_overlap": bool(model.module.learn_score_overlap),
         "spexlvm_version": package_version(),
     }
     params["projected"] = projected
