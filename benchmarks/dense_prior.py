@@ -106,6 +106,12 @@ OPTIONS = {
         {"warmup_optimizer": "shared"},
     ),
     "default": ({}, {}),
+    # the scores' prior correlation from shared genes (issue 14, item 2)
+    "overlap0.5": ({"score_overlap": 0.5}, {}),
+    "overlap0.7": ({"score_overlap": 0.7}, {}),
+    "overlap0.8": ({"score_overlap": 0.8}, {}),
+    "overlap0.9": ({"score_overlap": 0.9}, {}),
+    "overlap_learned": ({"score_overlap": 0.5, "learn_score_overlap": True}, {}),
 }
 C8_PAIRS = {
     "HAY_BONE_MARROW_DENDRITIC_CELL": "Dendritic",
@@ -236,6 +242,7 @@ def run(data: str, option: str, seed: int, n_dense: int) -> dict:
     if n_dense:
         out["r2_dense"] = float(r2["dense_1"])
     out["r2_total"] = float(adata.uns["spexlvm"]["r2_total"])
+    out["rho"] = float(adata.uns["spexlvm"]["params"]["score_overlap"])
     del model
     return out
 

@@ -1,0 +1,174 @@
+"""Choice data for the scores' prior correlation: overlapping cell-type signatures on PBMC.
+
+pbmc68k_reduced (``.raw``, 765 genes) with the 50 MSigDB hallmark sets and every C8
+cell-type signature of monocytes, dendritic cells, B cells and NK cells (several atlases
+each: near-duplicate sets that overlap each other and the broad hallmark sets, e.g.
+allograft rejection and the inflammatory response), >= 10 genes found, every set kept.
+Each signature's factor should mark its cell type (``bulk_labels``): the AUROC of each
+signature's factor against ``sc.tl.score_genes`` with the same genes. These data CHOOSE
+``score_overlap``; PBMC with Reactome sets and mESC only measure it (``dense_prior.py``,
+``pbmc_every_set.py``).
+
+Usage::
+
+    python benchmarks/overlap_choice.py --overlap 0 0.5 0.9 --n-dense 0 1 --seeds 0
+    python benchmarks/overlap_choice.py --table LOG
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import time
+import warnings
+
+import numpy as np
+import scanpy as sc
+from sklearn.metrics import roc_auc_score
+
+import spexlvm
+
+C8 = "/work/shared/data/c8.all.v7.5.1.symbols.gmt"
+TYPES = {
+    "MONOCYTE": "CD14+ Monocyte",
+    "DENDRITIC": "Dendritic",
+    "_B_CELL": "CD19+ B",
+    "NK_CELL": "CD56+ NK",
+}
+MIN_GENES = 10
+
+
+def signatures() -> tuple[dict[str, list[str]], dict[str, str]]:
+    """The C8 signatures of the four cell types and the label each should mark."""
+    sets, pairs = {}, {}
+    with open(C8) as fh:
+        for line in fh:
+            name, _, *genes = line.rstrip("\n").split("\t")
+            if re.search(r"NKT|_T_CELL|T_LYMPHOCYTE|NK_T_", name):
+                continue  # mixed T / NK signatures: no single label
+            for key, label in TYPES.items():
+                if key in name:
+                    sets[name], pairs[name] = genes, label
+    return sets, pairs
+
+
+def data():
+    """AnnData, gene sets (hallmark + signatures), signature -> label."""
+    sigs, pairs = signatures()
+    adata = spexlvm.datasets.pbmc68k_reduced()
+    found = {k: v for k, v in sigs.items() if len(set(v) & set(adata.var_names)) >= MIN_GENES}
+    pairs = {k: pairs[k] for k in found}
+    return adata, {**spexlvm.datasets.gene_sets("hallmark"), **found}, pairs
+
+
+def baseline() -> dict[str, float]:
+    """``sc.tl.score_genes`` AUROC of every signature (genes found)."""
+    adata, sets, pairs = data()
+    labels = adata.obs["bulk_labels"].astype(str).to_numpy()
+    out = {}
+    for name, label in pairs.items():
+        genes = [g for g in sets[name] if g in adata.var_names]
+        sc.tl.score_genes(adata, genes, score_name="score", random_state=0)
+        out[name] = float(roc_auc_score(labels == label, adata.obs["score"]))
+    return out
+
+
+def run(overlap: float, n_dense: int, seed: int, engine: str, learn: bool = False) -> dict:
+    """One fit: the AUROC of every signature's factor against its label."""
+    adata, sets, pairs = data()
+    start = time.perf_counter()
+    spexlvm.tl.fit(
+        adata,
+        sets,
+        min_genes=MIN_GENES,
+        n_dense=n_dense,
+        seed=seed,
+        engine=engine,
+        model_kwargs={"score_overlap": overlap, "learn_score_overlap": learn},
+        enable_progress_bar=False,
+    )
+    out = {"overlap": overlap, "learn": learn, "n_dense": n_dense, "seed": seed, "engine": engine}
+    out["wall_s"] = time.perf_counter() - start
+    out["epochs"] = int(adata.uns["spexlvm"]["params"]["n_epochs"])
+    names = list(adata.uns["spexlvm"]["factor_names"])
+    labels = adata.obs["bulk_labels"].astype(str).to_numpy()
+    scores = adata.obsm["X_spexlvm"]
+    out["auroc"] = {
+        name: float(roc_auc_score(labels == label, scores[:, names.index(name)]))
+        for name, label in pairs.items()
+    }
+    r2 = dict(zip(names, adata.uns["spexlvm"]["r2"], strict=True))
+    out["r2_dense"] = float(r2.get("dense_1", 0.0))
+    out["rho"] = float(adata.uns["spexlvm"]["params"]["score_overlap"])
+    return out
+
+
+def table(path: str) -> None:
+    """Markdown table: per fit, median AUROC per cell type, shortfall against score_genes."""
+    rows = [json.loads(line) for line in open(path) if line.startswith("{")]
+    base = next(r for r in rows if "baseline" in r)["baseline"]
+    _, pairs = signatures()
+    types = list(TYPES.values())
+    print(
+        "| n_dense | rho | engine | seed | "
+        + " | ".join(types)
+        + " | median shortfall | sets > 0.02 below | epochs |"
+    )
+    print("|---" * (7 + len(types)) + "|")
+    line = "| | `score_genes` | | | "
+    line += " | ".join(
+        f"{np.median([v for k, v in base.items() if pairs[k] == t]):.3f}" for t in types
+    )
+    print(line + " | | | |")
+
+    def key(r):
+        return (r["n_dense"], r.get("learn", False), r["overlap"], r["engine"], r["seed"])
+
+    for r in sorted((r for r in rows if "auroc" in r), key=key):
+        auc = r["auroc"]
+        med = [np.median([v for k, v in auc.items() if pairs[k] == t]) for t in types]
+        short = [base[k] - v for k, v in auc.items()]
+        print(
+            f"| {r['n_dense']} | {_rho(r)} | {r['engine']} | {r['seed']} | "
+            + " | ".join(f"{m:.3f}" for m in med)
+            + f" | {np.median(short):.3f} | {sum(s > 0.02 for s in short)}/{len(short)}"
+            + f" | {r['epochs']} |"
+        )
+
+
+def _rho(r: dict) -> str:
+    if r.get("learn"):
+        return f"learned from {r['overlap']}: {r['rho']:.3f}"
+    return str(r["overlap"])
+
+
+def main() -> None:
+    """Parse the command line; fit, score or tabulate."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--overlap", type=float, nargs="+", default=[0.0])
+    parser.add_argument("--n-dense", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--engine", default="adam")
+    parser.add_argument("--learn", action="store_true", help="learn rho, starting at --overlap")
+    parser.add_argument("--baseline", action="store_true")
+    parser.add_argument("--table", metavar="LOG")
+    args = parser.parse_args()
+    if args.table:
+        table(args.table)
+        return
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "scvi", "spexlvm"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if args.baseline:
+        print(json.dumps({"baseline": baseline()}), flush=True)
+        return
+    for n_dense in args.n_dense:
+        for overlap in args.overlap:
+            for seed in args.seeds:
+                print(json.dumps(run(overlap, n_dense, seed, args.engine, args.learn)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Cell-type AUROCs of pathway factors over the choices users make (issue 14).
+
+One fit per (data, genes, set-size filter, ``n_dense``, seed) with ``tl.fit``'s defaults
+(every set kept, the scores' prior of ``score_overlap``), printed as one JSON line with
+the AUROC of each evaluated factor against its cell group and ``sc.tl.score_genes``' AUROC
+with the same genes found. These fits only MEASURE the defaults: nothing was chosen on
+them (``overlap_choice.py`` and ``dense_prior.py``'s choice data chose).
+
+- ``pbmc``: pbmc68k_reduced ``.raw`` (765 genes), Reactome; MHC class II antigen
+  presentation vs Dendritic, the B cell receptor vs CD19+ B, innate immune system and
+  neutrophil degranulation vs CD14+ Monocyte (``bulk_labels``).
+- ``mesc``: the Buettner mESCs, the ``--genes`` most variable genes (seurat flavour on
+  the log values) or ``all``, symbols upper-cased, hallmark + Reactome; G2M checkpoint and
+  Reactome cell cycle vs G2/M cells (``stage``).
+
+Filters: ``10`` (>= 10 genes found), ``15``, ``30-300``, ``40-300``.
+
+Usage::
+
+    python benchmarks/preprocessing_grid.py --data mesc --genes 6000 --filter 40-300 --seeds 0 1
+    python benchmarks/preprocessing_grid.py --table LOG
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+
+import numpy as np
+import scanpy as sc
+from _common import quiet
+from sklearn.metrics import roc_auc_score
+
+import spexlvm
+
+PAIRS = {
+    "pbmc": {
+        "REACTOME_MHC_CLASS_II_ANTIGEN_PRESENTATION": "Dendritic",
+        "REACTOME_SIGNALING_BY_THE_B_CELL_RECEPTOR_BCR": "CD19+ B",
+        "REACTOME_INNATE_IMMUNE_SYSTEM": "CD14+ Monocyte",
+        "REACTOME_NEUTROPHIL_DEGRANULATION": "CD14+ Monocyte",
+    },
+    "mesc": {"HALLMARK_G2M_CHECKPOINT": "G2M", "REACTOME_CELL_CYCLE": "G2M"},
+}
+LABEL = {"pbmc": "bulk_labels", "mesc": "stage"}
+
+
+def load(data: str, genes: str):
+    """AnnData and gene sets of one data set and gene selection."""
+    if data == "pbmc":
+        return spexlvm.datasets.pbmc68k_reduced(), spexlvm.datasets.gene_sets("reactome")
+    adata = spexlvm.datasets.mesc()
+    if genes != "all":
+        sc.pp.highly_variable_genes(adata, n_top_genes=int(genes), flavor="seurat")
+        adata = adata[:, adata.var["highly_variable"]].copy()
+    adata.var_names = adata.var_names.str.upper()
+    adata.var_names_make_unique()
+    sets = {**spexlvm.datasets.gene_sets("hallmark"), **spexlvm.datasets.gene_sets("reactome")}
+    return adata, sets
+
+
+def bounds(size_filter: str) -> dict[str, int]:
+    """``tl.fit``'s ``min_genes`` / ``max_genes`` of a filter name."""
+    if "-" in size_filter:
+        lo, hi = size_filter.split("-")
+        return {"min_genes": int(lo), "max_genes": int(hi)}
+    return {"min_genes": int(size_filter)}
+
+
+def run(
+    data: str, genes: str, size_filter: str, n_dense: int, seed: int, overlap: float | None = None
+) -> dict:
+    """One fit and the baseline on the same genes: a dict of AUROCs."""
+    adata, sets = load(data, genes)
+    labels = adata.obs[LABEL[data]].astype(str).to_numpy()
+    out = {"data": data, "genes": genes, "filter": size_filter, "n_dense": n_dense, "seed": seed}
+    base = {}
+    for name, group in PAIRS[data].items():
+        found = [g for g in sets[name] if g in adata.var_names]
+        sc.tl.score_genes(adata, found, score_name="_score", random_state=0)
+        base[name] = float(roc_auc_score(labels == group, adata.obs["_score"]))
+    del adata.obs["_score"]
+    start = time.perf_counter()
+    model_kwargs = {} if overlap is None else {"score_overlap": overlap}
+    spexlvm.tl.fit(
+        adata,
+        sets,
+        n_dense=n_dense,
+        seed=seed,
+        enable_progress_bar=False,
+        model_kwargs=model_kwargs,
+        **bounds(size_filter),
+    )
+    out["wall_s"] = round(time.perf_counter() - start, 1)
+    uns = adata.uns["spexlvm"]
+    out["n_factors"] = len(uns["factor_names"])
+    out["epochs"] = int(uns["params"]["n_epochs"])
+    out["score_overlap"] = float(uns["params"]["score_overlap"])
+    names = list(uns["factor_names"])
+    out["auroc"], out["score_genes"] = {}, {}
+    for name, group in PAIRS[data].items():
+        if name in names:  # a set outside the size filter is no factor
+            score = adata.obsm["X_spexlvm"][:, names.index(name)]
+            out["auroc"][name] = float(roc_auc_score(labels == group, score))
+            out["score_genes"][name] = base[name]
+    return out
+
+
+def table(path: str) -> None:
+    """Markdown: median (range) over seeds per cell; score_genes beside; shortfalls."""
+    rows = [json.loads(line) for line in open(path) if line.startswith("{")]
+    cells = defaultdict(list)
+    for r in rows:
+        cells[(r["data"], r["genes"], r["filter"], r["n_dense"], r["score_overlap"])].append(r)
+    for data in PAIRS:
+        keys = sorted(k for k in cells if k[0] == data)
+        if not keys:
+            continue
+        sets = list(PAIRS[data])
+        short = [s.replace("REACTOME_", "").replace("HALLMARK_", "").lower() for s in sets]
+        print(f"\n{data}\n")
+        head = "| genes | sets found | n_dense | rho | seeds | factors | epochs | "
+        print(head + " | ".join(short) + " |")
+        print("|---" * (7 + len(sets)) + "|")
+        for key in keys:
+            group = cells[key]
+            parts = []
+            for s in sets:
+                vals = [r["auroc"][s] for r in group if s in r["auroc"]]
+                if not vals:
+                    parts.append("(filtered out)")
+                    continue
+                base = group[0]["score_genes"][s]
+                med = float(np.median(vals))
+                spread = f" ({min(vals):.3f}-{max(vals):.3f})" if len(vals) > 1 else ""
+                flag = " **<**" if med < base - 0.02 else ""
+                parts.append(f"{med:.3f}{spread} vs {base:.3f}{flag}")
+            seeds = ",".join(str(r["seed"]) for r in group)
+            epochs = "/".join(str(r["epochs"]) for r in group)
+            print(
+                f"| {key[1]} | {key[2]} | {key[3]} | {key[4]} | {seeds} | "
+                f"{group[0]['n_factors']} | {epochs} | " + " | ".join(parts) + " |"
+            )
+
+
+def main() -> None:
+    """Parse the command line; fit or tabulate."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=list(PAIRS), default="pbmc")
+    parser.add_argument("--genes", default="all", help="most variable genes kept, or 'all'")
+    parser.add_argument("--filter", nargs="+", default=["10"], dest="filters")
+    parser.add_argument("--n-dense", type=int, nargs="+", default=[1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--score-overlap", type=float, help="SpexLVM(score_overlap=...) (default: the model's)"
+    )
+    parser.add_argument("--table", metavar="LOG")
+    args = parser.parse_args()
+    if args.table:
+        table(args.table)
+        return
+    quiet()
+    for size_filter in args.filters:
+        for n_dense in args.n_dense:
+            for seed in args.seeds:
+                row = run(args.data, args.genes, size_filter, n_dense, seed, args.score_overlap)
+                print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
