@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import re
 import time
-import warnings
 
 import numpy as np
 import scanpy as sc
+from _common import quiet
 from sklearn.metrics import roc_auc_score
 
 import spexlvm
@@ -158,9 +157,7 @@ def main() -> None:
     if args.table:
         table(args.table)
         return
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "scvi", "spexlvm"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet()
     if args.baseline:
         print(json.dumps({"baseline": baseline()}), flush=True)
         return

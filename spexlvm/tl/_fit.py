@@ -120,7 +120,8 @@ def fit(
         ``copy=True``; ``True`` with ``copy=True`` returns ``(adata_copy, model)``;
         ``False`` with ``copy=False`` returns ``None``.
     model_kwargs
-        Further keyword arguments of :class:`~spexlvm.SpexLVM`.
+        Further keyword arguments of :class:`~spexlvm.SpexLVM` (e.g. ``score_overlap``,
+        the prior correlation of overlapping sets' scores; ``dense_prior``; ``slab_df``).
     progress_bar
         Show a progress bar (epochs, the ELBO, the change of the loadings and the time
         left), as scvi-tools does. ``enable_progress_bar=`` (Lightning's name) is
