@@ -404,14 +404,26 @@ class SpexLVMModule(PyroBaseModuleClass):
         return (1.0 - rho + rho * self.score_overlap_eig).clamp_min(1e-6)
 
     def score_prior_precision(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``R^-1`` (K x K) and ``log |R|`` of the scores' prior; differentiable in ``rho``."""
-        if not self.correlated_scores:
-            k = self.n_factors
-            eye = torch.eye(k, device=self.score_overlap_basis.device)
-            return eye, torch.zeros((), device=eye.device)
-        d = self._score_prior_eigenvalues()
+        """``R^-1`` (K x K) and ``log |R|`` of the scores' prior; differentiable in ``rho``.
+
+        With ``rho`` fixed the result is computed once (``K^3``) and kept until the prior
+        changes (a flip, a state dict loaded, a move to another device); with ``rho``
+        learned it is computed at every call.
+        """
         v = self.score_overlap_basis
-        return (v / d) @ v.T, torch.log(d).sum()
+        if not self.correlated_scores:
+            eye = torch.eye(self.n_factors, device=v.device)
+            return eye, torch.zeros((), device=v.device)
+        logit = self.score_overlap_logit
+        key = (v.data_ptr(), v._version, logit.data_ptr(), logit._version, v.device)
+        cache = getattr(self, "_score_prior_cache", None)
+        if not logit.requires_grad and cache is not None and cache[0] == key:
+            return cache[1], cache[2]
+        d = self._score_prior_eigenvalues()
+        prec, logdet = (v / d) @ v.T, torch.log(d).sum()
+        if not logit.requires_grad:
+            self._score_prior_cache = (key, prec, logdet)
+        return prec, logdet
 
     def score_prior_cov(self) -> torch.Tensor:
         """``R``, the scores' prior covariance (K x K)."""
