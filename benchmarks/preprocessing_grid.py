@@ -70,12 +70,19 @@ def bounds(size_filter: str) -> dict[str, int]:
 
 
 def run(
-    data: str, genes: str, size_filter: str, n_dense: int, seed: int, overlap: float | None = None
+    data: str,
+    genes: str,
+    size_filter: str,
+    n_dense: int,
+    seed: int,
+    overlap: float | None = None,
+    engine: str = "adam",
 ) -> dict:
     """One fit and the baseline on the same genes: a dict of AUROCs."""
     adata, sets = load(data, genes)
     labels = adata.obs[LABEL[data]].astype(str).to_numpy()
     out = {"data": data, "genes": genes, "filter": size_filter, "n_dense": n_dense, "seed": seed}
+    out["engine"] = engine
     base = {}
     for name, group in PAIRS[data].items():
         found = [g for g in sets[name] if g in adata.var_names]
@@ -91,6 +98,7 @@ def run(
         seed=seed,
         enable_progress_bar=False,
         model_kwargs=model_kwargs,
+        engine=engine,
         **bounds(size_filter),
     )
     out["wall_s"] = round(time.perf_counter() - start, 1)
@@ -113,7 +121,8 @@ def table(path: str) -> None:
     rows = [json.loads(line) for line in open(path) if line.startswith("{")]
     cells = defaultdict(list)
     for r in rows:
-        cells[(r["data"], r["genes"], r["filter"], r["n_dense"], r["score_overlap"])].append(r)
+        key = (r["data"], r["genes"], r["filter"], r["n_dense"], r["score_overlap"])
+        cells[(*key, r.get("engine", "adam"))].append(r)
     for data in PAIRS:
         keys = sorted(k for k in cells if k[0] == data)
         if not keys:
@@ -121,9 +130,9 @@ def table(path: str) -> None:
         sets = list(PAIRS[data])
         short = [s.replace("REACTOME_", "").replace("HALLMARK_", "").lower() for s in sets]
         print(f"\n{data}\n")
-        head = "| genes | sets found | n_dense | rho | seeds | factors | epochs | "
+        head = "| genes | sets found | n_dense | rho | engine | seeds | factors | epochs | "
         print(head + " | ".join(short) + " |")
-        print("|---" * (7 + len(sets)) + "|")
+        print("|---" * (8 + len(sets)) + "|")
         for key in keys:
             group = cells[key]
             parts = []
@@ -140,7 +149,7 @@ def table(path: str) -> None:
             seeds = ",".join(str(r["seed"]) for r in group)
             epochs = "/".join(str(r["epochs"]) for r in group)
             print(
-                f"| {key[1]} | {key[2]} | {key[3]} | {key[4]} | {seeds} | "
+                f"| {key[1]} | {key[2]} | {key[3]} | {key[4]} | {key[5]} | {seeds} | "
                 f"{group[0]['n_factors']} | {epochs} | " + " | ".join(parts) + " |"
             )
 
@@ -156,6 +165,7 @@ def main() -> None:
     parser.add_argument(
         "--score-overlap", type=float, help="SpexLVM(score_overlap=...) (default: the model's)"
     )
+    parser.add_argument("--engine", default="adam", choices=["adam", "cavi"])
     parser.add_argument("--table", metavar="LOG")
     args = parser.parse_args()
     if args.table:
@@ -165,7 +175,8 @@ def main() -> None:
     for size_filter in args.filters:
         for n_dense in args.n_dense:
             for seed in args.seeds:
-                row = run(args.data, args.genes, size_filter, n_dense, seed, args.score_overlap)
+                overlap, engine = args.score_overlap, args.engine
+                row = run(args.data, args.genes, size_filter, n_dense, seed, overlap, engine)
                 print(json.dumps(row), flush=True)
 
 
