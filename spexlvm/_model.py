@@ -42,6 +42,7 @@ from ._utils import package_version as _package_version
 from ._utils import user_stacklevel
 from .pp._decoys import factor_membership
 from .pp._mask import get_prior, get_signs
+from .pp._nested import set_overlap
 from .train import CAVITrainingPlan, SpexLVMTrainingPlan, TrainingRun, schedule
 from .train._checkpoint import digest
 from .train._run import is_rank_zero
@@ -78,21 +79,6 @@ def _check_version(saved: str, dir_path: str) -> None:
             f"The model in {dir_path!r} was saved by spexlvm {saved}, newer than the installed "
             f"{current}. Upgrade spexlvm (`pip install -U spexlvm`) to load it."
         )
-
-
-def set_overlap(signs: np.ndarray) -> np.ndarray:
-    """How much gene sets overlap: ``C_kl = sum_g s_gk s_gl / sqrt(n_k n_l)`` (sets x sets).
-
-    ``s``: genes x sets, 1 / -1 for a member (its sign in a signed network), 0 otherwise;
-    ``n_k``: members of set k. ``C`` is the correlation that the mean of set k's genes and
-    the mean of set l's would have if every gene varied independently with unit variance;
-    it is positive semi-definite with a unit diagonal.
-    """
-    s = np.asarray(signs, dtype=np.float64)
-    norm = np.sqrt(np.maximum((s * s).sum(0), 1.0))
-    out = (s.T @ s) / np.outer(norm, norm)
-    np.fill_diagonal(out, 1.0)
-    return out
 
 
 def _mask(values: torch.Tensor, observed: torch.Tensor | None) -> torch.Tensor:

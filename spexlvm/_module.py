@@ -382,6 +382,12 @@ class SpexLVMModule(PyroBaseModuleClass):
         # rho exactly 0 unless asked: independent scores as in the paper
         self.register_buffer("score_overlap_on", torch.tensor(overlap > 0.0 or learn))
         self.register_buffer("score_overlap_any", torch.tensor(overlapping))
+        self._read_score_prior_flags()
+
+    def _read_score_prior_flags(self) -> None:
+        # the two flags as Python bools, read on every step without a device sync
+        self._overlap_on = bool(self.score_overlap_on)
+        self._correlated = self._overlap_on and bool(self.score_overlap_any)
 
     @property
     def learn_score_overlap(self) -> bool:
@@ -390,14 +396,14 @@ class SpexLVMModule(PyroBaseModuleClass):
 
     def score_overlap(self) -> torch.Tensor:
         """``rho``, the weight of the sets' overlap in the scores' prior correlation."""
-        if not bool(self.score_overlap_on):
+        if not self._overlap_on:
             return torch.zeros((), device=self.score_overlap_logit.device)
         return torch.sigmoid(self.score_overlap_logit)
 
     @property
     def correlated_scores(self) -> bool:
         """Whether the scores' prior correlation is not the identity."""
-        return bool(self.score_overlap_any) and bool(self.score_overlap_on)
+        return self._correlated
 
     def _score_prior_eigenvalues(self) -> torch.Tensor:
         rho = self.score_overlap()
@@ -440,6 +446,7 @@ class SpexLVMModule(PyroBaseModuleClass):
         state_dict.setdefault(prefix + "score_overlap_on", torch.tensor(False, device=dev))
         state_dict.setdefault(prefix + "score_overlap_any", torch.tensor(False, device=dev))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._read_score_prior_flags()
 
     @torch.no_grad()
     def flip_factors(self, signs: torch.Tensor) -> None:
@@ -462,8 +469,9 @@ class SpexLVMModule(PyroBaseModuleClass):
         The score posterior is held fixed (it was optimal for the old ``rho``); this is the
         whole dependence of the ELBO on ``rho``. ``stats``: summed over any minibatches
         (``moment`` = sum_n E[x_n x_n^T], ``prior_quad``, ``prior_logdet_n``, ``n_cells``).
+        0 unless ``rho`` is learned (a fixed ``rho`` never changes).
         """
-        if not self.correlated_scores:
+        if not (self.learn_score_overlap and self.correlated_scores):
             return torch.zeros((), device=self.score_overlap_basis.device)
         prec, logdet = self.score_prior_precision()
         moment = stats["moment"].to(prec.dtype)
@@ -976,7 +984,7 @@ class SpexLVMModule(PyroBaseModuleClass):
         prior_quad = (prior.to(means.dtype) * moment).sum()
         kl_x = 0.5 * (prior_quad - n_batch * (k - prior_logdet) + logdet.sum())
         out = {"ym": ym, "second": second, "kl_x": kl_x}
-        if self.correlated_scores:  # what the ELBO's dependence on rho needs
+        if self.learn_score_overlap:  # what the ELBO's dependence on a learned rho needs
             out.update(
                 moment=moment,
                 prior_quad=prior_quad,

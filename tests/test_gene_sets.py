@@ -841,3 +841,23 @@ def test_read_gmt_latin1_fallback_is_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="not valid UTF-8.*Save the file as UTF-8"):
         sets = spexlvm.pp.read_gmt(path)
     assert sets == {"CAF\u00c9_SET": ["G1", "G2"]}
+
+
+def test_set_overlap_is_the_correlation_of_gene_means():
+    """``set_overlap``: shared genes (signed) over ``sqrt(n_k n_l)``, unit diagonal, PSD;
+    the correlation of two sets' gene means when genes vary independently."""
+    from spexlvm.pp._nested import set_overlap
+
+    signs = np.zeros((6, 3), dtype=np.int8)
+    signs[:4, 0] = 1  # 4 genes
+    signs[2:5, 1] = 1  # 3 genes, 2 shared with set 0
+    signs[2, 2], signs[5, 2] = -1, 1  # 2 genes, one shared (with the opposite sign)
+    c = set_overlap(signs)
+    np.testing.assert_allclose(np.diagonal(c), 1.0)
+    assert c[0, 1] == pytest.approx(2 / np.sqrt(12))
+    assert c[0, 2] == pytest.approx(-1 / np.sqrt(8))
+    assert c[1, 2] == pytest.approx(-1 / np.sqrt(6))
+    assert np.linalg.eigvalsh(c).min() > -1e-12
+    genes = np.random.default_rng(0).normal(size=(200_000, 6))
+    means = genes @ signs / np.sqrt(np.abs(signs).sum(0))
+    np.testing.assert_allclose(np.corrcoef(means.T), c, atol=0.01)

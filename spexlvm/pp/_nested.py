@@ -28,9 +28,29 @@ MERGE_FRACTION = 0.5
 
 
 def _shared_genes(mask: np.ndarray) -> sparse.csr_matrix:
-    """Number of genes shared by every pair of mask columns (sparse, sets x sets)."""
+    """Number of genes shared by every pair of mask columns (sparse, sets x sets).
+
+    With a signed mask (+1 / -1 per member) each shared gene counts with the product of
+    its two signs.
+    """
     m = sparse.csc_matrix(mask.astype(np.int64))
     return (m.T @ m).tocsr()
+
+
+def set_overlap(signs: np.ndarray) -> np.ndarray:
+    """How much gene sets overlap: ``C_kl = sum_g s_gk s_gl / sqrt(n_k n_l)`` (sets x sets).
+
+    ``s``: genes x sets, 1 / -1 for a member (its sign in a signed network), 0 otherwise;
+    ``n_k``: members of set k. ``C`` is the correlation that the mean of set k's genes and
+    the mean of set l's would have if every gene varied independently with unit variance;
+    it is positive semi-definite with a unit diagonal (the prior correlation of the
+    scores, ``SpexLVM(score_overlap=...)``).
+    """
+    shared = _shared_genes(np.asarray(signs)).toarray().astype(np.float64)
+    norm = np.sqrt(np.maximum(np.diagonal(shared), 1.0))
+    out = shared / np.outer(norm, norm)
+    np.fill_diagonal(out, 1.0)
+    return out
 
 
 def _nested_pairs(
