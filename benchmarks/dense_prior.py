@@ -72,6 +72,7 @@ import warnings
 from collections import defaultdict
 
 import numpy as np
+from _common import score_genes_auroc
 from sklearn.metrics import roc_auc_score
 
 import spexlvm
@@ -249,16 +250,13 @@ def run(data: str, option: str, seed: int, n_dense: int) -> dict:
 
 def baseline(data: str) -> dict:
     """``sc.tl.score_genes`` AUROCs of the evaluated sets (genes found, as the fit)."""
-    import scanpy as sc
-
     adata, sets, _, label, pairs = _load(data)
     upper = {g.upper(): g for g in adata.var_names}
     labels = adata.obs[label].astype(str).to_numpy()
     out = {"data": data, "option": "score_genes"}
     for gene_set, group in pairs.items():
         genes = [upper[g.upper()] for g in sets[gene_set] if g.upper() in upper]
-        sc.tl.score_genes(adata, genes, score_name="score", random_state=0)
-        out[gene_set] = float(roc_auc_score(labels == group, adata.obs["score"]))
+        out[gene_set] = score_genes_auroc(adata, genes, labels, group)
     return out
 
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 
-import scanpy as sc
-from _common import machine, quiet
-from sklearn.metrics import roc_auc_score
+from _common import machine, quiet, score_genes_auroc
 
 import spexlvm
 
@@ -48,8 +46,7 @@ def main() -> None:
     baseline = {}
     for gene_set, group in PAIRS.items():
         genes = [g for g in sets[gene_set] if g in reference.var_names]
-        sc.tl.score_genes(reference, genes, score_name="score", random_state=0)
-        baseline[gene_set] = roc_auc_score(labels == group, reference.obs["score"])
+        baseline[gene_set] = score_genes_auroc(reference, genes, labels, group)
 
     short = ["MHC II / DC", "BCR / B", "neutrophil degr. / CD14+ mono", "innate immune / CD14+"]
     head = "| n_dense | seed | factors (annotated) | epochs | wall (s) | "

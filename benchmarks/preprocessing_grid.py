@@ -30,7 +30,7 @@ from collections import defaultdict
 
 import numpy as np
 import scanpy as sc
-from _common import quiet
+from _common import quiet, score_genes_auroc
 from sklearn.metrics import roc_auc_score
 
 import spexlvm
@@ -86,9 +86,7 @@ def run(
     base = {}
     for name, group in PAIRS[data].items():
         found = [g for g in sets[name] if g in adata.var_names]
-        sc.tl.score_genes(adata, found, score_name="_score", random_state=0)
-        base[name] = float(roc_auc_score(labels == group, adata.obs["_score"]))
-    del adata.obs["_score"]
+        base[name] = score_genes_auroc(adata, found, labels, group)
     start = time.perf_counter()
     model_kwargs = {} if overlap is None else {"score_overlap": overlap}
     spexlvm.tl.fit(
