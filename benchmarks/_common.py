@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import time
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 
@@ -74,3 +75,43 @@ def score_genes_auroc(adata, genes, labels, group: str) -> float:
     sc.tl.score_genes(adata, list(genes), score_name="_score_genes", random_state=0)
     score = adata.obs.pop("_score_genes").to_numpy()
     return float(roc_auc_score(np.asarray(labels) == group, score))
+
+
+def f1_clock(mask_true, *, score_start: bool = False):
+    """A Lightning callback that records every epoch's seconds and the F1 of the loadings.
+
+    ``f1``: the F1 of the loading means against ``mask_true`` (genes x true factors) after
+    every epoch, with ``score_start`` also before the first (the initial loadings);
+    ``seconds``: each epoch's wall time; ``steps``: minibatches per epoch.
+    """
+    import numpy as np
+    from lightning.pytorch.callbacks import Callback
+
+    import spexlvm
+
+    mask_true = np.asarray(mask_true)
+
+    class F1Clock(Callback):
+        def __init__(self):
+            self.f1: list[float] = []
+            self.seconds: list[float] = []
+            self.steps = 0
+
+        @staticmethod
+        def _score(pl_module) -> float:
+            w = pl_module.module.w_loc.detach().cpu().numpy()[:, : mask_true.shape[1]]
+            return float(spexlvm.datasets.f1_score(mask_true, w))
+
+        def on_train_start(self, trainer, pl_module):
+            if score_start:
+                self.f1.append(self._score(pl_module))
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self._t = time.perf_counter()
+            self.steps = int(trainer.num_training_batches)
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.seconds.append(time.perf_counter() - self._t)
+            self.f1.append(self._score(pl_module))
+
+    return F1Clock()

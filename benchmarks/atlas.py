@@ -33,7 +33,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _common import machine
+from _common import f1_clock, machine
 
 #: Cells generated (and copied) per chunk; fixed, so the file does not depend on options.
 CHUNK = 10_000
@@ -128,32 +128,15 @@ def data_file(directory: Path, n_obs: int, n_vars: int, n_factors: int, seed: in
 def fit_one(args: argparse.Namespace) -> dict:
     """Fit one file (in this process) and return the measurements."""
     import anndata as ad
-    from lightning.pytorch.callbacks import Callback
 
     import spexlvm
-
-    class EpochClock(Callback):
-        """Seconds and F1 (of the loading means against the truth) of every epoch."""
-
-        def __init__(self, mask_true):
-            self.seconds: list[float] = []
-            self.f1: list[float] = []
-            self.mask_true = mask_true
-
-        def on_train_epoch_start(self, trainer, pl_module):
-            self._t = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            self.seconds.append(time.perf_counter() - self._t)
-            w = pl_module.module.w_loc.detach().cpu().numpy()[:, : self.mask_true.shape[1]]
-            self.f1.append(float(spexlvm.datasets.f1_score(self.mask_true, w)))
 
     path = Path(args.fit)
     t0 = time.perf_counter()
     adata = ad.read_h5ad(path, backed="r" if args.backed else None)
     t_read = time.perf_counter() - t0
     k = int(adata.uns["synthetic"]["n_factors"])
-    clock = EpochClock(np.asarray(adata.varm["mask_true"])[:, :k])
+    clock = f1_clock(np.asarray(adata.varm["mask_true"])[:, :k])
     t1 = time.perf_counter()
     # SpexLVM construction (statistics pass, init) and training, as tl.fit does them
     spexlvm.SpexLVM.setup_anndata(adata)

@@ -63,7 +63,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import load_average, machine, quiet
+from _common import f1_clock, load_average, machine, quiet
 from atlas import peak_rss_gb
 
 HERE = Path(__file__).parent
@@ -112,39 +112,14 @@ def fit_one(args: argparse.Namespace) -> dict:
     """Fit one file with one engine (in this process); F1 after every pass."""
     import anndata as ad
     import scvi
-    from lightning.pytorch.callbacks import Callback
 
     import spexlvm
-
-    class PassScore(Callback):
-        """F1 of the loading means after the initialisation and after every pass."""
-
-        def __init__(self, mask_true: np.ndarray):
-            self.mask_true = mask_true
-            self.f1: list[float] = []
-            self.seconds: list[float] = []
-            self.steps = 0
-
-        def _score(self, pl_module) -> float:
-            w = pl_module.module.w_loc.detach().cpu().numpy()[:, : self.mask_true.shape[1]]
-            return float(spexlvm.datasets.f1_score(self.mask_true, w))
-
-        def on_train_start(self, trainer, pl_module):
-            self.f1.append(self._score(pl_module))  # pass 0: the initial loadings
-
-        def on_train_epoch_start(self, trainer, pl_module):
-            self._t = time.perf_counter()
-            self.steps = int(trainer.num_training_batches)
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            self.seconds.append(time.perf_counter() - self._t)
-            self.f1.append(self._score(pl_module))
 
     path = Path(args.fit)
     adata = ad.read_h5ad(path, backed="r" if args.backed else None)
     k = int(adata.uns["synthetic"]["n_factors"])
     mask_true = np.asarray(adata.varm["mask_true"])[:, :k]
-    score = PassScore(mask_true)
+    score = f1_clock(mask_true, score_start=True)  # pass 0: the initial loadings
     t0 = time.perf_counter()
     spexlvm.SpexLVM.setup_anndata(adata)
     scvi.settings.seed = args.seed
