@@ -6,6 +6,10 @@ Three parts (``--parts``):
   Reactome MHC class II antigen presentation and BCR signalling sets + 30 decoys
   (:func:`spexlvm.pp.decoy_gene_sets`), every set kept (``nested="keep"``), one dense
   factor, seeds 0-2.
+- ``pbmc_c8``: the choice data of the calls' rules: the same PBMCs with 50 C8 cell-type
+  signatures drawn at random (per seed) among those with 15-200 genes found
+  (``/work/shared/data/c8.all.v7.5.1.symbols.gmt``, not bundled) + 30 decoys, every set
+  kept, one dense factor.
 - ``mesc``: spexlvm.datasets.mesc (6,000 most variable genes), hallmark + Reactome sets
   with 40-300 genes found (case-insensitive), every set kept, 30 decoys, one dense
   factor, at most 300 epochs (as benchmarks/gene_set_competition.py), seeds 0-1.
@@ -17,7 +21,8 @@ Three parts (``--parts``):
 For each fit: the share of decoys called active (``tl.active_factors``) and significant
 (``tl.gene_set_test``, BH 0.05), the decoys' share of ``tl.refine``'s calls, and whether
 the sets known to be real (PBMC: MHC II, BCR; mESC: G2M checkpoint) are active and
-significant. Nothing here chose a default (see benchmarks/RESULTS.md).
+significant. Only ``pbmc_c8`` chose defaults (see benchmarks/RESULTS.md). ``--save DIR``
+writes every fitted AnnData to ``DIR/<part>_seed<k>.h5ad``.
 
 Usage::
 
@@ -27,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -39,6 +45,15 @@ from spexlvm.datasets._graded import graded_effects
 MHC = "REACTOME_MHC_CLASS_II_ANTIGEN_PRESENTATION"
 BCR = "REACTOME_SIGNALING_BY_THE_B_CELL_RECEPTOR_BCR"
 G2M = "HALLMARK_G2M_CHECKPOINT"
+C8 = "/work/shared/data/c8.all.v7.5.1.symbols.gmt"
+SAVE: str | None = None
+
+
+def save(adata, name: str) -> None:
+    """Write the fitted AnnData when ``--save`` was given."""
+    if SAVE:
+        os.makedirs(SAVE, exist_ok=True)
+        adata.write_h5ad(os.path.join(SAVE, f"{name}.h5ad"))
 
 
 def calls(adata, known: list[str]) -> dict[str, object]:
@@ -68,14 +83,31 @@ def row(cells: list[object]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def run_pbmc(seeds: list[int]) -> None:
+def c8_signatures(adata, seed: int, n: int = 50) -> dict[str, list[str]]:
+    """``n`` C8 signatures with 15-200 genes found, drawn with ``seed``."""
+    genes = set(adata.var_names)
+    found = {}
+    with open(C8) as fh:
+        for line in fh:
+            name, _, *members = line.rstrip("\n").split("\t")
+            if 15 <= len(genes.intersection(members)) <= 200:
+                found[name] = members
+    names = sorted(found)
+    pick = np.random.default_rng(seed).choice(len(names), size=min(n, len(names)), replace=False)
+    return {names[i]: found[names[i]] for i in sorted(pick)}
+
+
+def run_pbmc(seeds: list[int], c8: bool = False) -> None:
     sets = dict(spexlvm.datasets.gene_sets("hallmark"))
     reactome = spexlvm.datasets.gene_sets("reactome")
     sets.update({MHC: reactome[MHC], BCR: reactome[BCR]})
-    print("\nPBMC (pbmc68k_reduced .raw), hallmark + MHC II + BCR + 30 decoys, n_dense=1\n")
+    what = "50 random C8 signatures" if c8 else "hallmark + MHC II + BCR"
+    print(f"\nPBMC (pbmc68k_reduced .raw), {what} + 30 decoys, n_dense=1\n")
     header = None
     for seed in seeds:
         adata = spexlvm.datasets.pbmc68k_reduced()
+        if c8:
+            sets = c8_signatures(adata, seed)
         decoys = spexlvm.pp.decoy_gene_sets(adata, sets, n=30, seed=seed)
         start = time.perf_counter()
         spexlvm.tl.fit(
@@ -86,8 +118,10 @@ def run_pbmc(seeds: list[int]) -> None:
             nested="keep",
             enable_progress_bar=False,
         )
-        out = calls(adata, [MHC, BCR])
-        out["fit (s)"] = f"{time.perf_counter() - start:.1f}"
+        fit_s = time.perf_counter() - start
+        save(adata, f"pbmc{'_c8' if c8 else ''}_seed{seed}")
+        out = calls(adata, [] if c8 else [MHC, BCR])
+        out["fit (s)"] = f"{fit_s:.1f}"
         if header is None:
             header = list(out)
             print(row(["seed", *header]))
@@ -121,8 +155,10 @@ def run_mesc(seeds: list[int]) -> None:
             max_epochs=300,
             enable_progress_bar=False,
         )
+        fit_s = time.perf_counter() - start
+        save(adata, f"mesc_seed{seed}")
         out = calls(adata, [G2M])
-        out["fit (s)"] = f"{time.perf_counter() - start:.1f}"
+        out["fit (s)"] = f"{fit_s:.1f}"
         out["sets"] = len(real)
         if header is None:
             header = list(out)
@@ -158,6 +194,8 @@ def run_synthetic(seeds: list[int], sd: str = "mean_field") -> None:
         )
         if sd != "mean_field":  # the joint K x K posterior sd instead of the stored one
             adata.varm["spexlvm_loadings_sd"] = model.get_loadings_sd(sd).to_numpy("float32")
+        adata.varm["true_r2"] = true_r2
+        save(adata, f"synthetic_seed{seed}")
         names = list(adata.uns["spexlvm"]["factor_names"])
         pos = {g: i for i, g in enumerate(adata.var_names)}
         for fdr in (0.05, 0.1):
@@ -189,9 +227,14 @@ def main() -> None:
         default="mean_field",
         help="loadings' posterior sd that refine uses (synthetic part)",
     )
+    parser.add_argument("--save", default=None, help="write each fitted AnnData here")
     args = parser.parse_args()
+    global SAVE
+    SAVE = args.save
     quiet()
     print(machine())
+    if "pbmc_c8" in args.parts:
+        run_pbmc(args.seeds or [0, 1], c8=True)
     if "pbmc" in args.parts:
         run_pbmc(args.seeds or [0, 1, 2])
     if "mesc" in args.parts:

@@ -918,7 +918,10 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         ``attrs["covariates"]`` holds the R² of each covariate key (``{key: R²}``, its
         columns' reconstruction ``c_key B_key^T``, computed like a factor's) and
         ``attrs["factors_total"]`` the R² of the factors together, on the data less the
-        covariate effects' reconstruction.
+        covariate effects' reconstruction. ``attrs["score_var"]`` holds each factor's
+        posterior variance of the scores, averaged over the cells: the scores'
+        uncertainty, so that ``mean(z_k^2) + score_var_k`` estimates the variance of the
+        factor itself (the posterior means ``z`` are shrunk towards zero).
         """
         self._check_if_trained(warn=True)
         module = self.module
@@ -930,10 +933,18 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         wd = w.double()
         ss_left = 0.0  # what the covariates leave
         ss_res_cov = dict.fromkeys(groups, 0.0)
+        score_var = torch.zeros(k, dtype=torch.float64, device=w.device)
+        n_cells = 0
         for x, design in self._batches(self._validate_anndata(adata), batch_size):
             x = x.to(w.device)
             y, observed = module._prepare(x)
-            scores = module.score_posterior(x, complete=observed is None, design=design)["means"]
+            post = module.score_posterior(x, complete=observed is None, design=design)
+            scores, cov = post["means"], post["cov"]
+            if cov.dim() == 2:  # one covariance shared by the cells
+                score_var += torch.diagonal(cov).double() * x.shape[0]
+            else:
+                score_var += torch.diagonal(cov, dim1=-2, dim2=-1).double().sum(0)
+            n_cells += x.shape[0]
             o = None if observed is None else observed.to(torch.float64)
             yd = y.double()
             effects = None
@@ -952,6 +963,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         r2 = r2_factors.cpu().numpy() if ss_tot > 0 else np.zeros(k)
         out = pd.Series(r2, index=self.factor_names, name="r2")
         out.attrs["total"] = float(r2_total)
+        out.attrs["score_var"] = (score_var / max(n_cells, 1)).cpu().numpy()
         if groups:
             tot = float(ss_tot)
             out.attrs["covariates"] = {

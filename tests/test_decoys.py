@@ -129,8 +129,40 @@ def test_refine_no_calls_on_switched_off_factor(decoy_fit):
     assert adata.uns["spexlvm"]["refine"]["n_skipped"] == len(off)
     # the deprecated relative rule would "remove" the whole set of that factor
     with pytest.warns(FutureWarning):
-        old = spexlvm.tl.refine(adata, threshold=0.05, only_active=False)
+        old = spexlvm.tl.refine(adata, threshold=0.05, only_active=False, min_set_share=0.0)
     assert (old["factor"] == off[0]).sum() > 0
+
+
+def test_refine_no_calls_on_factor_about_other_genes(decoy_fit):
+    """A factor whose effects lie mostly outside its set is no refinement of the set."""
+    adata, _ = decoy_fit
+    adata = adata.copy()
+    act = spexlvm.tl.active_factors(adata)
+    planted = [f"factor_{k + 1}" for k in range(6)]
+    # the planted factors' effects lie mostly in their sets (20% annotation noise)
+    assert (act.loc[planted, "set_share"] > 0.6).all()
+    assert act.loc[act["kind"] != "annotated", "set_share"].isna().all()
+    # factor_1 now also moves 60 genes outside its set, each as much as its top gene
+    names = list(adata.uns["spexlvm"]["factor_names"])
+    k = names.index("factor_1")
+    mask, _ = spexlvm.pp.get_mask(adata)
+    w = adata.varm["spexlvm_loadings"]
+    outside = np.flatnonzero(~mask[:, k])[:60]
+    w[outside, k] = np.abs(w[:, k]).max()
+    act = spexlvm.tl.active_factors(adata)
+    assert act.loc["factor_1", "active"]
+    assert act.loc["factor_1", "set_share"] < 0.4
+    changes = spexlvm.tl.refine(adata)
+    assert "factor_1" not in set(changes["factor"])
+    stored = adata.uns["spexlvm"]["refine"]
+    assert stored["n_off_set"] == 1 and stored["min_set_share"] == 0.4
+    assert set(planted[1:]) <= set(changes["factor"])
+    every = spexlvm.tl.refine(adata, min_set_share=0.0)
+    added = every[(every["factor"] == "factor_1") & (every["change"] == "added")]
+    assert set(added["gene"]) >= set(adata.var_names[outside])
+    assert adata.uns["spexlvm"]["refine"]["n_off_set"] == 0
+    with pytest.raises(ValueError, match="min_set_share"):
+        spexlvm.tl.refine(adata, min_set_share=1.5)
 
 
 def test_one_membership_mask_orientation_and_refine_agree():

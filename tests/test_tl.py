@@ -145,6 +145,7 @@ def test_active_factors(fitted):
         "active",
         "reason",
         "n_effect",
+        "set_share",
     ]
     assert df.loc[[f"factor_{k + 1}" for k in range(N_TRUE)], "active"].all()
     extra = df.loc[["extra_1", "extra_2", "extra_3"]]
@@ -209,6 +210,41 @@ def test_refine_recovers_flipped_genes(fitted):
         spexlvm.tl.refine(adata, min_gene_r2=0.0)
     with pytest.warns(FutureWarning, match="deprecated"):
         spexlvm.tl.refine(adata, threshold=0.05)
+
+
+@pytest.mark.parametrize("which", ["fitted", "fitted_missing"])
+def test_score_var_is_the_scores_posterior_variance(which, request):
+    """``uns["score_var"]``: each factor's posterior variance of the scores, mean over the
+    cells (one covariance shared by complete cells, one per cell with missing values),
+    and with it the factor's variance ``mean(z^2) + score_var`` that refine reads."""
+    import torch
+
+    from spexlvm.tl._calls import factor_variance
+
+    adata, model = request.getfixturevalue(which)
+    stored = np.asarray(adata.uns["spexlvm"]["score_var"])
+    assert stored.shape == (len(model.factor_names),)
+    x = torch.as_tensor(np.asarray(adata.X, dtype=np.float32))
+    with torch.no_grad():
+        cov = model.module.score_posterior(x)["cov"].double()
+    diag = torch.diagonal(cov) if cov.dim() == 2 else torch.diagonal(cov, dim1=-2, dim2=-1)
+    expected = diag.mean(0) if diag.dim() == 2 else diag
+    np.testing.assert_allclose(stored, expected.numpy(), rtol=1e-4, atol=1e-7)
+    assert (stored > 0).all()
+    z = adata.obsm["X_spexlvm"].astype(np.float64)
+    np.testing.assert_allclose(factor_variance(adata), (z * z).mean(0) + stored, rtol=1e-6)
+    if which == "fitted":
+        # the planted scores have unit variance: the posterior means alone fall short
+        planted = [model.factor_names.index(f"factor_{k + 1}") for k in range(N_TRUE)]
+        total = factor_variance(adata)[planted]
+        assert np.all(np.abs(total - 1.0) < 0.1), total
+    # results written before score_var existed: the mean square alone
+    old = adata.copy()
+    del old.uns["spexlvm"]["score_var"]
+    np.testing.assert_allclose(factor_variance(old), (z * z).mean(0))
+    old.uns["spexlvm"]["score_var"] = stored[:-1]
+    with pytest.raises(ValueError, match="score_var"):
+        factor_variance(old)
 
 
 def test_refined_gene_sets_and_gmt(fitted, tmp_path):

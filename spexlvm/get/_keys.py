@@ -74,6 +74,12 @@ _KEYS: tuple[_Key, ...] = (
         "float array, K: posterior median of each factor's scale (near 0: pruned)",
         _FIT,
     ),
+    _Key(
+        "uns",
+        "{key}/score_var",
+        "float array, K: posterior variance of each factor's scores, mean over the cells",
+        _FIT,
+    ),
     _Key("uns", "{key}/gene_mean", "float array, genes: the centring of the input", _FIT),
     _Key("uns", "{key}/data_scale", "float: the scaling of the input", _FIT),
     _Key("uns", "{key}/converged", "bool: the stopping rule fired before max_epochs", _FIT),

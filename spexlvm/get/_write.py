@@ -56,7 +56,8 @@ def write_results(
         ``varm[f"{key_added}_loadings_sd"]`` (their posterior standard deviations) and
         ``uns[key_added]``: ``factor_names`` (str array), ``r2`` (float array, per factor),
         ``r2_total``, ``n_annotated``, ``n_sparse``, ``n_dense``, ``factor_scale``
-        (posterior median of each factor's scale; near zero = pruned), ``gene_mean`` and
+        (posterior median of each factor's scale; near zero = pruned), ``score_var``
+        (each factor's posterior variance of the scores, mean over the cells), ``gene_mean`` and
         ``data_scale`` (the centring and scaling of the input), ``converged`` (whether
         the stopping rule fired before ``max_epochs``), ``params`` (settings, ``engine``
         (the inference engine of :meth:`SpexLVM.train`),
@@ -131,6 +132,7 @@ def _write_results(
         "n_sparse": int(model.n_sparse),
         "n_dense": int(model.n_dense),
         "factor_scale": scales["median"].to_numpy(dtype=np.float64),
+        "score_var": np.asarray(r2.attrs["score_var"], dtype=np.float64),
         "gene_mean": model.module.gene_mean.detach().cpu().numpy().astype(np.float64),
         "data_scale": float(model.module.data_scale),
         "converged": bool(getattr(model, "converged_", False)),

@@ -109,8 +109,11 @@ def active_factors(
     else), ``decoy`` (bool), ``pval`` (against the decoys; NaN without them), ``active``
     (bool) and ``reason`` (``""``, ``"scale collapsed"``, ``"not above decoys"``,
     ``"explains < min_set_genes of its set"``, ``"< min_effect_genes genes with an
-    effect"`` or ``"explains < min_r2"``), and ``n_effect`` (genes of the set with an
-    effect; annotated factors, else 0). An h5ad-safe
+    effect"`` or ``"explains < min_r2"``), ``n_effect`` (genes of the set with an
+    effect; annotated factors, else 0) and ``set_share`` (the share of the factor's
+    effects, per-gene R² of at least ``min_gene_r2`` summed over genes, that lies in its
+    set; annotated factors, else NaN: :func:`spexlvm.tl.refine` calls genes only on
+    factors whose share is at least ``min_set_share``). An h5ad-safe
     copy goes to ``adata.uns[key][key_added]`` (with the settings and ``null``:
     ``"decoys"`` or ``"threshold"``).
     """
@@ -141,11 +144,13 @@ def active_factors(
     pval = np.full(len(names), np.nan)
     decoy = np.zeros(len(names), dtype=bool)
     n_effect = np.zeros(len(names), dtype=np.int64)
+    set_share = np.full(len(names), np.nan)
     null = "threshold"
     n_annotated = int(uns.get("n_annotated", 0))
     if n_annotated:
         stats = set_statistics(adata, key, min_gene_r2=min_gene_r2)
         n_effect[:n_annotated] = stats["n_effect"].to_numpy()
+        set_share[:n_annotated] = stats["set_share"].to_numpy()
         r2_set[:n_annotated] = stats["r2_set"].to_numpy()
         decoy[:n_annotated] = stats["decoy"].to_numpy()
         size = stats["n_genes"].to_numpy()
@@ -174,6 +179,7 @@ def active_factors(
             "active": active,
             "reason": reason,
             "n_effect": n_effect,
+            "set_share": set_share,
         },
         index=pd.Index(names, name="factor"),
     )
