@@ -167,10 +167,11 @@ def run_mesc(seeds: list[int]) -> None:
         print(row([seed, *out.values()]), flush=True)
 
 
-def run_synthetic(seeds: list[int], sd: str = "mean_field") -> None:
+def run_synthetic(seeds: list[int], sd: str = "mean_field", overlap: float | None = None) -> None:
     print(
-        f"\nloadings_sd: {sd}. Synthetic (1000 cells x 800 genes, 10 factors, per-gene R2 "
-        "U(0, 0.3), nested, 20% annotation noise, 10 decoys): refine at min_gene_r2=0.05\n"
+        f"\nloadings_sd: {sd}, score_overlap: {overlap}. Synthetic (1000 cells x 800 genes, "
+        "10 factors, per-gene R2 U(0, 0.3), nested, 20% annotation noise, 10 decoys): "
+        "refine at min_gene_r2=0.05\n"
     )
     print(
         row(
@@ -189,8 +190,14 @@ def run_synthetic(seeds: list[int], sd: str = "mean_field") -> None:
     for seed in seeds:
         adata, sets, true_r2 = graded_effects(seed)
         decoys = spexlvm.pp.decoy_gene_sets(adata, sets, n=10, seed=seed)
+        kwargs = {} if overlap is None else {"model_kwargs": {"score_overlap": overlap}}
         model = spexlvm.tl.fit(
-            adata, {**sets, **decoys}, seed=seed, nested="keep", enable_progress_bar=False
+            adata,
+            {**sets, **decoys},
+            seed=seed,
+            nested="keep",
+            enable_progress_bar=False,
+            **kwargs,
         )
         if sd != "mean_field":  # the joint K x K posterior sd instead of the stored one
             adata.varm["spexlvm_loadings_sd"] = model.get_loadings_sd(sd).to_numpy("float32")
@@ -228,6 +235,12 @@ def main() -> None:
         help="loadings' posterior sd that refine uses (synthetic part)",
     )
     parser.add_argument("--save", default=None, help="write each fitted AnnData here")
+    parser.add_argument(
+        "--score-overlap",
+        type=float,
+        default=None,
+        help="SpexLVM(score_overlap=...) of the synthetic part (default: the package's)",
+    )
     args = parser.parse_args()
     global SAVE
     SAVE = args.save
@@ -240,7 +253,7 @@ def main() -> None:
     if "mesc" in args.parts:
         run_mesc(args.seeds or [0, 1])
     if "synthetic" in args.parts:
-        run_synthetic(args.seeds or [0, 1], args.sd)
+        run_synthetic(args.seeds or [0, 1], args.sd, args.score_overlap)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ only *measure* the default; nothing was chosen on them.
 ``--pairs heldout``: a held-out check of the defaults, three pathway / cell-type pairs
 picked by their biology before any fit (never looked at while choosing a default): TCR
 signalling vs T cells (the five CD4+ / CD8+ labels together), the lymphoid / non-lymphoid
-immunoregulatory interactions (KIR, KLR, NCR receptors) vs NK cells and the interferon
-gamma signalling (HLA class I / II) vs dendritic cells.
+immunoregulatory interactions (T / NK receptors and their myeloid partners) vs NK cells and
+the interferon gamma signalling (HLA class II, IRFs) vs dendritic cells.
 
 Usage::
 
