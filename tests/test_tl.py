@@ -425,6 +425,28 @@ def test_stability(fitted):
         spexlvm.tl.stability(adata, seeds=(0,))
 
 
+def test_stability_on_resampled_cells(run_fit):
+    """A fit that does not depend on the seed: seeds alone give identical refits (a
+    warning says so); refits on 80% of the cells tell planted from unplanted sets."""
+    adata = synthetic(400, 150, 4, noise=0.2, extra=0.5, seed=1)
+    run_fit(adata, max_epochs=150)
+    before = adata.obsm["X_spexlvm"].copy()
+    with pytest.warns(UserWarning, match="identical"):
+        same = spexlvm.tl.stability(adata, seeds=(0, 1), max_epochs=150)
+    np.testing.assert_allclose(same.to_numpy(), 1.0, atol=1e-6)
+    df = spexlvm.tl.stability(adata, seeds=(0, 1), subsample=0.8, max_epochs=150)
+    planted = df.loc[[f"factor_{k + 1}" for k in range(4)]]
+    extra = df.loc[df.index.str.startswith("extra_")]
+    assert len(extra) >= 1
+    assert (planted[["loadings_corr_min", "scores_corr_min"]] > 0.9).all().all(), planted
+    assert (planted["loadings_corr_min"] < 1.0 - 1e-6).all()  # the refits differ
+    assert extra["loadings_corr_min"].max() < planted["loadings_corr_min"].min(), df
+    assert adata.uns["spexlvm"]["stability"]["subsample"] == 0.8
+    np.testing.assert_array_equal(adata.obsm["X_spexlvm"], before)  # the fit is untouched
+    with pytest.raises(ValueError, match="subsample"):
+        spexlvm.tl.stability(adata, seeds=(0, 1), subsample=1.0)
+
+
 def test_stability_matching_and_errors(fitted):
     from spexlvm.tl._stability import _match
 

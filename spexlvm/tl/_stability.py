@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +65,7 @@ def stability(
     adata: AnnData,
     *,
     seeds: Sequence[int] = (0, 1, 2),
+    subsample: float | None = None,
     key: str = "spexlvm",
     key_added: str = "stability",
     **fit_kwargs: Any,
@@ -79,11 +81,22 @@ def stability(
     matched by the loadings' correlation (Hungarian assignment). ``adata`` is not
     modified except for the summary stored in ``uns``.
 
+    A fit without unannotated factors, trained in full batches, does not depend on the
+    seed at all (its initialisation is computed from the data): seeds alone then give
+    identical refits and every correlation is 1, which says nothing about the factors. A
+    warning says so; pass ``subsample`` to refit each seed on a random share of the cells
+    instead (drawn with the seed, without replacement). The scores of every refit are
+    then computed for all cells (projected, :meth:`spexlvm.SpexLVM.get_factors`), so that
+    the refits are compared on the same cells.
+
     Parameters
     ----------
     %(adata_fitted)s
     seeds
         At least two seeds.
+    subsample
+        Share of the cells each refit sees (in (0, 1)), e.g. 0.8; ``None`` refits on all
+        cells.
     %(key)s
     %(key_added)s
     **fit_kwargs
@@ -93,14 +106,19 @@ def stability(
     -------
     One row per factor (index: factor name): ``loadings_corr_mean``,
     ``loadings_corr_min``, ``scores_corr_mean`` and ``scores_corr_min`` over the pairs of
-    seeds. Values near 1 mark factors to trust. An h5ad-safe copy (with ``seeds``) goes
-    to ``adata.uns[key][key_added]``.
+    seeds. Values near 1 mark factors to trust. An h5ad-safe copy (with ``seeds`` and
+    ``subsample``, 1.0 for all cells) goes to ``adata.uns[key][key_added]``.
     """
     from ._fit import fit
 
     seeds = [int(s) for s in seeds]
     if len(seeds) < 2 or len(set(seeds)) != len(seeds):
         raise ValueError(f"stability needs at least two distinct seeds, got {seeds}.")
+    if subsample is not None and not 0.0 < subsample < 1.0:
+        raise ValueError(
+            f"subsample must lie in (0, 1) (the share of cells per refit), got {subsample}; "
+            "pass None to refit on all cells."
+        )
     names = get_factor_names(adata, key)
     uns = get_results(adata, key)
     params = uns.get("params", {})
@@ -120,14 +138,24 @@ def stability(
     kwargs.setdefault("enable_progress_bar", False)
     kwargs.pop("copy", None)
     kwargs.pop("seed", None)
+    kwargs.pop("return_model", None)
 
     loadings, scores = [], []
     for seed in seeds:
         logger.info("stability: fitting seed %d.", seed)
-        copy = adata.copy()
-        fit(copy, seed=seed, key_added=key, **kwargs)
+        if subsample is None:
+            copy = adata.copy()
+            fit(copy, seed=seed, key_added=key, **kwargs)
+            s = get_scores(copy, key)
+        else:
+            n_keep = max(2, round(subsample * adata.n_obs))
+            rng = np.random.default_rng(seed)
+            cells = np.sort(rng.choice(adata.n_obs, size=n_keep, replace=False))
+            copy = adata[cells].copy()
+            model = fit(copy, seed=seed, key_added=key, return_model=True, **kwargs)
+            # every cell's scores from this refit (a copy: scvi-tools registers it)
+            s = model.get_factors(adata.copy()).to_numpy(dtype=np.float64)
         w = get_loadings(copy, key)
-        s = get_scores(copy, key)
         if w.shape[1] != len(names):
             raise ValueError(
                 f"The refit has {w.shape[1]} factors, the original {len(names)}: pass the "
@@ -142,6 +170,19 @@ def stability(
     pairs = list(itertools.combinations(range(len(seeds)), 2))
     lc = np.array([np.diag(_abs_corr(loadings[i], loadings[j])) for i, j in pairs])
     sc = np.array([np.diag(_abs_corr(scores[i], scores[j])) for i, j in pairs])
+    identical = all(
+        np.allclose(loadings[0], w, rtol=1e-5, atol=1e-6 * max(np.abs(w).max(), 1e-12))
+        for w in loadings[1:]
+    )
+    if subsample is None and identical:
+        warnings.warn(
+            "stability: the refits with different seeds are identical (a fit without "
+            "unannotated factors, in full batches, does not depend on the seed), so every "
+            "correlation is 1 and says nothing about the factors. Refit on resampled cells: "
+            "spexlvm.tl.stability(adata, seeds=..., subsample=0.8).",
+            UserWarning,
+            stacklevel=2,
+        )
     df = pd.DataFrame(
         {
             "loadings_corr_mean": lc.mean(0),
@@ -153,6 +194,7 @@ def stability(
     )
     stored = frame_to_uns(df, index="factor")
     stored["seeds"] = np.asarray(seeds, dtype=np.int64)
+    stored["subsample"] = float(subsample) if subsample is not None else 1.0
     store(adata, key, key_added, stored)
     logger.info(
         "stability over %d seeds: %d of %d factors with min loadings correlation >= 0.9.",
