@@ -129,7 +129,7 @@ def test_refine_no_calls_on_switched_off_factor(decoy_fit):
     assert adata.uns["spexlvm"]["refine"]["n_skipped"] == len(off)
     # the deprecated relative rule would "remove" the whole set of that factor
     with pytest.warns(FutureWarning):
-        old = spexlvm.tl.refine(adata, threshold=0.05, only_active=False, min_set_share=0.0)
+        old = spexlvm.tl.refine(adata, threshold=0.05, only_active=False)
     assert (old["factor"] == off[0]).sum() > 0
 
 
@@ -142,6 +142,10 @@ def test_refine_no_calls_on_factor_about_other_genes(decoy_fit):
     # the planted factors' effects lie mostly in their sets (20% annotation noise)
     assert (act.loc[planted, "set_share"] > 0.6).all()
     assert act.loc[act["kind"] != "annotated", "set_share"].isna().all()
+    # without an effect in its set: share 0 (effects elsewhere only) or NaN (none at all,
+    # not gated by the share)
+    none = act.loc[(act["kind"] == "annotated") & (act["n_effect"] == 0), "set_share"]
+    assert (none.isna() | (none == 0.0)).all() and none.isna().any()
     # factor_1 now also moves 60 genes outside its set, each as much as its top gene
     names = list(adata.uns["spexlvm"]["factor_names"])
     k = names.index("factor_1")

@@ -191,7 +191,7 @@ def set_statistics(
     ``n_effect`` (genes of the set whose per-gene R² from the factor,
     ``w_gk^2 E[x_k^2] / var_g``, is at least ``min_gene_r2``), ``set_share`` (the share
     of that R², over all genes where it is at least ``min_gene_r2``, that lies in the
-    set; 0 without any such gene), ``mean_in``, ``mean_out``
+    set; NaN without any such gene), ``mean_in``, ``mean_out``
     (mean absolute standardised loading ``|w_gk| / sd_g`` on / off the set), ``rho``
     (mean inter-gene correlation of the set), ``vif`` and ``t`` (correlation-adjusted
     two-sample statistic of the standardised loadings).
@@ -224,7 +224,7 @@ def set_statistics(
     n_effect = ((gene_r2 >= min_gene_r2) & mask).sum(0).astype(np.int64)
     effect = np.where(gene_r2 >= min_gene_r2, gene_r2, 0.0)
     total = effect.sum(0)
-    set_share = np.where(total > 0, (effect * m).sum(0) / np.where(total > 0, total, 1.0), 0.0)
+    set_share = np.where(total > 0, (effect * m).sum(0) / np.where(total > 0, total, 1.0), np.nan)
     rho = (set_sumsq / n_cells - n_in) / np.maximum(n_in * (n_in - 1), 1)
     rho = np.clip(rho, 0.0, 1.0)
     vif = 1.0 + (n_in - 1) * rho

@@ -112,8 +112,9 @@ def active_factors(
     effect"`` or ``"explains < min_r2"``), ``n_effect`` (genes of the set with an
     effect; annotated factors, else 0) and ``set_share`` (the share of the factor's
     effects, per-gene R² of at least ``min_gene_r2`` summed over genes, that lies in its
-    set; annotated factors, else NaN: :func:`spexlvm.tl.refine` calls genes only on
-    factors whose share is at least ``min_set_share``). An h5ad-safe
+    set; NaN for unannotated factors and for factors without any gene of such an
+    effect: :func:`spexlvm.tl.refine` makes no call on factors whose share is below
+    ``min_set_share``). An h5ad-safe
     copy goes to ``adata.uns[key][key_added]`` (with the settings and ``null``:
     ``"decoys"`` or ``"threshold"``).
     """

@@ -208,6 +208,7 @@ def refine(
         act = active_factors(adata, key=key, min_gene_r2=min_gene_r2).iloc[:n_annotated]
         if only_active:
             keep = act["active"].to_numpy()
+        # NaN (no gene with an effect): nothing outside the set either, not gated here
         off_set = keep & (act["set_share"].to_numpy() < min_set_share)
         keep = keep & ~off_set
         if off_set.any():
