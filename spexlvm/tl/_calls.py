@@ -118,7 +118,7 @@ def factor_variance(adata: AnnData, key: str = "spexlvm") -> np.ndarray:
     ``E[x_k^2] = mean_n z_nk^2 + score_var_k``: the posterior means ``z`` are shrunk
     towards zero, most for factors the data determine least (nested sets, weak
     factors), and ``uns[key]["score_var"]`` (written by the fit) restores the rest of
-    the factor's variance. Fits written before spexlvm 0.2 lack it: the scores' mean
+    the factor's variance. Results written by earlier versions lack it: the scores' mean
     square alone, as they were read then.
     """
     scores = get_scores(adata, key).astype(np.float64)

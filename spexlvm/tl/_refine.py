@@ -287,7 +287,8 @@ def refined_gene_sets(
 ) -> dict[str, list[str]]:
     """The annotated gene sets, refined by the model (see :func:`refine`).
 
-    Each set loses the genes :func:`refine` removed and gains the genes it added.
+    Each set loses the genes :func:`refine` removed and gains the genes it added; a set
+    whose factor is about other genes (``min_set_share``) is returned as annotated.
 
     Parameters
     ----------
