@@ -191,7 +191,9 @@ def set_statistics(
     ``n_effect`` (genes of the set whose per-gene R² from the factor,
     ``w_gk^2 E[x_k^2] / var_g``, is at least ``min_gene_r2``), ``set_share`` (the share
     of that R², over all genes where it is at least ``min_gene_r2``, that lies in the
-    set; NaN without any such gene), ``mean_in``, ``mean_out``
+    set; NaN without any such gene; both read the R² of the posterior means, realised
+    in these cells, where :func:`spexlvm.tl.refine`'s threshold adds the scores'
+    posterior variance, :func:`factor_variance`), ``mean_in``, ``mean_out``
     (mean absolute standardised loading ``|w_gk| / sd_g`` on / off the set), ``rho``
     (mean inter-gene correlation of the set), ``vif`` and ``t`` (correlation-adjusted
     two-sample statistic of the standardised loadings).
