@@ -447,6 +447,28 @@ def test_stability_on_resampled_cells(run_fit):
         spexlvm.tl.stability(adata, seeds=(0, 1), subsample=1.0)
 
 
+def test_stability_subsample_keeps_every_batch():
+    """The resampled cells keep every level of the fit's categorical covariates."""
+    from spexlvm.tl._stability import _subsample_cells
+
+    adata = synthetic(400, 20, 2, seed=0)
+    adata.obs["batch"] = ["a"] * 394 + ["b"] * 5 + ["c"]
+    adata.obs["donor"] = ["d1", "d2"] * 200
+    kwargs = {"batch_key": "batch", "categorical_covariate_keys": ["donor"]}
+    for seed in range(5):
+        cells = _subsample_cells(adata, kwargs, 0.8, seed)
+        assert len(set(cells)) == len(cells) and np.all(np.diff(cells) > 0)
+        kept = adata.obs.iloc[cells]
+        assert set(kept["batch"]) == {"a", "b", "c"}
+        assert set(kept["donor"]) == {"d1", "d2"}
+        assert abs(len(cells) - 320) <= 4
+    np.testing.assert_array_equal(
+        _subsample_cells(adata, kwargs, 0.8, 3), _subsample_cells(adata, kwargs, 0.8, 3)
+    )
+    plain = _subsample_cells(adata, {}, 0.5, 0)
+    assert len(plain) == 200
+
+
 def test_stability_matching_and_errors(fitted):
     from spexlvm.tl._stability import _match
 

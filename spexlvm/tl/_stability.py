@@ -60,6 +60,31 @@ def _match(ref: np.ndarray, other: np.ndarray, n_annotated: int) -> np.ndarray:
     return order
 
 
+def _subsample_cells(
+    adata: AnnData, fit_kwargs: dict[str, Any], share: float, seed: int
+) -> np.ndarray:
+    """Positions of ``share`` of the cells, drawn with ``seed``.
+
+    Drawn within each combination of the fit's categorical covariates, so that every
+    batch / donor keeps cells (the refit projects all cells, whose levels it must know).
+    """
+    keys = []
+    if fit_kwargs.get("batch_key"):
+        keys.append(str(fit_kwargs["batch_key"]))
+    keys += [str(k) for k in fit_kwargs.get("categorical_covariate_keys") or []]
+    if keys:
+        groups = adata.obs[keys].astype(str).agg("\x1f".join, axis=1).to_numpy()
+    else:
+        groups = np.zeros(adata.n_obs, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    picked = []
+    for group in np.unique(groups):
+        members = np.flatnonzero(groups == group)
+        n_keep = min(members.size, max(1, round(share * members.size)))
+        picked.append(rng.choice(members, size=n_keep, replace=False))
+    return np.sort(np.concatenate(picked))
+
+
 @tool_docs("stability")
 def stability(
     adata: AnnData,
@@ -85,7 +110,8 @@ def stability(
     seed at all (its initialisation is computed from the data): seeds alone then give
     identical refits and every correlation is 1, which says nothing about the factors. A
     warning says so; pass ``subsample`` to refit each seed on a random share of the cells
-    instead (drawn with the seed, without replacement). The scores of every refit are
+    instead (drawn with the seed, without replacement, within each batch / category of the
+    fit's categorical covariates so that every level keeps cells). The scores of every refit are
     then computed for all cells (projected, :meth:`spexlvm.SpexLVM.get_factors`), so that
     the refits are compared on the same cells.
 
@@ -148,9 +174,7 @@ def stability(
             fit(copy, seed=seed, key_added=key, **kwargs)
             s = get_scores(copy, key)
         else:
-            n_keep = max(2, round(subsample * adata.n_obs))
-            rng = np.random.default_rng(seed)
-            cells = np.sort(rng.choice(adata.n_obs, size=n_keep, replace=False))
+            cells = _subsample_cells(adata, kwargs, subsample, seed)
             copy = adata[cells].copy()
             model = fit(copy, seed=seed, key_added=key, return_model=True, **kwargs)
             # every cell's scores from this refit (a copy: scvi-tools registers it)
