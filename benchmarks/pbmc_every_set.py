@@ -17,6 +17,11 @@ Usage::
 
     python benchmarks/pbmc_every_set.py --seeds 0 --n-dense 0 1
     python benchmarks/pbmc_every_set.py --pairs heldout --seeds 0 1 2 3 4 --n-dense 0 1
+    python benchmarks/pbmc_every_set.py --pairs both --seeds 0 --n-dense 0 --stability 0.8
+
+``--stability SHARE`` also runs ``tl.stability`` on each fit (seeds 0, 1, 2 on SHARE of the
+cells, each refit projected onto all cells) and prints the pairs' factors' smallest
+correlations over the pairs of refits.
 """
 
 from __future__ import annotations
@@ -56,9 +61,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--n-dense", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--nested", default="keep")
-    parser.add_argument("--pairs", choices=["paper", "heldout"], default="paper")
+    parser.add_argument("--pairs", choices=["paper", "heldout", "both"], default="paper")
+    parser.add_argument("--stability", type=float, default=None, metavar="SHARE")
     args = parser.parse_args()
-    pairs = PAIRS if args.pairs == "paper" else HELD_OUT
+    pairs = {"paper": PAIRS, "heldout": HELD_OUT, "both": {**PAIRS, **HELD_OUT}}[args.pairs]
     quiet()
     print(machine())
     sets = spexlvm.datasets.gene_sets("reactome")
@@ -71,8 +77,8 @@ def main() -> None:
         baseline[gene_set] = score_genes_auroc(reference, genes, labels, group)
 
     short = ["MHC II / DC", "BCR / B", "neutrophil degr. / CD14+ mono", "innate immune / CD14+"]
-    if args.pairs == "heldout":
-        short = ["TCR signalling / T", "lymphoid immunoregulatory / NK", "IFN-gamma / DC"]
+    held_out = ["TCR signalling / T", "lymphoid immunoregulatory / NK", "IFN-gamma / DC"]
+    short = {"paper": short, "heldout": held_out, "both": short + held_out}[args.pairs]
     head = "| n_dense | seed | factors (annotated) | epochs | wall (s) | "
     print(head + " | ".join(short) + " |")
     print("|---" * (5 + len(pairs)) + "|")
@@ -105,6 +111,13 @@ def main() -> None:
                 f"| {wall:.0f} | " + " | ".join(row) + " |",
                 flush=True,
             )
+            if args.stability is not None:
+                stab = spexlvm.tl.stability(adata, seeds=(0, 1, 2), subsample=args.stability)
+                names = [spexlvm.tl.factor_name(adata, gene_set) for gene_set in pairs]
+                cols = ["loadings_corr_min", "scores_corr_min"]
+                print(stab.loc[names, cols].round(3).to_markdown(), flush=True)
+                stats = stab[cols].describe().loc[["min", "25%", "50%"]]
+                print(f"all {len(stab)} factors:\n{stats.round(3).to_markdown()}", flush=True)
     base = " | ".join(f"{v:.3f}" for v in baseline.values())
     print(f"| `sc.tl.score_genes` | | | | | {base} |")
 
