@@ -10,6 +10,10 @@ import time
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 
+#: MSigDB C8 cell-type signatures: the choice data of several defaults (not bundled: the
+#: read-only reference copy beside the project, ``../shared/data``).
+C8 = "/work/shared/data/c8.all.v7.5.1.symbols.gmt"
+
 
 def cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""

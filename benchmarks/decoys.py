@@ -37,7 +37,7 @@ import time
 
 import numpy as np
 import scanpy as sc
-from _common import machine, quiet
+from _common import C8, machine, quiet
 
 import spexlvm
 from spexlvm.datasets._graded import graded_effects
@@ -45,7 +45,6 @@ from spexlvm.datasets._graded import graded_effects
 MHC = "REACTOME_MHC_CLASS_II_ANTIGEN_PRESENTATION"
 BCR = "REACTOME_SIGNALING_BY_THE_B_CELL_RECEPTOR_BCR"
 G2M = "HALLMARK_G2M_CHECKPOINT"
-C8 = "/work/shared/data/c8.all.v7.5.1.symbols.gmt"
 SAVE: str | None = None
 
 
@@ -79,6 +78,27 @@ def calls(adata, known: list[str]) -> dict[str, object]:
     return out
 
 
+def shares(adata, known: list[str]) -> str:
+    """The statistics RESULTS quotes: ``set_share`` of every active annotated factor, and
+    the known sets' ``r2_set``, decoy p-value and ``set_share`` next to the decoys'
+    ``r2_set`` range."""
+    act = spexlvm.tl.active_factors(adata)
+    test = spexlvm.tl.gene_set_test(adata)
+    on = act[(act["kind"] == "annotated") & act["active"]]
+    lines = [
+        "active factors' set_share: "
+        + ", ".join(f"{name} {share:.2f}" for name, share in on["set_share"].items())
+    ]
+    r2 = test.loc[test["decoy"], "r2_set"]
+    lines.append(f"decoys' r2_set: {r2.min():.4f}-{r2.max():.4f}")
+    for name in known:
+        lines.append(
+            f"{name}: r2_set {test.loc[name, 'r2_set']:.4f}, pval {test.loc[name, 'pval']:.1e}, "
+            f"set_share {act.loc[name, 'set_share']:.2f}"
+        )
+    return "\n".join(lines)
+
+
 def row(cells: list[object]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -86,12 +106,7 @@ def row(cells: list[object]) -> str:
 def c8_signatures(adata, seed: int, n: int = 50) -> dict[str, list[str]]:
     """``n`` C8 signatures with 15-200 genes found, drawn with ``seed``."""
     genes = set(adata.var_names)
-    found = {}
-    with open(C8) as fh:
-        for line in fh:
-            name, _, *members = line.rstrip("\n").split("\t")
-            if 15 <= len(genes.intersection(members)) <= 200:
-                found[name] = members
+    found = {n: v for n, v in spexlvm.pp.read_gmt(C8).items() if 15 <= len(genes & set(v)) <= 200}
     names = sorted(found)
     pick = np.random.default_rng(seed).choice(len(names), size=min(n, len(names)), replace=False)
     return {names[i]: found[names[i]] for i in sorted(pick)}
@@ -127,6 +142,7 @@ def run_pbmc(seeds: list[int], c8: bool = False) -> None:
             print(row(["seed", *header]))
             print(row(["---"] * (len(header) + 1)))
         print(row([seed, *out.values()]), flush=True)
+        print(shares(adata, [] if c8 else [MHC, BCR]), flush=True)
 
 
 def run_mesc(seeds: list[int]) -> None:
@@ -165,6 +181,7 @@ def run_mesc(seeds: list[int]) -> None:
             print(row(["seed", *header]))
             print(row(["---"] * (len(header) + 1)))
         print(row([seed, *out.values()]), flush=True)
+        print(shares(adata, [G2M]), flush=True)
 
 
 def run_synthetic(seeds: list[int], sd: str = "mean_field", overlap: float | None = None) -> None:
@@ -222,6 +239,36 @@ def run_synthetic(seeds: list[int], sd: str = "mean_field", overlap: float | Non
                 cells += [len(sub), f"{wrong.mean():.3f}" if len(sub) else "-"]
             cells.append(int(dec.sum()))
             print(row(cells), flush=True)
+        print(removal_diagnosis(adata, true_r2), flush=True)
+
+
+def removal_diagnosis(adata, true_r2: np.ndarray) -> str:
+    """What RESULTS quotes of a synthetic fit: how much reading ``E[x^2]`` as the posterior
+    means' mean square raised refine's threshold (``(mean z^2 + score_var) / mean z^2`` over
+    the planted factors), and each wrong removal at FDR 0.05 (planted R² >= 0.05) with its
+    R² from the gene's regression on the scores."""
+    from spexlvm.tl._calls import factor_variance, gene_variance, score_regression
+
+    names = list(adata.uns["spexlvm"]["factor_names"])
+    planted = [names.index(f"factor_{k + 1}") for k in range(true_r2.shape[1])]
+    z = adata.obsm["X_spexlvm"].astype(np.float64)
+    total = factor_variance(adata)
+    ratio = total[planted] / (z * z).mean(0)[planted]
+    lines = [f"threshold (R2 units) x {ratio.min():.2f}-{ratio.max():.2f} with mean z^2 alone"]
+    ref = spexlvm.tl.refine(adata, fdr=0.05)
+    removed = ref[(ref["change"] == "removed") & ~spexlvm.pp.is_decoy(ref["factor"].to_numpy())]
+    coef, _ = score_regression(adata)
+    var = gene_variance(adata)
+    pos = {g: i for i, g in enumerate(adata.var_names)}
+    for gene, factor in zip(removed["gene"], removed["factor"], strict=True):
+        i, k = pos[gene], names.index(factor)
+        if true_r2[i, k] >= 0.05:
+            regressed = coef[i, k] ** 2 * total[k] / var[i]
+            lines.append(
+                f"  wrong removal {factor} {gene}: planted R2 {true_r2[i, k]:.3f}, "
+                f"regressed {regressed:.3f}"
+            )
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -72,7 +72,7 @@ import warnings
 from collections import defaultdict
 
 import numpy as np
-from _common import score_genes_auroc
+from _common import C8, score_genes_auroc
 from sklearn.metrics import roc_auc_score
 
 import spexlvm
@@ -128,7 +128,6 @@ REACTOME_PAIRS = {
     "REACTOME_NEUTROPHIL_DEGRANULATION": "CD14+ Monocyte",
 }
 MESC_PAIRS = {"HALLMARK_G2M_CHECKPOINT": "G2M", "REACTOME_CELL_CYCLE": "G2M"}
-C8 = "/work/shared/data/c8.all.v7.5.1.symbols.gmt"
 
 
 def _gmt(path: str, prefix: str = "") -> dict[str, list[str]]:

@@ -30,12 +30,11 @@ import re
 import time
 
 import numpy as np
-from _common import quiet, score_genes_auroc
+from _common import C8, quiet, score_genes_auroc
 from sklearn.metrics import roc_auc_score
 
 import spexlvm
 
-C8 = "/work/shared/data/c8.all.v7.5.1.symbols.gmt"
 TYPES = {
     "MONOCYTE": "CD14+ Monocyte",
     "DENDRITIC": "Dendritic",

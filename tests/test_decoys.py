@@ -156,12 +156,15 @@ def test_refine_no_calls_on_factor_about_other_genes(decoy_fit):
     act = spexlvm.tl.active_factors(adata)
     assert act.loc["factor_1", "active"]
     assert act.loc["factor_1", "set_share"] < 0.4
-    changes = spexlvm.tl.refine(adata)
+    with pytest.warns(UserWarning, match=r"outside their gene set.*factor_1"):
+        changes = spexlvm.tl.refine(adata)
     assert "factor_1" not in set(changes["factor"])
     stored = adata.uns["spexlvm"]["refine"]
     assert stored["n_off_set"] == 1 and stored["min_set_share"] == 0.4
     assert set(planted[1:]) <= set(changes["factor"])
-    every = spexlvm.tl.refine(adata, min_set_share=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        every = spexlvm.tl.refine(adata, min_set_share=0.0)
     added = every[(every["factor"] == "factor_1") & (every["change"] == "added")]
     assert set(added["gene"]) >= set(adata.var_names[outside])
     assert adata.uns["spexlvm"]["refine"]["n_off_set"] == 0

@@ -60,9 +60,9 @@ logger = logging.getLogger(__name__)
 MIN_GENE_R2 = 0.05
 #: Default smallest ``set_share`` of a factor on which :func:`spexlvm.tl.refine` calls genes:
 #: at least 40% of the factor's effects lie in its set. Chosen on scanpy's PBMCs with 50
-#: C8 signatures drawn at random + 30 decoys (seeds 0-2): the largest round value that
-#: keeps every signature of a blood cell type with a margin (lowest 0.50); it drops 3 of 6 active
-#: signatures of cell types absent from blood (benchmarks/RESULTS.md).
+#: C8 signatures drawn at random + 30 decoys (seeds 0-2): one step of 0.1 below the lowest
+#: signature of a blood cell type (0.50); it drops 3 of the 6 active signatures of cell
+#: types absent from blood (benchmarks/RESULTS.md).
 MIN_SET_SHARE = 0.4
 #: Fewest decoy sets in a fit for their statistics to serve as the null.
 MIN_DECOYS = 10

@@ -11,6 +11,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from .._docs import docs, tool_docs
+from ..pp._decoys import is_decoy
 from ..pp._io import write_gmt
 from ._calls import (
     MIN_GENE_R2,
@@ -131,8 +132,9 @@ def refine(
     mostly outside its set (``set_share`` of :func:`spexlvm.tl.active_factors` below
     ``min_set_share``): a set that holds a few strong markers of a cell type can get that
     cell type's factor, and the factor's other genes are then no refinement of the set
-    (on scanpy's PBMCs, one such random set made 69% of all calls). The factors skipped
-    for either reason are logged and counted in the stored settings (``n_skipped``, of
+    (on scanpy's PBMCs, one such random set made 69% of all calls). Such factors of real
+    sets get a warning (a reader would take them for their set); the factors skipped
+    for either reason are counted in the stored settings (``n_skipped``, of
     which ``n_off_set`` for the second reason); ``set_share`` is a column of
     :func:`spexlvm.tl.active_factors`.
 
@@ -211,14 +213,7 @@ def refine(
         # NaN (no gene with an effect): nothing outside the set either, not gated here
         off_set = keep & (act["set_share"].to_numpy() < min_set_share)
         keep = keep & ~off_set
-        if off_set.any():
-            logger.info(
-                "No calls on %d factors whose effects lie mostly outside their set "
-                "(set_share < %g): %s.",
-                int(off_set.sum()),
-                min_set_share,
-                ", ".join(map(str, names[off_set])),
-            )
+        _warn_off_set(names[off_set], min_set_share)
     eligible = np.broadcast_to(keep, mask.shape)
     added = np.zeros_like(mask)
     removed = np.zeros_like(mask)
@@ -269,6 +264,29 @@ def refine(
         int(removed.sum()),
     )
     return df
+
+
+def _warn_off_set(names: np.ndarray, min_set_share: float) -> None:
+    """Say which factors refine skipped because their effects lie mostly outside their set.
+
+    A user reading such a factor by its set's name is misled, so the real sets get a
+    warning; decoys (:func:`spexlvm.pp.decoy_gene_sets`) are expected there and only logged.
+    """
+    if not len(names):
+        return
+    decoy = is_decoy(names)
+    if decoy.any():
+        logger.info("No calls on %d decoy factors about other genes.", int(decoy.sum()))
+    real = [str(n) for n in names[~decoy]]
+    if real:
+        warnings.warn(
+            f"{len(real)} active factors have most of their effects outside their gene set "
+            f"(set_share < {min_set_share:g}; no refine calls on them): {', '.join(real)}. "
+            "Read them by their top loadings (spexlvm.pl.top_loadings), not by the set's name; "
+            "refine(min_set_share=0) calls genes on them anyway.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 @docs.dedent

@@ -73,7 +73,7 @@ def _subsample_cells(
         keys.append(str(fit_kwargs["batch_key"]))
     keys += [str(k) for k in fit_kwargs.get("categorical_covariate_keys") or []]
     if keys:
-        groups = adata.obs[keys].astype(str).agg("\x1f".join, axis=1).to_numpy()
+        groups = adata.obs.groupby(keys, observed=True, sort=True).ngroup().to_numpy()
     else:
         groups = np.zeros(adata.n_obs, dtype=np.int64)
     rng = np.random.default_rng(seed)
