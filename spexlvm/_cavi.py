@@ -215,9 +215,11 @@ def update_noise(module: SpexLVMModule, stats: dict[str, torch.Tensor]) -> None:
 
 def scale_parameters(module: SpexLVMModule) -> list[torch.nn.Parameter]:
     """The variational parameters of the horseshoe scales (updated by gradient steps)."""
+    shared = [module.lam_gene_loc, module.lam_gene_log_sd] if module._shared_scale else []
     return [
         module.lam_loc,
         module.lam_log_sd,
+        *shared,
         module.caux_loc,
         module.caux_log_sd,
         module.phi_loc,

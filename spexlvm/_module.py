@@ -276,6 +276,7 @@ class SpexLVMModule(PyroBaseModuleClass):
         score_overlap_corr: torch.Tensor | None = None,
         score_overlap: float = 0.0,
         learn_score_overlap: bool = False,
+        shared_local_scale: torch.Tensor | None = None,
     ):
         super().__init__()
         n_vars, n_factors = slab.shape
@@ -345,6 +346,7 @@ class SpexLVMModule(PyroBaseModuleClass):
             init_covariate_effects,
         )
         self._init_score_prior(score_overlap_corr, score_overlap, learn_score_overlap)
+        self._init_shared_local_scale(shared_local_scale)
 
     def _init_score_prior(
         self, overlap_corr: torch.Tensor | None, overlap: float, learn: bool
@@ -383,6 +385,41 @@ class SpexLVMModule(PyroBaseModuleClass):
         self.register_buffer("score_overlap_on", torch.tensor(overlap > 0.0 or learn))
         self.register_buffer("score_overlap_any", torch.tensor(overlapping))
         self._read_score_prior_flags()
+
+    def _init_shared_local_scale(self, groups: torch.Tensor | None) -> None:
+        """One horseshoe local scale per gene for the entries in ``groups`` (genes x factors).
+
+        Entry ``(g, k)`` in ``groups`` has the local scale ``lambda_g`` (shared by every
+        such entry of gene g) instead of its own ``lambda_gk``: a gene that several gene
+        sets hold is then either on in all of their factors or off in all, and the
+        Gaussian given the scales lets the factors share its loading instead of the
+        horseshoe giving it to one of them. The entries' own ``lambda_gk`` are then not in
+        the model (nor in the ELBO).
+        """
+        g, k = self.n_vars, self.n_factors
+        mask = torch.zeros(g, k, dtype=torch.bool) if groups is None else groups.to(torch.bool)
+        if mask.shape != (g, k):
+            raise ValueError(f"shared_local_scale must be a {g} x {k} mask.")
+        self.register_buffer("lam_shared", mask)
+        self.lam_gene_loc = nn.Parameter(torch.zeros(g))
+        self.lam_gene_log_sd = nn.Parameter(torch.full((g,), math.log(0.5)))
+        self._read_shared_scale_flag()
+
+    def _read_shared_scale_flag(self) -> None:
+        self._shared_scale = bool(self.lam_shared.any())
+        self._shared_genes = self.lam_shared.any(1)
+        # the genes' scales are parameters only where some loading shares them
+        self.lam_gene_loc.requires_grad_(self._shared_scale)
+        self.lam_gene_log_sd.requires_grad_(self._shared_scale)
+
+    def local_scale(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Location and clamped log sd of ``q(log lambda)`` for every loading (genes x factors)."""
+        loc, lsd = self.lam_loc, self._log_sd(self.lam_log_sd)
+        if not self._shared_scale:
+            return loc, lsd
+        gene_lsd = self._log_sd(self.lam_gene_log_sd)
+        loc = torch.where(self.lam_shared, self.lam_gene_loc[:, None], loc)
+        return loc, torch.where(self.lam_shared, gene_lsd[:, None], lsd)
 
     def _read_score_prior_flags(self) -> None:
         # the two flags as Python bools, read on every step without a device sync
@@ -445,8 +482,16 @@ class SpexLVMModule(PyroBaseModuleClass):
         state_dict.setdefault(prefix + "score_overlap_logit", torch.tensor(-9.21, device=dev))
         state_dict.setdefault(prefix + "score_overlap_on", torch.tensor(False, device=dev))
         state_dict.setdefault(prefix + "score_overlap_any", torch.tensor(False, device=dev))
+        # models saved before the shared local scales: every loading its own
+        g = self.n_vars
+        state_dict.setdefault(
+            prefix + "lam_shared", torch.zeros(g, k, dtype=torch.bool, device=dev)
+        )
+        state_dict.setdefault(prefix + "lam_gene_loc", torch.zeros(g, device=dev))
+        state_dict.setdefault(prefix + "lam_gene_log_sd", torch.full((g,), math.log(0.5)))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._read_score_prior_flags()
+        self._read_shared_scale_flag()
 
     @torch.no_grad()
     def flip_factors(self, signs: torch.Tensor) -> None:
@@ -742,10 +787,19 @@ class SpexLVMModule(PyroBaseModuleClass):
             prec = pyro.sample(
                 "precision", dist.Gamma(self.noise_prior_shape, self.noise_prior_rate)
             )
+            if self._shared_scale:
+                lam_gene = pyro.sample("lambda_gene", dist.HalfCauchy(one))
         with pyro.plate("factors", self.n_factors, dim=-1):
             phi = pyro.sample("factor_scale", dist.HalfCauchy(one))
             with pyro.plate("genes", self.n_vars, dim=-2):
-                lam = pyro.sample("lambda", dist.HalfCauchy(one))
+                lam_prior = dist.HalfCauchy(one)
+                if self._shared_scale:  # an entry's own scale only where it is not shared
+                    lam_prior = lam_prior.expand(self.lam_shared.shape).mask(~self.lam_shared)
+                lam = pyro.sample("lambda", lam_prior)
+                if self._shared_scale:
+                    # (G,) or, with vectorised particles, (..., 1, G) -> (..., G, 1)
+                    g_lam = lam_gene if lam_gene.dim() == 1 else lam_gene.squeeze(-2)
+                    lam = torch.where(self.lam_shared, g_lam.unsqueeze(-1), lam)
                 half_df = 0.5 * self.slab_df.to(dev) * one
                 caux = pyro.sample("c_aux", dist.InverseGamma(half_df, half_df))
                 w_sd = self.prior_scale(tau, phi, lam, caux, prec)
@@ -790,11 +844,19 @@ class SpexLVMModule(PyroBaseModuleClass):
         with pyro.plate("factors", self.n_factors, dim=-1):
             pyro.sample("factor_scale", dist.LogNormal(self.phi_loc, self._sd(self.phi_log_sd)))
             with pyro.plate("genes", self.n_vars, dim=-2):
-                pyro.sample("lambda", dist.LogNormal(self.lam_loc, self._sd(self.lam_log_sd)))
+                q_lam = dist.LogNormal(self.lam_loc, self._sd(self.lam_log_sd))
+                if self._shared_scale:
+                    q_lam = q_lam.mask(~self.lam_shared)
+                pyro.sample("lambda", q_lam)
                 pyro.sample("c_aux", dist.LogNormal(self.caux_loc, self._sd(self.caux_log_sd)))
                 pyro.sample("w", dist.Normal(self.w_loc, self._sd(self.w_log_sd)))
         with pyro.plate("genes_noise", self.n_vars, dim=-1):
             pyro.sample("precision", dist.Gamma(self.prec_shape, torch.exp(self.prec_log_rate)))
+            if self._shared_scale:
+                pyro.sample(
+                    "lambda_gene",
+                    dist.LogNormal(self.lam_gene_loc, self._sd(self.lam_gene_log_sd)),
+                )
         if self.n_covariates:
             with (
                 pyro.plate("covariate_columns", self.n_covariates, dim=-1),
@@ -823,12 +885,13 @@ class SpexLVMModule(PyroBaseModuleClass):
         factors with the g-prior, of the noise precision). Genes x factors each.
         """
         tau_lsd = self._log_sd(self.tau_log_sd)
-        lam_lsd, caux_lsd = self._log_sd(self.lam_log_sd), self._log_sd(self.caux_log_sd)
+        lam_loc, lam_lsd = self.local_scale()
+        caux_lsd = self._log_sd(self.caux_log_sd)
         phi_lsd = self._log_sd(self.phi_log_sd)
         lam_v, caux_v = torch.exp(2 * lam_lsd), torch.exp(2 * caux_lsd)
         phi_v, tau_v = torch.exp(2 * phi_lsd), torch.exp(2 * tau_lsd)
         # log(1/u^2) ~ N(a_mean, a_var), log(1/c^2) ~ N(b_mean, b_var) under q
-        a_mean = -2.0 * (self.tau_loc + self.phi_loc + self.lam_loc)
+        a_mean = -2.0 * (self.tau_loc + self.phi_loc + lam_loc)
         a_var = 4.0 * (tau_v + phi_v + lam_v)
         b_mean = -self.caux_loc - 2.0 * self.log_slab
         b_var = caux_v
@@ -923,6 +986,11 @@ class SpexLVMModule(PyroBaseModuleClass):
             return -_lognormal_entropy(loc, log_sd) - e_log_p
 
         kl_lam = kl_half_cauchy(self.lam_loc, lam_lsd)
+        if self._shared_scale:  # an entry's own scale only where it is not shared
+            kl_gene = kl_half_cauchy(self.lam_gene_loc, self._log_sd(self.lam_gene_log_sd))
+            kl_lam = (
+                torch.where(self.lam_shared, 0.0, kl_lam).sum() + kl_gene[self._shared_genes].sum()
+            )
         kl_phi = kl_half_cauchy(self.phi_loc, phi_lsd)
         kl_tau = kl_half_cauchy(self.tau_loc, tau_lsd)
         # c_aux ~ InverseGamma(df/2, df/2): E_q[log p] in closed form

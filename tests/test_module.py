@@ -67,6 +67,7 @@ def _module(
     slab_df: float = 1.0,
     score_corr: torch.Tensor | None = None,
     learn_overlap: bool = False,
+    shared_scale: torch.Tensor | None = None,
 ) -> SpexLVMModule:
     """The module with its data constants from ``x`` and perturbed variational parameters
     (with ``covariates``: the design of :func:`_covariates`, centred and scaled; with
@@ -91,7 +92,7 @@ def _module(
         gene_sumsq=(yc**2).sum(0), dense=torch.tensor([False, False, True]),
         dense_noise_scaled=noise_scaled, slab_df=slab_df, score_overlap_corr=score_corr,
         score_overlap=0.0 if score_corr is None else 0.5, learn_score_overlap=learn_overlap,
-        **cov_kwargs,
+        shared_local_scale=shared_scale, **cov_kwargs,
     )  # fmt: skip
     with torch.no_grad():
         for p in m.parameters():
@@ -249,6 +250,57 @@ def test_correlated_score_prior_matches_trace_elbo_and_its_site(missing, covaria
     # the prior changes the ELBO: the same parameters under independent scores differ
     independent = _module(x, _slab(0.3), covariates=covariates)
     assert abs(_elbo(independent, x) - _elbo(m, x)) > 1e-3
+
+
+def _shared_scale_mask() -> torch.Tensor:
+    """The in-set entries of :func:`_slab`'s two annotated factors (gene 2 is in both)."""
+    shared = torch.zeros(G, K, dtype=torch.bool)
+    shared[:3, 0] = True
+    shared[2:5, 1] = True
+    return shared
+
+
+@pytest.mark.parametrize("missing", [False, True], ids=["complete", "two_nan"])
+def test_shared_local_scale_matches_trace_elbo_and_its_sites(missing):
+    """One local scale per gene for its in-set loadings: the closed-form ELBO equals Pyro's
+    ``Trace_ELBO`` of the module's own model and guide, ``kl_lambda`` the two sampled
+    sites together, and the prior precision of the shared entries of a gene is one value."""
+    x = _data(missing=missing)
+    shared = _shared_scale_mask()
+    m = _module(x, _slab(0.3), shared_scale=shared)
+    pyro.set_rng_seed(1)
+    trace_elbo = pyro.infer.Trace_ELBO(
+        num_particles=200, vectorize_particles=True, max_plate_nesting=2
+    )
+    with torch.no_grad():
+        values = np.array([-trace_elbo.loss(m.model, m.guide, x) for _ in range(30)])
+    mc, se = values.mean(), values.std(ddof=1) / math.sqrt(values.size)
+    assert abs(_elbo(m, x) - mc) < 4 * se
+    n_particles = 20000
+    with torch.no_grad(), pyro.plate("particles", n_particles, dim=-3):
+        guide = poutine.trace(m.guide).get_trace(x)
+        model = poutine.trace(poutine.replay(m.model, trace=guide)).get_trace(x)
+        kl = float(m.global_kl()["kl_lambda"])
+    value = 0.0
+    for site in ("lambda", "lambda_gene"):
+        lp = model.nodes[site]["fn"].log_prob(model.nodes[site]["value"])
+        lq = guide.nodes[site]["fn"].log_prob(guide.nodes[site]["value"])
+        diff = (lp - lq).reshape(n_particles, -1)
+        if site == "lambda":  # an entry's own scale is in the model only where not shared
+            diff = diff[:, ~shared.reshape(-1)]
+        else:
+            diff = diff[:, shared.any(1)]
+        value = value + diff.sum(1).double()
+    se = (value.std() / math.sqrt(n_particles)).item()
+    assert abs(-kl - value.mean().item()) < 4 * se + 1e-4
+    # the model uses the gene's scale on its in-set entries
+    lam = model.nodes["w"]["fn"].scale  # prior sd of w per particle
+    own = _module(x, _slab(0.3))
+    loc, _ = m.local_scale()
+    assert torch.equal(loc[2, 0], loc[2, 1]) and torch.equal(loc[2, 0], m.lam_gene_loc[2])
+    assert torch.equal(loc[6], m.lam_loc[6])  # gene 6 is in no set: its own scales
+    assert lam.shape[-2:] == (G, K)
+    assert abs(_elbo(own, x) - _elbo(m, x)) > 1e-3
 
 
 @pytest.mark.parametrize("missing", [False, True], ids=["complete", "two_nan"])
