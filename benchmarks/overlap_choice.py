@@ -78,7 +78,15 @@ def baseline() -> dict[str, float]:
     return out
 
 
-def run(overlap: float, n_dense: int, seed: int, engine: str, learn: bool = False) -> dict:
+def run(
+    overlap: float,
+    n_dense: int,
+    seed: int,
+    engine: str,
+    learn: bool = False,
+    shared: bool = False,
+    basis: str = "data",
+) -> dict:
     """One fit: the AUROC of every signature's factor against its label."""
     adata, sets, pairs = data()
     start = time.perf_counter()
@@ -89,10 +97,16 @@ def run(overlap: float, n_dense: int, seed: int, engine: str, learn: bool = Fals
         n_dense=n_dense,
         seed=seed,
         engine=engine,
-        model_kwargs={"score_overlap": overlap, "learn_score_overlap": learn},
+        model_kwargs={
+            "score_overlap": overlap,
+            "learn_score_overlap": learn,
+            "shared_local_scale": shared,
+            "score_overlap_basis": basis,
+        },
         enable_progress_bar=False,
     )
     out = {"overlap": overlap, "learn": learn, "n_dense": n_dense, "seed": seed, "engine": engine}
+    out["shared"], out["basis"] = shared, basis
     out["wall_s"] = time.perf_counter() - start
     out["epochs"] = int(adata.uns["spexlvm"]["params"]["n_epochs"])
     names = list(adata.uns["spexlvm"]["factor_names"])
@@ -116,7 +130,16 @@ def table(path: str) -> None:
         nested = " | ".join(f"factor_{k} (nested in {k - 1})" for k in (2, 5, 8))
         print(f"| rho | seed | {nested} | median, all 10 | F1 |")
         print("|---|---|---|---|---|---|---|")
-        for r in sorted(graded, key=lambda r: (r["learn"], r["overlap"], r["seed"])):
+        for r in sorted(
+            graded,
+            key=lambda r: (
+                r.get("basis", "genes"),
+                r.get("shared", False),
+                r["learn"],
+                r["overlap"],
+                r["seed"],
+            ),
+        ):
             c = r["corr"]
             print(
                 f"| {_rho(r)} | {r['seed']} | {c[1]:.3f} | {c[4]:.3f} | {c[7]:.3f} | "
@@ -139,7 +162,15 @@ def table(path: str) -> None:
     print(line + " | | | |")
 
     def key(r):
-        return (r["n_dense"], r.get("learn", False), r["overlap"], r["engine"], r["seed"])
+        return (
+            r["n_dense"],
+            r.get("basis", "genes"),
+            r.get("shared", False),
+            r.get("learn", False),
+            r["overlap"],
+            r["engine"],
+            r["seed"],
+        )
 
     for r in sorted((r for r in rows if "auroc" in r), key=key):
         auc = r["auroc"]
@@ -153,10 +184,23 @@ def table(path: str) -> None:
         )
 
 
-def run_synthetic(data: str, overlap: float, seed: int, learn: bool = False) -> dict:
+def run_synthetic(
+    data: str,
+    overlap: float,
+    seed: int,
+    learn: bool = False,
+    shared: bool = False,
+    basis: str = "data",
+) -> dict:
     """One fit on ``graded`` or ``paper`` synthetic data: recovery of the planted truth."""
-    kwargs = {"score_overlap": overlap, "learn_score_overlap": learn}
-    out = {"data": data, "overlap": overlap, "learn": learn, "seed": seed}
+    kwargs = {
+        "score_overlap": overlap,
+        "learn_score_overlap": learn,
+        "shared_local_scale": shared,
+        "score_overlap_basis": basis,
+    }
+    out = {"data": data, "overlap": overlap, "learn": learn, "seed": seed, "shared": shared}
+    out["basis"] = basis
     if data == "graded":
         from spexlvm.datasets._graded import graded_effects
 
@@ -185,9 +229,12 @@ def run_synthetic(data: str, overlap: float, seed: int, learn: bool = False) -> 
 
 
 def _rho(r: dict) -> str:
+    shared = ", shared scale" if r.get("shared") else ""
+    if r["overlap"] > 0 or r.get("learn"):  # rows written before the basis existed: genes
+        shared = f" ({r.get('basis', 'genes')}){shared}"
     if r.get("learn"):
-        return f"learned from {r['overlap']}: {r['rho']:.3f}"
-    return str(r["overlap"])
+        return f"learned from {r['overlap']}: {r['rho']:.3f}{shared}"
+    return f"{r['overlap']}{shared}"
 
 
 def main() -> None:
@@ -199,6 +246,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--engine", default="adam")
     parser.add_argument("--learn", action="store_true", help="learn rho, starting at --overlap")
+    parser.add_argument(
+        "--shared-scale", action="store_true", help="SpexLVM(shared_local_scale=True)"
+    )
+    parser.add_argument(
+        "--basis",
+        choices=["data", "genes"],
+        default="data",
+        help="SpexLVM(score_overlap_basis=...)",
+    )
     parser.add_argument("--baseline", action="store_true")
     parser.add_argument("--table", metavar="LOG")
     args = parser.parse_args()
@@ -212,13 +268,18 @@ def main() -> None:
     if args.data != "c8":
         for overlap in args.overlap:
             for seed in args.seeds:
-                row = run_synthetic(args.data, overlap, seed, args.learn)
+                row = run_synthetic(
+                    args.data, overlap, seed, args.learn, args.shared_scale, args.basis
+                )
                 print(json.dumps(row), flush=True)
         return
     for n_dense in args.n_dense:
         for overlap in args.overlap:
             for seed in args.seeds:
-                print(json.dumps(run(overlap, n_dense, seed, args.engine, args.learn)), flush=True)
+                row = run(
+                    overlap, n_dense, seed, args.engine, args.learn, args.shared_scale, args.basis
+                )
+                print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

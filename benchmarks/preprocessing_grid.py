@@ -77,18 +77,22 @@ def run(
     seed: int,
     overlap: float | None = None,
     engine: str = "adam",
+    shared: bool = False,
 ) -> dict:
     """One fit and the baseline on the same genes: a dict of AUROCs."""
     adata, sets = load(data, genes)
     labels = adata.obs[LABEL[data]].astype(str).to_numpy()
     out = {"data": data, "genes": genes, "filter": size_filter, "n_dense": n_dense, "seed": seed}
     out["engine"] = engine
+    out["shared"] = shared
     base = {}
     for name, group in PAIRS[data].items():
         found = [g for g in sets[name] if g in adata.var_names]
         base[name] = score_genes_auroc(adata, found, labels, group)
     start = time.perf_counter()
     model_kwargs = {} if overlap is None else {"score_overlap": overlap}
+    if shared:
+        model_kwargs["shared_local_scale"] = True
     spexlvm.tl.fit(
         adata,
         sets,
@@ -104,6 +108,8 @@ def run(
     out["n_factors"] = len(uns["factor_names"])
     out["epochs"] = int(uns["params"]["n_epochs"])
     out["score_overlap"] = float(uns["params"]["score_overlap"])
+    out["basis"] = str(uns["params"].get("score_overlap_basis", "genes"))
+    out["shared"] = bool(uns["params"].get("shared_local_scale", False))
     names = list(uns["factor_names"])
     out["auroc"], out["score_genes"] = {}, {}
     for name, group in PAIRS[data].items():
@@ -119,7 +125,10 @@ def table(path: str) -> None:
     rows = [json.loads(line) for line in open(path) if line.startswith("{")]
     cells = defaultdict(list)
     for r in rows:
-        key = (r["data"], r["genes"], r["filter"], r["n_dense"], r["score_overlap"])
+        rho = f"{r['score_overlap']:.2g}" + (", shared scale" if r.get("shared") else "")
+        if r["score_overlap"] > 0:  # which C: rows written before the basis existed had genes
+            rho += f" ({r.get('basis', 'genes')})"
+        key = (r["data"], r["genes"], r["filter"], r["n_dense"], rho)
         cells[(*key, r.get("engine", "adam"))].append(r)
     for data in PAIRS:
         keys = sorted(k for k in cells if k[0] == data)
@@ -164,6 +173,9 @@ def main() -> None:
         "--score-overlap", type=float, help="SpexLVM(score_overlap=...) (default: the model's)"
     )
     parser.add_argument("--engine", default="adam", choices=["adam", "cavi"])
+    parser.add_argument(
+        "--shared-scale", action="store_true", help="SpexLVM(shared_local_scale=True)"
+    )
     parser.add_argument("--table", metavar="LOG")
     args = parser.parse_args()
     if args.table:
@@ -174,7 +186,16 @@ def main() -> None:
         for n_dense in args.n_dense:
             for seed in args.seeds:
                 overlap, engine = args.score_overlap, args.engine
-                row = run(args.data, args.genes, size_filter, n_dense, seed, overlap, engine)
+                row = run(
+                    args.data,
+                    args.genes,
+                    size_filter,
+                    n_dense,
+                    seed,
+                    overlap,
+                    engine,
+                    args.shared_scale,
+                )
                 print(json.dumps(row), flush=True)
 
 

@@ -56,8 +56,14 @@ def initial_loadings(
     n_dense: int,
     *,
     covariates: dict | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    signs: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Start each annotated factor at its gene set's leading principal axis.
+
+    Returns the loadings, the noise variances, the covariate effects (``None`` without
+    covariates) and, with ``signs`` (genes x sets: +1 / -1 for members, 0 otherwise), the
+    correlation of the sets' signed mean expression over the same sampled cells, after
+    the covariates (:func:`set_mean_correlation`; else ``None``).
 
     With known covariates, their effects start at a ridge regression of the sampled
     cells on the design (prior precision 1 / s^2 with s = 1), and the factors start
@@ -83,6 +89,7 @@ def initial_loadings(
         b = torch.linalg.solve(gram, design.T @ y).T
         y = y - design @ b.T
         init_b = b.numpy()
+    corr = None if signs is None else set_mean_correlation(y, signs)
     parts = []
     residual = y
     if mask.shape[1]:
@@ -115,7 +122,28 @@ def initial_loadings(
     init = torch.cat(parts, dim=1)
     residual_var = (y - (y @ init) @ torch.linalg.pinv(init) if init.numel() else y).var(0)
     noise_var = torch.clamp(residual_var, min=1e-3).numpy()
-    return init.numpy(), noise_var, init_b
+    return init.numpy(), noise_var, init_b, corr
+
+
+def set_mean_correlation(y: torch.Tensor, signs: np.ndarray) -> np.ndarray:
+    """Correlation over cells of the gene sets' signed mean expression (sets x sets).
+
+    ``y``: centred cells x genes (missing values 0); ``signs``: genes x sets, +1 / -1 for a
+    member, 0 otherwise. Set k's mean is ``sum_g s_gk y_ng / n_k``: the score of
+    ``sc.tl.score_genes`` without its control genes. The result is a correlation matrix
+    (positive semi-definite, unit diagonal); a set whose mean does not vary over the cells
+    is uncorrelated with every other.
+    """
+    s = torch.as_tensor(np.asarray(signs), dtype=torch.float64)
+    means = y.double() @ (s / s.abs().sum(0).clamp_min(1.0))
+    means = means - means.mean(0)
+    cov = means.T @ means
+    sd = torch.sqrt(torch.diagonal(cov))
+    ok = sd > 1e-12 * float(sd.max().clamp_min(1e-300))
+    inv = torch.where(ok, 1.0 / torch.where(ok, sd, 1.0), 0.0)
+    corr = (cov * inv[:, None] * inv[None, :]).clamp(-1.0, 1.0)
+    corr.fill_diagonal_(1.0)
+    return corr.numpy()
 
 
 def covariate_encoding(adata_manager: AnnDataManager, loading: bool) -> dict[str, Any]:

@@ -161,25 +161,42 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         covariates registered with :meth:`setup_anndata` (``batch_key``, ...), on the
         model's scale (centred input divided by its overall standard deviation): broad.
     score_overlap
-        ``rho`` in [0, 1): how strongly gene sets that share genes have related scores.
-        The cell scores have the prior ``N(0, R)``, ``R = (1 - rho) I + rho C`` on the
-        annotated factors, where ``C_kl`` is the correlation that the means of sets k and l
-        would have if every gene varied independently (shared genes over
-        ``sqrt(n_k n_l)``, signed by a signed network): ``rho`` of each set's prior score
-        variance is what its genes share with other sets. Without it (0, the paper's
-        independent scores) the horseshoe gives each shared gene to one set's factor and
-        an overlapping set's factor keeps only the residual: near-duplicate signatures of
-        one cell type then mark it in one factor only, and a specific set (MHC class II
-        antigen presentation) loses its genes to the broad sets that contain them. 0.5
-        (default) was chosen on PBMC with overlapping C8 cell-type signatures against
-        synthetic nested sets with independent programmes (where a larger value costs
-        the nested sets' factors); see ``benchmarks/RESULTS.md`` ("Related gene sets'
-        scores").
+        ``rho`` in [0, 1): how strongly the scores of related gene sets are correlated a
+        priori. The cell scores have the prior ``N(0, R)``, ``R = (1 - rho) I + rho C`` on
+        the annotated factors (unannotated factors stay independent), with ``C`` set by
+        ``score_overlap_basis``. Without it (0, the paper's independent scores) the
+        horseshoe gives each gene that several sets hold to one set's factor and the
+        other factors keep only a residual: near-duplicate signatures of one cell type
+        then mark it in one factor only, and a specific set (MHC class II antigen
+        presentation) loses its genes to the broad sets that contain them. 0.3 (default,
+        with the ``"data"`` basis) was chosen on PBMC with overlapping C8 cell-type
+        signatures against synthetic nested sets with independent programmes (where a
+        larger value costs the nested sets' factors); see ``benchmarks/RESULTS.md``
+        ("The scores' prior correlation from the data").
+    score_overlap_basis
+        ``C`` of ``score_overlap``'s prior. ``"data"`` (default): the correlation over
+        cells of the sets' mean expression (the score of ``sc.tl.score_genes`` without
+        control genes; signed by a signed network; after the known covariates; from the
+        cells the initialisation samples, at most 1,000): an empirical-Bayes prior, fixed
+        before training, under which sets whose genes move together in these data have
+        related scores, whether or not they share genes. ``"genes"``: the correlation the
+        sets' means would have if every gene varied independently (shared genes over
+        ``sqrt(n_k n_l)``): only sets that share genes are related.
     learn_score_overlap
         Learn ``rho`` by maximising the ELBO (empirical Bayes), starting from
-        ``score_overlap``. Measured, not the default: it runs to ``rho`` ~0.97-0.99 on real
-        data, where specific sets inside broad ones (the B-cell receptor in the adaptive
-        immune system) then track their neighbours instead of their own genes.
+        ``score_overlap``. Measured with the ``"genes"`` basis, not the default: it ran
+        to ``rho`` ~0.97-0.99 on real data, where specific sets inside broad ones (the
+        B-cell receptor in the adaptive immune system) then tracked their neighbours
+        instead of their own genes.
+    shared_local_scale
+        Give each gene one horseshoe local scale for all of its gene sets' loadings,
+        instead of one per loading: a gene that several sets hold is then on or off in
+        all of their factors together, and the Gaussian given the scales lets them share
+        its loading instead of the horseshoe giving it to one of them (a gene in one set
+        has its own scale either way). A proper prior (the ELBO has its term). Measured,
+        not the default: it helped the C8 signatures a little and cost the PBMC MHC class
+        II factor 0.01-0.02 and, in one mESC fit, the G2M checkpoint factor (0.57 against
+        0.89); ``benchmarks/RESULTS.md``, "The scores' prior correlation from the data".
 
     Examples
     --------
@@ -209,8 +226,10 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         slab_df: float = 1.0,
         noise_prior: tuple[float, float] = (1.0, 1.0),
         covariate_prior_scale: float = 1.0,
-        score_overlap: float = 0.5,
+        score_overlap: float = 0.3,
         learn_score_overlap: bool = False,
+        score_overlap_basis: str = "data",
+        shared_local_scale: bool = False,
     ):
         sync_verbosity()
         pyro.clear_param_store()
@@ -231,6 +250,10 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             raise ValueError(f"dense_slab must be positive, got {dense_slab!r}.")
         if not 0.0 <= score_overlap < 1.0:
             raise ValueError(f"score_overlap must lie in [0, 1), got {score_overlap!r}.")
+        if score_overlap_basis not in ("data", "genes"):
+            raise ValueError(
+                f"score_overlap_basis must be 'data' or 'genes', got {score_overlap_basis!r}."
+            )
 
         loading = _LOADING.get()
         if loading is not None:
@@ -325,8 +348,11 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
                     "values (or pass `layer=`), not a placeholder."
                 )
             scale = float(np.sqrt(var.mean())) if var.mean() > 0 else 1.0
-            init_w, noise_var, init_b = initial_loadings(
-                x, mean, scale, mask, n_sparse, n_dense, covariates=covariates
+            signs = None
+            if (score_overlap or learn_score_overlap) and n_annotated:
+                signs = get_signs(self.adata, mask, key=mask_key)
+            init_w, noise_var, init_b, data_corr = initial_loadings(
+                x, mean, scale, mask, n_sparse, n_dense, covariates=covariates, signs=signs
             )
         sumsq = count * var / scale**2
         cov_kwargs = {}
@@ -348,13 +374,19 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
 
         overlap = None
         if (score_overlap or learn_score_overlap) and n_annotated and loading is None:
-            signs = get_signs(self.adata, mask, key=mask_key)
+            corr = data_corr if score_overlap_basis == "data" else set_overlap(signs)
             overlap = torch.eye(n_factors, dtype=torch.float64)
-            overlap[:n_annotated, :n_annotated] = torch.as_tensor(set_overlap(signs))
+            overlap[:n_annotated, :n_annotated] = torch.as_tensor(corr)
             # start each set's factor with its members' loadings positive (as
             # _orient_factors leaves them), so that the start agrees with the correlations
             flip = (init_w[:, :n_annotated] * signs).sum(0) < 0
             init_w[:, :n_annotated][:, flip] *= -1.0
+        shared = None
+        if shared_local_scale and n_annotated:
+            # a gene's in-set loadings share one local scale (the mask is state: a loaded
+            # model restores it)
+            shared = torch.zeros(slab.shape, dtype=torch.bool)
+            shared[:, :n_annotated] = torch.as_tensor(mask, dtype=torch.bool)
         self.module = self._module_cls(
             n_obs=self.summary_stats.n_cells,
             slab=torch.as_tensor(slab, dtype=torch.float32),
@@ -371,6 +403,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             score_overlap_corr=overlap,
             score_overlap=float(score_overlap),
             learn_score_overlap=bool(learn_score_overlap),
+            shared_local_scale=shared,
             **cov_kwargs,
         )
         self._model_summary_string = (

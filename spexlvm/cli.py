@@ -171,10 +171,20 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--score-overlap",
         type=float,
-        default=0.5,
+        default=0.3,
         help=(
-            "Prior correlation of the scores of gene sets that share genes, in [0, 1) "
+            "Weight of the prior correlation of related gene sets' scores, in [0, 1) "
             "(score_overlap of spexlvm.SpexLVM; 0: independent scores, as in the paper)."
+        ),
+    )
+    fit.add_argument(
+        "--score-overlap-basis",
+        choices=["data", "genes"],
+        default="data",
+        help=(
+            "Which sets are related: by the correlation of their mean expression in the "
+            "data (default) or by the genes they share (score_overlap_basis of "
+            "spexlvm.SpexLVM)."
         ),
     )
     fit.add_argument("--seed", type=int, default=0, help="Random seed.")
@@ -549,7 +559,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             enable_progress_bar=_progress_bar(args),
             checkpoint_dir=args.checkpoint_dir,
             engine=args.engine,
-            model_kwargs={"score_overlap": args.score_overlap},
+            model_kwargs={
+                "score_overlap": args.score_overlap,
+                "score_overlap_basis": args.score_overlap_basis,
+            },
         )
     except (KeyError, ValueError, TypeError) as err:
         raise CLIError(_message(err)) from err

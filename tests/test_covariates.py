@@ -298,3 +298,23 @@ def test_variance_explained_plot_shows_covariates(batch_fit):
     assert "batch (covariate)" in labels and len(labels) == 4
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "known covariate (fixed effect)" in legend
+
+
+def test_score_prior_correlation_is_taken_after_the_covariates():
+    """The ``"data"`` basis of the scores' prior correlates the sets' mean expression after
+    the known covariates: a strong batch shift makes the independent sets' means
+    correlated; with ``batch_key`` their prior correlation is that of the batch-free data."""
+
+    def prior_corr(adata, **setup):
+        SpexLVM.setup_anndata(adata, **setup)
+        model = SpexLVM(adata, score_overlap=0.5)
+        a = len(model.gene_set_names_)
+        cov = model.module.score_prior_cov().double().numpy()[:a, :a]
+        return (cov - 0.5 * np.eye(a)) / 0.5
+
+    clean = prior_corr(synthetic(N, G, K, **DATA))
+    with_key = prior_corr(synthetic(N, G, K, **DATA, **BATCH), batch_key="batch")
+    ignored = prior_corr(synthetic(N, G, K, **DATA, **BATCH))
+    off = ~np.eye(len(clean), dtype=bool)
+    assert np.abs(with_key - clean)[off].max() < 0.1
+    assert np.abs(ignored - clean)[off].max() > 0.3

@@ -216,6 +216,71 @@ def test_model_factor_layout(registered):
         SpexLVM(registered, n_dense=1, dense_prior="sparse")
 
 
+@pytest.mark.parametrize("basis", ["data", "genes"])
+def test_score_prior_correlation_basis(registered, basis):
+    """The scores' prior ``R = (1 - rho) I + rho C`` on the annotated factors: with the
+    ``"data"`` basis ``C`` is the correlation of the sets' mean expression over the cells
+    (fewer than the 1,000 the start samples, so all of them), with ``"genes"`` the sets'
+    shared genes; unannotated factors stay independent. The basis is in ``uns``' params."""
+    from spexlvm.pp._nested import set_overlap
+
+    model = SpexLVM(registered, n_dense=1, score_overlap=0.3, score_overlap_basis=basis)
+    mask = registered.varm[MASK_KEY].astype(float)
+    x = np.asarray(registered.X, dtype=np.float64)
+    if basis == "data":
+        expected = np.corrcoef((x - x.mean(0)) @ (mask / mask.sum(0)), rowvar=False)
+    else:
+        expected = set_overlap(mask)
+    a = mask.shape[1]
+    cov = model.module.score_prior_cov().double().numpy()
+    np.testing.assert_allclose(cov[:a, :a], 0.7 * np.eye(a) + 0.3 * expected, atol=1e-5)
+    np.testing.assert_allclose(cov[a, :], np.eye(a + 1)[a], atol=1e-6)
+    # the two bases differ on these data (sets that share no genes correlate in the data)
+    other = set_overlap(mask) if basis == "data" else None
+    if other is not None:
+        assert np.abs(expected - other).max() > 0.05
+    with pytest.raises(ValueError, match="score_overlap_basis must be 'data' or 'genes'"):
+        SpexLVM(registered, score_overlap_basis="cells")
+
+
+def test_shared_local_scale_covers_the_in_set_loadings(registered):
+    """With ``shared_local_scale=True`` a gene's in-set loadings share one local scale: the
+    module's mask is the gene-set mask on the annotated factors and empty on the
+    unannotated ones; by default every loading has its own (and the genes' scales are no
+    parameters)."""
+    mask = registered.varm[MASK_KEY]
+    a = mask.shape[1]
+    model = SpexLVM(registered, n_sparse=1, n_dense=1, shared_local_scale=True)
+    shared = model.module.lam_shared.numpy()
+    np.testing.assert_array_equal(shared[:, :a], mask)
+    assert not shared[:, a:].any()
+    assert model.module.lam_gene_loc.requires_grad
+    own = SpexLVM(registered, n_dense=1)
+    assert not own.module.lam_shared.any() and not own.module.lam_gene_loc.requires_grad
+
+
+def test_set_mean_correlation_is_a_correlation_matrix():
+    """:func:`set_mean_correlation`: the correlation of the signed set means, unit
+    diagonal, positive semi-definite, 0 for a set whose mean does not vary."""
+    from spexlvm._init import set_mean_correlation
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(50, 6))
+    y[:, 5] = 0.0  # a constant gene
+    signs = np.zeros((6, 4))
+    signs[:3, 0] = 1
+    signs[2:5, 1] = 1
+    signs[1, 1] = -1
+    signs[5, 3] = 1  # only the constant gene
+    signs[0, 2], signs[4, 2] = 1, -1
+    c = set_mean_correlation(torch.as_tensor(y, dtype=torch.float32), signs)
+    means = y @ (signs / np.abs(signs).sum(0))
+    np.testing.assert_allclose(c[:3, :3], np.corrcoef(means[:, :3], rowvar=False), atol=1e-6)
+    np.testing.assert_allclose(c[3], np.eye(4)[3])
+    np.testing.assert_allclose(np.diagonal(c), 1.0)
+    assert np.linalg.eigvalsh(c).min() > -1e-9
+
+
 # ------------------------------------------------------------------ convergence rule
 def _drive(rule, steps_per_epoch, loadings, start=0):
     """Feed loadings to the rule as if they were optimisation steps ``start, start + 1, ...``."""

@@ -113,6 +113,10 @@ def _write_results(
         # rho of the scores' prior (SpexLVM(score_overlap=...)): as fitted when learned
         "score_overlap": float(model.module.score_overlap().detach()),
         "learn_score_overlap": bool(model.module.learn_score_overlap),
+        "score_overlap_basis": str(
+            model.init_params_["non_kwargs"].get("score_overlap_basis", "genes")
+        ),
+        "shared_local_scale": bool(getattr(model.module, "_shared_scale", False)),
         "spexlvm_version": package_version(),
     }
     params["projected"] = projected
