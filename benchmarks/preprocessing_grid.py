@@ -125,9 +125,10 @@ def table(path: str) -> None:
     rows = [json.loads(line) for line in open(path) if line.startswith("{")]
     cells = defaultdict(list)
     for r in rows:
-        rho = f"{r['score_overlap']:.2g}" + (", shared scale" if r.get("shared") else "")
+        rho = f"{r['score_overlap']:.2g}"
         if r["score_overlap"] > 0:  # which C: rows written before the basis existed had genes
             rho += f" ({r.get('basis', 'genes')})"
+        rho += ", shared scale" if r.get("shared") else ""
         key = (r["data"], r["genes"], r["filter"], r["n_dense"], rho)
         cells[(*key, r.get("engine", "adam"))].append(r)
     for data in PAIRS:

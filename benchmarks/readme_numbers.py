@@ -19,7 +19,8 @@ Exit code 1 when an AUROC or the number of sets disagrees with the README, or th
 fall outside the range it quotes, or differ from the ``max_epochs`` it says the fit runs
 to. Where the stopping rule fires on this panel depends on float32 round-off (1,267 epochs
 with 1 thread, 1,461 with 2, before the scores of overlapping sets were correlated a
-priori; since then 1,500 (``max_epochs``, with a warning) with 1 thread and 1,462 with 2).
+priori; then 1,500 (``max_epochs``, with a warning) with 1 thread and 1,462 with 2; since
+their prior correlation comes from the data, 1,500 with 1 and with 2 threads).
 """
 
 from __future__ import annotations
