@@ -78,6 +78,16 @@ def baseline() -> dict[str, float]:
     return out
 
 
+def _prior(overlap: float, learn: bool, shared: bool, basis: str) -> dict:
+    """``SpexLVM``'s keyword arguments of the scores' prior and the local scales."""
+    return {
+        "score_overlap": overlap,
+        "learn_score_overlap": learn,
+        "shared_local_scale": shared,
+        "score_overlap_basis": basis,
+    }
+
+
 def run(
     overlap: float,
     n_dense: int,
@@ -97,12 +107,7 @@ def run(
         n_dense=n_dense,
         seed=seed,
         engine=engine,
-        model_kwargs={
-            "score_overlap": overlap,
-            "learn_score_overlap": learn,
-            "shared_local_scale": shared,
-            "score_overlap_basis": basis,
-        },
+        model_kwargs=_prior(overlap, learn, shared, basis),
         enable_progress_bar=False,
     )
     out = {"overlap": overlap, "learn": learn, "n_dense": n_dense, "seed": seed, "engine": engine}
@@ -193,12 +198,7 @@ def run_synthetic(
     basis: str = "data",
 ) -> dict:
     """One fit on ``graded`` or ``paper`` synthetic data: recovery of the planted truth."""
-    kwargs = {
-        "score_overlap": overlap,
-        "learn_score_overlap": learn,
-        "shared_local_scale": shared,
-        "score_overlap_basis": basis,
-    }
+    kwargs = _prior(overlap, learn, shared, basis)
     out = {"data": data, "overlap": overlap, "learn": learn, "seed": seed, "shared": shared}
     out["basis"] = basis
     if data == "graded":
