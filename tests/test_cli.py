@@ -108,6 +108,12 @@ def test_fit_score_overlap(inputs, tmp_path):
     assert main([*args, "--score-overlap", "0"]) == 0
     assert ad.read_h5ad(out).uns["spexlvm"]["params"]["score_overlap"] == 0.0
     assert main([*args, "--score-overlap", "1.5"]) != 0
+    assert main([*args, "--score-overlap-basis", "genes"]) == 0
+    params = ad.read_h5ad(out).uns["spexlvm"]["params"]
+    assert params["score_overlap_basis"] == "genes" and params["score_overlap"] == pytest.approx(
+        0.3
+    )
+    assert main([*args, "--score-overlap-basis", "cells"]) != 0
 
 
 def test_fit_backed_with_checkpoints(inputs, tmp_path):
