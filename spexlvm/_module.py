@@ -407,7 +407,6 @@ class SpexLVMModule(PyroBaseModuleClass):
 
     def _read_shared_scale_flag(self) -> None:
         self._shared_scale = bool(self.lam_shared.any())
-        self._shared_genes = self.lam_shared.any(1)
         # the genes' scales are parameters only where some loading shares them
         self.lam_gene_loc.requires_grad_(self._shared_scale)
         self.lam_gene_log_sd.requires_grad_(self._shared_scale)
@@ -488,7 +487,9 @@ class SpexLVMModule(PyroBaseModuleClass):
             prefix + "lam_shared", torch.zeros(g, k, dtype=torch.bool, device=dev)
         )
         state_dict.setdefault(prefix + "lam_gene_loc", torch.zeros(g, device=dev))
-        state_dict.setdefault(prefix + "lam_gene_log_sd", torch.full((g,), math.log(0.5)))
+        state_dict.setdefault(
+            prefix + "lam_gene_log_sd", torch.full((g,), math.log(0.5), device=dev)
+        )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._read_score_prior_flags()
         self._read_shared_scale_flag()
@@ -989,7 +990,8 @@ class SpexLVMModule(PyroBaseModuleClass):
         if self._shared_scale:  # an entry's own scale only where it is not shared
             kl_gene = kl_half_cauchy(self.lam_gene_loc, self._log_sd(self.lam_gene_log_sd))
             kl_lam = (
-                torch.where(self.lam_shared, 0.0, kl_lam).sum() + kl_gene[self._shared_genes].sum()
+                torch.where(self.lam_shared, 0.0, kl_lam).sum()
+                + kl_gene[self.lam_shared.any(1)].sum()
             )
         kl_phi = kl_half_cauchy(self.phi_loc, phi_lsd)
         kl_tau = kl_half_cauchy(self.tau_loc, tau_lsd)

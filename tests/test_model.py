@@ -259,6 +259,18 @@ def test_shared_local_scale_covers_the_in_set_loadings(registered):
     assert not own.module.lam_shared.any() and not own.module.lam_gene_loc.requires_grad
 
 
+def test_shared_local_scale_save_load(registered, tmp_path):
+    """A model with shared local scales saves and loads with them: same mask, same
+    results, the genes' scales trainable again."""
+    model = SpexLVM(registered, n_dense=1, shared_local_scale=True)
+    model.train(max_epochs=5, enable_progress_bar=False)
+    model.save(str(tmp_path / "m"))
+    loaded = SpexLVM.load(str(tmp_path / "m"), adata=registered.copy())
+    assert torch.equal(loaded.module.lam_shared, model.module.lam_shared)
+    assert loaded.module.lam_gene_loc.requires_grad
+    _assert_same_results(model, loaded)
+
+
 def test_set_mean_correlation_is_a_correlation_matrix():
     """:func:`set_mean_correlation`: the correlation of the signed set means, unit
     diagonal, positive semi-definite, 0 for a set whose mean does not vary."""
