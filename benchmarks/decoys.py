@@ -55,8 +55,8 @@ def save(adata, name: str) -> None:
         adata.write_h5ad(os.path.join(SAVE, f"{name}.h5ad"))
 
 
-def calls(adata, known: list[str]) -> dict[str, object]:
-    """Decoy rates of the three calls, and the known sets' calls."""
+def calls(adata, known: list[str]) -> tuple[dict[str, object], str]:
+    """Decoy rates of the three calls and the known sets' calls, and :func:`shares`."""
     act = spexlvm.tl.active_factors(adata)
     test = spexlvm.tl.gene_set_test(adata)
     ref = spexlvm.tl.refine(adata)
@@ -75,15 +75,14 @@ def calls(adata, known: list[str]) -> dict[str, object]:
     for name in known:
         i = list(test.index).index(name)
         out[name] = f"{'A' if active[i] else '-'}{'S' if sig[i] else '-'}"
-    return out
+    return out, shares(act, test, known)
 
 
-def shares(adata, known: list[str]) -> str:
-    """The statistics RESULTS quotes: ``set_share`` of every active annotated factor, and
+def shares(act, test, known: list[str]) -> str:
+    """The statistics RESULTS quotes, from ``tl.active_factors`` (``act``) and
+    ``tl.gene_set_test`` (``test``): ``set_share`` of every active annotated factor, and
     the known sets' ``r2_set``, decoy p-value and ``set_share`` next to the decoys'
     ``r2_set`` range."""
-    act = spexlvm.tl.active_factors(adata)
-    test = spexlvm.tl.gene_set_test(adata)
     on = act[(act["kind"] == "annotated") & act["active"]]
     lines = [
         "active factors' set_share: "
@@ -135,14 +134,14 @@ def run_pbmc(seeds: list[int], c8: bool = False) -> None:
         )
         fit_s = time.perf_counter() - start
         save(adata, f"pbmc{'_c8' if c8 else ''}_seed{seed}")
-        out = calls(adata, [] if c8 else [MHC, BCR])
+        out, stats = calls(adata, [] if c8 else [MHC, BCR])
         out["fit (s)"] = f"{fit_s:.1f}"
         if header is None:
             header = list(out)
             print(row(["seed", *header]))
             print(row(["---"] * (len(header) + 1)))
         print(row([seed, *out.values()]), flush=True)
-        print(shares(adata, [] if c8 else [MHC, BCR]), flush=True)
+        print(stats, flush=True)
 
 
 def run_mesc(seeds: list[int]) -> None:
@@ -173,7 +172,7 @@ def run_mesc(seeds: list[int]) -> None:
         )
         fit_s = time.perf_counter() - start
         save(adata, f"mesc_seed{seed}")
-        out = calls(adata, [G2M])
+        out, stats = calls(adata, [G2M])
         out["fit (s)"] = f"{fit_s:.1f}"
         out["sets"] = len(real)
         if header is None:
@@ -181,7 +180,7 @@ def run_mesc(seeds: list[int]) -> None:
             print(row(["seed", *header]))
             print(row(["---"] * (len(header) + 1)))
         print(row([seed, *out.values()]), flush=True)
-        print(shares(adata, [G2M]), flush=True)
+        print(stats, flush=True)
 
 
 def run_synthetic(seeds: list[int], sd: str = "mean_field", overlap: float | None = None) -> None:

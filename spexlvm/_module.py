@@ -401,12 +401,15 @@ class SpexLVMModule(PyroBaseModuleClass):
         if mask.shape != (g, k):
             raise ValueError(f"shared_local_scale must be a {g} x {k} mask.")
         self.register_buffer("lam_shared", mask)
+        # genes with a shared scale (derived from the mask, so not saved)
+        self.register_buffer("lam_shared_genes", mask.any(1), persistent=False)
         self.lam_gene_loc = nn.Parameter(torch.zeros(g))
         self.lam_gene_log_sd = nn.Parameter(torch.full((g,), math.log(0.5)))
         self._read_shared_scale_flag()
 
     def _read_shared_scale_flag(self) -> None:
         self._shared_scale = bool(self.lam_shared.any())
+        self.lam_shared_genes = self.lam_shared.any(1)
         # the genes' scales are parameters only where some loading shares them
         self.lam_gene_loc.requires_grad_(self._shared_scale)
         self.lam_gene_log_sd.requires_grad_(self._shared_scale)
@@ -991,7 +994,7 @@ class SpexLVMModule(PyroBaseModuleClass):
             kl_gene = kl_half_cauchy(self.lam_gene_loc, self._log_sd(self.lam_gene_log_sd))
             kl_lam = (
                 torch.where(self.lam_shared, 0.0, kl_lam).sum()
-                + kl_gene[self.lam_shared.any(1)].sum()
+                + kl_gene[self.lam_shared_genes].sum()
             )
         kl_phi = kl_half_cauchy(self.phi_loc, phi_lsd)
         kl_tau = kl_half_cauchy(self.tau_loc, tau_lsd)
