@@ -102,6 +102,61 @@ def test_decoys_mostly_inactive_and_not_significant(decoy_fit):
     assert list(stored["sets"]) == ["real", "decoy"]
 
 
+def test_decoy_null_spread_follows_set_size():
+    """Random sets' statistics vary more at small sizes; the null models that spread.
+
+    Null sets (decoys and "real" sets drawn alike) with a residual sd of 1 / sqrt(size):
+    with the spread modelled every size is called at about the nominal rate, where one
+    pooled variance calls the small sets far too often and the large ones never. A
+    large set a little above its size's null is called only with the spread modelled.
+    """
+    from spexlvm.tl._calls import MIN_DECOYS_SPREAD, decoy_null_pvalues
+
+    rng = np.random.default_rng(0)
+    sizes = np.tile(np.array([2, 5, 20, 80, 200]), 600)
+    stat = -0.5 * np.log(sizes) + rng.standard_normal(sizes.size) / np.sqrt(sizes)
+    decoy = np.zeros(sizes.size, dtype=bool)
+    decoy[:200] = True  # 40 decoys of each size
+    p = decoy_null_pvalues(stat, sizes, decoy)
+    real = ~decoy
+    for size in (2, 200):
+        rate = (p[real & (sizes == size)] < 0.05).mean()
+        assert 0.025 < rate < 0.08, (size, rate)
+    # the pooled variance (fewer decoys than the spread needs) is miscalibrated by size
+    few = decoy & (np.arange(sizes.size) < MIN_DECOYS_SPREAD - 1)
+    assert few.sum() == MIN_DECOYS_SPREAD - 1
+    pooled = decoy_null_pvalues(stat, sizes, few)
+    assert (pooled[real & (sizes == 2)] < 0.05).mean() > 0.15
+    assert (pooled[real & (sizes == 200)] < 0.05).mean() < 0.01
+    # a set of 200 genes four of its null sd above the line: called only with the spread
+    extra = np.append(stat, -0.5 * np.log(200) + 4.0 / np.sqrt(200))
+    big = np.append(sizes, 200)
+    assert decoy_null_pvalues(extra, big, np.append(decoy, False))[-1] < 1e-3
+    assert decoy_null_pvalues(extra, big, np.append(few, False))[-1] > 0.05
+    # each decoy is left out of its own null: the decoys' rate is about nominal too
+    assert (p[decoy] < 0.05).mean() < 0.1
+
+
+def test_min_effect_genes_default_depends_on_the_null(decoy_fit):
+    adata, _ = decoy_fit
+    adata = adata.copy()
+    from spexlvm.tl._pruning import MIN_EFFECT_GENES, MIN_EFFECT_GENES_DECOYS
+
+    act = spexlvm.tl.active_factors(adata)
+    stored = adata.uns["spexlvm"]["active_factors"]
+    assert stored["min_effect_genes"] == MIN_EFFECT_GENES_DECOYS == 2
+    # the gate: an active factor moves at least that many of its set's genes ...
+    on = act[(act["kind"] == "annotated") & act["active"]]
+    assert (on["n_effect"] >= 2).all()
+    # ... and a stricter gate given by the user switches off the factors below it
+    strict = spexlvm.tl.active_factors(adata, min_effect_genes=10_000)
+    assert not strict.loc[act.index[act["kind"] == "annotated"], "active"].any()
+    assert adata.uns["spexlvm"]["active_factors"]["min_effect_genes"] == 10_000
+    with pytest.raises(ValueError, match="min_effect_genes"):
+        spexlvm.tl.active_factors(adata, min_effect_genes=-1)
+    assert MIN_EFFECT_GENES == 5  # without decoys: test_tl.test_active_factors
+
+
 def test_pl_decoy_check(decoy_fit, tmp_path):
     adata, _ = decoy_fit
     ax = spexlvm.pl.decoy_check(adata, show=False)

@@ -157,6 +157,7 @@ def test_active_factors(fitted):
     }
     assert (df.loc[df["active"], "reason"] == "").all()
     assert adata.uns["spexlvm"]["active_factors"]["null"] == "threshold"  # no decoys
+    assert adata.uns["spexlvm"]["active_factors"]["min_effect_genes"] == 5  # its gate
     # a huge min_set_genes switches every annotated factor off
     strict = spexlvm.tl.active_factors(adata, min_set_genes=1e6, min_effect_genes=0, min_scale=0.0)
     assert (strict["reason"] == "explains < min_set_genes of its set").all()

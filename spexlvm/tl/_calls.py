@@ -66,6 +66,9 @@ MIN_GENE_R2 = 0.05
 MIN_SET_SHARE = 0.4
 #: Fewest decoy sets in a fit for their statistics to serve as the null.
 MIN_DECOYS = 10
+#: Fewest decoys for the decoy null to model its spread against the set size
+#: (:func:`decoy_null_pvalues`); with fewer the spread is pooled over sizes.
+MIN_DECOYS_SPREAD = 20
 _CHUNK_ENTRIES = 2**22
 
 
@@ -263,6 +266,14 @@ def decoy_null_pvalues(stat: np.ndarray, size: np.ndarray, decoy: np.ndarray) ->
     degrees of freedom, with the leverage of its size). Each decoy is compared with the
     other decoys (leave one out), so the decoys' own p-values are honest. Requires at
     least :data:`MIN_DECOYS` decoys.
+
+    The spread depends on the size as well: a statistic averaged over two genes varies
+    far more between random sets than one averaged over fifty, and one pooled variance
+    would let the smallest sets set the bar for all. With at least
+    :data:`MIN_DECOYS_SPREAD` decoys (the two extra parameters need the points) the
+    residual variance is modelled as ``log(resid^2) ~ c + d * log(size)``, rescaled so
+    that the decoys' standardised residuals have variance one; with fewer, or when all
+    decoys have one size, it is pooled.
     """
     stat = np.asarray(stat, dtype=np.float64)
     decoy = np.asarray(decoy, dtype=bool)
@@ -274,10 +285,17 @@ def decoy_null_pvalues(stat: np.ndarray, size: np.ndarray, decoy: np.ndarray) ->
         a, y = design[train], stat[train]
         coef, *_ = np.linalg.lstsq(a, y, rcond=None)
         df = max(train.sum() - a.shape[1], 1)
-        s2 = float(((y - a @ coef) ** 2).sum()) / df
+        resid2 = (y - a @ coef) ** 2
         inv = np.linalg.pinv(a.T @ a)
         lev = np.einsum("ij,jk,ik->i", design[test], inv, design[test])
-        se = np.sqrt(max(s2, 1e-300) * (1.0 + lev))
+        if a.shape[1] > 1 and train.sum() >= MIN_DECOYS_SPREAD:
+            floor = 1e-12 * max(float(resid2.mean()), 1e-300)
+            spread, *_ = np.linalg.lstsq(a, np.log(np.maximum(resid2, floor)), rcond=None)
+            scale = float((resid2 / np.exp(a @ spread)).sum()) / df
+            s2 = scale * np.exp(design[test] @ spread)
+        else:
+            s2 = np.full(int(test.sum()), float(resid2.sum()) / df)
+        se = np.sqrt(np.maximum(s2, 1e-300) * (1.0 + lev))
         return student_t.sf((stat[test] - design[test] @ coef) / se, df)
 
     p = np.ones_like(stat)
