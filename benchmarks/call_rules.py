@@ -1,0 +1,135 @@
+"""Candidate rules of the active / significant calls, compared on saved decoy fits.
+
+Reads the fits that ``decoys.py --save DIR`` writes (``pbmc_c8_seed*``, ``synthetic_seed*``,
+``pbmc_seed*``, ``mesc_seed*``) and, for each, counts decoys and real sets called active
+(decoy p-value < 0.05 and at least ``gate`` of the set's genes with a per-gene R² of
+``min_gene_r2``) and significant (BH 0.05 over the annotated factors, as
+``tl.gene_set_test``), under each candidate:
+
+- ``spread``: the decoy null's residual variance pooled over set sizes (``pooled``) or
+  modelled against the size (``by size``, :func:`spexlvm.tl._calls.decoy_null_pvalues`
+  with at least ``MIN_DECOYS_SPREAD`` decoys);
+- ``statistic``: ``log(r2_set)`` with the log factor scale (the package's), or
+  ``r2_set`` without the set's most explained gene ("trimmed", a candidate not adopted);
+- ``gate``: ``min_effect_genes``.
+
+The package's rule is the row ``by size / r2_set + scale / gate 2`` (fits with at least
+20 decoys; the synthetic fits have 10, so there the spread is pooled whatever the row
+says). Which fits chose it and which only measured it: benchmarks/RESULTS.md.
+
+Usage::
+
+    python benchmarks/call_rules.py DIR/pbmc_c8_seed*.h5ad DIR/synthetic_seed*.h5ad
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from unittest import mock
+
+import anndata as ad
+import numpy as np
+from _common import quiet
+from scipy.stats import false_discovery_control
+
+from spexlvm.tl import _calls
+from spexlvm.tl._utils import get_annotation, get_loadings
+
+KNOWN = {
+    "REACTOME_MHC_CLASS_II_ANTIGEN_PRESENTATION": "MHC II",
+    "REACTOME_SIGNALING_BY_THE_B_CELL_RECEPTOR_BCR": "BCR",
+    "HALLMARK_G2M_CHECKPOINT": "G2M",
+}
+RULES = [  # (spread by size, trimmed statistic, gate)
+    (False, False, 5),  # the rule before (issue 14's first decoy calibration)
+    (True, False, 5),
+    (False, False, 3),
+    (False, False, 2),
+    (True, False, 3),
+    (True, False, 2),  # adopted
+    (True, True, 2),
+]
+
+
+def trimmed_r2(adata) -> np.ndarray:
+    """``r2_set`` without the set's most explained gene (NaN for one-gene sets)."""
+    mask, _ = get_annotation(adata, "spexlvm")
+    n = mask.shape[1]
+    w = get_loadings(adata, "spexlvm")[:, :n]
+    var = _calls.gene_variance(adata)
+    explained = w * w * _calls.factor_variance(adata)[:n]
+    out = np.full(n, np.nan)
+    for k in range(n):
+        genes = np.flatnonzero(mask[:, k])
+        rest = genes[np.argsort(-explained[genes, k])[1:]]
+        if rest.size:
+            out[k] = explained[rest, k].sum() / max(var[rest].sum(), 1e-300)
+    return out
+
+
+def null(stat, size, decoy, by_size: bool) -> np.ndarray:
+    """Decoy p-values, NaN statistics excluded (p = 1)."""
+    ok = np.isfinite(stat)
+    p = np.ones_like(stat)
+    limit = _calls.MIN_DECOYS_SPREAD if by_size else 10**9
+    with mock.patch.object(_calls, "MIN_DECOYS_SPREAD", limit):
+        p[ok] = _calls.decoy_null_pvalues(stat[ok], size[ok], decoy[ok])
+    return p
+
+
+def evaluate(path: str) -> list[str]:
+    adata = ad.read_h5ad(path)
+    stats = _calls.set_statistics(adata)
+    size = stats["n_genes"].to_numpy()
+    decoy = stats["decoy"].to_numpy()
+    scale = np.asarray(adata.uns["spexlvm"]["factor_scale"], dtype=np.float64)[: len(stats)]
+    log_r2 = np.log(np.maximum(stats["r2_set"].to_numpy(), 1e-300))
+    log_trim = np.log(np.maximum(trimmed_r2(adata), 1e-300))
+    log_trim[size <= 1] = np.nan
+    n_effect = stats["n_effect"].to_numpy()
+    names = list(stats.index)
+    lines = []
+    for by_size, trimmed, gate in RULES:
+        first = log_trim if trimmed else log_r2
+        p = np.minimum(
+            1.0,
+            2.0
+            * np.minimum(
+                null(first, size, decoy, by_size), null(np.log(scale), size, decoy, by_size)
+            ),
+        )
+        active = (p < 0.05) & (n_effect >= np.minimum(gate, size))
+        sig = false_discovery_control(np.where(active, p, 1.0), method="bh") < 0.05
+        calls = {
+            n: ("A" if active[i] else "-") + ("S" if sig[i] else "-") for i, n in enumerate(names)
+        }
+        known = " ".join(f"{short} {calls[n]}" for n, short in KNOWN.items() if n in calls)
+        lines.append(
+            f"| {os.path.basename(path).removesuffix('.h5ad')} "
+            f"| {'by size' if by_size else 'pooled'} "
+            f"| {'trimmed r2_set' if trimmed else 'r2_set'} + scale | {gate} "
+            f"| {active[decoy].sum()}/{decoy.sum()} | {sig[decoy].sum()}/{decoy.sum()} "
+            f"| {active[~decoy].sum()}/{(~decoy).sum()} | {sig[~decoy].sum()}/{(~decoy).sum()} "
+            f"| {known} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("fits", nargs="+", help="h5ad files written by decoys.py --save")
+    args = parser.parse_args()
+    quiet()
+    print(
+        "| fit | spread | statistic | gate | decoys active | decoys significant "
+        "| real active | real significant | known sets |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for path in args.fits:
+        for line in evaluate(path):
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
