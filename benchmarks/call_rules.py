@@ -10,7 +10,9 @@ Reads the fits that ``decoys.py --save DIR`` writes (``pbmc_c8_seed*``, ``synthe
   modelled against the size (``by size``, :func:`spexlvm.tl._calls.decoy_null_pvalues`
   with at least ``MIN_DECOYS_SPREAD`` decoys);
 - ``statistic``: ``log(r2_set)`` with the log factor scale (the package's), or
-  ``r2_set`` without the set's most explained gene ("trimmed", a candidate not adopted);
+  ``r2_set`` without the set's most explained gene ("trimmed", a candidate not adopted),
+  or the package's two with a third, ``log(1 + n_effect)`` (the count of the set's genes
+  with an effect; Bonferroni over three);
 - ``gate``: ``min_effect_genes``.
 
 The package's rule is the row ``by size / r2_set + scale / gate 2`` (fits with at least
@@ -41,7 +43,7 @@ KNOWN = {
     "REACTOME_SIGNALING_BY_THE_B_CELL_RECEPTOR_BCR": "BCR",
     "HALLMARK_G2M_CHECKPOINT": "G2M",
 }
-RULES = [  # (spread by size, trimmed statistic, gate)
+RULES = [  # (spread by size, statistic, gate)
     (False, False, 5),  # the rule before (issue 14's first decoy calibration)
     (True, False, 5),
     (False, False, 3),
@@ -49,7 +51,15 @@ RULES = [  # (spread by size, trimmed statistic, gate)
     (True, False, 3),
     (True, False, 2),  # adopted
     (True, True, 2),
+    (True, "count", 2),
 ]
+
+
+STATISTIC = {
+    False: "r2_set + scale",
+    True: "trimmed r2_set + scale",
+    "count": "r2_set + scale + n_effect",
+}
 
 
 def trimmed_r2(adata) -> np.ndarray:
@@ -108,7 +118,7 @@ def evaluate(path: str) -> list[str]:
         lines.append(
             f"| {os.path.basename(path).removesuffix('.h5ad')} "
             f"| {'by size' if by_size else 'pooled'} "
-            f"| {'trimmed r2_set' if trimmed else 'r2_set'} + scale | {gate} "
+            f"| {STATISTIC[trimmed]} | {gate} "
             f"| {active[decoy].sum()}/{decoy.sum()} | {sig[decoy].sum()}/{decoy.sum()} "
             f"| {active[~decoy].sum()}/{(~decoy).sum()} | {sig[~decoy].sum()}/{(~decoy).sum()} "
             f"| {known} |"
