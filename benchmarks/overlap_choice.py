@@ -251,7 +251,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--basis",
-        choices=["data", "genes"],
+        choices=["data", "exclusive", "genes"],
         default="data",
         help="SpexLVM(score_overlap_basis=...)",
     )

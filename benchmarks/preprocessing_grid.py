@@ -78,6 +78,7 @@ def run(
     overlap: float | None = None,
     engine: str = "adam",
     shared: bool = False,
+    basis: str | None = None,
 ) -> dict:
     """One fit and the baseline on the same genes: a dict of AUROCs."""
     adata, sets = load(data, genes)
@@ -93,6 +94,8 @@ def run(
     model_kwargs = {} if overlap is None else {"score_overlap": overlap}
     if shared:
         model_kwargs["shared_local_scale"] = True
+    if basis is not None:
+        model_kwargs["score_overlap_basis"] = basis
     spexlvm.tl.fit(
         adata,
         sets,
@@ -177,6 +180,11 @@ def main() -> None:
     parser.add_argument(
         "--shared-scale", action="store_true", help="SpexLVM(shared_local_scale=True)"
     )
+    parser.add_argument(
+        "--basis",
+        choices=["data", "exclusive", "genes"],
+        help="SpexLVM(score_overlap_basis=...) (default: the model's)",
+    )
     parser.add_argument("--table", metavar="LOG")
     args = parser.parse_args()
     if args.table:
@@ -196,6 +204,7 @@ def main() -> None:
                     overlap,
                     engine,
                     args.shared_scale,
+                    args.basis,
                 )
                 print(json.dumps(row), flush=True)
 

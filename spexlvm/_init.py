@@ -57,13 +57,14 @@ def initial_loadings(
     *,
     covariates: dict | None = None,
     signs: np.ndarray | None = None,
+    exclusive: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Start each annotated factor at its gene set's leading principal axis.
 
     Returns the loadings, the noise variances, the covariate effects (``None`` without
     covariates) and, with ``signs`` (genes x sets: +1 / -1 for members, 0 otherwise), the
     correlation of the sets' signed mean expression over the same sampled cells, after
-    the covariates (:func:`set_mean_correlation`; else ``None``).
+    the covariates (:func:`set_mean_correlation`, with ``exclusive``; else ``None``).
 
     With known covariates, their effects start at a ridge regression of the sampled
     cells on the design (prior precision 1 / s^2 with s = 1), and the factors start
@@ -89,7 +90,7 @@ def initial_loadings(
         b = torch.linalg.solve(gram, design.T @ y).T
         y = y - design @ b.T
         init_b = b.numpy()
-    corr = None if signs is None else set_mean_correlation(y, signs)
+    corr = None if signs is None else set_mean_correlation(y, signs, exclusive)
     parts = []
     residual = y
     if mask.shape[1]:
@@ -125,7 +126,9 @@ def initial_loadings(
     return init.numpy(), noise_var, init_b, corr
 
 
-def set_mean_correlation(y: torch.Tensor, signs: np.ndarray) -> np.ndarray:
+def set_mean_correlation(
+    y: torch.Tensor, signs: np.ndarray, exclusive: bool = False
+) -> np.ndarray:
     """Correlation over cells of the gene sets' signed mean expression (sets x sets).
 
     ``y``: centred cells x genes (missing values 0); ``signs``: genes x sets, +1 / -1 for a
@@ -133,17 +136,70 @@ def set_mean_correlation(y: torch.Tensor, signs: np.ndarray) -> np.ndarray:
     ``sc.tl.score_genes`` without its control genes. The result is a correlation matrix
     (positive semi-definite, unit diagonal); a set whose mean does not vary over the cells
     is uncorrelated with every other.
+
+    With ``exclusive``, two sets that share genes are compared on the genes they do *not*
+    share: the correlation of the mean of ``k - l`` with the mean of ``l - k`` (a set
+    inside the other: the smaller set's mean with the mean of the rest of the larger one;
+    identical sets: 1). Shared genes make two means correlated whether or not the rest of
+    the sets move with them; compared without them, a child set nested in a broad parent
+    is related to it only when the parent's other genes follow the child's programme.
+    Sets without shared genes get the plain correlation. The pairwise correlations are
+    then projected onto the nearest correlation matrix (negative eigenvalues clipped,
+    unit diagonal restored), so that the prior stays positive definite.
     """
     s = torch.as_tensor(np.asarray(signs), dtype=torch.float64)
-    means = y.double() @ (s / s.abs().sum(0).clamp_min(1.0))
-    means = means - means.mean(0)
-    cov = means.T @ means
-    sd = torch.sqrt(torch.diagonal(cov))
-    ok = sd > 1e-12 * float(sd.max().clamp_min(1e-300))
-    inv = torch.where(ok, 1.0 / torch.where(ok, sd, 1.0), 0.0)
-    corr = (cov * inv[:, None] * inv[None, :]).clamp(-1.0, 1.0)
+    yd = y.double()
+    sums = yd @ s
+    corr = _column_correlation(sums, sums)
+    if exclusive and s.shape[1] > 1:
+        member = (s != 0).double()
+        shared = member.T @ member  # genes two sets share
+        size = torch.diagonal(shared)
+        for k in range(s.shape[1]):
+            others = torch.nonzero(shared[k] > 0).flatten()
+            others = others[others != k]
+            if not others.numel():
+                continue
+            genes = torch.nonzero(member[:, k]).flatten()
+            yk = yd[:, genes]
+            # sums over the shared genes, with k's signs and with each other set's signs
+            shared_k = (yk * s[genes, k]) @ member[genes][:, others]
+            shared_l = yk @ s[genes][:, others]
+            only_k = size[k] - shared[k, others]
+            only_l = size[others] - shared[k, others]
+            a = torch.where(only_k[None, :] > 0, sums[:, k : k + 1] - shared_k, sums[:, [k]])
+            b = torch.where(only_l[None, :] > 0, sums[:, others] - shared_l, sums[:, others])
+            # a set inside the other: the smaller one (all of it) against the rest
+            r = _column_correlation(a, b, paired=True)
+            r = torch.where((only_k == 0) & (only_l == 0), torch.ones_like(r), r)
+            corr[k, others] = r
+        corr = 0.5 * (corr + corr.T)
+        eig, vec = torch.linalg.eigh(corr)
+        corr = (vec * eig.clamp_min(1e-6)) @ vec.T
+        d = torch.sqrt(torch.diagonal(corr))
+        corr = corr / d[:, None] / d[None, :]
+    corr = corr.clamp(-1.0, 1.0)
     corr.fill_diagonal_(1.0)
     return corr.numpy()
+
+
+def _column_correlation(a: torch.Tensor, b: torch.Tensor, paired: bool = False) -> torch.Tensor:
+    """Correlation over rows of the columns of ``a`` with those of ``b``.
+
+    All pairs, or column i with column i when ``paired``; a constant column correlates 0.
+    """
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+
+    def inverse_sd(m: torch.Tensor) -> torch.Tensor:
+        sd = torch.sqrt((m * m).sum(0))
+        ok = sd > 1e-12 * float(sd.max().clamp_min(1e-300))
+        return torch.where(ok, 1.0 / torch.where(ok, sd, 1.0), 0.0)
+
+    ia, ib = inverse_sd(a), inverse_sd(b)
+    if paired:
+        return (a * b).sum(0) * ia * ib
+    return (a.T @ b) * ia[:, None] * ib[None, :]
 
 
 def covariate_encoding(adata_manager: AnnDataManager, loading: bool) -> dict[str, Any]:

@@ -179,11 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument(
         "--score-overlap-basis",
-        choices=["data", "genes"],
+        choices=["data", "exclusive", "genes"],
         default="data",
         help=(
             "Which sets are related: by the correlation of their mean expression in the "
-            "data (default) or by the genes they share (score_overlap_basis of "
+            "data (default), the same on the genes two sets do not share (exclusive), or "
+            "by the genes they share (score_overlap_basis of "
             "spexlvm.SpexLVM)."
         ),
     )

@@ -239,7 +239,7 @@ def test_score_prior_correlation_basis(registered, basis):
     other = set_overlap(mask) if basis == "data" else None
     if other is not None:
         assert np.abs(expected - other).max() > 0.05
-    with pytest.raises(ValueError, match="score_overlap_basis must be 'data' or 'genes'"):
+    with pytest.raises(ValueError, match="score_overlap_basis must be 'data', 'exclusive'"):
         SpexLVM(registered, score_overlap_basis="cells")
 
 
@@ -291,6 +291,35 @@ def test_set_mean_correlation_is_a_correlation_matrix():
     np.testing.assert_allclose(c[3], np.eye(4)[3])
     np.testing.assert_allclose(np.diagonal(c), 1.0)
     assert np.linalg.eigvalsh(c).min() > -1e-9
+
+
+def test_set_mean_correlation_exclusive_compares_the_genes_not_shared():
+    """``exclusive=True``: a set nested in a broader one is related to it only when the
+    broader set's other genes follow its programme; identical sets correlate 1; sets
+    without shared genes keep the plain correlation; the result is a correlation matrix."""
+    from spexlvm._init import set_mean_correlation
+
+    rng = np.random.default_rng(0)
+    n = 500
+    one, two = rng.standard_normal(n), rng.standard_normal(n)
+    y = 0.5 * rng.standard_normal((n, 70))
+    y[:, :10] += one[:, None]  # child 1 (genes 0-9) in parent 0 (0-29): its own programme
+    y[:, 10:30] += two[:, None]  # the rest of parent 0: an independent one
+    y[:, 30:60] += rng.standard_normal(n)[:, None]  # parent 2 (30-59) and child 3 (30-39):
+    signs = np.zeros((70, 6))  # one programme over all of the parent
+    signs[:30, 0] = signs[:10, 1] = signs[30:60, 2] = signs[30:40, 3] = 1
+    signs[60:70, 4] = signs[60:70, 5] = 1  # identical sets
+    y = torch.as_tensor(y - y.mean(0), dtype=torch.float32)
+    plain = set_mean_correlation(y, signs)
+    excl = set_mean_correlation(y, signs, exclusive=True)
+    assert plain[0, 1] > 0.4  # the shared genes alone relate them
+    assert abs(excl[0, 1]) < 0.1
+    assert plain[2, 3] > 0.9 and excl[2, 3] > 0.9
+    assert excl[4, 5] == pytest.approx(1.0)
+    np.testing.assert_allclose(excl[:2, 2:4], plain[:2, 2:4], atol=0.05)  # no shared genes
+    np.testing.assert_allclose(np.diagonal(excl), 1.0)
+    np.testing.assert_allclose(excl, excl.T)
+    assert np.linalg.eigvalsh(excl).min() > -1e-9
 
 
 # ------------------------------------------------------------------ convergence rule
