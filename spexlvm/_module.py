@@ -470,6 +470,28 @@ class SpexLVMModule(PyroBaseModuleClass):
             self._score_prior_cache = (key, prec, logdet)
         return prec, logdet
 
+    #: Variational parameters whose last axis is the factor axis (the loadings, their
+    #: horseshoe scales and the factor scales).
+    FACTOR_PARAMETERS = (
+        "w_loc",
+        "w_log_sd",
+        "lam_loc",
+        "lam_log_sd",
+        "caux_loc",
+        "caux_log_sd",
+        "phi_loc",
+        "phi_log_sd",
+    )
+
+    def factor_parameters(self) -> list[nn.Parameter]:
+        """The parameters of :attr:`FACTOR_PARAMETERS`, by name.
+
+        :class:`~spexlvm.train.FactorwiseAdam` counts their steps per factor. Named, not
+        told by shape: a per-gene parameter has ``n_factors`` entries too when
+        ``n_vars == n_factors``.
+        """
+        return [getattr(self, name) for name in self.FACTOR_PARAMETERS]
+
     def score_prior_cov(self) -> torch.Tensor:
         """``R``, the scores' prior covariance (K x K)."""
         v = self.score_overlap_basis

@@ -79,6 +79,36 @@ def test_factorwise_adam_is_adam_and_restarts_held_back_factors():
     assert not torch.equal(held[4][:, :2], torch.ones(4, 2))
 
 
+def test_factorwise_adam_named_factor_parameters(small_adata):
+    """With the factor parameters named, a per-gene parameter with as many entries as
+    there are factors is an ordinary parameter: a held-back factor does not hold back
+    "its" gene. The module names its factor parameters, and the plan passes them."""
+    gen = torch.Generator().manual_seed(1)
+    w = torch.nn.Parameter(torch.ones(3, 3))  # genes x factors, G == K
+    noise = torch.nn.Parameter(torch.ones(3))  # per gene
+    opt = FactorwiseAdam([w, noise], n_factors=3, lr=0.1, per_factor=[w])
+    guess = FactorwiseAdam([w, noise], n_factors=3, lr=0.1)  # told by shape
+    for o in (opt, guess):
+        o.inactive = torch.tensor([2])
+    w.grad, noise.grad = torch.randn(3, 3, generator=gen), torch.randn(3, generator=gen)
+    opt.step()
+    assert torch.equal(w.detach()[:, 2], torch.ones(3)) and (noise.detach() != 1.0).all()
+    before = noise.detach().clone()
+    guess.step()
+    assert noise.detach()[2] == before[2]  # the shape rule holds back gene 2
+    from spexlvm._module import SpexLVMModule
+    from spexlvm._trainingplan import SpexLVMTrainingPlan
+
+    assert {"w_loc", "phi_loc", "lam_loc"} <= set(SpexLVMModule.FACTOR_PARAMETERS)
+    assert "prec_log_rate" not in SpexLVMModule.FACTOR_PARAMETERS
+    spexlvm.SpexLVM.setup_anndata(small_adata)
+    module = spexlvm.SpexLVM(small_adata, n_dense=1).module
+    plan = SpexLVMTrainingPlan(module, frozen_factors=[module.n_factors - 1], warmup_epochs=5)
+    optimiser = plan.configure_optimizers()
+    assert isinstance(optimiser, FactorwiseAdam)
+    assert optimiser._per_factor == {id(p) for p in module.factor_parameters()}
+
+
 def test_dense_prior_options_checked(small_adata):
     spexlvm.SpexLVM.setup_anndata(small_adata)
     with pytest.raises(ValueError, match="dense_g"):

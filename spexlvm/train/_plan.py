@@ -42,8 +42,8 @@ def _not_positive_definite(epoch: int, step: int, advice: str) -> FloatingPointE
 class FactorwiseAdam(torch.optim.Optimizer):
     """Adam whose step counter is kept per factor, so that factors can start late.
 
-    :class:`torch.optim.Adam` with one difference: parameters whose last dimension is the
-    number of factors count Adam's steps per factor, and factors listed in
+    :class:`torch.optim.Adam` with one difference: the parameters in ``per_factor`` (whose
+    last dimension is the factor axis) count Adam's steps per factor, and factors listed in
     :attr:`inactive` are left alone (no update, no moment update, no step). A factor
     held back during a warm-up therefore starts afterwards as under a fresh Adam: its
     bias correction does not assume the steps it sat out (with one shared counter, the
@@ -56,6 +56,11 @@ class FactorwiseAdam(torch.optim.Optimizer):
         Parameters to optimise.
     n_factors
         Size of the last dimension of the per-factor parameters.
+    per_factor
+        The parameters with a factor axis (last). ``None``: every parameter whose last
+        dimension has ``n_factors`` entries, which mistakes a per-gene parameter for a
+        per-factor one when there are as many genes (or covariate columns) as factors;
+        :meth:`~spexlvm._module.SpexLVMModule.factor_parameters` names them.
     lr, betas, eps
         As in :class:`torch.optim.Adam`.
     """
@@ -67,9 +72,11 @@ class FactorwiseAdam(torch.optim.Optimizer):
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        per_factor=None,
     ):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
         self.n_factors = int(n_factors)
+        self._per_factor = None if per_factor is None else {id(p) for p in per_factor}
         #: Factors that neither step nor update their moments (``None``: all step).
         self.inactive: torch.Tensor | None = None
 
@@ -87,7 +94,10 @@ class FactorwiseAdam(torch.optim.Optimizer):
                     continue
                 grad = p.grad
                 state = self.state[p]
-                per_factor = p.dim() >= 1 and p.shape[-1] == self.n_factors
+                if self._per_factor is None:
+                    per_factor = p.dim() >= 1 and p.shape[-1] == self.n_factors
+                else:
+                    per_factor = id(p) in self._per_factor
                 if not state:
                     state["step"] = torch.zeros(
                         self.n_factors if per_factor else (), dtype=p.dtype, device=p.device
@@ -166,7 +176,10 @@ class SpexLVMTrainingPlan(LowLevelPyroTrainingPlan):
         """Adam; with factors held back in a warm-up, :class:`FactorwiseAdam`."""
         if self.warmup_optimizer == "separate" and self.frozen_factors and self.warmup_epochs:
             return FactorwiseAdam(
-                self.module.parameters(), self.module.n_factors, **self.optim_kwargs
+                self.module.parameters(),
+                self.module.n_factors,
+                per_factor=self.module.factor_parameters(),
+                **self.optim_kwargs,
             )
         return super().configure_optimizers()
 
