@@ -348,6 +348,50 @@ def _drive(rule, steps_per_epoch, loadings, start=0):
     return None
 
 
+def test_convergence_rule_stops_on_the_elbo_with_elbo_tol():
+    """``elbo_tol`` (coordinate ascent): a fit whose loadings still drift by 5% per pass
+    stops once the ELBO per entry gained less than ``elbo_tol`` in ``patience`` passes in
+    a row; without it the drift keeps it going; a gain above the tolerance resets."""
+    from types import SimpleNamespace
+
+    from spexlvm._trainingplan import LoadingsConvergence
+
+    base = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
+    drift = [base * (1.0 + 0.05 * t) for t in range(30)]
+    # negative ELBO per entry after each pass: big gains, then 2e-5 per pass, one 1e-3
+    neg_elbo = [1.0, 0.6, 0.5, 0.49998, 0.49996, 0.49896, 0.49894, 0.49892, 0.4989]
+    neg_elbo += [0.4989 - 2e-5 * i for i in range(1, 22)]
+
+    def drive(rule):
+        module = SimpleNamespace(
+            w_loc=None,
+            w_log_sd=torch.full_like(base, -3.0),
+            phi_loc=torch.zeros(4),
+            dense=torch.zeros(4, dtype=torch.bool),
+            _sd=torch.exp,
+        )
+        plan = SimpleNamespace(module=module, log=lambda *a, **k: None, _n_entries=10.0)
+        trainer = SimpleNamespace(current_epoch=0, should_stop=False)
+        for epoch, (w, value) in enumerate(zip(drift, neg_elbo, strict=True)):
+            module.w_loc = w
+            plan.training_step_outputs = [torch.tensor(10.0 * value)]
+            rule.on_train_batch_end(trainer, plan, None, None, epoch)
+            rule.on_train_epoch_end(trainer, plan)
+            if trainer.should_stop:
+                return epoch + 1
+            trainer.current_epoch += 1
+        return None
+
+    kwargs = {"tol": 0.02, "window": 1, "patience": 3, "min_epochs": 3, "smoothing": 0.0}
+    rule = LoadingsConvergence(elbo_tol=1e-4, **kwargs)
+    # passes 4-5 gain 2e-5 each, pass 6 gains 1e-3 (reset), passes 7-9 settle: stop at 9
+    assert drive(rule) == 9
+    assert rule.stopped_by_elbo and rule.stopped_epoch == 9
+    assert drive(LoadingsConvergence(**kwargs)) is None  # the drift alone never settles
+    with pytest.raises(ValueError, match="elbo_tol"):
+        LoadingsConvergence(elbo_tol=-1.0)
+
+
 def test_convergence_rule_ignores_jitter_but_not_drift():
     from spexlvm._trainingplan import LoadingsConvergence
 

@@ -137,6 +137,15 @@ class LoadingsConvergence(StatefulCallback, Callback):
     scale_tol
         Largest relative change of a factor's relative scale across the window; ``None``:
         ``2.5 * tol``.
+    elbo_tol
+        With exact passes (coordinate ascent, whose ELBO is exact and never falls): an
+        epoch also counts as settled when the negative ELBO per matrix entry fell by less
+        than this since the previous epoch, and training stops once ``patience``
+        consecutive epochs settled by either measure. The textbook stopping rule of
+        coordinate ascent; it ends the slow tail in which factors the data switched off
+        keep shrinking by a few percent per pass while the bound, and what the tools
+        read, no longer change. ``None``: the loadings alone decide (the gradient
+        engine, whose per-epoch ELBO is a minibatch estimate).
     """
 
     def __init__(
@@ -148,8 +157,11 @@ class LoadingsConvergence(StatefulCallback, Callback):
         smoothing: float = 0.8,
         floor: float = 0.1,
         scale_tol: float | None = None,
+        elbo_tol: float | None = None,
     ):
         super().__init__()
+        if elbo_tol is not None and not elbo_tol >= 0:
+            raise ValueError(f"elbo_tol must be >= 0, got {elbo_tol}.")
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must lie in [0, 1), got {smoothing}.")
         self.tol = tol
@@ -164,6 +176,11 @@ class LoadingsConvergence(StatefulCallback, Callback):
         self._snapshots: deque[torch.Tensor] = deque(maxlen=self.window + 1)
         self._scale_snapshots: deque[torch.Tensor] = deque(maxlen=self.window + 1)
         self._settled = 0
+        self.elbo_tol = None if elbo_tol is None else float(elbo_tol)
+        self._last_elbo: float | None = None
+        self._elbo_settled = 0
+        #: Whether the ELBO's rule (not the loadings') stopped the fit.
+        self.stopped_by_elbo = False
         self.history: list[float] = []
         self.slowest: list[int] = []
         self.stopped_epoch: int | None = None
@@ -239,8 +256,25 @@ class LoadingsConvergence(StatefulCallback, Callback):
         scale = (now - before).abs() / torch.maximum(now, before).clamp_min(self.floor)
         return torch.maximum(loadings, scale * (self.tol / self.scale_tol))
 
+    def _elbo_step(self, pl_module) -> None:
+        """Count the epoch as settled by the ELBO when it improved by less than ``elbo_tol``.
+
+        Reads the epoch's negative ELBO per entry from the plan's outputs (the value the
+        plan logs as ``elbo_train`` after this hook).
+        """
+        outputs = getattr(pl_module, "training_step_outputs", None)
+        if self.elbo_tol is None or not outputs:
+            return
+        n_entries = float(getattr(pl_module, "_n_entries", 1.0))
+        value = float(torch.stack([o.detach().float() for o in outputs]).mean()) / n_entries
+        if self._last_elbo is not None:
+            gain = self._last_elbo - value
+            self._elbo_settled = self._elbo_settled + 1 if gain < self.elbo_tol else 0
+        self._last_elbo = value
+
     def on_train_epoch_end(self, trainer, pl_module):
         """Measure every factor's change and stop when all have settled."""
+        self._elbo_step(pl_module)
         if self._average is None:
             return
         self._snapshots.append(self._average.clone())
@@ -255,8 +289,22 @@ class LoadingsConvergence(StatefulCallback, Callback):
         pl_module.log("loadings_change", change, prog_bar=True)
         self._settled = self._settled + 1 if change < self.tol else 0
         epoch = trainer.current_epoch + 1
-        if self._settled >= self.patience and epoch >= self.min_epochs:
+        by_elbo = self.elbo_tol is not None and self._elbo_settled >= self.patience
+        if (self._settled >= self.patience or by_elbo) and epoch >= self.min_epochs:
             self.stopped_epoch = epoch
+            self.stopped_by_elbo = self._settled < self.patience
+            if self.stopped_by_elbo:
+                logger.info(
+                    "The ELBO gained less than %.2g per entry in each of the last %d passes "
+                    "after %d epochs (the factor that moved most changed %.2g%% in the last "
+                    "pass); stopping.",
+                    self.elbo_tol,
+                    self.patience,
+                    epoch,
+                    100 * change,
+                )
+                trainer.should_stop = True
+                return
             logger.info(
                 "Every factor settled after %d epochs (the one that moved most changed "
                 "%.2g%% in the last %d epochs); stopping.",
