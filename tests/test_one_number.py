@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 import spexlvm
@@ -52,6 +53,28 @@ def test_r2_accumulator_known_truth():
     acc = R2Accumulator()
     acc.add(y * o, o, s, w)
     np.testing.assert_allclose(acc.r2()[0], [1.0, 0.0], atol=1e-12)
+
+
+def test_r2_accumulator_complete_data_shortcut_is_the_residual_sum():
+    """Complete data without covariates: the total R² from the cross-products equals the
+    explicit residual sum of squares; with an all-ones mask (the explicit path) too, and
+    in torch as in numpy."""
+    rng = np.random.default_rng(3)
+    s, w = rng.normal(size=(300, 4)), rng.normal(size=(25, 4))
+    y = s @ w.T + rng.normal(size=(300, 25))
+    y -= y.mean(0)
+    expected = 1.0 - ((y - s @ w.T) ** 2).sum() / (y * y).sum()
+    per_factor = [
+        1.0 - ((y - np.outer(s[:, k], w[:, k])) ** 2).sum() / (y * y).sum() for k in range(4)
+    ]
+    fast, explicit, tensors = R2Accumulator(), R2Accumulator(), R2Accumulator()
+    fast.add(y, None, s, w)
+    explicit.add(y, np.ones_like(y), s, w)
+    tensors.add(torch.as_tensor(y), None, torch.as_tensor(s), torch.as_tensor(w))
+    for acc in (fast, explicit, tensors):
+        r2, total = acc.r2()
+        assert total == pytest.approx(expected, rel=1e-12)
+        np.testing.assert_allclose(np.asarray(r2), per_factor, rtol=1e-10)
 
 
 def test_model_tl_and_pl_r2_agree(fitted):
