@@ -59,6 +59,14 @@ def save(adata, name: str) -> None:
         adata.write_h5ad(os.path.join(SAVE, f"{name}.h5ad"))
 
 
+def fit_with_decoys(adata, sets: dict[str, list[str]], seed: int, **kwargs):
+    """``tl.fit`` as every part fits: every set kept, one dense factor; the AnnData."""
+    spexlvm.tl.fit(
+        adata, sets, n_dense=1, seed=seed, nested="keep", enable_progress_bar=False, **kwargs
+    )
+    return adata
+
+
 def fitted(name: str, fit) -> tuple[object, str]:
     """The fitted AnnData ``name`` and the fit's wall time: read from ``--load`` when
     given, else ``fit()`` (which returns the fitted AnnData) and :func:`save`."""
@@ -118,6 +126,17 @@ def row(cells: list[object]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def report(seed: int, out: dict[str, object], stats: str, header: list[str] | None) -> list[str]:
+    """Print one fit's row (the table's header before the first) and its statistics."""
+    if header is None:
+        header = list(out)
+        print(row(["seed", *header]))
+        print(row(["---"] * (len(header) + 1)))
+    print(row([seed, *out.values()]), flush=True)
+    print(stats, flush=True)
+    return header
+
+
 def c8_signatures(adata, seed: int, n: int = 50) -> dict[str, list[str]]:
     """``n`` C8 signatures with 15-200 genes found, drawn with ``seed``."""
     genes = set(adata.var_names)
@@ -141,25 +160,12 @@ def run_pbmc(seeds: list[int], c8: bool = False) -> None:
             if c8:
                 sets = c8_signatures(adata, seed)
             decoys = spexlvm.pp.decoy_gene_sets(adata, sets, n=30, seed=seed)
-            spexlvm.tl.fit(
-                adata,
-                {**sets, **decoys},
-                n_dense=1,
-                seed=seed,
-                nested="keep",
-                enable_progress_bar=False,
-            )
-            return adata
+            return fit_with_decoys(adata, {**sets, **decoys}, seed)
 
         adata, fit_s = fitted(f"pbmc{'_c8' if c8 else ''}_seed{seed}", fit)
         out, stats = calls(adata, [] if c8 else [MHC, BCR])
         out["fit (s)"] = fit_s
-        if header is None:
-            header = list(out)
-            print(row(["seed", *header]))
-            print(row(["---"] * (len(header) + 1)))
-        print(row([seed, *out.values()]), flush=True)
-        print(stats, flush=True)
+        header = report(seed, out, stats, header)
 
 
 def run_mesc(seeds: list[int]) -> None:
@@ -180,16 +186,7 @@ def run_mesc(seeds: list[int]) -> None:
             genes = np.asarray(adata.var_names)
             real = {str(n): genes[mask[:, k]].tolist() for k, n in enumerate(names)}
             decoys = spexlvm.pp.decoy_gene_sets(adata, n=30, seed=seed)
-            spexlvm.tl.fit(
-                adata,
-                {**real, **decoys},
-                n_dense=1,
-                seed=seed,
-                nested="keep",
-                max_epochs=300,
-                enable_progress_bar=False,
-            )
-            return adata
+            return fit_with_decoys(adata, {**real, **decoys}, seed, max_epochs=300)
 
         adata, fit_s = fitted(f"mesc_seed{seed}", fit)
         out, stats = calls(adata, [G2M])
@@ -197,12 +194,7 @@ def run_mesc(seeds: list[int]) -> None:
         uns = adata.uns["spexlvm"]
         annotated = list(uns["factor_names"])[: int(uns["n_annotated"])]
         out["sets"] = int((~spexlvm.pp.is_decoy(annotated)).sum())
-        if header is None:
-            header = list(out)
-            print(row(["seed", *header]))
-            print(row(["---"] * (len(header) + 1)))
-        print(row([seed, *out.values()]), flush=True)
-        print(stats, flush=True)
+        header = report(seed, out, stats, header)
 
 
 def run_synthetic(seeds: list[int], sd: str = "mean_field", overlap: float | None = None) -> None:
