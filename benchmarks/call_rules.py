@@ -15,6 +15,10 @@ Reads the fits that ``decoys.py --save DIR`` writes (``pbmc_c8_seed*``, ``synthe
   with an effect; Bonferroni over three);
 - ``gate``: ``min_effect_genes``.
 
+Two more rows per fit are the rule without decoys (``tl.active_factors`` on a fit without
+them; here the decoys are only counted): ``r2_set * n_genes >= 1`` (before) and ``>= 1 +
+n_genes / n_cells`` (the noise floor, now), each with the gate of 5.
+
 The package's rule is the row ``by size / r2_set + scale / gate 2`` (fits with at least
 20 decoys; the synthetic fits have 10, so there the spread is pooled whatever the row
 says). Which fits chose it and which only measured it: benchmarks/RESULTS.md.
@@ -99,6 +103,7 @@ def evaluate(path: str) -> list[str]:
     log_trim[size <= 1] = np.nan
     n_effect = stats["n_effect"].to_numpy()
     names = list(stats.index)
+    name = os.path.basename(path).removesuffix(".h5ad")
     lines = []
     for by_size, trimmed, gate in RULES:
         first = log_trim if trimmed else log_r2
@@ -116,12 +121,23 @@ def evaluate(path: str) -> list[str]:
         }
         known = " ".join(f"{short} {calls[n]}" for n, short in KNOWN.items() if n in calls)
         lines.append(
-            f"| {os.path.basename(path).removesuffix('.h5ad')} "
+            f"| {name} "
             f"| {'by size' if by_size else 'pooled'} "
             f"| {STATISTIC[trimmed]} | {gate} "
             f"| {active[decoy].sum()}/{decoy.sum()} | {sig[decoy].sum()}/{decoy.sum()} "
             f"| {active[~decoy].sum()}/{(~decoy).sum()} | {sig[~decoy].sum()}/{(~decoy).sum()} "
             f"| {known} |"
+        )
+    r2_genes = stats["r2_set"].to_numpy() * size
+    gate = n_effect >= np.minimum(5, size)
+    for label, bar in (
+        ("no decoys, >= 1", 1.0),
+        ("no decoys, >= 1 + n/N", 1.0 + size / adata.n_obs),
+    ):
+        active = (r2_genes >= bar) & gate
+        lines.append(
+            f"| {name} | - | {label} | 5 | {active[decoy].sum()}/{decoy.sum()} | - "
+            f"| {active[~decoy].sum()}/{(~decoy).sum()} | - | |"
         )
     return lines
 

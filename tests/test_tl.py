@@ -158,6 +158,14 @@ def test_active_factors(fitted):
     assert (df.loc[df["active"], "reason"] == "").all()
     assert adata.uns["spexlvm"]["active_factors"]["null"] == "threshold"  # no decoys
     assert adata.uns["spexlvm"]["active_factors"]["min_effect_genes"] == 5  # its gate
+    # without decoys the bar sits above noise: a factor explains ~1/n_cells of a gene by
+    # chance, so even min_set_genes=0 asks r2_set >= 1 / n_cells
+    few = adata[:25].copy()  # few cells: a high noise floor (0.04)
+    floor = spexlvm.tl.active_factors(few, min_set_genes=0.0, min_effect_genes=0, min_scale=0.0)
+    annotated = floor["kind"] == "annotated"
+    above = floor["r2_set"] >= 1.0 / few.n_obs
+    assert (floor.loc[annotated, "active"] == above[annotated]).all()
+    assert ((floor["r2_set"] > 0) & ~floor["active"])[annotated].any()  # held back by it
     # a huge min_set_genes switches every annotated factor off
     strict = spexlvm.tl.active_factors(adata, min_set_genes=1e6, min_effect_genes=0, min_scale=0.0)
     assert (strict["reason"] == "explains < min_set_genes of its set").all()
