@@ -157,6 +157,43 @@ def test_min_effect_genes_default_depends_on_the_null(decoy_fit):
     assert MIN_EFFECT_GENES == 5  # without decoys: test_tl.test_active_factors
 
 
+def test_tools_share_their_passes_over_the_data(decoy_fit, monkeypatch):
+    """Tools that call other tools read the data once per statistic: refine three passes
+    (gene variances, the score regression, the sets' correlations), gene_set_test two,
+    the decoy table of all three calls three; the results are those of separate calls."""
+    from spexlvm.tl import _calls
+    from spexlvm.tl._decoy_check import decoy_table
+
+    adata, _ = decoy_fit
+    adata = adata.copy()
+    separate = {
+        "refine": spexlvm.tl.refine(adata),
+        "test": spexlvm.tl.gene_set_test(adata),
+        "act": spexlvm.tl.active_factors(adata),
+    }
+    passes = []
+    original = _calls.dense_chunks
+
+    def counting(x, chunk):
+        passes.append(chunk)
+        return original(x, chunk)
+
+    monkeypatch.setattr(_calls, "dense_chunks", counting)
+    pd.testing.assert_frame_equal(spexlvm.tl.refine(adata), separate["refine"])
+    assert len(passes) == 3
+    passes.clear()
+    pd.testing.assert_frame_equal(spexlvm.tl.gene_set_test(adata), separate["test"])
+    assert len(passes) == 2
+    passes.clear()
+    decoy_table(adata)
+    assert len(passes) == 3
+    passes.clear()
+    # outside a tool nothing is kept: each call reads again
+    spexlvm.tl.active_factors(adata)
+    spexlvm.tl.active_factors(adata)
+    assert len(passes) == 4
+
+
 def test_pl_decoy_check(decoy_fit, tmp_path):
     adata, _ = decoy_fit
     ax = spexlvm.pl.decoy_check(adata, show=False)

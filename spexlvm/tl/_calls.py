@@ -29,7 +29,10 @@ rate. The prior treats decoys like real sets, so the comparison is not circular.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -95,8 +98,47 @@ def top_genes(loadings: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarra
     return (w >= fraction * largest) & (largest > 0)
 
 
+#: Results of :func:`gene_variance` and :func:`set_statistics` shared within one call of a
+#: tool (:func:`shared_passes`); ``None`` outside.
+_SHARED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("_SHARED", default=None)
+
+
+@contextlib.contextmanager
+def shared_passes() -> Iterator[None]:
+    """Within the block, :func:`gene_variance` and :func:`set_statistics` are computed once.
+
+    A tool that calls other tools (``refine`` calls ``active_factors``; ``gene_set_test``
+    both ``set_statistics`` and ``active_factors``; ``decoy_check`` all three) would
+    otherwise read the data again for each: a pass over a backed atlas. The results live
+    only as long as the block (nested blocks share the outer one's), so a later call on
+    changed data computes afresh.
+    """
+    if _SHARED.get() is not None:
+        yield
+        return
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def _shared(name: tuple, compute):
+    """``compute()``, or its result from earlier in the :func:`shared_passes` block."""
+    cache = _SHARED.get()
+    if cache is None:
+        return compute()
+    if name not in cache:
+        cache[name] = compute()
+    return cache[name]
+
+
 def gene_variance(adata: AnnData, key: str = "spexlvm") -> np.ndarray:
     """Variance of every gene (observed entries, centred with the fit's gene means)."""
+    return _shared(("gene_variance", id(adata), key), lambda: _gene_variance(adata, key))
+
+
+def _gene_variance(adata: AnnData, key: str) -> np.ndarray:
     w = get_loadings(adata, key)
     mean = np.asarray(get_uns_entry(adata, "gene_mean", key), dtype=np.float64)
     x = get_layer(adata, fit_layer(adata, key))
@@ -186,6 +228,18 @@ def score_regression(adata: AnnData, key: str = "spexlvm") -> tuple[np.ndarray, 
 def set_statistics(
     adata: AnnData, key: str = "spexlvm", *, min_gene_r2: float = MIN_GENE_R2
 ) -> pd.DataFrame:
+    """Statistics of every annotated factor against its gene set (see the module docs).
+
+    Returns
+    -------
+    One row per annotated factor (see :func:`_set_statistics`); within a
+    :func:`shared_passes` block computed once per ``min_gene_r2``.
+    """
+    name = ("set_statistics", id(adata), key, float(min_gene_r2))
+    return _shared(name, lambda: _set_statistics(adata, key, min_gene_r2)).copy()
+
+
+def _set_statistics(adata: AnnData, key: str, min_gene_r2: float) -> pd.DataFrame:
     """Statistics of every annotated factor against its gene set (see the module docs).
 
     Returns

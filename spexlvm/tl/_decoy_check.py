@@ -13,6 +13,7 @@ from .._constants import KEYS
 from .._utils import user_stacklevel
 from ..pp._decoys import decoy_gene_sets, is_decoy
 from ..pp._gene_sets import _as_gene_set_dict, get_mask
+from ._calls import shared_passes
 from ._fit import fit
 from ._pruning import active_factors
 from ._refine import refine
@@ -159,6 +160,7 @@ def warn_if_uncalibrated(rates: pd.Series, *, fdr: float = 0.05) -> bool:
     return bool(over)
 
 
+@shared_passes()
 def decoy_table(adata: AnnData, *, key: str = KEYS.UNS, fdr: float = 0.05) -> pd.DataFrame:
     """The decoy rates of the calls of a fit that holds decoys (see :func:`decoy_check`)."""
     act = active_factors(adata, key=key)

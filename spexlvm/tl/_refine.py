@@ -19,6 +19,7 @@ from ._calls import (
     factor_variance,
     gene_variance,
     score_regression,
+    shared_passes,
 )
 from ._pruning import active_factors
 from ._utils import (
@@ -94,6 +95,7 @@ def bayesian_fdr_select(prob: np.ndarray, fdr: float, min_prob: float = 0.5) -> 
 
 
 @tool_docs("refine")
+@shared_passes()
 def refine(
     adata: AnnData,
     *,

@@ -12,7 +12,7 @@ from scipy.stats import false_discovery_control
 from scipy.stats import t as student_t
 
 from .._docs import tool_docs
-from ._calls import decoy_pvalues, has_decoy_null, set_statistics
+from ._calls import decoy_pvalues, has_decoy_null, set_statistics, shared_passes
 from ._pruning import active_factors
 from ._utils import frame_to_uns, get_uns_entry, store
 
@@ -25,6 +25,7 @@ __all__ = ["gene_set_test"]
 
 
 @tool_docs("gene_set_test")
+@shared_passes()
 def gene_set_test(
     adata: AnnData,
     *,
