@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from unittest import mock
 
 import anndata as ad
 import numpy as np
@@ -86,9 +85,8 @@ def null(stat, size, decoy, by_size: bool) -> np.ndarray:
     """Decoy p-values, NaN statistics excluded (p = 1)."""
     ok = np.isfinite(stat)
     p = np.ones_like(stat)
-    limit = _calls.MIN_DECOYS_SPREAD if by_size else 10**9
-    with mock.patch.object(_calls, "MIN_DECOYS_SPREAD", limit):
-        p[ok] = _calls.decoy_null_pvalues(stat[ok], size[ok], decoy[ok])
+    limit = _calls.MIN_DECOYS_SPREAD if by_size else 10**9  # pooled: never enough decoys
+    p[ok] = _calls.decoy_null_pvalues(stat[ok], size[ok], decoy[ok], min_decoys_spread=limit)
     return p
 
 

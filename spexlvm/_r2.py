@@ -49,10 +49,11 @@ class R2Accumulator:
         sumsq = float((y * y).sum())
         self.ss_tot += sumsq
         cross = y.T @ s
+        # per gene: sum over its observed cells of x_k^2 (without a mask the same for all)
+        sq = (s * s).sum(0) if o is None else o.T @ (s * s)
         if o is None and known is None:
             # complete data: ||Y - S W^T||^2 = ||Y||^2 - 2 tr(W^T Y^T S) + tr(S^T S W^T W)
             # from the G x K cross-product, without forming the cells x genes residual
-            sq = (s * s).sum(0)  # the same for every gene (broadcast)
             fit = float((w * cross).sum())
             self.ss_res_total += sumsq - 2.0 * fit + float(((s.T @ s) * (w.T @ w)).sum())
         else:
@@ -61,9 +62,6 @@ class R2Accumulator:
                 resid = resid - known
             if o is not None:
                 resid = resid * o
-                sq = o.T @ (s * s)
-            else:
-                sq = (s * s).sum(0)
             self.ss_res_total += float((resid * resid).sum())
         self.ss_res = self.ss_res + (-2.0 * (w * cross).sum(0) + (w * w * sq).sum(0))
 

@@ -311,7 +311,13 @@ def _set_statistics(adata: AnnData, key: str, min_gene_r2: float) -> pd.DataFram
     )
 
 
-def decoy_null_pvalues(stat: np.ndarray, size: np.ndarray, decoy: np.ndarray) -> np.ndarray:
+def decoy_null_pvalues(
+    stat: np.ndarray,
+    size: np.ndarray,
+    decoy: np.ndarray,
+    *,
+    min_decoys_spread: int = MIN_DECOYS_SPREAD,
+) -> np.ndarray:
     """One-sided p-values of ``stat`` against the decoys, given the set size.
 
     A line ``stat ~ a + b * log(size)`` is fitted to the decoys (least squares; the
@@ -324,10 +330,10 @@ def decoy_null_pvalues(stat: np.ndarray, size: np.ndarray, decoy: np.ndarray) ->
     The spread depends on the size as well: a statistic averaged over two genes varies
     far more between random sets than one averaged over fifty, and one pooled variance
     would let the smallest sets set the bar for all. With at least
-    :data:`MIN_DECOYS_SPREAD` decoys (the two extra parameters need the points) the
-    residual variance is modelled as ``log(resid^2) ~ c + d * log(size)``, rescaled so
-    that the decoys' standardised residuals have variance one; with fewer, or when all
-    decoys have one size, it is pooled.
+    ``min_decoys_spread`` decoys (:data:`MIN_DECOYS_SPREAD`; the two extra parameters need
+    the points) the residual variance is modelled as ``log(resid^2) ~ c + d * log(size)``,
+    rescaled so that the decoys' standardised residuals have variance one; with fewer, or
+    when all decoys have one size, it is pooled.
     """
     stat = np.asarray(stat, dtype=np.float64)
     decoy = np.asarray(decoy, dtype=bool)
@@ -342,7 +348,7 @@ def decoy_null_pvalues(stat: np.ndarray, size: np.ndarray, decoy: np.ndarray) ->
         resid2 = (y - a @ coef) ** 2
         inv = np.linalg.pinv(a.T @ a)
         lev = np.einsum("ij,jk,ik->i", design[test], inv, design[test])
-        if a.shape[1] > 1 and train.sum() >= MIN_DECOYS_SPREAD:
+        if a.shape[1] > 1 and train.sum() >= min_decoys_spread:
             floor = 1e-12 * max(float(resid2.mean()), 1e-300)
             spread, *_ = np.linalg.lstsq(a, np.log(np.maximum(resid2, floor)), rcond=None)
             scale = float((resid2 / np.exp(a @ spread)).sum()) / df

@@ -160,6 +160,7 @@ def active_factors(
     n_effect = np.zeros(len(names), dtype=np.int64)
     set_share = np.full(len(names), np.nan)
     null = "threshold"
+    gate = MIN_EFFECT_GENES if min_effect_genes is None else min_effect_genes
     n_annotated = int(uns.get("n_annotated", 0))
     if n_annotated:
         stats = set_statistics(adata, key, min_gene_r2=min_gene_r2)
@@ -170,18 +171,17 @@ def active_factors(
         size = stats["n_genes"].to_numpy()
         if has_decoy_null(decoy):
             null = "decoys"
-            if min_effect_genes is None:
-                min_effect_genes = MIN_EFFECT_GENES_DECOYS
             pval[:n_annotated] = decoy_pvalues(stats, scale)
             active[:n_annotated] = pval[:n_annotated] < alpha
             reason[:n_annotated] = np.where(active[:n_annotated], REASON_ACTIVE, REASON_DECOYS)
         else:
-            if min_effect_genes is None:
-                min_effect_genes = MIN_EFFECT_GENES
             noise = size / max(int(adata.n_obs), 1)  # R² ~ 1 / n_cells per gene by chance
             active[:n_annotated] = r2_set[:n_annotated] * size >= min_set_genes + noise
             reason[:n_annotated] = np.where(active[:n_annotated], REASON_ACTIVE, REASON_SET)
-        needed = np.minimum(min_effect_genes, size)  # a set smaller than that: all its genes
+        gate = min_effect_genes
+        if gate is None:
+            gate = MIN_EFFECT_GENES_DECOYS if null == "decoys" else MIN_EFFECT_GENES
+        needed = np.minimum(gate, size)  # a set smaller than that: all its genes
         few = active[:n_annotated] & (n_effect[:n_annotated] < needed)
         active[:n_annotated] &= ~few
         reason[:n_annotated] = np.where(few, REASON_EFFECT, reason[:n_annotated])
@@ -206,7 +206,7 @@ def active_factors(
     stored.update(
         alpha=float(alpha),
         min_set_genes=float(min_set_genes),
-        min_effect_genes=int(MIN_EFFECT_GENES if min_effect_genes is None else min_effect_genes),
+        min_effect_genes=int(gate),
         min_gene_r2=float(min_gene_r2),
         min_r2=float(min_r2),
         min_scale=float(min_scale),

@@ -259,14 +259,13 @@ class LoadingsConvergence(StatefulCallback, Callback):
     def _elbo_step(self, pl_module) -> None:
         """Count the epoch as settled by the ELBO when it improved by less than ``elbo_tol``.
 
-        Reads the epoch's negative ELBO per entry from the plan's outputs (the value the
-        plan logs as ``elbo_train`` after this hook).
+        Reads the exact negative ELBO per entry of the pass that the coordinate-ascent plan
+        keeps (``pass_neg_elbo``); a plan without it (the gradient engine, whose epoch ELBO
+        is a minibatch estimate) leaves the rule to the loadings.
         """
-        outputs = getattr(pl_module, "training_step_outputs", None)
-        if self.elbo_tol is None or not outputs:
+        value = getattr(pl_module, "pass_neg_elbo", None)
+        if self.elbo_tol is None or value is None:
             return
-        n_entries = float(getattr(pl_module, "_n_entries", 1.0))
-        value = float(torch.stack([o.detach().float() for o in outputs]).mean()) / n_entries
         if self._last_elbo is not None:
             gain = self._last_elbo - value
             self._elbo_settled = self._elbo_settled + 1 if gain < self.elbo_tol else 0
@@ -294,21 +293,17 @@ class LoadingsConvergence(StatefulCallback, Callback):
             self.stopped_epoch = epoch
             self.stopped_by_elbo = self._settled < self.patience
             if self.stopped_by_elbo:
-                logger.info(
-                    "The ELBO gained less than %.2g per entry in each of the last %d passes "
-                    "after %d epochs (the factor that moved most changed %.2g%% in the last "
-                    "pass); stopping.",
-                    self.elbo_tol,
-                    self.patience,
-                    epoch,
-                    100 * change,
+                why = (
+                    f"the ELBO gained less than {self.elbo_tol:.2g} per entry in each of the "
+                    f"last {self.patience} passes"
                 )
-                trainer.should_stop = True
-                return
+            else:
+                why = "every factor settled"
             logger.info(
-                "Every factor settled after %d epochs (the one that moved most changed "
-                "%.2g%% in the last %d epochs); stopping.",
+                "Stopping after %d epochs: %s (the factor that moved most changed %.2g%% in "
+                "the last %d epochs).",
                 epoch,
+                why,
                 100 * change,
                 self.window,
             )

@@ -309,6 +309,10 @@ class CAVITrainingPlan(SpexLVMTrainingPlan):
         self.scale_rel_tol = float(scale_rel_tol)
         self.automatic_optimization = False
         self._stats: dict[str, torch.Tensor] | None = None
+        #: Negative ELBO per matrix entry at the start of the last pass (exact; ``None``
+        #: before the first): what :class:`~spexlvm.train.LoadingsConvergence`'s
+        #: ``elbo_tol`` compares between passes.
+        self.pass_neg_elbo: float | None = None
 
     def configure_optimizers(self):
         """Adam on the horseshoe scales' variational parameters (the other factors are exact)."""
@@ -346,4 +350,5 @@ class CAVITrainingPlan(SpexLVMTrainingPlan):
         optimizer = getattr(optimizer, "optimizer", optimizer)
         _cavi.update(self.module, total, optimizer, self.scale_steps, self.scale_rel_tol)
         self.training_step_outputs.append(-elbo.detach())
+        self.pass_neg_elbo = -float(elbo) / self._n_entries
         return None
