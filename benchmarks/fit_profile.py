@@ -1,0 +1,57 @@
+"""Where the time of one ``tl.fit`` goes: a cProfile of it, the top functions by time.
+
+Cases: ``paper`` (:func:`spexlvm.datasets.synthetic` 10,000 x 8,000, K = 100, 20% noise, no
+extra sets: the issue-16 paper size) and ``a`` (2,000 x 1,000, K = 20 + 4 extra sets).
+Prints the fit's wall time and passes, then the ``--top`` functions by cumulative time
+(``--match`` keeps the rows whose function name holds one of the given strings).
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/fit_profile.py --case paper --engine cavi \\
+        --match get_r2 write_results _r2.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import time
+
+from _common import machine, quiet
+
+import spexlvm
+
+CASES = {"a": (2000, 1000, 20, 0.2), "paper": (10_000, 8000, 100, 0.0)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", choices=list(CASES), default="paper")
+    parser.add_argument("--engine", choices=["adam", "cavi"], default="cavi")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--match", nargs="*", default=None)
+    args = parser.parse_args()
+    quiet()
+    print(machine())
+    n, g, k, extra = CASES[args.case]
+    adata = spexlvm.datasets.synthetic(n, g, k, noise=0.2, extra=extra, seed=args.seed)
+    profile = cProfile.Profile()
+    start = time.perf_counter()
+    profile.enable()
+    spexlvm.tl.fit(adata, seed=args.seed, engine=args.engine, enable_progress_bar=False)
+    profile.disable()
+    wall = time.perf_counter() - start
+    print(f"tl.fit: {wall:.1f} s, {adata.uns['spexlvm']['params']['n_epochs']} epochs")
+    out = io.StringIO()
+    stats = pstats.Stats(profile, stream=out).sort_stats("cumulative")
+    stats.print_stats(args.top)
+    for line in out.getvalue().splitlines():
+        if args.match is None or any(m in line for m in args.match) or "cumtime" in line:
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
