@@ -252,12 +252,12 @@ def collapsed_scale_loss(module: SpexLVMModule, fixed: dict[str, torch.Tensor]) 
     and the data weigh alike. The module's ``q(w)`` is not changed (:func:`update`
     solves it jointly afterwards).
     """
-    e_inv_v, _ = module.prior_precision_moments()
+    moments = module.prior_precision_moments()
     p, s_kk, r = fixed["p"], fixed["s_kk"], fixed["r"]
-    var = 1.0 / (p[:, None] * s_kk + e_inv_v)
+    var = 1.0 / (p[:, None] * s_kk + moments[0])
     mu = p[:, None] * r * var
     lik = -0.5 * (p[:, None] * (s_kk * (mu * mu + var) - 2.0 * mu * r)).sum()
-    terms = module.global_kl(loadings=(mu, var))
+    terms = module.global_kl(loadings=(mu, var), prior_moments=moments)
     kl = (
         terms["kl_w"]
         + terms["kl_lambda"]
@@ -320,21 +320,62 @@ def update_scales(
         optimizer.step()
 
 
-def elbo_from_statistics(module: SpexLVMModule, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+def global_terms(module: SpexLVMModule) -> torch.Tensor:
+    """The KL divergences of every global factor, summed (covariate effects included)."""
+    kl = sum(module.global_kl().values())
+    if module.n_covariates:
+        kl = kl + module.covariate_kl()
+    return kl
+
+
+class GlobalTermsCache:
+    """:func:`global_terms`, computed again only after a global factor has changed.
+
+    The ELBO at the start of a pass needs the global KL terms, which depend only on the
+    global factors; they are the same as at the end of the previous pass's update, which
+    already computed them. The key is every parameter's and buffer's storage and in-place
+    version counter, so any change (an update, an optimiser step, a restored state) is
+    seen. Values are detached: use it where no gradient is needed.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._value: torch.Tensor | None = None
+
+    @staticmethod
+    def _state(module: SpexLVMModule) -> tuple:
+        return tuple(
+            (t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers())
+        )
+
+    def __call__(self, module: SpexLVMModule) -> torch.Tensor:
+        key = self._state(module)
+        if self._value is None or key != self._key:
+            with torch.no_grad():
+                self._value = global_terms(module)
+            self._key = key
+        return self._value
+
+
+def elbo_from_statistics(
+    module: SpexLVMModule,
+    stats: dict[str, torch.Tensor],
+    cache: GlobalTermsCache | None = None,
+) -> torch.Tensor:
     """The ELBO of the training set, from a whole pass's statistics.
 
     With the statistics of the current parameters this is the ELBO with the scores'
     optimal posterior (:meth:`~spexlvm._module.SpexLVMModule.analytic_elbo` of the whole
     training set); after an update of the global factors it is the ELBO with the scores'
-    posterior of the pass, the objective that each update maximises. Differentiable.
+    posterior of the pass, the objective that each update maximises. Differentiable,
+    unless ``cache`` (:class:`GlobalTermsCache`) supplies the global KL terms.
     """
     # the whole training set (no minibatch sum of squares): scale 1, exact constants
     ell = module.expected_log_likelihood(stats, 1.0)
-    kl = sum(module.global_kl().values())
+    kl = global_terms(module) if cache is None else cache(module)
     if module.n_covariates:
         cov_err = module._covariate_sq_err(_covariate_stats(stats))
         ell = ell - 0.5 * (module.expected_precision() * cov_err).sum()
-        kl = kl + module.covariate_kl()
     return ell - stats["kl_x"] - kl
 
 
@@ -379,6 +420,7 @@ def update(
     optimizer: torch.optim.Optimizer | None,
     scale_steps: int,
     scale_rel_tol: float = 0.0,
+    cache: GlobalTermsCache | None = None,
 ) -> torch.Tensor:
     """One coordinate-ascent update of every global factor from a pass's statistics.
 
@@ -391,17 +433,18 @@ def update(
     strongly collinear factors), they are undone and replaced by steps with the loadings
     fixed; if those lower it too (an Adam step can overshoot), the scales stay as they
     were. The ELBO therefore never decreases. Returns the ELBO after the update (with the
-    pass's scores).
+    pass's scores). ``cache`` (:class:`GlobalTermsCache`) keeps the global KL terms of
+    the final state for the next pass's ELBO.
     """
     update_loadings(module, stats)
     update_noise(module, stats)
     update_score_overlap(module, stats)
     if optimizer is None or not scale_steps:
         with torch.no_grad():
-            return elbo_from_statistics(module, stats)
+            return elbo_from_statistics(module, stats, cache)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     with torch.no_grad():
-        before = elbo_from_statistics(module, stats)
+        before = elbo_from_statistics(module, stats, cache)
         saved = [p.detach().clone() for p in params]
         saved_w = (module.w_loc.detach().clone(), module.w_log_sd.detach().clone())
         saved_opt = copy.deepcopy(optimizer.state_dict())
@@ -417,13 +460,13 @@ def update(
     update_scales(module, optimizer, scale_steps, stats, scale_rel_tol)
     update_loadings(module, stats)
     with torch.no_grad():
-        after = elbo_from_statistics(module, stats)
+        after = elbo_from_statistics(module, stats, cache)
     if bool(after >= before):
         return after
     restore()
     update_scales(module, optimizer, scale_steps, rel_tol=scale_rel_tol)
     with torch.no_grad():
-        after = elbo_from_statistics(module, stats)
+        after = elbo_from_statistics(module, stats, cache)
     if bool(after >= before):
         return after
     restore()

@@ -132,6 +132,21 @@ def _expected_softplus(mean: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
     return _ExpectedSoftplus.apply(mean, sd)
 
 
+def all_finite(x: torch.Tensor) -> bool:
+    """Whether every entry of ``x`` is finite (no NaN, no infinity).
+
+    A non-finite entry makes the sum non-finite, so a finite sum settles it with one
+    reduction; only a sum that overflowed (or a tensor with a non-finite entry) is checked
+    entry by entry. ``torch.isfinite(x).all()`` alone builds a mask of the whole tensor:
+    about 2 s for 10,000 x 8,000 float32 on one CPU thread, against 15 ms for the sum.
+    """
+    if not x.numel():
+        return True
+    if bool(torch.isfinite(x.sum())):
+        return True
+    return bool(torch.isfinite(x).all())
+
+
 def _column_sumsq(x: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
     """``sum_n (x_ng - shift_g)^2`` in one pass over ``x``, a few rows at a time.
 
@@ -664,9 +679,9 @@ class SpexLVMModule(PyroBaseModuleClass):
     def _prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Centre and scale a minibatch; return values (NaN -> 0) and the observed mask."""
         y = (x.to(torch.float32) - self.gene_mean) / self.data_scale
-        observed = torch.isfinite(y)
-        if bool(observed.all()):
+        if all_finite(y):
             return y, None
+        observed = torch.isfinite(y)
         return torch.where(observed, y, torch.zeros((), dtype=y.dtype, device=y.device)), observed
 
     def _sd(self, log_sd: torch.Tensor) -> torch.Tensor:
@@ -755,7 +770,7 @@ class SpexLVMModule(PyroBaseModuleClass):
         if self.n_covariates and design is None:
             raise ValueError("The model has covariates: pass the cells' `design`.")
         if complete is None:
-            complete = bool(torch.isfinite(x).all())
+            complete = all_finite(x)
         prior = self.score_prior_precision()[0].detach().to(mu.dtype)
         pmu = mu * p[:, None]
         if complete:
@@ -985,11 +1000,15 @@ class SpexLVMModule(PyroBaseModuleClass):
         return out
 
     def global_kl(
-        self, loadings: tuple[torch.Tensor, torch.Tensor] | None = None
+        self,
+        loadings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        prior_moments: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """KL divergences of the global latent variables (loadings, horseshoe scales, noise).
 
         ``loadings``: means and variances of ``q(w)`` to use instead of the module's own.
+        ``prior_moments``: :meth:`prior_precision_moments` of the current scales, when the
+        caller has them already (they are not computed again).
         """
         if loadings is None:
             mu, var = self.loadings_moments()
@@ -1000,7 +1019,9 @@ class SpexLVMModule(PyroBaseModuleClass):
         lam_lsd, caux_lsd = self._log_sd(self.lam_log_sd), self._log_sd(self.caux_log_sd)
         phi_lsd, tau_lsd = self._log_sd(self.phi_log_sd), self._log_sd(self.tau_log_sd)
         caux_v = torch.exp(2 * caux_lsd)
-        e_inv_v, e_log_inv_v = self.prior_precision_moments()
+        if prior_moments is None:
+            prior_moments = self.prior_precision_moments()
+        e_inv_v, e_log_inv_v = prior_moments
         # KL(q(w) || p(w | scales)), expected over q(scales)
         kl_w = -0.5 - w_log_sd - 0.5 * e_log_inv_v + 0.5 * (mu**2 + var) * e_inv_v
 

@@ -164,6 +164,69 @@ def test_update_keeps_the_scales_when_every_step_lowers_the_elbo(monkeypatch):
     assert after == pytest.approx(_value(m, stats), rel=1e-6)
 
 
+@CASES
+def test_global_terms_cache_gives_the_uncached_elbo(missing, covariates, noise_scaled):
+    """Passes with the cache of the global KL terms (as the plan runs them) give the same
+    ELBOs and the same parameters as without it; it recomputes only after a change."""
+    x = _data(missing=missing)
+    kwargs = dict(covariates=covariates, noise_scaled=noise_scaled)
+    plain, cached = _module(x, _slab(low=0.05), **kwargs), _module(x, _slab(low=0.05), **kwargs)
+    cached.load_state_dict(plain.state_dict())
+    opts = [torch.optim.Adam(_cavi.scale_parameters(m), lr=0.5) for m in (plain, cached)]
+    cache = _cavi.GlobalTermsCache()
+    for _ in range(3):
+        stats = _stats(plain, x)
+        start = _value(plain, stats)
+        with torch.no_grad():
+            start_cached = float(_cavi.elbo_from_statistics(cached, _stats(cached, x), cache))
+        assert start_cached == start
+        after = float(_cavi.update(plain, stats, opts[0], 10))
+        after_cached = float(_cavi.update(cached, _stats(cached, x), opts[1], 10, cache=cache))
+        assert after_cached == after
+    for (name, a), b in zip(plain.state_dict().items(), cached.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_global_terms_cache_recomputes_after_any_change(monkeypatch):
+    x = _data()
+    m = _module(x, _slab())
+    calls = []
+    original = _cavi.global_terms
+    monkeypatch.setattr(_cavi, "global_terms", lambda mod: calls.append(1) or original(mod))
+    cache = _cavi.GlobalTermsCache()
+    first = float(cache(m))
+    assert float(cache(m)) == first and len(calls) == 1  # nothing changed: no new sum
+    with torch.no_grad():
+        m.tau_loc.add_(1.0)  # in place, as the updates and the optimiser change them
+    changed = float(cache(m))
+    assert len(calls) == 2 and changed != first
+    with torch.no_grad():
+        m.tau_loc.sub_(1.0)
+    assert float(cache(m)) == pytest.approx(first, rel=1e-6) and len(calls) == 3
+    m.load_state_dict(m.state_dict())  # a restored state counts as a change
+    cache(m)
+    assert len(calls) == 4
+
+
+def test_update_with_cache_after_undone_scale_steps(monkeypatch):
+    """Undone scale steps (restored parameters) do not leave a stale cached KL."""
+    x = _data()
+    m = _module(x, _slab())
+    opt = torch.optim.Adam(_cavi.scale_parameters(m), lr=0.05)
+
+    def harmful(module, optimizer, n_steps, stats=None, rel_tol=0.0):
+        with torch.no_grad():
+            module.tau_loc.add_(5.0)
+
+    monkeypatch.setattr(_cavi, "update_scales", harmful)
+    cache = _cavi.GlobalTermsCache()
+    stats = _stats(m, x)
+    after = float(_cavi.update(m, stats, opt, 10, cache=cache))
+    assert after == pytest.approx(_value(m, stats), rel=1e-6)
+    with torch.no_grad():
+        assert float(cache(m)) == pytest.approx(float(_cavi.global_terms(m)), rel=1e-6)
+
+
 def test_scale_steps_stop_early_near_the_optimum():
     """With rel_tol, steps that no longer help are not taken: fewer optimiser steps."""
     x = _data()

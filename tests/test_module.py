@@ -12,7 +12,7 @@ import torch
 from pyro import poutine
 
 from spexlvm import AnalyticELBO, SpexLVMModule
-from spexlvm._module import _expected_softplus
+from spexlvm._module import _expected_softplus, all_finite
 
 N, G, K = 11, 7, 3
 NAN_ENTRIES = ((1, 2), (5, 6))
@@ -651,6 +651,41 @@ def test_minibatch_squared_error_strong_signal():
 
 
 # --------------------------------------------------------------------------- missing values
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [(None, True), (math.nan, False), (math.inf, False), (-math.inf, False)],
+    ids=["finite", "nan", "inf", "-inf"],
+)
+def test_all_finite_one_reduction_and_its_fallback(bad, expected):
+    x = torch.randn(50, 40)
+    if bad is not None:
+        x[7, 3] = bad
+    assert all_finite(x) is expected
+    assert all_finite(x.double()) is expected
+    # finite entries whose sum overflows: the entry-by-entry check decides
+    big = torch.full((4, 3), 3e38)
+    assert not bool(torch.isfinite(big.sum()))
+    assert all_finite(big) is True
+    big[1, 1] = math.nan
+    assert all_finite(big) is False
+    assert all_finite(torch.empty(0, 5)) is True
+
+
+def test_score_posterior_checks_for_missing_values_itself():
+    """``complete=None`` finds the missing entries (the score of a cell with one uses only
+    its observed genes) and takes the complete path without them."""
+    x = _data()
+    m = _module(x, _slab())
+    found = m.score_posterior(x)
+    assert "observed" not in found
+    torch.testing.assert_close(found["means"], m.score_posterior(x, complete=True)["means"])
+    x_nan = x.clone()
+    x_nan[2, 1] = math.nan
+    post = m.score_posterior(x_nan)
+    assert not bool(post["observed"][2, 1])
+    assert bool(torch.isfinite(post["means"]).all())
+
+
 def test_score_posterior_missing_path_matches_complete_path():
     x = _data()
     m = _module(x, _slab())

@@ -309,6 +309,8 @@ class CAVITrainingPlan(SpexLVMTrainingPlan):
         self.scale_rel_tol = float(scale_rel_tol)
         self.automatic_optimization = False
         self._stats: dict[str, torch.Tensor] | None = None
+        # the global KL terms of the last update, for the next pass's ELBO
+        self._global_terms = _cavi.GlobalTermsCache()
         #: Negative ELBO per matrix entry at the start of the last pass (exact; ``None``
         #: before the first): what :class:`~spexlvm.train.LoadingsConvergence`'s
         #: ``elbo_tol`` compares between passes.
@@ -340,7 +342,7 @@ class CAVITrainingPlan(SpexLVMTrainingPlan):
         total = self._reduce(self._stats)
         self._stats = None
         with torch.no_grad():
-            elbo = _cavi.elbo_from_statistics(self.module, total)
+            elbo = _cavi.elbo_from_statistics(self.module, total, self._global_terms)
         if not bool(torch.isfinite(elbo)):
             raise FloatingPointError(
                 f"Coordinate ascent diverged at epoch {self.current_epoch}: the ELBO became "
@@ -348,7 +350,14 @@ class CAVITrainingPlan(SpexLVMTrainingPlan):
             )
         optimizer = self.optimizers() if self._trainer is not None else None
         optimizer = getattr(optimizer, "optimizer", optimizer)
-        _cavi.update(self.module, total, optimizer, self.scale_steps, self.scale_rel_tol)
+        _cavi.update(
+            self.module,
+            total,
+            optimizer,
+            self.scale_steps,
+            self.scale_rel_tol,
+            cache=self._global_terms,
+        )
         self.training_step_outputs.append(-elbo.detach())
         self.pass_neg_elbo = -float(elbo) / self._n_entries
         return None
