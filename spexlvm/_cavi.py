@@ -344,9 +344,7 @@ class GlobalTermsCache:
 
     @staticmethod
     def _state(module: SpexLVMModule) -> tuple:
-        return tuple(
-            (t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers())
-        )
+        return tuple((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers()))
 
     def __call__(self, module: SpexLVMModule) -> torch.Tensor:
         key = self._state(module)

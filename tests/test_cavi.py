@@ -183,7 +183,7 @@ def test_global_terms_cache_gives_the_uncached_elbo(missing, covariates, noise_s
         after = float(_cavi.update(plain, stats, opts[0], 10))
         after_cached = float(_cavi.update(cached, _stats(cached, x), opts[1], 10, cache=cache))
         assert after_cached == after
-    for (name, a), b in zip(plain.state_dict().items(), cached.state_dict().values()):
+    for (name, a), b in zip(plain.state_dict().items(), cached.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
