@@ -161,7 +161,11 @@ def user_stacklevel() -> int:
     the user called that function directly or through :func:`spexlvm.tl.fit` or the CLI.
     """
     package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    wrappers = {os.path.abspath(contextlib.__file__)}  # decorators that are context managers
     frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+    while frame is not None:
+        path = os.path.abspath(frame.f_code.co_filename)
+        if not (path.startswith(package) or path in wrappers):
+            break
         frame, level = frame.f_back, level + 1
     return level

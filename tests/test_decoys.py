@@ -221,8 +221,49 @@ def test_refine_no_calls_on_switched_off_factor(decoy_fit):
     assert adata.uns["spexlvm"]["refine"]["n_skipped"] == len(off)
     # the deprecated relative rule would "remove" the whole set of that factor
     with pytest.warns(FutureWarning):
-        old = spexlvm.tl.refine(adata, threshold=0.05, only_active=False)
+        old = spexlvm.tl.refine(adata, threshold=0.05, only_active=False, only_significant=False)
     assert (old["factor"] == off[0]).sum() > 0
+
+
+def test_refine_with_decoys_calls_only_on_significant_sets(decoy_fit, monkeypatch):
+    """With decoys in the fit, refine makes calls only on sets significant against them
+    (an active decoy alone makes none); ``only_significant=False`` lifts the gate."""
+    from spexlvm.tl import _refine
+
+    adata, _ = decoy_fit
+    adata = adata.copy()
+    test = spexlvm.tl.gene_set_test(adata)
+    significant = test.index[test["pval_adj"] < 0.05]
+    default = spexlvm.tl.refine(adata)
+    assert len(default) and default["factor"].isin(significant).all()
+    stored = adata.uns["spexlvm"]["refine"]
+    assert stored["only_significant"]
+    assert stored["n_not_significant"] == len(test) - len(significant)
+    # a set the test does not support makes no call, whatever the loadings say
+    chosen = default["factor"].iloc[0]
+    original = _refine.set_pvalues
+
+    def not_chosen(adata, key="spexlvm", **kwargs):
+        stats, pval, pval_adj, null = original(adata, key, **kwargs)
+        pval_adj = np.where(stats.index == chosen, 1.0, pval_adj)
+        return stats, pval, pval_adj, null
+
+    monkeypatch.setattr(_refine, "set_pvalues", not_chosen)
+    gated = spexlvm.tl.refine(adata)
+    assert not (gated["factor"] == chosen).any()
+    assert set(gated["factor"]) == set(default["factor"]) - {chosen}
+    ungated = spexlvm.tl.refine(adata, only_significant=False)
+    assert (ungated["factor"] == chosen).any()
+    assert not adata.uns["spexlvm"]["refine"]["only_significant"]
+
+
+def test_refine_without_decoys_has_no_significance_gate(small_fit):
+    adata = small_fit[0].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback test (and its warning) is run
+        spexlvm.tl.refine(adata)
+    assert not adata.uns["spexlvm"]["refine"]["only_significant"]
+    assert adata.uns["spexlvm"]["refine"]["n_not_significant"] == 0
 
 
 def test_refine_no_calls_on_factor_about_other_genes(decoy_fit):

@@ -12,6 +12,7 @@ from scipy.stats import false_discovery_control
 from scipy.stats import t as student_t
 
 from .._docs import tool_docs
+from .._utils import user_stacklevel
 from ._calls import decoy_pvalues, has_decoy_null, set_statistics, shared_passes
 from ._pruning import active_factors
 from ._utils import frame_to_uns, get_uns_entry, store
@@ -21,7 +22,43 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["gene_set_test"]
+__all__ = ["gene_set_test", "set_pvalues"]
+
+
+def set_pvalues(adata: AnnData, key: str = "spexlvm", *, warn: bool = True):
+    """The p-values of :func:`gene_set_test` without storing them.
+
+    Returns ``(stats, pval, pval_adj, null)``: the set statistics
+    (:func:`~spexlvm.tl._calls.set_statistics`), the p-values (1 for a factor that is not
+    active), their BH adjustment over the annotated factors and the null used
+    (``"decoys"`` or ``"camera"``). ``warn``: warn when there is no decoy null.
+    """
+    stats = set_statistics(adata, key)
+    decoy = stats["decoy"].to_numpy()
+    n = len(stats)
+    if has_decoy_null(decoy):
+        null = "decoys"
+        scale = np.asarray(get_uns_entry(adata, "factor_scale", key), dtype=np.float64)
+        pval = decoy_pvalues(stats, scale)
+    else:
+        null = "camera"
+        n_total = int(adata.n_vars)
+        pval = student_t.sf(stats["t"].to_numpy(), max(n_total - 2, 1))
+        pval = np.where(stats["t"].to_numpy() == 0.0, 1.0, pval)
+        if n and warn:
+            warnings.warn(
+                "gene_set_test without decoy gene sets in the fit falls back to a "
+                "correlation-adjusted test that is not calibrated against the gene-set prior "
+                "(random sets can come out significant). Fit with decoys for calibrated "
+                "p-values: spexlvm.tl.decoy_check(adata, gene_sets, ...).",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
+    # no call on a factor the model switched off
+    active = active_factors(adata, key=key)["active"].to_numpy()[:n]
+    pval = np.where(active, pval, 1.0)
+    pval_adj = false_discovery_control(pval, method="bh") if n else pval
+    return stats, pval, pval_adj, null
 
 
 @tool_docs("gene_set_test")
@@ -80,31 +117,9 @@ def gene_set_test(
             "absolute=False is no longer supported: the test compares absolute loadings "
             "(genes going down count as well as genes going up). Drop the argument."
         )
-    stats = set_statistics(adata, key)
+    stats, pval, pval_adj, null = set_pvalues(adata, key)
     decoy = stats["decoy"].to_numpy()
     n = len(stats)
-    if has_decoy_null(decoy):
-        null = "decoys"
-        scale = np.asarray(get_uns_entry(adata, "factor_scale", key), dtype=np.float64)
-        pval = decoy_pvalues(stats, scale)
-    else:
-        null = "camera"
-        n_total = int(adata.n_vars)
-        pval = student_t.sf(stats["t"].to_numpy(), max(n_total - 2, 1))
-        pval = np.where(stats["t"].to_numpy() == 0.0, 1.0, pval)
-        if n:
-            warnings.warn(
-                "gene_set_test without decoy gene sets in the fit falls back to a "
-                "correlation-adjusted test that is not calibrated against the gene-set prior "
-                "(random sets can come out significant). Fit with decoys for calibrated "
-                "p-values: spexlvm.tl.decoy_check(adata, gene_sets, ...).",
-                UserWarning,
-                stacklevel=2,
-            )
-    # no call on a factor the model switched off
-    active = active_factors(adata, key=key)["active"].to_numpy()[:n]
-    pval = np.where(active, pval, 1.0)
-    pval_adj = false_discovery_control(pval, method="bh") if n else pval
     df = pd.DataFrame(
         {
             "n_genes": stats["n_genes"].to_numpy(),
