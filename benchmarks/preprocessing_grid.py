@@ -79,6 +79,7 @@ def run(
     engine: str = "adam",
     shared: bool = False,
     basis: str | None = None,
+    learn: bool | None = None,
 ) -> dict:
     """One fit and the baseline on the same genes: a dict of AUROCs."""
     adata, sets = load(data, genes)
@@ -96,6 +97,8 @@ def run(
         model_kwargs["shared_local_scale"] = True
     if basis is not None:
         model_kwargs["score_overlap_basis"] = basis
+    if learn is not None:
+        model_kwargs["learn_score_overlap"] = learn
     spexlvm.tl.fit(
         adata,
         sets,
@@ -113,6 +116,7 @@ def run(
     out["score_overlap"] = float(uns["params"]["score_overlap"])
     out["basis"] = str(uns["params"].get("score_overlap_basis", "genes"))
     out["shared"] = bool(uns["params"].get("shared_local_scale", False))
+    out["learn"] = bool(uns["params"].get("learn_score_overlap", False))
     names = list(uns["factor_names"])
     out["auroc"], out["score_genes"] = {}, {}
     for name, group in PAIRS[data].items():
@@ -128,7 +132,7 @@ def table(path: str) -> None:
     rows = [json.loads(line) for line in open(path) if line.startswith("{")]
     cells = defaultdict(list)
     for r in rows:
-        rho = f"{r['score_overlap']:.2g}"
+        rho = "learned" if r.get("learn") else f"{r['score_overlap']:.2g}"
         if r["score_overlap"] > 0:  # which C: rows written before the basis existed had genes
             rho += f" ({r.get('basis', 'genes')})"
         rho += ", shared scale" if r.get("shared") else ""
@@ -158,9 +162,12 @@ def table(path: str) -> None:
                 flag = " **<**" if med < base - 0.02 else ""
                 parts.append(f"{med:.3f}{spread} vs {base:.3f}{flag}")
             seeds = ",".join(str(r["seed"]) for r in group)
+            rho = key[4]
+            if group[0].get("learn"):  # the learned values, by seed
+                rho += ": " + "/".join(f"{r['score_overlap']:.2f}" for r in group)
             epochs = "/".join(str(r["epochs"]) for r in group)
             print(
-                f"| {key[1]} | {key[2]} | {key[3]} | {key[4]} | {key[5]} | {seeds} | "
+                f"| {key[1]} | {key[2]} | {key[3]} | {rho} | {key[5]} | {seeds} | "
                 f"{group[0]['n_factors']} | {epochs} | " + " | ".join(parts) + " |"
             )
 
@@ -185,6 +192,12 @@ def main() -> None:
         choices=["data", "exclusive", "genes"],
         help="SpexLVM(score_overlap_basis=...) (default: the model's)",
     )
+    parser.add_argument(
+        "--learn",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="SpexLVM(learn_score_overlap=...) (default: the model's)",
+    )
     parser.add_argument("--table", metavar="LOG")
     args = parser.parse_args()
     if args.table:
@@ -205,6 +218,7 @@ def main() -> None:
                     engine,
                     args.shared_scale,
                     args.basis,
+                    args.learn,
                 )
                 print(json.dumps(row), flush=True)
 

@@ -174,7 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.3,
         help=(
             "Weight of the prior correlation of related gene sets' scores, in [0, 1) "
-            "(score_overlap of spexlvm.SpexLVM; 0: independent scores, as in the paper)."
+            "(score_overlap of spexlvm.SpexLVM): where it starts when learned (the "
+            "default), its value with --no-learn-score-overlap (0 with it: independent "
+            "scores, as in the paper)."
+        ),
+    )
+    fit.add_argument(
+        "--learn-score-overlap",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=(
+            "Learn that weight from the data (empirical Bayes; learn_score_overlap of "
+            "spexlvm.SpexLVM). Default: learned."
         ),
     )
     fit.add_argument(
@@ -562,6 +573,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             engine=args.engine,
             model_kwargs={
                 "score_overlap": args.score_overlap,
+                "learn_score_overlap": args.learn_score_overlap,
                 "score_overlap_basis": args.score_overlap_basis,
             },
         )

@@ -101,18 +101,23 @@ def test_fit_engine_cavi(inputs, tmp_path):
 
 
 def test_fit_score_overlap(inputs, tmp_path):
-    """--score-overlap reaches the model (0: independent scores); a bad value is a clear
+    """--score-overlap reaches the model (with --no-learn-score-overlap 0 is independent
+    scores; by default it is where the learned weight starts); a bad value is a clear
     error."""
     out = tmp_path / "out.h5ad"
     args = ["-q", "fit", str(inputs["annotated"]), "--out", str(out), "--max-epochs", "3"]
-    assert main([*args, "--score-overlap", "0"]) == 0
-    assert ad.read_h5ad(out).uns["spexlvm"]["params"]["score_overlap"] == 0.0
+    assert main([*args, "--score-overlap", "0", "--no-learn-score-overlap"]) == 0
+    params = ad.read_h5ad(out).uns["spexlvm"]["params"]
+    assert params["score_overlap"] == 0.0 and not params["learn_score_overlap"]
     assert main([*args, "--score-overlap", "1.5"]) != 0
-    assert main([*args, "--score-overlap-basis", "genes"]) == 0
+    assert main([*args, "--score-overlap-basis", "genes", "--no-learn-score-overlap"]) == 0
     params = ad.read_h5ad(out).uns["spexlvm"]["params"]
     assert params["score_overlap_basis"] == "genes" and params["score_overlap"] == pytest.approx(
         0.3
     )
+    assert main(args) == 0  # the default: learned, starting at 0.3
+    params = ad.read_h5ad(out).uns["spexlvm"]["params"]
+    assert params["learn_score_overlap"] and params["score_overlap"] != pytest.approx(0.3)
     assert main([*args, "--score-overlap-basis", "cells"]) != 0
 
 

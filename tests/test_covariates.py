@@ -307,7 +307,7 @@ def test_score_prior_correlation_is_taken_after_the_covariates():
 
     def prior_corr(adata, **setup):
         SpexLVM.setup_anndata(adata, **setup)
-        model = SpexLVM(adata, score_overlap=0.5)
+        model = SpexLVM(adata, score_overlap=0.5, learn_score_overlap=False)
         a = len(model.gene_set_names_)
         cov = model.module.score_prior_cov().double().numpy()[:a, :a]
         return (cov - 0.5 * np.eye(a)) / 0.5

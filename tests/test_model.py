@@ -232,7 +232,7 @@ def test_score_prior_correlation_basis(registered, basis):
     else:
         expected = set_overlap(mask)
     a = mask.shape[1]
-    cov = model.module.score_prior_cov().double().numpy()
+    cov = model.module.score_prior_cov().detach().double().numpy()
     np.testing.assert_allclose(cov[:a, :a], 0.7 * np.eye(a) + 0.3 * expected, atol=1e-5)
     np.testing.assert_allclose(cov[a, :], np.eye(a + 1)[a], atol=1e-6)
     # the two bases differ on these data (sets that share no genes correlate in the data)
