@@ -50,6 +50,10 @@ BCR = "REACTOME_SIGNALING_BY_THE_B_CELL_RECEPTOR_BCR"
 G2M = "HALLMARK_G2M_CHECKPOINT"
 SAVE: str | None = None
 LOAD: str | None = None
+#: ``tl.refine``'s ``only_significant``: ``None`` (the package's default: significant sets
+#: when the fit has decoys) or ``False`` (active sets, the rule before; ``--refine-gate
+#: active``)
+ONLY_SIGNIFICANT: bool | None = None
 
 
 def save(adata, name: str) -> None:
@@ -83,7 +87,7 @@ def calls(adata, known: list[str]) -> tuple[dict[str, object], str]:
     """Decoy rates of the three calls and the known sets' calls, and :func:`shares`."""
     act = spexlvm.tl.active_factors(adata)
     test = spexlvm.tl.gene_set_test(adata)
-    ref = spexlvm.tl.refine(adata)
+    ref = spexlvm.tl.refine(adata, only_significant=ONLY_SIGNIFICANT)
     decoy = test["decoy"].to_numpy()
     active = act["active"].to_numpy()[: len(test)]
     sig = test["pval_adj"].to_numpy() < 0.05
@@ -236,7 +240,7 @@ def run_synthetic(seeds: list[int], sd: str = "mean_field", overlap: float | Non
         names = list(adata.uns["spexlvm"]["factor_names"])
         pos = {g: i for i, g in enumerate(adata.var_names)}
         for fdr in (0.05, 0.1):
-            ref = spexlvm.tl.refine(adata, fdr=fdr)
+            ref = spexlvm.tl.refine(adata, fdr=fdr, only_significant=ONLY_SIGNIFICANT)
             dec = spexlvm.pp.is_decoy(ref["factor"].to_numpy())
             real = ref[~dec]
             cells = [seed, fdr]
@@ -268,7 +272,7 @@ def removal_diagnosis(adata, true_r2: np.ndarray) -> str:
     total = factor_variance(adata)
     ratio = total[planted] / (z * z).mean(0)[planted]
     lines = [f"threshold (R2 units) x {ratio.min():.2f}-{ratio.max():.2f} with mean z^2 alone"]
-    ref = spexlvm.tl.refine(adata, fdr=0.05)
+    ref = spexlvm.tl.refine(adata, fdr=0.05, only_significant=ONLY_SIGNIFICANT)
     removed = ref[(ref["change"] == "removed") & ~spexlvm.pp.is_decoy(ref["factor"].to_numpy())]
     coef, _ = score_regression(adata)
     var = gene_variance(adata)
@@ -304,9 +308,16 @@ def main() -> None:
         default=None,
         help="SpexLVM(score_overlap=...) of the synthetic part (default: the package's)",
     )
+    parser.add_argument(
+        "--refine-gate",
+        choices=["auto", "active"],
+        default="auto",
+        help="tl.refine's sets: significant ones with decoys (auto, the package's) or active",
+    )
     args = parser.parse_args()
-    global SAVE, LOAD
+    global SAVE, LOAD, ONLY_SIGNIFICANT
     SAVE, LOAD = args.save, args.load
+    ONLY_SIGNIFICANT = None if args.refine_gate == "auto" else False
     quiet()
     print(machine())
     if "pbmc_c8" in args.parts:

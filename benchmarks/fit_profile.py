@@ -5,10 +5,15 @@ extra sets: the issue-16 paper size) and ``a`` (2,000 x 1,000, K = 20 + 4 extra 
 Prints the fit's wall time and passes, then the ``--top`` functions by cumulative time
 (``--match`` keeps the rows whose function name holds one of the given strings).
 
+``--no-profile`` times the fit without the profiler and ``--scores FILE.npy`` writes the
+cell scores, so that two trees (one on ``PYTHONPATH``) are compared on the same fit.
+
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/fit_profile.py --case paper --engine cavi \\
         --match get_r2 write_results _r2.py
+    OMP_NUM_THREADS=1 PYTHONPATH=OTHER_TREE python benchmarks/fit_profile.py --case paper \\
+        --engine cavi --no-profile --scores other.npy
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import io
 import pstats
 import time
 
+import numpy as np
 from _common import machine, quiet
 
 import spexlvm
@@ -33,6 +39,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--match", nargs="*", default=None)
+    parser.add_argument("--no-profile", action="store_true", help="time the fit only")
+    parser.add_argument("--scores", default=None, help="write the cell scores (.npy) here")
     args = parser.parse_args()
     quiet()
     print(machine())
@@ -40,11 +48,17 @@ def main() -> None:
     adata = spexlvm.datasets.synthetic(n, g, k, noise=0.2, extra=extra, seed=args.seed)
     profile = cProfile.Profile()
     start = time.perf_counter()
-    profile.enable()
+    if not args.no_profile:
+        profile.enable()
     spexlvm.tl.fit(adata, seed=args.seed, engine=args.engine, enable_progress_bar=False)
     profile.disable()
     wall = time.perf_counter() - start
+    print(f"spexlvm from {spexlvm.__file__}")
     print(f"tl.fit: {wall:.1f} s, {adata.uns['spexlvm']['params']['n_epochs']} epochs")
+    if args.scores:
+        np.save(args.scores, adata.obsm["X_spexlvm"])
+    if args.no_profile:
+        return
     out = io.StringIO()
     stats = pstats.Stats(profile, stream=out).sort_stats("cumulative")
     stats.print_stats(args.top)
