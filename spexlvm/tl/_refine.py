@@ -23,7 +23,7 @@ from ._calls import (
     shared_passes,
 )
 from ._pruning import active_factors
-from ._significance import set_pvalues
+from ._significance import SIGNIFICANCE, set_pvalues
 from ._utils import (
     frame_to_uns,
     get_annotation,
@@ -40,9 +40,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["refine", "refined_gene_sets", "write_gmt"]
 
 _COLUMNS = ["factor", "gene", "change", "probability", "loading"]
-
-#: BH-adjusted p-value below which :func:`spexlvm.tl.gene_set_test` calls a set significant.
-SIGNIFICANCE = 0.05
 
 
 def relevance_probability(
@@ -286,8 +283,8 @@ def refine(
         stored["threshold"] = float(threshold)
     store(adata, key, key_added, stored)
     logger.info(
-        "Refined %d gene sets (no calls on %d: switched off, or their factor is about other "
-        "genes): %d genes added, %d removed.",
+        "Refined %d gene sets (no calls on %d: switched off, not significant against the "
+        "decoys, or their factor is about other genes): %d genes added, %d removed.",
         int(keep.sum()),
         int((~keep).sum()),
         int(added.sum()),

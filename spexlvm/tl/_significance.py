@@ -22,16 +22,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["gene_set_test", "set_pvalues"]
+__all__ = ["SIGNIFICANCE", "gene_set_test", "set_pvalues"]
+
+#: BH-adjusted p-value below which a set counts as significant for its own genes.
+SIGNIFICANCE = 0.05
 
 
-def set_pvalues(adata: AnnData, key: str = "spexlvm", *, warn: bool = True):
+def set_pvalues(adata: AnnData, key: str = "spexlvm"):
     """The p-values of :func:`gene_set_test` without storing them.
 
     Returns ``(stats, pval, pval_adj, null)``: the set statistics
     (:func:`~spexlvm.tl._calls.set_statistics`), the p-values (1 for a factor that is not
     active), their BH adjustment over the annotated factors and the null used
-    (``"decoys"`` or ``"camera"``). ``warn``: warn when there is no decoy null.
+    (``"decoys"`` or ``"camera"``; the latter with a warning that it is not calibrated).
     """
     stats = set_statistics(adata, key)
     decoy = stats["decoy"].to_numpy()
@@ -45,7 +48,7 @@ def set_pvalues(adata: AnnData, key: str = "spexlvm", *, warn: bool = True):
         n_total = int(adata.n_vars)
         pval = student_t.sf(stats["t"].to_numpy(), max(n_total - 2, 1))
         pval = np.where(stats["t"].to_numpy() == 0.0, 1.0, pval)
-        if n and warn:
+        if n:
             warnings.warn(
                 "gene_set_test without decoy gene sets in the fit falls back to a "
                 "correlation-adjusted test that is not calibrated against the gene-set prior "
@@ -139,7 +142,7 @@ def gene_set_test(
     store(adata, key, key_added, stored)
     logger.info(
         "%d of %d factors significant for their gene set (BH 0.05, null: %s).",
-        int((pval_adj < 0.05).sum()),
+        int((pval_adj < SIGNIFICANCE).sum()),
         n,
         null,
     )
