@@ -727,15 +727,25 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
     def _orient_factors(self) -> None:
         """Flip factors so that a positive score means the annotated genes go up.
 
-        The likelihood and the prior are symmetric under ``(x_k, w_k) -> (-x_k, -w_k)``, so
-        the flip changes no fit; the scores are computed from the loadings, so flipping the
-        loadings flips them too. Annotated factors: the loadings of the set's genes (the
-        membership mask of :func:`spexlvm.pp.factor_membership`, as used by
-        :func:`spexlvm.tl.refine` and :func:`spexlvm.tl.gene_set_test`), each times its sign
-        in a signed network (``varm[mask_key + "_signs"]``, see
-        :func:`spexlvm.pp.get_signs`; ``+1`` for unsigned sets), sum to > 0: a positive
-        score means the ``+1`` genes go up and the ``-1`` genes down. Unannotated factors:
-        the largest absolute loading is positive.
+        The likelihood and the prior are symmetric under ``(x_k, w_k) -> (-x_k, -w_k)``
+        (with the scores' prior correlations of factor k flipped too), so the flip changes
+        no fit; the scores are computed from the loadings, so flipping the loadings flips
+        them too.
+
+        Annotated factors: the covariance that the model implies between the set's genes
+        and the factor's score, ``sum_g s_g Cov(y_g, x_k) = sum_g s_g (W R)_gk`` over the
+        set's members (the membership mask of :func:`spexlvm.pp.factor_membership`, as
+        used by :func:`spexlvm.tl.refine` and :func:`spexlvm.tl.gene_set_test`; ``s_g``
+        the gene's sign in a signed network, ``varm[mask_key + "_signs"]``, see
+        :func:`spexlvm.pp.get_signs`, ``+1`` for unsigned sets; ``R`` the scores' prior
+        correlation), is > 0: a positive score means the ``+1`` genes go up and the ``-1``
+        genes down. With independent scores (``R = I``, the paper's prior) this is the sum
+        of the members' loadings. With correlated scores it also counts what the factor
+        shares with related sets' factors, so that a factor whose own loadings shrank to
+        nothing (switched off) still gets the sign of the data, not of its leftover noise.
+        The sum is unchanged by other factors' flips (their loadings and correlations flip
+        together), so one pass orients every factor. Unannotated factors: the largest
+        absolute loading is positive.
         """
         w = self.module.w_loc
         n_annotated = len(self.gene_set_names_)
@@ -744,7 +754,8 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             members = torch.as_tensor(
                 self._membership(signed=True), dtype=w.dtype, device=w.device
             )
-            signs[:n_annotated] = torch.where((w[:, :n_annotated] * members).sum(0) < 0, -1.0, 1.0)
+            implied = w @ self.module.score_prior_cov().to(w)[:, :n_annotated]
+            signs[:n_annotated] = torch.where((implied * members).sum(0) < 0, -1.0, 1.0)
         for k in range(n_annotated, w.shape[1]):
             signs[k] = torch.sign(w[torch.argmax(w[:, k].abs()), k]) or 1.0
         self.module.flip_factors(signs)

@@ -257,9 +257,11 @@ def add_gene_sets(
     -1: activated / repressed targets) and PROGENy (regression weights) say in which
     direction each target moves. The model's likelihood and prior cannot tell a factor
     from its negative, so after training :class:`~spexlvm.SpexLVM` orients every annotated
-    factor so that the loadings of its members times their signs sum to > 0: a positive
-    score means the ``+1`` targets go up and the ``-1`` targets down (without weights every
-    member counts as ``+1``: the set's genes go up). Only the signs are used. The
+    factor so that its members' covariances with its score under the model (their
+    loadings, with correlated scores also what related sets' factors share with it) times
+    their signs sum to > 0: a positive score means the ``+1`` targets go up and the
+    ``-1`` targets down (without weights every member counts as ``+1``: the set's genes go
+    up). Only the signs are used. The
     magnitudes are ignored because the prior encodes whether a gene belongs to a set (its
     slab width), not how strongly it responds, and the weights' scales differ between
     resources (PROGENy's are unbounded regression coefficients from other experiments), so

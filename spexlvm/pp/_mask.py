@@ -23,9 +23,10 @@ def get_signs(adata: AnnData, mask: np.ndarray, key: str = KEYS.MASK) -> np.ndar
     :func:`add_gene_sets` writes ``adata.varm[key + "_signs"]`` when the gene sets came as a
     long DataFrame with a ``weight`` column (decoupler's CollecTRI, PROGENy, ...): the sign
     of each (set, gene) weight. Without it every member counts as ``+1``.
-    :class:`~spexlvm.SpexLVM` orients every annotated factor so that the members' loadings
-    times these signs sum to > 0: a positive score means the ``+1`` targets go up and the
-    ``-1`` targets down.
+    :class:`~spexlvm.SpexLVM` orients every annotated factor so that the members' covariances
+    with its score under the model (their loadings, plus what related sets' factors share
+    with it when the scores' prior correlates them) times these signs sum to > 0: a
+    positive score means the ``+1`` targets go up and the ``-1`` targets down.
 
     Parameters
     ----------
