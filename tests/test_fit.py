@@ -165,7 +165,7 @@ def test_orientation_of_switched_off_factors(run_fit):
         adata.var_names = names = [f"g{i}" for i in range(n_vars)]
         sets = {"A": names[0:20], "B": names[40:60], "C": names[80:100]}
         for j in range(3):  # near copies of A
-            sets[f"A_copy{j}"] = names[j : 17 + j] + [names[110 + j]]
+            sets[f"A_copy{j}"] = [*names[j : 17 + j], names[110 + j]]
         model = run_fit(adata, gene_sets=sets, max_epochs=300)
         assert (_implied_member_cov(adata, model) > 0).all()
         scores = adata.obsm["X_spexlvm"]
