@@ -28,6 +28,35 @@ def package_version() -> str:
         return "0.0.0+unknown"
 
 
+def column_correlation(
+    a: np.ndarray,
+    b: np.ndarray | None = None,
+    *,
+    paired: bool = False,
+    constant: float = float("nan"),
+) -> np.ndarray:
+    """Pearson correlation, over rows, between the columns of ``a`` and those of ``b``.
+
+    The one column-correlation of the tools and plots (float64). All pairs (``a.k x b.k``;
+    ``a`` with itself when ``b`` is None), or column ``i`` of ``a`` with column ``i`` of
+    ``b`` when ``paired``. A constant column (a switched-off factor) has no correlation:
+    ``constant`` (NaN by default). Values are clipped to [-1, 1] against rounding.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = a if b is None else np.asarray(b, dtype=np.float64)
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    norm_a = np.sqrt((a * a).sum(axis=0))
+    norm_b = np.sqrt((b * b).sum(axis=0))
+    if paired:
+        num, denom = (a * b).sum(axis=0), norm_a * norm_b
+    else:
+        num, denom = a.T @ b, np.outer(norm_a, norm_b)
+    out = np.full(num.shape, constant, dtype=np.float64)
+    np.divide(num, denom, out=out, where=denom > 0)
+    return np.clip(out, -1.0, 1.0)
+
+
 def dense_chunks(
     x: Any, chunk_size: int = 4096, dtype: type = np.float32
 ) -> Iterator[tuple[slice, np.ndarray]]:

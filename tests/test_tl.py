@@ -12,6 +12,7 @@ from scipy import sparse
 from scipy.stats import norm
 
 import spexlvm
+from spexlvm._utils import column_correlation
 from spexlvm.datasets import synthetic
 from spexlvm.tl._refine import bayesian_fdr_select, relevance_probability
 from spexlvm.tl._utils import frame_to_uns, uns_to_frame
@@ -174,6 +175,23 @@ def test_active_factors(fitted):
 
 
 # ---------------------------------------------------------------------------- refine
+
+
+def test_column_correlation():
+    """The tools' one column correlation: numpy's for every pair, paired, constant columns."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 4)), rng.normal(size=(50, 3))
+    a[:, 1] += 2 * a[:, 0]
+    full = np.corrcoef(a.T, b.T)
+    np.testing.assert_allclose(column_correlation(a, b), full[:4, 4:], atol=1e-12)
+    np.testing.assert_allclose(column_correlation(a), full[:4, :4], atol=1e-12)
+    np.testing.assert_allclose(
+        column_correlation(a[:, :3], b, paired=True), np.diag(full[:3, 4:]), atol=1e-12
+    )
+    a[:, 2] = 3.0  # a switched-off factor: no correlation
+    assert np.isnan(column_correlation(a, b)[2]).all()
+    assert (column_correlation(a, b, constant=0.0)[2] == 0.0).all()
+    assert np.isfinite(np.delete(column_correlation(a, b), 2, axis=0)).all()
 
 
 def test_relevance_probability_and_bayesian_fdr():

@@ -11,6 +11,7 @@ import numpy as np
 
 from .._constants import KEYS
 from .._docs import plot_docs
+from .._utils import column_correlation
 from ._utils import (
     check_n_top,
     factor_names,
@@ -164,14 +165,9 @@ def correlation_matrix(scores: np.ndarray, method: str = "pearson") -> np.ndarra
         from scipy.stats import rankdata
 
         x = rankdata(x, axis=0)
-    x = x - x.mean(axis=0)
-    sd = np.sqrt((x * x).sum(axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = (x.T @ x) / np.outer(sd, sd)
-    corr[:, sd == 0] = np.nan
-    corr[sd == 0, :] = np.nan
+    corr = column_correlation(x)
     np.fill_diagonal(corr, 1.0)
-    return np.clip(corr, -1.0, 1.0)
+    return corr
 
 
 def cluster_order(corr: np.ndarray) -> np.ndarray:

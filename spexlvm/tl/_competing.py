@@ -11,7 +11,7 @@ import pandas as pd
 from scipy import sparse
 
 from .._docs import tool_docs
-from .._utils import user_stacklevel
+from .._utils import column_correlation, user_stacklevel
 from ._calls import TOP_FRACTION, top_genes
 from ._utils import (
     fit_mask_key,
@@ -188,7 +188,7 @@ def _competing_pairs(
     n_shared = _lookup(overlap, i, j)  # the filter above kept the counts
     total = energy_a + energy_b
     share_a = np.divide(energy_a, total, out=np.full(a.size, np.nan), where=total > 0)
-    corr = np.array([_corr(scores[:, x], scores[:, y]) for x, y in zip(a, b, strict=True)])
+    corr = column_correlation(scores[:, a], scores[:, b], paired=True)
     nested = _nested_pairs(adata, uns, names)
     n_shared = np.rint(n_shared).astype(np.int64)
     df = pd.DataFrame(
@@ -224,13 +224,6 @@ def _lookup(matrix: sparse.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np
     if rows.size == 0:
         return np.zeros(0)
     return np.asarray(matrix[rows, cols], dtype=np.float64).ravel()
-
-
-def _corr(x: np.ndarray, y: np.ndarray) -> float:
-    sx, sy = x.std(), y.std()
-    if sx == 0 or sy == 0:
-        return float("nan")
-    return float(np.mean((x - x.mean()) * (y - y.mean())) / (sx * sy))
 
 
 def _nested_pairs(adata: AnnData, uns: dict, names: np.ndarray) -> set[tuple[str, str]]:

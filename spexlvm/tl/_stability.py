@@ -13,6 +13,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from .._docs import tool_docs
+from .._utils import column_correlation
 from ._utils import frame_to_uns, get_factor_names, get_loadings, get_results, get_scores, store
 
 if TYPE_CHECKING:
@@ -35,15 +36,9 @@ _FIT_PARAMS = (
 )
 
 
-def _abs_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """|Pearson correlation| between the columns of ``a`` and of ``b`` (a.k x b.k)."""
-    a = a - a.mean(0)
-    b = b - b.mean(0)
-    na = np.linalg.norm(a, axis=0)
-    nb = np.linalg.norm(b, axis=0)
-    denom = np.outer(na, nb)
-    c = np.divide(a.T @ b, denom, out=np.zeros((a.shape[1], b.shape[1])), where=denom > 0)
-    return np.abs(c)
+def _paired_abs_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|Pearson correlation| of column i of ``a`` with column i of ``b`` (0 if constant)."""
+    return np.abs(column_correlation(a, b, paired=True, constant=0.0))
 
 
 def _match(ref: np.ndarray, other: np.ndarray, n_annotated: int) -> np.ndarray:
@@ -54,7 +49,7 @@ def _match(ref: np.ndarray, other: np.ndarray, n_annotated: int) -> np.ndarray:
     """
     order = np.arange(ref.shape[1])
     if ref.shape[1] - n_annotated > 1:
-        c = _abs_corr(ref[:, n_annotated:], other[:, n_annotated:])
+        c = np.abs(column_correlation(ref[:, n_annotated:], other[:, n_annotated:], constant=0.0))
         _, cols = linear_sum_assignment(-c)
         order[n_annotated:] = n_annotated + cols
     return order
@@ -192,8 +187,8 @@ def stability(
         scores.append(s)
 
     pairs = list(itertools.combinations(range(len(seeds)), 2))
-    lc = np.array([np.diag(_abs_corr(loadings[i], loadings[j])) for i, j in pairs])
-    sc = np.array([np.diag(_abs_corr(scores[i], scores[j])) for i, j in pairs])
+    lc = np.array([_paired_abs_corr(loadings[i], loadings[j]) for i, j in pairs])
+    sc = np.array([_paired_abs_corr(scores[i], scores[j]) for i, j in pairs])
     identical = all(
         np.allclose(loadings[0], w, rtol=1e-5, atol=1e-6 * max(np.abs(w).max(), 1e-12))
         for w in loadings[1:]
