@@ -239,6 +239,15 @@ def test_refine_with_decoys_calls_only_on_significant_sets(decoy_fit, monkeypatc
     stored = adata.uns["spexlvm"]["refine"]
     assert stored["only_significant"]
     assert stored["n_not_significant"] == len(test) - len(significant)
+    assert stored["significance"] == 0.05
+    # the gate's level: at the smallest adjusted p-value only the sets below it remain
+    level = float(test.loc[significant, "pval_adj"].max())
+    strict = spexlvm.tl.refine(adata, significance=level)
+    below = test.index[test["pval_adj"] < level]
+    assert strict["factor"].isin(below).all()
+    assert set(strict["factor"]) == set(default["factor"]) & set(below)
+    with pytest.raises(ValueError, match="significance"):
+        spexlvm.tl.refine(adata, significance=0.0)
     # a set the test does not support makes no call, whatever the loadings say
     chosen = default["factor"].iloc[0]
     original = _refine.set_pvalues

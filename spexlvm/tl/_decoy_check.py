@@ -71,7 +71,8 @@ def decoy_check(
     seed
         Seed of the decoys and of the fit.
     fdr
-        Level of ``gene_set_test``'s ``pval_adj`` and of ``refine``'s Bayesian FDR.
+        Level of ``gene_set_test``'s ``pval_adj`` (and of ``refine``'s gate on it) and of
+        ``refine``'s Bayesian FDR.
     key_added, mask_key
         As for :func:`spexlvm.tl.fit`.
     **fit_kwargs
@@ -165,7 +166,7 @@ def decoy_table(adata: AnnData, *, key: str = KEYS.UNS, fdr: float = 0.05) -> pd
     """The decoy rates of the calls of a fit that holds decoys (see :func:`decoy_check`)."""
     act = active_factors(adata, key=key)
     test = gene_set_test(adata, key=key)
-    calls = refine(adata, key=key, fdr=fdr)
+    calls = refine(adata, key=key, fdr=fdr, significance=fdr)
     decoy = test["decoy"].to_numpy()
     annotated = act.iloc[: len(test)]
     significant = test["pval_adj"].to_numpy() < fdr

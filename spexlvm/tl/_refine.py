@@ -108,6 +108,7 @@ def refine(
     min_prob: float = 0.5,
     only_active: bool = True,
     only_significant: bool | None = None,
+    significance: float = SIGNIFICANCE,
     min_set_share: float = MIN_SET_SHARE,
     threshold: float | None = None,
 ) -> pd.DataFrame:
@@ -165,7 +166,7 @@ def refine(
         Make calls only on active factors.
     only_significant
         Make calls only on factors significant for their own gene set
-        (:func:`spexlvm.tl.gene_set_test`, BH-adjusted p-value below 0.05). ``None``
+        (:func:`spexlvm.tl.gene_set_test`, BH-adjusted p-value below ``significance``). ``None``
         (default): when the fit has decoy gene sets, whose null calibrates that test.
         "Active" is a call at the 5% level per factor: about one decoy in twenty is
         active by chance, and a weak factor's set then comes out "removed" gene by gene
@@ -173,6 +174,11 @@ def refine(
         decoys made 91 of 266 calls); significance is controlled over all the sets.
         ``True`` without decoys uses :func:`spexlvm.tl.gene_set_test`'s uncalibrated
         fallback (a warning says so).
+    significance
+        Level of the BH-adjusted p-value below which a set counts as significant for
+        ``only_significant`` (the level of :func:`spexlvm.tl.gene_set_test`'s log, 0.05;
+        :func:`spexlvm.tl.decoy_check` passes its ``fdr``, so that its table counts the
+        same sets significant as refine's gate).
     min_set_share
         Smallest share of a factor's effects (per-gene R² of at least ``min_gene_r2``)
         that must lie in its set for calls on it; 0 calls on every factor. The default
@@ -204,6 +210,8 @@ def refine(
         raise ValueError(f"min_gene_r2 must lie in (0, 1), got {min_gene_r2}.")
     if not 0.0 <= fdr <= 1.0:
         raise ValueError(f"fdr must lie in [0, 1], got {fdr}.")
+    if not 0.0 < significance <= 1.0:
+        raise ValueError(f"significance must lie in (0, 1], got {significance}.")
     if not 0.0 <= min_set_share <= 1.0:
         raise ValueError(f"min_set_share must lie in [0, 1], got {min_set_share}.")
     mask, names = get_annotation(adata, key)
@@ -228,7 +236,7 @@ def refine(
     n_not_significant = 0
     if n_annotated and only_significant:
         _, _, pval_adj, _ = set_pvalues(adata, key)
-        significant = np.asarray(pval_adj, dtype=np.float64)[:n_annotated] < SIGNIFICANCE
+        significant = np.asarray(pval_adj, dtype=np.float64)[:n_annotated] < significance
         n_not_significant = int((~significant).sum())
         keep = keep & significant
     if n_annotated and (only_active or min_set_share > 0):
@@ -274,6 +282,7 @@ def refine(
         min_prob=float(min_prob),
         only_active=bool(only_active),
         only_significant=bool(only_significant),
+        significance=float(significance),
         n_not_significant=n_not_significant,
         min_set_share=float(min_set_share),
         n_skipped=int((~keep).sum()),
