@@ -11,6 +11,9 @@ pbmc68k_reduced with every Reactome set of >= 10 genes found and one dense facto
   in its set, and the set's genes with a per-gene R² of at least 0.05;
 - the correlation of its scores with every other factor of ``--factors``.
 
+``--genes``: for each gene, the three factors that explain most of its variance
+(:func:`spexlvm.tl.gene_attribution`) and whether it is in their sets.
+
 Usage::
 
     python benchmarks/inspect_factors.py --fit DIR/pbmc_seed0.h5ad \\
@@ -18,6 +21,7 @@ Usage::
     python benchmarks/inspect_factors.py --pbmc-reactome 0 --factors \\
         REACTOME_INNATE_IMMUNE_SYSTEM REACTOME_NEUTROPHIL_DEGRANULATION \\
         REACTOME_INTERFERON_GAMMA_SIGNALING REACTOME_MHC_CLASS_II_ANTIGEN_PRESENTATION
+    python benchmarks/inspect_factors.py --pbmc-reactome 0 --genes S100A8 S100A9 LYZ FCN1
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ def main() -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--fit", help="a fitted .h5ad")
     source.add_argument("--pbmc-reactome", type=int, metavar="SEED")
-    parser.add_argument("--factors", nargs="+", required=True)
+    parser.add_argument("--factors", nargs="*", default=[])
+    parser.add_argument("--genes", nargs="*", default=[], help="tl.gene_attribution of these")
     parser.add_argument("--groupby", default="bulk_labels")
     parser.add_argument("--n-top", type=int, default=12)
     args = parser.parse_args()
@@ -88,6 +93,11 @@ def main() -> None:
             if other != name:
                 r = np.corrcoef(scores[:, k], scores[:, names.index(other)])[0, 1]
                 print(f"  scores' r with {other}: {r:.2f}")
+    if args.genes:
+        table = spexlvm.tl.gene_attribution(adata, args.genes, n_top=3)
+        print("\n| gene | rank | factor | r2 | in its set |\n| --- | --- | --- | --- | --- |")
+        for row in table.itertuples(index=False):
+            print(f"| {row.gene} | {row.rank} | {row.factor} | {row.r2:.2f} | {row.in_set} |")
 
 
 if __name__ == "__main__":

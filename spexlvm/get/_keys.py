@@ -164,6 +164,13 @@ _KEYS: tuple[_Key, ...] = (
     ),
     _Key(
         "uns",
+        "{key}/gene_attribution",
+        "dict: the factors that explain each gene (`get.gene_attribution`)",
+        "tl.gene_attribution",
+        True,
+    ),
+    _Key(
+        "uns",
         "{key}/stability",
         "dict: agreement across seeds (`get.stability`)",
         "tl.stability",

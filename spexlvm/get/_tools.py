@@ -25,6 +25,7 @@ __all__ = [
     "competing_sets",
     "decoy_check",
     "enrichment",
+    "gene_attribution",
     "gene_set_test",
     "history",
     "impute",
@@ -145,6 +146,9 @@ active_factors = _reader("active_factors", "factor", what=": one row per factor"
 gene_set_test = _reader("gene_set_test", "factor", what=": one row per annotated factor")
 stability = _reader("stability", "factor", ("seeds",), what=": one row per factor")
 competing_sets = _reader("competing_sets", None, what=": one row per competing pair")
+gene_attribution = _reader(
+    "gene_attribution", None, ("n_top",), what=": one row per gene and factor"
+)
 decoy_check = _reader("decoy_check", "sets", what=": real sets vs decoys")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._attribution import gene_attribution
 from ._auroc import auroc
 from ._competing import competing_sets
 from ._decoy_check import decoy_check
@@ -24,6 +25,7 @@ __all__ = [
     "enrichment",
     "factor_name",
     "fit",
+    "gene_attribution",
     "gene_set_test",
     "impute",
     "project",

@@ -1,0 +1,107 @@
+"""Which factors explain a gene: the gene-centred view of the loadings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from .._docs import tool_docs
+from ._calls import factor_variance, gene_variance, shared_passes
+from ._utils import frame_to_uns, get_annotation, get_factor_names, get_loadings, store
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["gene_attribution"]
+
+
+@tool_docs("gene_attribution")
+@shared_passes()
+def gene_attribution(
+    adata: AnnData,
+    genes: Sequence[str] | str | None = None,
+    *,
+    n_top: int = 3,
+    key: str = "spexlvm",
+    key_added: str = "gene_attribution",
+) -> pd.DataFrame:
+    """The factors that explain most of each gene's variance, and whether it is in their sets.
+
+    Gene sets overlap, so a marker gene can be annotated to many sets, and the fit gives
+    its signal to one or a few of their factors (or to an unannotated one). When a factor
+    named after a pathway does not mark the cells its genes mark, this says where its
+    genes went (an example on scanpy's PBMCs: ``benchmarks/RESULTS.md``, "Where a
+    pathway's marker genes went").
+
+    The share of gene ``g``'s variance that factor ``k`` explains is
+    ``r2_gk = w_gk^2 E[x_k^2] / var_g``: the loading (``varm[f"{key}_loadings"]``), the
+    factor's variance with the scores' posterior uncertainty (as :func:`spexlvm.tl.refine`
+    uses it) and the gene's variance over the observed entries. The factors are not
+    orthogonal, so a gene's shares need not add up to its total R².
+
+    Parameters
+    ----------
+    %(adata_fitted_data)s
+    genes
+        Gene names (``adata.var_names``), one name, or ``None`` for every gene.
+    n_top
+        Factors reported per gene, largest share first.
+    %(key)s
+    %(key_added)s
+
+    Returns
+    -------
+    One row per gene and factor, the genes in the order given, then by decreasing share:
+    ``gene``, ``rank`` (1 = largest share), ``factor``, ``r2`` (the share of the gene's
+    variance), ``loading`` and ``in_set`` (whether the gene is annotated to the factor's
+    gene set, the membership of :func:`spexlvm.pp.factor_membership`; ``False`` for
+    unannotated factors). An h5ad-safe copy goes to ``adata.uns[key][key_added]``.
+    """
+    if int(n_top) < 1:
+        raise ValueError(f"n_top must be at least 1, got {n_top}.")
+    var_names = pd.Index(np.asarray(adata.var_names, dtype=str))
+    if genes is None:
+        rows = np.arange(len(var_names))
+    else:
+        wanted = [genes] if isinstance(genes, str) else [str(g) for g in genes]
+        missing = [g for g in wanted if g not in var_names]
+        if missing:
+            shown = ", ".join(repr(g) for g in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise KeyError(
+                f"Gene(s) not in adata.var_names: {shown}{more}. Pass names as they appear "
+                "in adata.var_names (the fit's genes)."
+            )
+        rows = var_names.get_indexer(wanted)
+    w = get_loadings(adata, key)
+    names = get_factor_names(adata, key)
+    mask, _ = get_annotation(adata, key)
+    var = gene_variance(adata, key)
+    share = (w[rows] ** 2) * factor_variance(adata, key)[None, :]
+    share = np.divide(share, var[rows, None], out=np.zeros_like(share), where=var[rows, None] > 0)
+    n = min(int(n_top), w.shape[1])
+    order = np.argsort(-share, axis=1, kind="stable")[:, :n]
+    member = np.zeros((len(rows), w.shape[1]), dtype=bool)
+    member[:, : mask.shape[1]] = np.asarray(mask, dtype=bool)[rows]
+    pick = np.take_along_axis
+    df = pd.DataFrame(
+        {
+            "gene": np.repeat(var_names.to_numpy()[rows], n),
+            "rank": np.tile(np.arange(1, n + 1), len(rows)),
+            "factor": names[order].ravel(),
+            "r2": pick(share, order, axis=1).ravel(),
+            "loading": pick(w[rows], order, axis=1).ravel().astype(np.float64),
+            "in_set": pick(member, order, axis=1).ravel(),
+        }
+    )
+    stored = frame_to_uns(df, index=None)
+    stored["n_top"] = n
+    store(adata, key, key_added, stored)
+    logger.info("Attributed %d gene(s) to their top %d factor(s).", len(rows), n)
+    return df
