@@ -60,6 +60,28 @@ HELD_OUT_2 = {
     "REACTOME_INTERLEUKIN_1_SIGNALING": "CD14+ Monocyte",
     "REACTOME_DOWNSTREAM_SIGNALING_EVENTS_OF_B_CELL_RECEPTOR_BCR": "CD19+ B",
 }
+#: what ``--pairs`` compares
+MODES = {
+    "paper": (PAIRS,),
+    "heldout": (HELD_OUT,),
+    "heldout2": (HELD_OUT_2,),
+    "both": (PAIRS, HELD_OUT),
+}
+#: column headings of the table
+LABELS = {
+    "REACTOME_MHC_CLASS_II_ANTIGEN_PRESENTATION": "MHC II / DC",
+    "REACTOME_SIGNALING_BY_THE_B_CELL_RECEPTOR_BCR": "BCR / B",
+    "REACTOME_NEUTROPHIL_DEGRANULATION": "neutrophil degr. / CD14+ mono",
+    "REACTOME_INNATE_IMMUNE_SYSTEM": "innate immune / CD14+",
+    "REACTOME_TCR_SIGNALING": "TCR signalling / T",
+    "REACTOME_IMMUNOREGULATORY_INTERACTIONS_BETWEEN_A_LYMPHOID_AND_A_NON_LYMPHOID_CELL": (
+        "lymphoid immunoregulatory / NK"
+    ),
+    "REACTOME_INTERFERON_GAMMA_SIGNALING": "IFN-gamma / DC",
+    "REACTOME_TOLL_LIKE_RECEPTOR_CASCADES": "TLR cascades / CD14+",
+    "REACTOME_INTERLEUKIN_1_SIGNALING": "IL-1 signalling / CD14+",
+    "REACTOME_DOWNSTREAM_SIGNALING_EVENTS_OF_B_CELL_RECEPTOR_BCR": "downstream BCR / B",
+}
 MIN_GENES = 10
 
 
@@ -75,17 +97,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--n-dense", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--nested", default="keep")
-    parser.add_argument(
-        "--pairs", choices=["paper", "heldout", "heldout2", "both"], default="paper"
-    )
+    parser.add_argument("--pairs", choices=list(MODES), default="paper")
     parser.add_argument("--stability", type=float, default=None, metavar="SHARE")
     args = parser.parse_args()
-    pairs = {
-        "paper": PAIRS,
-        "heldout": HELD_OUT,
-        "heldout2": HELD_OUT_2,
-        "both": {**PAIRS, **HELD_OUT},
-    }[args.pairs]
+    pairs = {name: group for part in MODES[args.pairs] for name, group in part.items()}
     quiet()
     print(machine())
     sets = spexlvm.datasets.gene_sets("reactome")
@@ -97,15 +112,7 @@ def main() -> None:
         genes = [g for g in sets[gene_set] if g in reference.var_names]
         baseline[gene_set] = score_genes_auroc(reference, genes, labels, group)
 
-    short = ["MHC II / DC", "BCR / B", "neutrophil degr. / CD14+ mono", "innate immune / CD14+"]
-    held_out = ["TCR signalling / T", "lymphoid immunoregulatory / NK", "IFN-gamma / DC"]
-    held_out_2 = ["TLR cascades / CD14+", "IL-1 signalling / CD14+", "downstream BCR / B"]
-    short = {
-        "paper": short,
-        "heldout": held_out,
-        "heldout2": held_out_2,
-        "both": short + held_out,
-    }[args.pairs]
+    short = [LABELS[name] for name in pairs]
     head = "| n_dense | seed | factors (annotated) | epochs | wall (s) | "
     print(head + " | ".join(short) + " |")
     print("|---" * (5 + len(pairs)) + "|")

@@ -57,6 +57,24 @@ def column_correlation(
     return np.clip(out, -1.0, 1.0)
 
 
+def gene_positions(var_names: Any, genes: str | Any) -> np.ndarray:
+    """Row positions of ``genes`` (one name or several) in ``var_names``, in the order given.
+
+    A name that is not there is a ``KeyError`` naming (up to five of) the missing genes.
+    """
+    pos = {str(g): i for i, g in enumerate(var_names)}
+    wanted = [genes] if isinstance(genes, str) else [str(g) for g in genes]
+    missing = [g for g in wanted if g not in pos]
+    if missing:
+        shown = ", ".join(repr(g) for g in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise KeyError(
+            f"Gene(s) not in adata.var_names: {shown}{more}. Pass names as they appear in "
+            "adata.var_names (the fit's genes)."
+        )
+    return np.array([pos[g] for g in wanted], dtype=np.int64)
+
+
 def dense_chunks(
     x: Any, chunk_size: int = 4096, dtype: type = np.float32
 ) -> Iterator[tuple[slice, np.ndarray]]:

@@ -11,6 +11,7 @@ import numpy as np
 
 from .._constants import KEYS
 from .._docs import plot_docs
+from .._utils import gene_positions
 from ._utils import (
     ACTIVE_THRESHOLD,
     GENE_COLORS,
@@ -109,11 +110,7 @@ def mask_heatmap(
     if genes is None:
         rows = np.flatnonzero((status != "other").any(axis=1))
     else:
-        pos = {g: i for i, g in enumerate(adata.var_names)}
-        missing = [g for g in genes if g not in pos]
-        if missing:
-            raise KeyError(f"Genes not in adata.var_names: {missing[:10]}.")
-        rows = np.array([pos[g] for g in genes], dtype=int)
+        rows = gene_positions(adata.var_names, genes)
     if rows.size == 0:
         raise ValueError("No gene is annotated to or active in the chosen factors.")
     codes = np.vectorize(STATUS_CODES.__getitem__, otypes=[int])(status[rows])

@@ -261,12 +261,12 @@ def add_gene_sets(
     loadings, with correlated scores also what related sets' factors share with it) times
     their signs sum to > 0: a positive score means the ``+1`` targets go up and the
     ``-1`` targets down (without weights every member counts as ``+1``: the set's genes go
-    up). Only the signs are used. The
-    magnitudes are ignored because the prior encodes whether a gene belongs to a set (its
-    slab width), not how strongly it responds, and the weights' scales differ between
-    resources (PROGENy's are unbounded regression coefficients from other experiments), so
-    no map from a weight to a prior confidence would hold across them; to weaken single
-    genes, edit ``varm[key + "_prior"]`` (values in [0, 1]) yourself.
+    up). Only the signs are used. The magnitudes are ignored because the prior encodes
+    whether a gene belongs to a set (its slab width), not how strongly it responds, and
+    the weights' scales differ between resources (PROGENy's are unbounded regression
+    coefficients from other experiments), so no map from a weight to a prior confidence
+    would hold across them; to weaken single genes, edit ``varm[key + "_prior"]`` (values
+    in [0, 1]) yourself.
 
     **Finding a merged factor.** Every function of :mod:`spexlvm.pl` and :mod:`spexlvm.tl`
     that takes factor names accepts any member's name; :func:`spexlvm.tl.factor_name`

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._docs import tool_docs
+from .._utils import gene_positions
 from ._calls import factor_variance, gene_variance, shared_passes
 from ._utils import frame_to_uns, get_annotation, get_factor_names, get_loadings, store
 
@@ -65,20 +66,8 @@ def gene_attribution(
     """
     if int(n_top) < 1:
         raise ValueError(f"n_top must be at least 1, got {n_top}.")
-    var_names = pd.Index(np.asarray(adata.var_names, dtype=str))
-    if genes is None:
-        rows = np.arange(len(var_names))
-    else:
-        wanted = [genes] if isinstance(genes, str) else [str(g) for g in genes]
-        missing = [g for g in wanted if g not in var_names]
-        if missing:
-            shown = ", ".join(repr(g) for g in missing[:5])
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            raise KeyError(
-                f"Gene(s) not in adata.var_names: {shown}{more}. Pass names as they appear "
-                "in adata.var_names (the fit's genes)."
-            )
-        rows = var_names.get_indexer(wanted)
+    var_names = np.asarray(adata.var_names, dtype=str)
+    rows = np.arange(len(var_names)) if genes is None else gene_positions(var_names, genes)
     w = get_loadings(adata, key)
     names = get_factor_names(adata, key)
     mask, _ = get_annotation(adata, key)
@@ -92,7 +81,7 @@ def gene_attribution(
     pick = np.take_along_axis
     df = pd.DataFrame(
         {
-            "gene": np.repeat(var_names.to_numpy()[rows], n),
+            "gene": np.repeat(var_names[rows], n),
             "rank": np.tile(np.arange(1, n + 1), len(rows)),
             "factor": names[order].ravel(),
             "r2": pick(share, order, axis=1).ravel(),
