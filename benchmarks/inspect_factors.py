@@ -7,7 +7,7 @@ pbmc68k_reduced with every Reactome set of >= 10 genes found and one dense facto
 
 - its row of ``tl.active_factors`` (active, reason, ``r2_set``, ``n_effect``);
 - the three groups of ``--groupby`` it separates most (``tl.auroc``, one-vs-rest);
-- its genes with the largest per-gene R² (``w_gk^2 E[x_k^2] / var_g``), marked ``*`` when
+- its genes with the largest per-gene R² (``w_gk^2 mean(z_k^2) / var_g``), marked ``*`` when
   in its set, and the set's genes with a per-gene R² of at least 0.05;
 - the correlation of its scores with every other factor of ``--factors``.
 
@@ -33,7 +33,7 @@ import numpy as np
 from _common import quiet
 
 import spexlvm
-from spexlvm.tl._calls import MIN_GENE_R2, factor_variance, gene_variance
+from spexlvm.tl._calls import MIN_GENE_R2, gene_r2
 
 
 def load(args: argparse.Namespace):
@@ -63,9 +63,8 @@ def main() -> None:
     act = spexlvm.tl.active_factors(adata)
     auroc = spexlvm.tl.auroc(adata, groupby=args.groupby)
     scores = adata.obsm["X_spexlvm"]
-    w = np.asarray(adata.varm["spexlvm_loadings"])
     mask = np.asarray(adata.varm["spexlvm_mask"])
-    r2 = w * w * factor_variance(adata) / np.maximum(gene_variance(adata), 1e-300)[:, None]
+    r2 = gene_r2(adata)
     genes = np.asarray(adata.var_names)
     for name in args.factors:
         k = names.index(name)

@@ -242,7 +242,8 @@ def test_refine_with_decoys_calls_only_on_significant_sets(decoy_fit, monkeypatc
     assert stored["significance"] == 0.05
     # the gate's level: at the smallest adjusted p-value only the sets below it remain
     level = float(test.loc[significant, "pval_adj"].max())
-    strict = spexlvm.tl.refine(adata, significance=level)
+    with pytest.warns(UserWarning, match="not significant against the decoys"):
+        strict = spexlvm.tl.refine(adata, significance=level)  # the active ones it skips
     below = test.index[test["pval_adj"] < level]
     assert strict["factor"].isin(below).all()
     assert set(strict["factor"]) == set(default["factor"]) & set(below)
@@ -258,7 +259,8 @@ def test_refine_with_decoys_calls_only_on_significant_sets(decoy_fit, monkeypatc
         return stats, pval, pval_adj, null
 
     monkeypatch.setattr(_refine, "set_pvalues", not_chosen)
-    gated = spexlvm.tl.refine(adata)
+    with pytest.warns(UserWarning, match=rf"not significant against the decoys.*{chosen}"):
+        gated = spexlvm.tl.refine(adata)
     assert not (gated["factor"] == chosen).any()
     assert set(gated["factor"]) == set(default["factor"]) - {chosen}
     ungated = spexlvm.tl.refine(adata, only_significant=False)

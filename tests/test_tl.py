@@ -139,6 +139,7 @@ def test_active_factors(fitted):
         "kind",
         "factor_scale",
         "relative_scale",
+        "scale_collapsed",
         "r2",
         "r2_set",
         "decoy",
@@ -152,11 +153,13 @@ def test_active_factors(fitted):
     extra = df.loc[["extra_1", "extra_2", "extra_3"]]
     assert not extra["active"].any()
     assert set(extra["reason"]) <= {
-        "scale collapsed",
         "explains < min_set_genes of its set",
         "< min_effect_genes genes with an effect",
     }
     assert (df.loc[df["active"], "reason"] == "").all()
+    # the reason is the failed test; the prior's switch is its own column
+    assert (df["scale_collapsed"] == (df["relative_scale"] < 0.1)).all()
+    assert (df.loc[~df["active"], "reason"] != "").all()
     assert adata.uns["spexlvm"]["active_factors"]["null"] == "threshold"  # no decoys
     assert adata.uns["spexlvm"]["active_factors"]["min_effect_genes"] == 5  # its gate
     # without decoys the bar sits above noise: a factor explains ~1/n_cells of a gene by
@@ -692,8 +695,9 @@ def test_competing_sets_on_fit(fitted):
 
 def test_gene_attribution_finds_the_planted_factor(fitted, tmp_path):
     """Each strongly loaded gene is attributed first to its planted factor; the shares are
-    w^2 E[x^2] / var_g; the table round-trips through h5ad and reads back with get."""
-    from spexlvm.tl._calls import factor_variance, gene_variance
+    w^2 mean(z^2) / var_g, the per-gene R² that active_factors counts in n_effect; the table
+    round-trips through h5ad and reads back with get."""
+    from spexlvm.tl._calls import gene_variance
 
     adata, _ = fitted
     adata = adata.copy()
@@ -709,11 +713,21 @@ def test_gene_attribution_finds_the_planted_factor(fitted, tmp_path):
     # the share, recomputed
     w = adata.varm["spexlvm_loadings"]
     g, k = list(adata.var_names).index(genes[0]), 0
-    expected = w[g, k] ** 2 * factor_variance(adata)[k] / gene_variance(adata)[g]
+    z = adata.obsm["X_spexlvm"].astype(np.float64)
+    expected = w[g, k] ** 2 * (z[:, k] ** 2).mean() / gene_variance(adata)[g]
     assert first["r2"].iloc[0] == pytest.approx(expected, rel=1e-6)
     assert first["loading"].iloc[0] == pytest.approx(w[g, k])
     mask = adata.varm["spexlvm_mask"]
     assert first["in_set"].iloc[0] == bool(mask[g, k])
+    # one definition: the genes of a set attributed above MIN_GENE_R2 are n_effect
+    from spexlvm.tl._calls import MIN_GENE_R2
+
+    every = spexlvm.tl.gene_attribution(adata, n_top=w.shape[1])
+    effect = every[every["in_set"] & (every["r2"] >= MIN_GENE_R2)]
+    n_effect = spexlvm.tl.active_factors(adata)["n_effect"]
+    counted = effect["factor"].value_counts().reindex(n_effect.index, fill_value=0)
+    assert n_effect.max() > 0
+    np.testing.assert_array_equal(counted.to_numpy(), n_effect.to_numpy())
     # every gene, and a single name
     assert len(spexlvm.tl.gene_attribution(adata, n_top=1)) == adata.n_vars
     one = spexlvm.tl.gene_attribution(adata, genes[1])

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .._docs import tool_docs
 from .._utils import gene_positions
-from ._calls import factor_variance, gene_variance, shared_passes
+from ._calls import gene_r2, shared_passes
 from ._utils import frame_to_uns, get_annotation, get_factor_names, get_loadings, store
 
 if TYPE_CHECKING:
@@ -40,11 +40,12 @@ def gene_attribution(
     genes went (an example on scanpy's PBMCs: ``benchmarks/RESULTS.md``, "Where a
     pathway's marker genes went").
 
-    The share of gene ``g``'s variance that factor ``k`` explains is
-    ``r2_gk = w_gk^2 E[x_k^2] / var_g``: the loading (``varm[f"{key}_loadings"]``), the
-    factor's variance with the scores' posterior uncertainty (as :func:`spexlvm.tl.refine`
-    uses it) and the gene's variance over the observed entries. The factors are not
-    orthogonal, so a gene's shares need not add up to its total R².
+    The share of gene ``g``'s variance that factor ``k`` explains in these cells is
+    ``r2_gk = w_gk^2 mean_n(z_nk^2) / var_g``: the loading (``varm[f"{key}_loadings"]``),
+    the scores' mean square (``obsm[f"X_{key}"]``) and the gene's variance over the
+    observed entries. It is the per-gene R² that :func:`spexlvm.tl.active_factors`
+    counts in ``n_effect``. The factors are not orthogonal, so a gene's shares need not
+    add up to its total R².
 
     Parameters
     ----------
@@ -71,9 +72,7 @@ def gene_attribution(
     w = get_loadings(adata, key)
     names = get_factor_names(adata, key)
     mask, _ = get_annotation(adata, key)
-    var = gene_variance(adata, key)
-    share = (w[rows] ** 2) * factor_variance(adata, key)[None, :]
-    share = np.divide(share, var[rows, None], out=np.zeros_like(share), where=var[rows, None] > 0)
+    share = gene_r2(adata, key)[rows]
     n = min(int(n_top), w.shape[1])
     order = np.argsort(-share, axis=1, kind="stable")[:, :n]
     member = np.zeros((len(rows), w.shape[1]), dtype=bool)

@@ -180,6 +180,32 @@ def factor_variance(adata: AnnData, key: str = "spexlvm") -> np.ndarray:
     return second + extra
 
 
+def gene_r2(adata: AnnData, key: str = "spexlvm") -> np.ndarray:
+    """The share of each gene's variance that each factor explains in these cells.
+
+    ``r2_gk = w_gk^2 mean_n(z_nk^2) / var_g`` (genes x all factors): the variance of the
+    factor's fitted signal, ``w_gk z_nk`` with the posterior means, over the gene's
+    variance (:func:`gene_variance`). This is the realised R² that ``n_effect``,
+    ``set_share`` (:func:`set_statistics`) and :func:`spexlvm.tl.gene_attribution`
+    report. :func:`spexlvm.tl.refine`'s effect threshold instead adds the scores'
+    posterior variance (:func:`factor_variance`): it judges a loading, not the signal
+    realised in these cells. The factors are not orthogonal, so a gene's shares need not
+    add up to its total R².
+    """
+    return realised_r2(get_loadings(adata, key), get_scores(adata, key), gene_variance(adata, key))
+
+
+def realised_r2(loadings: np.ndarray, scores: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """:func:`gene_r2` from its parts: 0 for genes without variance.
+
+    ``loadings`` genes x factors, ``scores`` cells x factors, ``var`` the genes' variances.
+    """
+    w = np.asarray(loadings, dtype=np.float64)
+    z = np.asarray(scores, dtype=np.float64)
+    r2 = w * w * (z * z).mean(0)[None, :]
+    return np.divide(r2, var[:, None], out=np.zeros_like(r2), where=var[:, None] > 0)
+
+
 def score_regression(adata: AnnData, key: str = "spexlvm") -> tuple[np.ndarray, np.ndarray]:
     """Each gene regressed on the factor scores, without the loadings' prior.
 
@@ -274,14 +300,14 @@ def _set_statistics(adata: AnnData, key: str, min_gene_r2: float) -> pd.DataFram
     n_cells = float(x.shape[0])
     n_genes = x.shape[1]
     score_sq = (scores * scores).mean(0)
+    gene_r2_all = realised_r2(w, scores, var)
 
     size = mask.sum(0).astype(np.int64)
     n_in = size.astype(np.float64)
     n_out = n_genes - n_in
     r2_set = (w * w * score_sq * m).sum(0) / np.maximum((var[:, None] * m).sum(0), 1e-300)
-    gene_r2 = w * w * score_sq / np.maximum(var, 1e-300)[:, None]
-    n_effect = ((gene_r2 >= min_gene_r2) & mask).sum(0).astype(np.int64)
-    effect = np.where(gene_r2 >= min_gene_r2, gene_r2, 0.0)
+    n_effect = ((gene_r2_all >= min_gene_r2) & mask).sum(0).astype(np.int64)
+    effect = np.where(gene_r2_all >= min_gene_r2, gene_r2_all, 0.0)
     total = effect.sum(0)
     set_share = np.where(total > 0, (effect * m).sum(0) / np.where(total > 0, total, 1.0), np.nan)
     rho = (set_sumsq / n_cells - n_in) / np.maximum(n_in * (n_in - 1), 1)

@@ -20,7 +20,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["active_factors"]
 
 REASON_ACTIVE = ""
-REASON_SCALE = "scale collapsed"
 REASON_R2 = "explains < min_r2"
 REASON_DECOYS = "not above decoys"
 REASON_SET = "explains < min_set_genes of its set"
@@ -87,9 +86,14 @@ def active_factors(
     data: no decoy there had more than 4 such genes; immune signatures had 5-37).
 
     Unannotated factors (sparse, dense) have no set: they are active when they explain
-    at least ``min_r2`` of the variance of all genes (``uns[key]["r2"]``). An inactive
-    factor whose posterior median scale is below ``min_scale`` times the largest among
-    factors with the same kind of prior is reported as ``"scale collapsed"``.
+    at least ``min_r2`` of the variance of all genes (``uns[key]["r2"]``).
+
+    ``reason`` names the test an inactive factor failed. Whether the prior switched the
+    factor off is a separate column, ``scale_collapsed``: its posterior median scale is
+    below ``min_scale`` times the largest among factors with the same kind of prior. The
+    two need not agree: a factor whose scale collapsed can still carry most of one or two
+    genes' variance through their local scales (:func:`spexlvm.tl.gene_attribution`
+    shows which), and it is then inactive because it moves too few of its set's genes.
 
     Parameters
     ----------
@@ -109,16 +113,16 @@ def active_factors(
     min_r2
         Smallest R² (over all genes) of an active unannotated factor.
     min_scale
-        Relative factor scale below which an inactive factor's reason is
-        ``"scale collapsed"``.
+        Relative factor scale below which ``scale_collapsed`` is ``True``.
 
     Returns
     -------
     One row per factor (index: factor name, in the fit's order): ``kind``
     (``"annotated"``, ``"sparse"`` or ``"dense"``), ``factor_scale`` (posterior median),
-    ``relative_scale``, ``r2`` (over all genes), ``r2_set`` (annotated factors; NaN
-    else), ``decoy`` (bool), ``pval`` (against the decoys; NaN without them), ``active``
-    (bool) and ``reason`` (``""``, ``"scale collapsed"``, ``"not above decoys"``,
+    ``relative_scale``, ``scale_collapsed`` (bool: ``relative_scale < min_scale``),
+    ``r2`` (over all genes), ``r2_set`` (annotated factors; NaN else), ``decoy``
+    (bool), ``pval`` (against the decoys; NaN without them), ``active`` (bool) and
+    ``reason`` (the failed test: ``""`` when active, ``"not above decoys"``,
     ``"explains < min_set_genes of its set"``, ``"< min_effect_genes genes with an
     effect"`` or ``"explains < min_r2"``), ``n_effect`` (genes of the set with an
     effect; annotated factors, else 0) and ``set_share`` (the share of the factor's
@@ -185,12 +189,13 @@ def active_factors(
         few = active[:n_annotated] & (n_effect[:n_annotated] < needed)
         active[:n_annotated] &= ~few
         reason[:n_annotated] = np.where(few, REASON_EFFECT, reason[:n_annotated])
-    reason = np.where(~active & collapsed, REASON_SCALE, reason).astype(str)
+    reason = reason.astype(str)
     df = pd.DataFrame(
         {
             "kind": kind,
             "factor_scale": scale,
             "relative_scale": relative,
+            "scale_collapsed": collapsed,
             "r2": r2,
             "r2_set": r2_set,
             "decoy": decoy,
