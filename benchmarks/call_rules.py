@@ -15,9 +15,10 @@ Reads the fits that ``decoys.py --save DIR`` writes (``pbmc_c8_seed*``, ``synthe
   with an effect; Bonferroni over three);
 - ``gate``: ``min_effect_genes``.
 
-Two more rows per fit are the rule without decoys (``tl.active_factors`` on a fit without
-them; here the decoys are only counted): ``r2_set * n_genes >= 1`` (before) and ``>= 1 +
-n_genes / n_cells`` (the noise floor, now), each with the gate of 5.
+More rows per fit are the rule without decoys (``tl.active_factors`` on a fit without
+them; here the decoys are only counted): ``r2_set * n_genes >= 1`` (before) with the gate
+of 5, and ``>= 1 + n_genes / n_cells`` (the noise floor, now) with the gates of
+``NO_DECOY_GATES`` (5 is the package's).
 
 The package's rule is the row ``by size / r2_set + scale / gate 2`` (fits with at least
 20 decoys; the synthetic fits have 10, so there the spread is pooled whatever the row
@@ -46,6 +47,7 @@ KNOWN = {
     "REACTOME_SIGNALING_BY_THE_B_CELL_RECEPTOR_BCR": "BCR",
     "HALLMARK_G2M_CHECKPOINT": "G2M",
 }
+NO_DECOY_GATES = (5, 4, 3, 2)  # the rule without decoys: 5 is the package's
 RULES = [  # (spread by size, statistic, gate)
     (False, False, 5),  # the rule before (issue 14's first decoy calibration)
     (True, False, 5),
@@ -127,15 +129,19 @@ def evaluate(path: str) -> list[str]:
             f"| {known} |"
         )
     r2_genes = stats["r2_set"].to_numpy() * size
-    gate = n_effect >= np.minimum(5, size)
-    for label, bar in (
-        ("no decoys, >= 1", 1.0),
-        ("no decoys, >= 1 + n/N", 1.0 + size / adata.n_obs),
+    for label, bar, gate in (
+        ("no decoys, >= 1", 1.0, 5),
+        *(("no decoys, >= 1 + n/N", 1.0 + size / adata.n_obs, g) for g in NO_DECOY_GATES),
     ):
-        active = (r2_genes >= bar) & gate
+        active = (r2_genes >= bar) & (n_effect >= np.minimum(gate, size))
+        known = " ".join(
+            f"{short} {'A' if active[names.index(n)] else '-'}"
+            for n, short in KNOWN.items()
+            if n in names
+        )
         lines.append(
-            f"| {name} | - | {label} | 5 | {active[decoy].sum()}/{decoy.sum()} | - "
-            f"| {active[~decoy].sum()}/{(~decoy).sum()} | - | |"
+            f"| {name} | - | {label} | {gate} | {active[decoy].sum()}/{decoy.sum()} | - "
+            f"| {active[~decoy].sum()}/{(~decoy).sum()} | - | {known} |"
         )
     return lines
 

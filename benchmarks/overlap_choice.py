@@ -78,13 +78,14 @@ def baseline() -> dict[str, float]:
     return out
 
 
-def _prior(overlap: float, learn: bool, shared: bool, basis: str) -> dict:
-    """``SpexLVM``'s keyword arguments of the scores' prior and the local scales."""
+def _prior(overlap: float, learn: bool, shared: bool, basis: str, slab_df: float = 1.0) -> dict:
+    """``SpexLVM``'s keyword arguments of the scores' prior, the local scales and the slab."""
     return {
         "score_overlap": overlap,
         "learn_score_overlap": learn,
         "shared_local_scale": shared,
         "score_overlap_basis": basis,
+        "slab_df": slab_df,
     }
 
 
@@ -96,6 +97,7 @@ def run(
     learn: bool = False,
     shared: bool = False,
     basis: str = "data",
+    slab_df: float = 1.0,
 ) -> dict:
     """One fit: the AUROC of every signature's factor against its label."""
     adata, sets, pairs = data()
@@ -107,11 +109,11 @@ def run(
         n_dense=n_dense,
         seed=seed,
         engine=engine,
-        model_kwargs=_prior(overlap, learn, shared, basis),
+        model_kwargs=_prior(overlap, learn, shared, basis, slab_df),
         enable_progress_bar=False,
     )
     out = {"overlap": overlap, "learn": learn, "n_dense": n_dense, "seed": seed, "engine": engine}
-    out["shared"], out["basis"] = shared, basis
+    out["shared"], out["basis"], out["slab_df"] = shared, basis, slab_df
     out["wall_s"] = time.perf_counter() - start
     out["epochs"] = int(adata.uns["spexlvm"]["params"]["n_epochs"])
     names = list(adata.uns["spexlvm"]["factor_names"])
@@ -135,7 +137,7 @@ def table(path: str) -> None:
         nested = " | ".join(f"factor_{k} (nested in {k - 1})" for k in (2, 5, 8))
         # rho 0 of the same seed: what a rho costs the nested sets' factors
         zero = {
-            (r.get("engine", "adam"), r["seed"]): r["corr"]
+            (r.get("engine", "adam"), r.get("slab_df", 1.0), r["seed"]): r["corr"]
             for r in graded
             if r["overlap"] == 0 and not r["learn"]
         }
@@ -147,13 +149,14 @@ def table(path: str) -> None:
                 r.get("basis", "genes"),
                 r.get("shared", False),
                 r.get("engine", "adam"),
+                r.get("slab_df", 1.0),
                 r["learn"],
                 r["overlap"],
                 r["seed"],
             ),
         ):
             c = r["corr"]
-            z = zero.get((r.get("engine", "adam"), r["seed"]))
+            z = zero.get((r.get("engine", "adam"), r.get("slab_df", 1.0), r["seed"]))
             cost = f"{max(z[i] - c[i] for i in (1, 4, 7)):.3f}" if z else ""
             print(
                 f"| {_rho(r)} | {r.get('engine', 'adam')} | {r['seed']} | {c[1]:.3f} | "
@@ -183,6 +186,7 @@ def table(path: str) -> None:
             r.get("learn", False),
             r["overlap"],
             r["engine"],
+            r.get("slab_df", 1.0),
             r["seed"],
         )
 
@@ -206,11 +210,12 @@ def run_synthetic(
     shared: bool = False,
     basis: str = "data",
     engine: str = "adam",
+    slab_df: float = 1.0,
 ) -> dict:
     """One fit on ``graded`` or ``paper`` synthetic data: recovery of the planted truth."""
-    kwargs = _prior(overlap, learn, shared, basis)
+    kwargs = _prior(overlap, learn, shared, basis, slab_df)
     out = {"data": data, "overlap": overlap, "learn": learn, "seed": seed, "shared": shared}
-    out["engine"] = engine
+    out["engine"], out["slab_df"] = engine, slab_df
     out["basis"] = basis
     if data == "graded":
         from spexlvm.datasets._graded import graded_effects
@@ -249,6 +254,8 @@ def _rho(r: dict) -> str:
     shared = ", shared scale" if r.get("shared") else ""
     if r["overlap"] > 0 or r.get("learn"):  # rows written before the basis existed: genes
         shared = f" ({r.get('basis', 'genes')}){shared}"
+    if r.get("slab_df", 1.0) != 1.0:
+        shared += f", slab df {r['slab_df']:g}"
     if r.get("learn"):
         return f"learned from {r['overlap']}: {r['rho']:.3f}{shared}"
     return f"{r['overlap']}{shared}"
@@ -272,6 +279,9 @@ def main() -> None:
         default="data",
         help="SpexLVM(score_overlap_basis=...)",
     )
+    parser.add_argument(
+        "--slab-df", type=float, default=1.0, help="SpexLVM(slab_df=...); 1 is the default"
+    )
     parser.add_argument("--baseline", action="store_true")
     parser.add_argument("--table", metavar="LOG")
     args = parser.parse_args()
@@ -293,6 +303,7 @@ def main() -> None:
                     args.shared_scale,
                     args.basis,
                     args.engine,
+                    args.slab_df,
                 )
                 print(json.dumps(row), flush=True)
         return
@@ -300,7 +311,14 @@ def main() -> None:
         for overlap in args.overlap:
             for seed in args.seeds:
                 row = run(
-                    overlap, n_dense, seed, args.engine, args.learn, args.shared_scale, args.basis
+                    overlap,
+                    n_dense,
+                    seed,
+                    args.engine,
+                    args.learn,
+                    args.shared_scale,
+                    args.basis,
+                    args.slab_df,
                 )
                 print(json.dumps(row), flush=True)
 

@@ -80,6 +80,7 @@ def run(
     shared: bool = False,
     basis: str | None = None,
     learn: bool | None = None,
+    slab_df: float | None = None,
 ) -> dict:
     """One fit and the baseline on the same genes: a dict of AUROCs."""
     adata, sets = load(data, genes)
@@ -99,6 +100,8 @@ def run(
         model_kwargs["score_overlap_basis"] = basis
     if learn is not None:
         model_kwargs["learn_score_overlap"] = learn
+    if slab_df is not None:
+        model_kwargs["slab_df"] = slab_df
     spexlvm.tl.fit(
         adata,
         sets,
@@ -117,6 +120,7 @@ def run(
     out["basis"] = str(uns["params"].get("score_overlap_basis", "genes"))
     out["shared"] = bool(uns["params"].get("shared_local_scale", False))
     out["learn"] = bool(uns["params"].get("learn_score_overlap", False))
+    out["slab_df"] = 1.0 if slab_df is None else float(slab_df)
     names = list(uns["factor_names"])
     out["auroc"], out["score_genes"] = {}, {}
     for name, group in PAIRS[data].items():
@@ -136,6 +140,7 @@ def table(path: str) -> None:
         if r["score_overlap"] > 0:  # which C: rows written before the basis existed had genes
             rho += f" ({r.get('basis', 'genes')})"
         rho += ", shared scale" if r.get("shared") else ""
+        rho += f", slab df {r['slab_df']:g}" if r.get("slab_df", 1.0) != 1.0 else ""
         key = (r["data"], r["genes"], r["filter"], r["n_dense"], rho)
         cells[(*key, r.get("engine", "adam"))].append(r)
     for data in PAIRS:
@@ -198,6 +203,9 @@ def main() -> None:
         default=None,
         help="SpexLVM(learn_score_overlap=...) (default: the model's)",
     )
+    parser.add_argument(
+        "--slab-df", type=float, default=None, help="SpexLVM(slab_df=...) (default: the model's)"
+    )
     parser.add_argument("--table", metavar="LOG")
     args = parser.parse_args()
     if args.table:
@@ -219,6 +227,7 @@ def main() -> None:
                     args.shared_scale,
                     args.basis,
                     args.learn,
+                    args.slab_df,
                 )
                 print(json.dumps(row), flush=True)
 

@@ -154,7 +154,7 @@ def test_min_effect_genes_default_depends_on_the_null(decoy_fit):
     assert adata.uns["spexlvm"]["active_factors"]["min_effect_genes"] == 10_000
     with pytest.raises(ValueError, match="min_effect_genes"):
         spexlvm.tl.active_factors(adata, min_effect_genes=-1)
-    assert MIN_EFFECT_GENES == 5  # without decoys: test_tl.test_active_factors
+    assert MIN_EFFECT_GENES == 3  # without decoys: test_tl.test_active_factors
 
 
 def test_tools_share_their_passes_over_the_data(decoy_fit, monkeypatch):

@@ -161,7 +161,9 @@ def test_active_factors(fitted):
     assert (df["scale_collapsed"] == (df["relative_scale"] < 0.1)).all()
     assert (df.loc[~df["active"], "reason"] != "").all()
     assert adata.uns["spexlvm"]["active_factors"]["null"] == "threshold"  # no decoys
-    assert adata.uns["spexlvm"]["active_factors"]["min_effect_genes"] == 5  # its gate
+    assert adata.uns["spexlvm"]["active_factors"]["min_effect_genes"] == 3  # its gate
+    on = df[(df["kind"] == "annotated") & df["active"]]
+    assert len(on) and (on["n_effect"] >= 3).all()
     # without decoys the bar sits above noise: a factor explains ~1/n_cells of a gene by
     # chance, so even min_set_genes=0 asks r2_set >= 1 / n_cells
     few = adata[:25].copy()  # few cells: a high noise floor (0.04)

@@ -28,9 +28,11 @@ REASON_EFFECT = "< min_effect_genes genes with an effect"
 #: Default of ``min_set_genes``: chosen on scanpy's PBMCs with 50 C8 cell-type signatures
 #: and 30 decoys (about the 95% point of the decoys at every set size there).
 MIN_SET_GENES = 1.0
-#: Default of ``min_effect_genes`` without decoys in the fit: chosen on the same data (no
-#: decoy there had more than 4 of its genes with an effect; the immune signatures had 5-37).
-MIN_EFFECT_GENES = 5
+#: Default of ``min_effect_genes`` without decoys in the fit: the smallest gate that calls
+#: no more decoys active than the first gate of 5 on the choice data (PBMC / C8 seeds 0-2
+#: and the synthetic calibration data seeds 0-3, with the noise floor ``n_genes /
+#: n_cells``; a gate of 2 calls 2 of 10 synthetic decoys in one seed). benchmarks/RESULTS.md.
+MIN_EFFECT_GENES = 3
 #: Default of ``min_effect_genes`` with decoys in the fit, where the decoy null already
 #: bounds the false-positive rate: a set, not a single gene. Chosen on the same PBMC / C8
 #: data (seeds 0-2) and the synthetic calibration data (seeds 0-3): the most C8 signatures
@@ -82,8 +84,9 @@ def active_factors(
     gene's variance, the effect :func:`spexlvm.tl.refine` calls): a random set that
     happens to hold one strong marker gene gets a factor that explains it, but a pathway
     factor moves several of its genes. The default is 2 with decoys (a set, not a gene;
-    the decoy null bounds the rest) and 5 without them (chosen on the same PBMC / C8
-    data: no decoy there had more than 4 such genes; immune signatures had 5-37).
+    the decoy null bounds the rest) and 3 without them (chosen on the same PBMC / C8
+    data and synthetic data with known truth: the smallest gate that calls no more
+    decoys active than a gate of 5).
 
     Unannotated factors (sparse, dense) have no set: they are active when they explain
     at least ``min_r2`` of the variance of all genes (``uns[key]["r2"]``).
@@ -107,7 +110,7 @@ def active_factors(
         noise's ``n_genes / n_cells`` (without decoys).
     min_effect_genes
         Fewest genes of its set an active annotated factor moves by ``min_gene_r2``
-        (a smaller set: all its genes). Default: 2 with decoys in the fit, 5 without.
+        (a smaller set: all its genes). Default: 2 with decoys in the fit, 3 without.
     min_gene_r2
         Per-gene R² that counts as an effect.
     min_r2
