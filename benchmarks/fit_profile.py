@@ -61,9 +61,7 @@ def main() -> None:
     start = time.perf_counter()
     if not args.no_profile:
         profile.enable()
-    spexlvm.tl.fit(
-        adata, seed=args.seed, engine=args.engine, enable_progress_bar=False, **kwargs
-    )
+    spexlvm.tl.fit(adata, seed=args.seed, engine=args.engine, enable_progress_bar=False, **kwargs)
     profile.disable()
     wall = time.perf_counter() - start
     print(f"spexlvm from {spexlvm.__file__}")

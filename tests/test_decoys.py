@@ -259,8 +259,9 @@ def test_refine_with_decoys_calls_only_on_significant_sets(decoy_fit, monkeypatc
         return stats, pval, pval_adj, null
 
     monkeypatch.setattr(_refine, "set_pvalues", not_chosen)
-    with pytest.warns(UserWarning, match=rf"not significant against the decoys.*{chosen}"):
+    with pytest.warns(UserWarning, match=rf"not significant against the decoys.*{chosen}") as rec:
         gated = spexlvm.tl.refine(adata)
+    assert rec[0].filename == __file__  # points at the caller's line, not at refine
     assert not (gated["factor"] == chosen).any()
     assert set(gated["factor"]) == set(default["factor"]) - {chosen}
     ungated = spexlvm.tl.refine(adata, only_significant=False)
@@ -300,8 +301,9 @@ def test_refine_no_calls_on_factor_about_other_genes(decoy_fit):
     act = spexlvm.tl.active_factors(adata)
     assert act.loc["factor_1", "active"]
     assert act.loc["factor_1", "set_share"] < 0.4
-    with pytest.warns(UserWarning, match=r"outside their gene set.*factor_1"):
+    with pytest.warns(UserWarning, match=r"outside their gene set.*factor_1") as rec:
         changes = spexlvm.tl.refine(adata)
+    assert rec[0].filename == __file__  # the caller's line
     assert "factor_1" not in set(changes["factor"])
     stored = adata.uns["spexlvm"]["refine"]
     assert stored["n_off_set"] == 1 and stored["min_set_share"] == 0.4

@@ -33,6 +33,8 @@ from ._utils import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from anndata import AnnData
 
 logger = logging.getLogger(__name__)
@@ -305,52 +307,57 @@ def refine(
     return df
 
 
-def _warn_not_significant(names: np.ndarray, significance: float) -> None:
-    """Say which active factors of real sets refine skipped for the significance gate.
+def _warn_skipped(names: np.ndarray, decoy_log: str, message: Callable[[str], str]) -> None:
+    """Say which active factors refine made no calls on, and why.
 
-    With decoys in the fit only sets significant against them make calls; an active
-    set's factor that misses the gate would otherwise lose its calls unseen (on scanpy's
-    PBMCs with decoys, MHC class II in 2 of 5 seeds). Decoys are expected there: logged.
+    A user reading such a factor by its set's name would otherwise lose its calls unseen,
+    so the real sets get a warning (``message`` of their names, joined); decoys
+    (:func:`spexlvm.pp.decoy_gene_sets`) are expected there and only logged (``decoy_log``,
+    with their count).
     """
     if not len(names):
         return
     decoy = is_decoy(names)
     if decoy.any():
-        logger.info("No calls on %d active, not significant decoy factors.", int(decoy.sum()))
+        logger.info(decoy_log, int(decoy.sum()))
     real = [str(n) for n in names[~decoy]]
     if real:
         warnings.warn(
-            f"{len(real)} active gene-set factor(s) not significant against the decoys "
-            f"(tl.gene_set_test pval_adj >= {significance:g}): refine makes no calls on "
-            f"them: {', '.join(real)}. Their genes' changes could not be told from a random "
-            "set's; refine(only_significant=False) calls genes on them anyway (without that "
-            "calibration).",
+            message(f"{len(real)}: {', '.join(real)}"),
             UserWarning,
-            stacklevel=3,
+            stacklevel=5,  # past _warn_*, refine and its shared_passes wrapper: the caller
         )
+
+
+def _warn_not_significant(names: np.ndarray, significance: float) -> None:
+    """Active factors skipped for the significance gate (with decoys in the fit).
+
+    On scanpy's PBMCs with decoys this was MHC class II in 2 of 5 seeds.
+    """
+    _warn_skipped(
+        names,
+        "No calls on %d active, not significant decoy factors.",
+        lambda listed: (
+            f"Active gene-set factors not significant against the decoys (tl.gene_set_test "
+            f"pval_adj >= {significance:g}), no refine calls on them, {listed}. Their genes' "
+            "changes could not be told from a random set's; refine(only_significant=False) "
+            "calls genes on them anyway (without that calibration)."
+        ),
+    )
 
 
 def _warn_off_set(names: np.ndarray, min_set_share: float) -> None:
-    """Say which factors refine skipped because their effects lie mostly outside their set.
-
-    A user reading such a factor by its set's name is misled, so the real sets get a
-    warning; decoys (:func:`spexlvm.pp.decoy_gene_sets`) are expected there and only logged.
-    """
-    if not len(names):
-        return
-    decoy = is_decoy(names)
-    if decoy.any():
-        logger.info("No calls on %d decoy factors about other genes.", int(decoy.sum()))
-    real = [str(n) for n in names[~decoy]]
-    if real:
-        warnings.warn(
-            f"{len(real)} active factors have most of their effects outside their gene set "
-            f"(set_share < {min_set_share:g}; no refine calls on them): {', '.join(real)}. "
-            "Read them by their top loadings (spexlvm.pl.top_loadings), not by the set's name; "
-            "refine(min_set_share=0) calls genes on them anyway.",
-            UserWarning,
-            stacklevel=3,
-        )
+    """Active factors skipped because their effects lie mostly outside their set."""
+    _warn_skipped(
+        names,
+        "No calls on %d decoy factors about other genes.",
+        lambda listed: (
+            f"Active factors with most of their effects outside their gene set (set_share < "
+            f"{min_set_share:g}), no refine calls on them, {listed}. Read them by their top "
+            "loadings (spexlvm.pl.top_loadings), not by the set's name; refine(min_set_share=0) "
+            "calls genes on them anyway."
+        ),
+    )
 
 
 @docs.dedent
