@@ -320,3 +320,58 @@ def test_plots_use_tl_refine_and_auroc(adata):
     np.testing.assert_allclose(
         ax.images[0].get_array(), wide.loc[names[:2], ["A", "B", "C"]].to_numpy()
     )
+
+
+# ------------------------------------------------------------------ gene_attribution
+
+
+def test_gene_attribution_stacks_each_genes_leading_factors(adata, tmp_path):
+    """One bar per gene and rank: the widths are tl.gene_attribution's shares, stacked
+    from the left; out-of-set segments hatched; the AnnData is left as it was."""
+    genes = list(adata.var_names[:4])
+    before = set(adata.uns["spexlvm"])
+    path = tmp_path / "attribution.png"
+    ax = spexlvm.pl.gene_attribution(adata, genes, n_top=2, show=False, save=path)
+    assert _png(path)
+    assert set(adata.uns["spexlvm"]) == before  # a plot stores nothing
+    table = spexlvm.tl.gene_attribution(adata.copy(), genes, n_top=2)
+    assert len(ax.containers) == 2
+    for rank, container in enumerate(ax.containers, start=1):
+        rows = table[table["rank"] == rank]
+        np.testing.assert_allclose([b.get_width() for b in container], rows["r2"], rtol=1e-6)
+        hatched = [bool(b.get_hatch()) for b in container]
+        assert hatched == (~rows["in_set"].to_numpy()).tolist()
+    first = table[table["rank"] == 1]["r2"].to_numpy()
+    np.testing.assert_allclose([b.get_x() for b in ax.containers[1]], first, rtol=1e-6)
+    assert _labels(ax.get_yticklabels()) == genes
+    assert np.all(np.diff(ax.get_yticks()) < 0)  # first gene on top
+    assert "gene not in the set" in _labels(ax.get_legend().get_texts())
+
+
+def test_gene_attribution_of_a_factors_genes(adata):
+    """factor=: the set's genes that the fit explains most, that factor outlined."""
+    ax = spexlvm.pl.gene_attribution(adata, factor="factor_1", n_genes=5, n_top=3, show=False)
+    mask = adata.varm["spexlvm_mask"][:, 0].astype(bool)
+    shown = _labels(ax.get_yticklabels())
+    assert len(shown) == 5 and set(shown) <= set(adata.var_names[mask])
+    lead = spexlvm.tl.gene_attribution(adata.copy(), list(adata.var_names[mask]), n_top=1)
+    expected = lead.sort_values("r2", ascending=False, kind="stable")["gene"][:5]
+    assert shown == expected.tolist()
+    table = spexlvm.tl.gene_attribution(adata.copy(), shown, n_top=3)
+    outlined = [
+        to_hex(b.get_edgecolor()) == "#000000" and b.get_linewidth() > 0
+        for c in ax.containers
+        for b in c.patches
+    ]
+    by_rank = [table[table["rank"] == r]["factor"] == "factor_1" for r in (1, 2, 3)]
+    assert outlined == [bool(v) for col in by_rank for v in col]
+    assert any(outlined)  # planted genes go to their own factor
+    assert ax.get_title(loc="left").startswith("Genes of factor 1")
+    with pytest.raises(ValueError, match=r"either genes= .* or factor="):
+        spexlvm.pl.gene_attribution(adata, show=False)
+    with pytest.raises(ValueError, match="either genes="):
+        spexlvm.pl.gene_attribution(adata, ["x"], factor="factor_1", show=False)
+    with pytest.raises(ValueError, match="unannotated factor"):
+        spexlvm.pl.gene_attribution(adata, factor="dense_1", show=False)
+    with pytest.raises(KeyError, match="NOT_A_GENE"):
+        spexlvm.pl.gene_attribution(adata, ["NOT_A_GENE"], show=False)

@@ -27,6 +27,7 @@ written as given.
 
 from __future__ import annotations
 
+from ._attribution import gene_attribution
 from ._auroc import auroc
 from ._correlation import factor_correlation
 from ._decoy_check import decoy_check
@@ -48,6 +49,7 @@ __all__ = [
     "embedding",
     "enrichment",
     "factor_correlation",
+    "gene_attribution",
     "history",
     "mask_heatmap",
     "matrixplot",

@@ -65,6 +65,23 @@ def gene_attribution(
     gene set, the membership of :func:`spexlvm.pp.factor_membership`; ``False`` for
     unannotated factors). An h5ad-safe copy goes to ``adata.uns[key][key_added]``.
     """
+    df = attribution_table(adata, genes, n_top=n_top, key=key)
+    n = min(int(n_top), len(get_factor_names(adata, key)))
+    stored = frame_to_uns(df, index=None)
+    stored["n_top"] = n
+    store(adata, key, key_added, stored)
+    logger.info("Attributed %d gene(s) to their top %d factor(s).", len(df) // max(n, 1), n)
+    return df
+
+
+def attribution_table(
+    adata: AnnData,
+    genes: Sequence[str] | str | None = None,
+    *,
+    n_top: int = 3,
+    key: str = "spexlvm",
+) -> pd.DataFrame:
+    """:func:`gene_attribution`'s table, computed without storing it (for the plots)."""
     if int(n_top) < 1:
         raise ValueError(f"n_top must be at least 1, got {n_top}.")
     var_names = np.asarray(adata.var_names, dtype=str)
@@ -88,8 +105,4 @@ def gene_attribution(
             "in_set": pick(member, order, axis=1).ravel(),
         }
     )
-    stored = frame_to_uns(df, index=None)
-    stored["n_top"] = n
-    store(adata, key, key_added, stored)
-    logger.info("Attributed %d gene(s) to their top %d factor(s).", len(rows), n)
     return df
