@@ -14,7 +14,7 @@ from .._constants import KEYS
 from .._docs import plot_docs
 from ..tl._attribution import attribution_table
 from ..tl._utils import get_annotation
-from ._utils import OKABE_ITO, check_n_top, factor_names, resolve_factor
+from ._utils import OKABE_ITO, check_n_top, factor_names, legend_outside, resolve_factor
 from ._utils import save_or_show as _save_or_show
 from ._utils import short_name as _short_name
 
@@ -171,16 +171,7 @@ def gene_attribution(
     handles.append(
         Patch(facecolor="#777777", edgecolor="white", hatch="///", label="gene not in the set")
     )
-    ax.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        frameon=False,
-        fontsize="small",
-        title="factor",
-        title_fontsize="small",
-        alignment="left",
-    )
+    legend_outside(ax, handles, title="factor")
     return _save_or_show(
         ax, show=show, save=save, default_name="spexlvm_gene_attribution", close=created
     )

@@ -12,7 +12,7 @@ import numpy as np
 from .._constants import KEYS
 from .._docs import plot_docs
 from ..get import enrichment as get_enrichment
-from ._utils import check_n_top, factor_names, resolve_factor
+from ._utils import check_n_top, factor_names, legend_outside, resolve_factor
 from ._utils import save_or_show as _save_or_show
 from ._utils import short_name as _short_name
 
@@ -163,15 +163,8 @@ def enrichment(
     handles = [Patch(color=color, label=label) for shown, color, label in present if shown]
     if own.any():
         handles.append(Patch(facecolor="white", edgecolor=_OWN_EDGE, label="the factor's set"))
-    ax.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        frameon=False,
-        fontsize="small",
-        title=f"coloured: FDR < {fdr:g}\n* FDR < 0.05, ** < 0.01, *** < 0.001",
-        title_fontsize="small",
-        alignment="left",
+    legend_outside(
+        ax, handles, title=f"coloured: FDR < {fdr:g}\n* FDR < 0.05, ** < 0.01, *** < 0.001"
     )
     return _save_or_show(
         ax, show=show, save=save, default_name="spexlvm_enrichment", close=created

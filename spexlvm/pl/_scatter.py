@@ -11,7 +11,14 @@ import pandas as pd
 
 from .._constants import KEYS
 from .._docs import plot_docs
-from ._utils import NA_COLOR, category_colors, factor_names, get_scores, resolve_factor
+from ._utils import (
+    NA_COLOR,
+    category_colors,
+    factor_names,
+    get_scores,
+    legend_outside,
+    resolve_factor,
+)
 from ._utils import save_or_show as _save_or_show
 from ._utils import short_name as _short_name
 
@@ -227,10 +234,4 @@ def _scatter_categorical(adata, ax, color, values, sx, sy, order, kwargs, line_c
         line_cls([], [], marker="o", linestyle="", color=col, markersize=6, label=cat)
         for cat, col in labels
     ]
-    ax.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        frameon=False,
-        fontsize="small",
-    )
+    legend_outside(ax, handles)

@@ -20,6 +20,7 @@ from ._utils import (
     gene_status,
     get_loadings,
     get_results,
+    legend_outside,
     resolve_factor,
 )
 from ._utils import save_or_show as _save_or_show
@@ -197,17 +198,12 @@ def top_loadings(
         label = GENE_LABELS["removed"]
         label += f":\n{n_shown} of {n_removed_total} shown" if n_shown < n_removed_total else ""
         labels.append(label)
-    ax.legend(
+    legend_outside(
+        ax,
         handles,
         labels,
-        handler_map={tuple: HandlerTuple(ndivide=None)},
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        frameon=False,
-        fontsize="small",
         title="calls: tl.refine" if source == "refine" else f"active: |w| > {threshold:g} max",
-        title_fontsize="small",
-        alignment="left",
+        handler_map={tuple: HandlerTuple(ndivide=None)},
     )
     return _save_or_show(
         ax, show=show, save=save, default_name="spexlvm_top_loadings", close=created

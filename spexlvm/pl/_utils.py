@@ -354,6 +354,28 @@ def unique_labels(labels: list[str]) -> list[str]:
     return out
 
 
+def legend_outside(
+    ax: Axes, handles: list, labels: list[str] | None = None, *, title: str | None = None, **kwargs
+):
+    """The plots' legend: right of the axes, top-aligned, small, without a frame.
+
+    A ``title`` is small and left-aligned; ``kwargs`` go to :meth:`~matplotlib.axes.Axes.legend`
+    (``handler_map=...``).
+    """
+    options: dict[str, Any] = {
+        "loc": "upper left",
+        "bbox_to_anchor": (1.01, 1.0),
+        "frameon": False,
+        "fontsize": "small",
+    }
+    if title is not None:
+        options.update(title=title, title_fontsize="small", alignment="left")
+    options.update(kwargs)
+    if labels is None:
+        return ax.legend(handles=handles, **options)
+    return ax.legend(handles, labels, **options)
+
+
 def check_n_top(n_top: Any, name: str = "n_top") -> int:
     """A positive integer, or a :class:`ValueError`."""
     if isinstance(n_top, bool) or not isinstance(n_top, int | np.integer) or n_top < 1:

@@ -18,6 +18,7 @@ from ._utils import (
     factor_names,
     get_results,
     group_colors,
+    legend_outside,
     unique_labels,
 )
 from ._utils import save_or_show as _save_or_show
@@ -235,16 +236,7 @@ def _draw_groups(adata, ax, groupby, y, overall, per_group, groups) -> None:
         Line2D([], [], marker="o", ls="", color=c, markersize=6, label=g)
         for g, c in zip(groups, colors, strict=True)
     ]
-    ax.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        frameon=False,
-        fontsize="small",
-        title=groupby,
-        title_fontsize="small",
-        alignment="left",
-    )
+    legend_outside(ax, handles, title=groupby)
 
 
 def _heatmap(
