@@ -27,6 +27,7 @@ says). Which fits chose it and which only measured it: benchmarks/RESULTS.md.
 Usage::
 
     python benchmarks/call_rules.py DIR/pbmc_c8_seed*.h5ad DIR/synthetic_seed*.h5ad
+    python benchmarks/call_rules.py --changed FIT.h5ad  # a fit without decoys too
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import numpy as np
 from _common import quiet
 from scipy.stats import false_discovery_control
 
-from spexlvm.tl import _calls
+from spexlvm.tl import _calls, _pruning
 from spexlvm.tl._utils import get_annotation, get_loadings
 
 KNOWN = {
@@ -92,7 +93,7 @@ def null(stat, size, decoy, by_size: bool) -> np.ndarray:
     return p
 
 
-def evaluate(path: str) -> list[str]:
+def evaluate(path: str, changed: bool = False) -> list[str]:
     adata = ad.read_h5ad(path)
     stats = _calls.set_statistics(adata)
     size = stats["n_genes"].to_numpy()
@@ -105,7 +106,7 @@ def evaluate(path: str) -> list[str]:
     names = list(stats.index)
     name = os.path.basename(path).removesuffix(".h5ad")
     lines = []
-    for by_size, trimmed, gate in RULES:
+    for by_size, trimmed, gate in RULES if decoy.sum() >= _calls.MIN_DECOYS else []:
         first = log_trim if trimmed else log_r2
         p = np.minimum(
             1.0,
@@ -129,6 +130,17 @@ def evaluate(path: str) -> list[str]:
             f"| {known} |"
         )
     r2_genes = stats["r2_set"].to_numpy() * size
+    floor = r2_genes >= 1.0 + size / adata.n_obs
+    if changed:  # the factors the package's gate calls active and the gate of 5 does not
+        r2_all = np.asarray(adata.uns["spexlvm"]["r2"], dtype=np.float64)[: len(stats)]
+        gate = _pruning.MIN_EFFECT_GENES
+        new = floor & (n_effect >= np.minimum(gate, size)) & ~(n_effect >= np.minimum(5, size))
+        for i in np.flatnonzero(new):
+            lines.append(
+                f"| {name} | active at gate {gate}, not at 5 | {names[i]} | n_effect "
+                f"{n_effect[i]} | r2_set {stats['r2_set'].iloc[i]:.3f} | r2 {r2_all[i]:.4f} "
+                f"| set_share {stats['set_share'].iloc[i]:.2f} | | |"
+            )
     for label, bar, gate in (
         ("no decoys, >= 1", 1.0, 5),
         *(("no decoys, >= 1 + n/N", 1.0 + size / adata.n_obs, g) for g in NO_DECOY_GATES),
@@ -149,6 +161,11 @@ def evaluate(path: str) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("fits", nargs="+", help="h5ad files written by decoys.py --save")
+    parser.add_argument(
+        "--changed",
+        action="store_true",
+        help="also list the factors the package's gate without decoys calls active and 5 not",
+    )
     args = parser.parse_args()
     quiet()
     print(
@@ -157,7 +174,7 @@ def main() -> None:
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for path in args.fits:
-        for line in evaluate(path):
+        for line in evaluate(path, args.changed):
             print(line, flush=True)
 
 
