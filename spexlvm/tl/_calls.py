@@ -272,11 +272,12 @@ def _set_statistics(adata: AnnData, key: str, min_gene_r2: float) -> pd.DataFram
     -------
     One row per annotated factor: ``n_genes``, ``decoy`` (bool), ``r2_set``,
     ``n_effect`` (genes of the set whose per-gene R² from the factor,
-    ``w_gk^2 E[x_k^2] / var_g``, is at least ``min_gene_r2``), ``set_share`` (the share
-    of that R², over all genes where it is at least ``min_gene_r2``, that lies in the
-    set; NaN without any such gene; both read the R² of the posterior means, realised
-    in these cells, where :func:`spexlvm.tl.refine`'s threshold adds the scores'
-    posterior variance, :func:`factor_variance`), ``mean_in``, ``mean_out``
+    ``w_gk^2 mean(z_k^2) / var_g`` (:func:`gene_r2`), is at least ``min_gene_r2``),
+    ``set_share`` (the share of that R², over all genes where it is at least
+    ``min_gene_r2``, that lies in the set; NaN without any such gene; both read the R² of
+    the posterior means, realised in these cells, where :func:`spexlvm.tl.refine`'s
+    threshold adds the scores' posterior variance, :func:`factor_variance`),
+    ``mean_in``, ``mean_out``
     (mean absolute standardised loading ``|w_gk| / sd_g`` on / off the set), ``rho``
     (mean inter-gene correlation of the set), ``vif`` and ``t`` (correlation-adjusted
     two-sample statistic of the standardised loadings).
