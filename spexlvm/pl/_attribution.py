@@ -13,6 +13,7 @@ import numpy as np
 from .._constants import KEYS
 from .._docs import plot_docs
 from ..tl._attribution import attribution_table
+from ..tl._calls import shared_passes
 from ..tl._utils import get_annotation
 from ._utils import OKABE_ITO, check_n_top, factor_names, legend_outside, resolve_factor
 from ._utils import save_or_show as _save_or_show
@@ -31,6 +32,7 @@ OTHER_COLOR = "#BBBBBB"
 
 
 @plot_docs("spexlvm_gene_attribution")
+@shared_passes()  # factor=: the gene variances are read once for both tables
 def gene_attribution(
     adata: AnnData,
     genes: Sequence[str] | str | None = None,

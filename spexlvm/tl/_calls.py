@@ -300,13 +300,14 @@ def _set_statistics(adata: AnnData, key: str, min_gene_r2: float) -> pd.DataFram
         set_sumsq += ((z @ m) ** 2).sum(0)
     n_cells = float(x.shape[0])
     n_genes = x.shape[1]
-    score_sq = (scores * scores).mean(0)
     gene_r2_all = realised_r2(w, scores, var)
 
     size = mask.sum(0).astype(np.int64)
     n_in = size.astype(np.float64)
     n_out = n_genes - n_in
-    r2_set = (w * w * score_sq * m).sum(0) / np.maximum((var[:, None] * m).sum(0), 1e-300)
+    r2_set = (gene_r2_all * var[:, None] * m).sum(0) / np.maximum(
+        (var[:, None] * m).sum(0), 1e-300
+    )
     n_effect = ((gene_r2_all >= min_gene_r2) & mask).sum(0).astype(np.int64)
     effect = np.where(gene_r2_all >= min_gene_r2, gene_r2_all, 0.0)
     total = effect.sum(0)
