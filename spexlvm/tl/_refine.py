@@ -11,6 +11,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from .._docs import docs, tool_docs
+from .._utils import user_stacklevel
 from ..pp._decoys import is_decoy
 from ..pp._io import write_gmt
 from ._calls import (
@@ -325,7 +326,7 @@ def _warn_skipped(names: np.ndarray, decoy_log: str, message: Callable[[str], st
         warnings.warn(
             message(f"{len(real)}: {', '.join(real)}"),
             UserWarning,
-            stacklevel=5,  # past _warn_*, refine and its shared_passes wrapper: the caller
+            stacklevel=user_stacklevel(),
         )
 
 
