@@ -157,3 +157,20 @@ def recovery():
 def nested_equal():
     """:func:`assert_nested_equal`."""
     return assert_nested_equal
+
+
+@pytest.fixture
+def data_passes(monkeypatch):
+    """A list that grows by one for every pass the tools' statistics make over the data
+    (each call of ``spexlvm.tl._calls.dense_chunks``)."""
+    from spexlvm.tl import _calls
+
+    passes = []
+    original = _calls.dense_chunks
+
+    def counting(x, chunk):
+        passes.append(chunk)
+        return original(x, chunk)
+
+    monkeypatch.setattr(_calls, "dense_chunks", counting)
+    return passes

@@ -157,11 +157,10 @@ def test_min_effect_genes_default_depends_on_the_null(decoy_fit):
     assert MIN_EFFECT_GENES == 3  # without decoys: test_tl.test_active_factors
 
 
-def test_tools_share_their_passes_over_the_data(decoy_fit, monkeypatch):
+def test_tools_share_their_passes_over_the_data(decoy_fit, request):
     """Tools that call other tools read the data once per statistic: refine three passes
     (gene variances, the score regression, the sets' correlations), gene_set_test two,
     the decoy table of all three calls three; the results are those of separate calls."""
-    from spexlvm.tl import _calls
     from spexlvm.tl._decoy_check import decoy_table
 
     adata, _ = decoy_fit
@@ -171,14 +170,7 @@ def test_tools_share_their_passes_over_the_data(decoy_fit, monkeypatch):
         "test": spexlvm.tl.gene_set_test(adata),
         "act": spexlvm.tl.active_factors(adata),
     }
-    passes = []
-    original = _calls.dense_chunks
-
-    def counting(x, chunk):
-        passes.append(chunk)
-        return original(x, chunk)
-
-    monkeypatch.setattr(_calls, "dense_chunks", counting)
+    passes = request.getfixturevalue("data_passes")  # counting from here on
     pd.testing.assert_frame_equal(spexlvm.tl.refine(adata), separate["refine"])
     assert len(passes) == 3
     passes.clear()

@@ -348,22 +348,11 @@ def test_gene_attribution_stacks_each_genes_leading_factors(adata, tmp_path):
     assert "gene not in the set" in _labels(ax.get_legend().get_texts())
 
 
-def test_gene_attribution_of_a_factors_genes(adata, monkeypatch):
+def test_gene_attribution_of_a_factors_genes(adata, data_passes):
     """factor=: the set's genes that the fit explains most, that factor outlined; the data
     are read once for the two tables it builds."""
-    from spexlvm.tl import _calls
-
-    passes = []
-    original = _calls.dense_chunks
-
-    def counting(x, chunk):
-        passes.append(chunk)
-        return original(x, chunk)
-
-    monkeypatch.setattr(_calls, "dense_chunks", counting)
     ax = spexlvm.pl.gene_attribution(adata, factor="factor_1", n_genes=5, n_top=3, show=False)
-    assert len(passes) == 1
-    monkeypatch.undo()
+    assert len(data_passes) == 1
     mask = adata.varm["spexlvm_mask"][:, 0].astype(bool)
     shown = _labels(ax.get_yticklabels())
     assert len(shown) == 5 and set(shown) <= set(adata.var_names[mask])
