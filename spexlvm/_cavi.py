@@ -30,11 +30,10 @@ products of a gradient step; the updates cost ``G K^2`` per conjugate-gradient i
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 
-from ._module import SpexLVMModule
+from ._module import SpexLVMModule, overlap_logit
 
 #: Largest system (factors + covariate columns) solved directly (Cholesky) per gene;
 #: larger ones use preconditioned conjugate gradients warm-started at the current means.
@@ -384,7 +383,8 @@ def update_score_overlap(module: SpexLVMModule, stats: dict[str, torch.Tensor]) 
     The ELBO depends on ``rho`` only through ``-0.5 (tr(R^-1 M) + N log |R|)`` with
     ``M = sum_n E[x_n x_n^T]``; in the eigenbasis of the overlap ``C`` this is
     ``-0.5 sum_i (m_i / d_i + N log d_i)``, ``d_i = 1 - rho + rho lambda_i``, maximised by a
-    grid search refined twice (exact to ~1e-5 in ``rho``). ``stats``' ``kl_x`` is brought up
+    grid search refined twice (exact to ~1e-5 in ``rho``) over ``[0, min(0.999,
+    score_overlap_max)]``. ``stats``' ``kl_x`` is brought up
     to date. Nothing happens unless ``rho`` is learned.
     """
     if not (module.learn_score_overlap and module.correlated_scores):
@@ -397,14 +397,17 @@ def update_score_overlap(module: SpexLVMModule, stats: dict[str, torch.Tensor]) 
         d = (1.0 - rho[:, None] + rho[:, None] * lam).clamp_min(1e-6)
         return (m / d).sum(-1) + n * torch.log(d).sum(-1)
 
-    lo, hi = 0.0, 0.999
+    top = min(0.999, float(module.score_overlap_max))
+    lo, hi = 0.0, top
     for _ in range(3):
         grid = torch.linspace(lo, hi, 101, dtype=torch.float64, device=lam.device)
         best = int(torch.argmin(objective(grid)))
         step = (hi - lo) / 100
-        lo, hi = max(0.0, float(grid[best]) - step), min(0.999, float(grid[best]) + step)
-    rho = min(max(float(grid[best]), 1e-4), 0.999)
-    module.score_overlap_logit.copy_(torch.tensor(math.log(rho / (1.0 - rho))))
+        lo, hi = max(0.0, float(grid[best]) - step), min(top, float(grid[best]) + step)
+    rho = min(max(float(grid[best]), 1e-4), top)
+    module.score_overlap_logit.copy_(
+        torch.tensor(overlap_logit(rho, float(module.score_overlap_max)))
+    )
     shift = module.score_kl_shift(stats)
     prec, logdet = module.score_prior_precision()
     stats["kl_x"] = stats["kl_x"] + shift

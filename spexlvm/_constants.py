@@ -30,3 +30,8 @@ REGISTRY_KEYS = _RegistryKeys()
 #: Prefixes of the unannotated factors' names.
 SPARSE_PREFIX = "sparse_"
 DENSE_PREFIX = "dense_"
+
+#: Default upper bound of the learned weight ``rho`` of the scores' prior correlation
+#: (:class:`~spexlvm.SpexLVM`'s ``score_overlap_max``): none. benchmarks/RESULTS.md, "The
+#: learned prior correlation creeps towards 1".
+SCORE_OVERLAP_MAX = 1.0

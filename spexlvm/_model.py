@@ -24,7 +24,7 @@ from scvi.data.fields import (
 from scvi.model.base import BaseModelClass, PyroSviTrainMixin
 from scvi.utils import setup_anndata_dsp
 
-from ._constants import DENSE_PREFIX, KEYS, REGISTRY_KEYS, SPARSE_PREFIX
+from ._constants import DENSE_PREFIX, KEYS, REGISTRY_KEYS, SCORE_OVERLAP_MAX, SPARSE_PREFIX
 from ._data import RowReader, SpexLVMDataModule, obs_fields
 from ._docs import docs
 from ._init import covariate_encoding, initial_loadings
@@ -198,6 +198,16 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         keeps ``rho`` at ``score_overlap`` (the previous default; with the
         ``"genes"`` basis a learned ``rho`` ran to 0.97-0.99 on PBMC, where the B-cell
         receptor set inside the adaptive immune system then tracked its neighbours).
+    score_overlap_max
+        Upper bound of the learned ``rho``, in (0, 1] (``rho = score_overlap_max *
+        sigmoid(logit)``). Default 1: no bound. Learned freely, ``rho`` creeps towards 1
+        on data with many overlapping sets (PBMC with every Reactome set, mESC, PBMC with
+        every C8 signature: 0.997-0.9997 after 2,500-4,000 epochs), the factors move with
+        it and the fit does not settle within ``max_epochs``, so what it reports depends
+        on how long it ran. On the choice data (PBMC with every C8 signature) no bound
+        tried (0.95-0.99) marked the signatures' cell types better than none on average,
+        so there is none by default; ``benchmarks/RESULTS.md``, "The learned prior
+        correlation creeps towards 1".
     shared_local_scale
         Give each gene one horseshoe local scale for all of its gene sets' loadings,
         instead of one per loading: a gene that several sets hold is then on or off in
@@ -239,6 +249,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         score_overlap: float = 0.3,
         learn_score_overlap: bool = True,
         score_overlap_basis: str = "data",
+        score_overlap_max: float = SCORE_OVERLAP_MAX,
         shared_local_scale: bool = False,
     ):
         sync_verbosity()
@@ -260,6 +271,13 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             raise ValueError(f"dense_slab must be positive, got {dense_slab!r}.")
         if not 0.0 <= score_overlap < 1.0:
             raise ValueError(f"score_overlap must lie in [0, 1), got {score_overlap!r}.")
+        if not 0.0 < score_overlap_max <= 1.0:
+            raise ValueError(f"score_overlap_max must lie in (0, 1], got {score_overlap_max!r}.")
+        if score_overlap >= score_overlap_max:
+            raise ValueError(
+                f"score_overlap={score_overlap!r} (where rho starts) must be below "
+                f"score_overlap_max={score_overlap_max!r} (its bound)."
+            )
         if score_overlap_basis not in ("data", "exclusive", "genes"):
             raise ValueError(
                 "score_overlap_basis must be 'data', 'exclusive' or 'genes', got "
@@ -422,6 +440,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             score_overlap_corr=overlap,
             score_overlap=float(score_overlap),
             learn_score_overlap=bool(learn_score_overlap),
+            score_overlap_max=float(score_overlap_max),
             shared_local_scale=shared,
             **cov_kwargs,
         )

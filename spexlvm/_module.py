@@ -132,6 +132,12 @@ def _expected_softplus(mean: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
     return _ExpectedSoftplus.apply(mean, sd)
 
 
+def overlap_logit(rho: float, largest: float = 1.0) -> float:
+    """The logit that gives ``rho = largest * sigmoid(logit)`` (``rho`` at least 1e-4)."""
+    share = min(max(rho / largest, 1e-4), 1.0 - 1e-6)
+    return math.log(share / (1.0 - share))
+
+
 def all_finite(x: torch.Tensor) -> bool:
     """Whether every entry of ``x`` is finite (no NaN, no infinity).
 
@@ -265,6 +271,11 @@ class SpexLVMModule(PyroBaseModuleClass):
     learn_score_overlap
         Whether ``rho`` is learned by maximising the ELBO (a point estimate, empirical
         Bayes) instead of fixed.
+    score_overlap_max
+        Upper bound of ``rho`` in (0, 1]: ``rho = score_overlap_max * sigmoid(logit)``.
+        Learned without a bound, ``rho`` can creep towards 1 (``R -> C``), where the
+        scores of related sets become near copies of one another; see
+        :class:`~spexlvm.SpexLVM`.
     """
 
     def __init__(
@@ -292,6 +303,7 @@ class SpexLVMModule(PyroBaseModuleClass):
         score_overlap_corr: torch.Tensor | None = None,
         score_overlap: float = 0.0,
         learn_score_overlap: bool = False,
+        score_overlap_max: float = 1.0,
         shared_local_scale: torch.Tensor | None = None,
     ):
         super().__init__()
@@ -361,13 +373,15 @@ class SpexLVMModule(PyroBaseModuleClass):
             covariate_prior_scale,
             init_covariate_effects,
         )
-        self._init_score_prior(score_overlap_corr, score_overlap, learn_score_overlap)
+        self._init_score_prior(
+            score_overlap_corr, score_overlap, learn_score_overlap, score_overlap_max
+        )
         self._init_shared_local_scale(shared_local_scale)
 
     def _init_score_prior(
-        self, overlap_corr: torch.Tensor | None, overlap: float, learn: bool
+        self, overlap_corr: torch.Tensor | None, overlap: float, learn: bool, largest: float = 1.0
     ) -> None:
-        """The scores' prior ``N(0, R)``, ``R = (1 - rho) I + rho C``.
+        """The scores' prior ``N(0, R)``, ``R = (1 - rho) I + rho C``, ``rho <= largest``.
 
         ``C`` is kept as its eigendecomposition, so that ``R^-1`` and ``log |R|`` are exact
         and cheap for any ``rho`` (eigenvalues ``d_i = 1 - rho + rho lambda_i``).
@@ -388,12 +402,21 @@ class SpexLVMModule(PyroBaseModuleClass):
             raise ValueError("score_overlap_corr must be positive semi-definite.")
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"score_overlap must lie in [0, 1), got {overlap!r}.")
+        if not 0.0 < largest <= 1.0:
+            raise ValueError(f"score_overlap_max must lie in (0, 1], got {largest!r}.")
+        if overlap >= largest:
+            raise ValueError(
+                f"score_overlap={overlap!r} must be below score_overlap_max={largest!r}: "
+                "rho starts below its bound."
+            )
         self.register_buffer("score_overlap_basis", basis.float())
         self.register_buffer("score_overlap_eig", eig.clamp_min(0.0).float())
+        # rho's bound (state: a saved model keeps it; models saved before it: no bound)
+        self.register_buffer("score_overlap_max", torch.tensor(float(largest)))
         overlapping = not torch.allclose(corr, torch.eye(k, dtype=corr.dtype))
-        # rho = sigmoid(logit): learned by the ELBO (empirical Bayes; only when some sets
-        # overlap: otherwise rho changes nothing) or fixed
-        logit = math.log(max(overlap, 1e-4) / (1.0 - overlap))
+        # rho = largest * sigmoid(logit): learned by the ELBO (empirical Bayes; only when
+        # some sets overlap: otherwise rho changes nothing) or fixed
+        logit = overlap_logit(overlap, largest)
         self.score_overlap_logit = nn.Parameter(
             torch.tensor(logit), requires_grad=bool(learn and overlapping)
         )
@@ -453,7 +476,7 @@ class SpexLVMModule(PyroBaseModuleClass):
         """``rho``, the weight of the sets' overlap in the scores' prior correlation."""
         if not self._overlap_on:
             return torch.zeros((), device=self.score_overlap_logit.device)
-        return torch.sigmoid(self.score_overlap_logit)
+        return self.score_overlap_max * torch.sigmoid(self.score_overlap_logit)
 
     @property
     def correlated_scores(self) -> bool:
@@ -476,7 +499,8 @@ class SpexLVMModule(PyroBaseModuleClass):
             eye = torch.eye(self.n_factors, device=v.device)
             return eye, torch.zeros((), device=v.device)
         logit = self.score_overlap_logit
-        key = (v.data_ptr(), v._version, logit.data_ptr(), logit._version, v.device)
+        top = self.score_overlap_max
+        key = (v.data_ptr(), v._version, logit.data_ptr(), logit._version, top._version, v.device)
         cache = getattr(self, "_score_prior_cache", None)
         if not logit.requires_grad and cache is not None and cache[0] == key:
             return cache[1], cache[2]
@@ -522,6 +546,8 @@ class SpexLVMModule(PyroBaseModuleClass):
         state_dict.setdefault(prefix + "score_overlap_logit", torch.tensor(-9.21, device=dev))
         state_dict.setdefault(prefix + "score_overlap_on", torch.tensor(False, device=dev))
         state_dict.setdefault(prefix + "score_overlap_any", torch.tensor(False, device=dev))
+        # models saved before rho had a bound: none
+        state_dict.setdefault(prefix + "score_overlap_max", torch.tensor(1.0, device=dev))
         # models saved before the shared local scales: every loading its own
         g = self.n_vars
         state_dict.setdefault(

@@ -16,6 +16,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._constants import SCORE_OVERLAP_MAX
+
 # the demo and the summary helpers spexlvm fit shares with it; run_demo and the demo's
 # constants are re-exported (they were defined here)
 from ._demo import (
@@ -186,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "Learn that weight from the data (empirical Bayes; learn_score_overlap of "
             "spexlvm.SpexLVM). Default: learned."
+        ),
+    )
+    fit.add_argument(
+        "--score-overlap-max",
+        type=float,
+        default=SCORE_OVERLAP_MAX,
+        help=(
+            "Upper bound of that weight, in (0, 1] (score_overlap_max of spexlvm.SpexLVM): "
+            f"default {SCORE_OVERLAP_MAX}."
         ),
     )
     fit.add_argument(
@@ -574,6 +585,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             model_kwargs={
                 "score_overlap": args.score_overlap,
                 "learn_score_overlap": args.learn_score_overlap,
+                "score_overlap_max": args.score_overlap_max,
                 "score_overlap_basis": args.score_overlap_basis,
             },
         )

@@ -102,8 +102,8 @@ def test_fit_engine_cavi(inputs, tmp_path):
 
 def test_fit_score_overlap(inputs, tmp_path):
     """--score-overlap reaches the model (with --no-learn-score-overlap 0 is independent
-    scores; by default it is where the learned weight starts); a bad value is a clear
-    error."""
+    scores; by default it is where the learned weight starts), so does its bound
+    --score-overlap-max; a bad value is a clear error."""
     out = tmp_path / "out.h5ad"
     args = ["-q", "fit", str(inputs["annotated"]), "--out", str(out), "--max-epochs", "3"]
     assert main([*args, "--score-overlap", "0", "--no-learn-score-overlap"]) == 0
@@ -119,6 +119,10 @@ def test_fit_score_overlap(inputs, tmp_path):
     params = ad.read_h5ad(out).uns["spexlvm"]["params"]
     assert params["learn_score_overlap"] and params["score_overlap"] != pytest.approx(0.3)
     assert main([*args, "--score-overlap-basis", "cells"]) != 0
+    assert main([*args, "--score-overlap-max", "0.5"]) == 0  # the bound reaches the model
+    params = ad.read_h5ad(out).uns["spexlvm"]["params"]
+    assert params["score_overlap_max"] == 0.5 and 0.0 < params["score_overlap"] <= 0.5
+    assert main([*args, "--score-overlap-max", "0.2"]) != 0  # below where rho starts
 
 
 def test_fit_backed_with_checkpoints(inputs, tmp_path):

@@ -67,6 +67,7 @@ def _module(
     slab_df: float = 1.0,
     score_corr: torch.Tensor | None = None,
     learn_overlap: bool = False,
+    overlap_max: float = 1.0,
     shared_scale: torch.Tensor | None = None,
 ) -> SpexLVMModule:
     """The module with its data constants from ``x`` and perturbed variational parameters
@@ -91,7 +92,8 @@ def _module(
         n, slab, mean, 1.0, cnt, torch.randn(G, K) * 0.5, torch.ones(G) * 0.5,
         gene_sumsq=(yc**2).sum(0), dense=torch.tensor([False, False, True]),
         dense_noise_scaled=noise_scaled, slab_df=slab_df, score_overlap_corr=score_corr,
-        score_overlap=0.0 if score_corr is None else 0.5, learn_score_overlap=learn_overlap,
+        score_overlap=0.0 if score_corr is None else min(0.5, overlap_max / 2),
+        learn_score_overlap=learn_overlap, score_overlap_max=overlap_max,
         shared_local_scale=shared_scale, **cov_kwargs,
     )  # fmt: skip
     with torch.no_grad():
@@ -385,6 +387,44 @@ def test_learned_score_overlap_gradient_and_closed_form_update():
         assert after == pytest.approx(total_at(float(m.score_overlap())), rel=1e-9)
     assert after > before
     assert after >= best - 1e-6 * abs(best)
+
+
+def test_score_overlap_bound():
+    """``score_overlap_max`` bounds the learned ``rho`` whatever its logit: the gradient
+    step and coordinate ascent's closed-form update both stay below it, a bad bound or a
+    start above it is refused, and a state dict saved before the bound loads without one."""
+    from spexlvm._cavi import minibatch_statistics, update_score_overlap
+
+    x = _data(n=40)
+    m = _module(x, _slab(0.3), score_corr=SCORE_CORR, learn_overlap=True, overlap_max=0.2)
+    for logit in (-5.0, 0.0, 5.0, 40.0):
+        m.score_overlap_logit.data.fill_(logit)
+        rho = float(m.score_overlap().detach())
+        assert 0.0 < rho <= 0.2 + 1e-7  # (float32)
+        prec, logdet = m.score_prior_precision()  # R from the bounded rho
+        r = (1 - rho) * torch.eye(K) + rho * SCORE_CORR
+        torch.testing.assert_close(prec, torch.linalg.inv(r), rtol=1e-4, atol=1e-5)
+        assert float(logdet) == pytest.approx(float(torch.logdet(r)), abs=1e-4)
+    m = m.double()
+    free = _module(x, _slab(0.3), score_corr=SCORE_CORR, learn_overlap=True).double()
+    m.load_state_dict({**free.state_dict(), "score_overlap_max": torch.tensor(0.2)})
+    stats = minibatch_statistics(free, x.double())
+    update_score_overlap(free, {k: v.clone() for k, v in stats.items()})
+    update_score_overlap(m, stats)
+    # the unbounded optimum lies above the bound, the bounded one on it
+    assert float(free.score_overlap().detach()) > 0.2
+    assert float(m.score_overlap().detach()) == pytest.approx(0.2, abs=1e-3)
+    with pytest.raises(ValueError, match=r"score_overlap_max must lie in \(0, 1\]"):
+        _module(x, _slab(0.3), score_corr=SCORE_CORR, overlap_max=1.5)
+    with pytest.raises(ValueError, match="must be below score_overlap_max"):
+        SpexLVMModule(
+            40, _slab(0.3), torch.zeros(G), 1.0, torch.full((G,), 40.0), torch.zeros(G, K),
+            torch.ones(G), score_overlap_corr=SCORE_CORR, score_overlap=0.5,
+            score_overlap_max=0.4,
+        )  # fmt: skip
+    old = {k: v for k, v in m.state_dict().items() if k != "score_overlap_max"}
+    m.load_state_dict(old)
+    assert float(m.score_overlap_max) == 1.0
 
 
 def test_analytic_elbo_loss_interface():

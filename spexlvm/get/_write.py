@@ -113,6 +113,7 @@ def _write_results(
         # rho of the scores' prior (SpexLVM(score_overlap=...)): as fitted when learned
         "score_overlap": float(model.module.score_overlap().detach()),
         "learn_score_overlap": bool(model.module.learn_score_overlap),
+        "score_overlap_max": float(model.module.score_overlap_max),
         "score_overlap_basis": str(
             model.init_params_["non_kwargs"].get("score_overlap_basis", "genes")
         ),
