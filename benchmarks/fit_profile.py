@@ -3,7 +3,9 @@
 Cases: ``paper`` (:func:`spexlvm.datasets.synthetic` 10,000 x 8,000, K = 100, 20% noise, no
 extra sets: the issue-16 paper size), ``a`` (2,000 x 1,000, K = 20 + 4 extra sets) and
 ``mesc`` (the mESC data, 6,000 most variable genes, hallmark + Reactome sets with 40-300
-genes found, one dense factor: issue 16's mESC case, as ``preprocessing_grid.py``).
+genes found, one dense factor: issue 16's mESC case, as ``preprocessing_grid.py``) and
+``pbmc`` (pbmc68k_reduced ``.raw``, every Reactome set with >= 10 genes found, one dense
+factor: the quickstart's and issue 14's PBMC case).
 ``--max-epochs`` caps the fit (the per-epoch profile of a long fit).
 Prints the fit's wall time and passes, then the ``--top`` functions by cumulative time
 (``--match`` keeps the rows whose function name holds one of the given strings).
@@ -37,7 +39,7 @@ CASES = {"a": (2000, 1000, 20, 0.2), "paper": (10_000, 8000, 100, 0.0)}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=[*CASES, "mesc"], default="paper")
+    parser.add_argument("--case", choices=[*CASES, "mesc", "pbmc"], default="paper")
     parser.add_argument("--engine", choices=["adam", "cavi"], default="cavi")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--top", type=int, default=40)
@@ -54,6 +56,11 @@ def main() -> None:
 
         adata, sets = load("mesc", "6000")
         kwargs.update(gene_sets=sets, min_genes=40, max_genes=300, n_dense=1)
+    elif args.case == "pbmc":
+        from preprocessing_grid import load
+
+        adata, sets = load("pbmc", "all")
+        kwargs.update(gene_sets=sets, min_genes=10, n_dense=1)
     else:
         n, g, k, extra = CASES[args.case]
         adata = spexlvm.datasets.synthetic(n, g, k, noise=0.2, extra=extra, seed=args.seed)

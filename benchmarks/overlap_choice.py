@@ -14,9 +14,15 @@ Reactome sets and mESC only measure it (``preprocessing_grid.py``). ``--data pap
 paper-size synthetic data (2,000 x 1,000 x 20, 20% noise, 20% extra sets), F1, epochs and
 wall time, for the no-regression check.
 
+``--data c8all`` fits every C8 signature with >= 10 genes found (280 sets, near-duplicates
+of many cell types) beside the same scored signatures: the choice data of rho's bound
+(``--overlap-max``), where the learned rho creeps towards 1 as on PBMC's Reactome sets.
+
 Usage::
 
     python benchmarks/overlap_choice.py --overlap 0 0.5 0.9 --n-dense 0 1 --seeds 0
+    python benchmarks/overlap_choice.py --data c8all --learn --overlap 0.3 \\
+        --overlap-max 1 0.99 0.97 0.95 0.93 0.9
     python benchmarks/overlap_choice.py --data graded --overlap 0 0.5 --seeds 0 1
     python benchmarks/overlap_choice.py --data paper --overlap 0 0.5 --seeds 0 1
     python benchmarks/overlap_choice.py --table LOG
@@ -25,6 +31,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import time
@@ -34,6 +41,7 @@ from _common import C8, quiet, score_genes_auroc
 from sklearn.metrics import roc_auc_score
 
 import spexlvm
+from spexlvm._constants import SCORE_OVERLAP_MAX
 
 TYPES = {
     "MONOCYTE": "CD14+ Monocyte",
@@ -58,12 +66,23 @@ def signatures() -> tuple[dict[str, list[str]], dict[str, str]]:
     return sets, pairs
 
 
-def data():
-    """AnnData, gene sets (hallmark + signatures), signature -> label."""
+def data(all_c8: bool = False):
+    """AnnData, gene sets (hallmark + signatures), signature -> label.
+
+    ``all_c8``: every C8 signature with >= 10 genes found joins the fit (280 sets: many
+    near-duplicates of other cell types' signatures too); the scored signatures are the
+    same.
+    """
     sigs, pairs = signatures()
     adata = spexlvm.datasets.pbmc68k_reduced()
     found = {k: v for k, v in sigs.items() if len(set(v) & set(adata.var_names)) >= MIN_GENES}
     pairs = {k: pairs[k] for k in found}
+    if all_c8:
+        with open(C8) as fh:
+            for line in fh:
+                name, _, *genes = line.rstrip("\n").split("\t")
+                if len(set(genes) & set(adata.var_names)) >= MIN_GENES:
+                    found[name] = genes
     return adata, {**spexlvm.datasets.gene_sets("hallmark"), **found}, pairs
 
 
@@ -78,11 +97,19 @@ def baseline() -> dict[str, float]:
     return out
 
 
-def _prior(overlap: float, learn: bool, shared: bool, basis: str, slab_df: float = 1.0) -> dict:
+def _prior(
+    overlap: float,
+    learn: bool,
+    shared: bool,
+    basis: str,
+    slab_df: float = 1.0,
+    overlap_max: float = SCORE_OVERLAP_MAX,
+) -> dict:
     """``SpexLVM``'s keyword arguments of the scores' prior, the local scales and the slab."""
     return {
         "score_overlap": overlap,
         "learn_score_overlap": learn,
+        "score_overlap_max": overlap_max,
         "shared_local_scale": shared,
         "score_overlap_basis": basis,
         "slab_df": slab_df,
@@ -98,9 +125,11 @@ def run(
     shared: bool = False,
     basis: str = "data",
     slab_df: float = 1.0,
+    overlap_max: float = SCORE_OVERLAP_MAX,
+    all_c8: bool = False,
 ) -> dict:
     """One fit: the AUROC of every signature's factor against its label."""
-    adata, sets, pairs = data()
+    adata, sets, pairs = data(all_c8)
     start = time.perf_counter()
     spexlvm.tl.fit(
         adata,
@@ -109,10 +138,11 @@ def run(
         n_dense=n_dense,
         seed=seed,
         engine=engine,
-        model_kwargs=_prior(overlap, learn, shared, basis, slab_df),
+        model_kwargs=_prior(overlap, learn, shared, basis, slab_df, overlap_max),
         enable_progress_bar=False,
     )
     out = {"overlap": overlap, "learn": learn, "n_dense": n_dense, "seed": seed, "engine": engine}
+    out["data"], out["overlap_max"] = "c8all" if all_c8 else "c8", overlap_max
     out["shared"], out["basis"], out["slab_df"] = shared, basis, slab_df
     out["wall_s"] = time.perf_counter() - start
     out["epochs"] = int(adata.uns["spexlvm"]["params"]["n_epochs"])
@@ -183,8 +213,10 @@ def table(path: str) -> None:
             r["n_dense"],
             r.get("basis", "genes"),
             r.get("shared", False),
+            r.get("data", "c8"),
             r.get("learn", False),
             r["overlap"],
+            r.get("overlap_max", 1.0),
             r["engine"],
             r.get("slab_df", 1.0),
             r["seed"],
@@ -194,8 +226,9 @@ def table(path: str) -> None:
         auc = r["auroc"]
         med = [np.median([v for k, v in auc.items() if pairs[k] == t]) for t in types]
         short = [base[k] - v for k, v in auc.items()]
+        every = " (all C8 signatures in the fit)" if r.get("data") == "c8all" else ""
         print(
-            f"| {r['n_dense']} | {_rho(r)} | {r['engine']} | {r['seed']} | "
+            f"| {r['n_dense']} | {_rho(r)}{every} | {r['engine']} | {r['seed']} | "
             + " | ".join(f"{m:.3f}" for m in med)
             + f" | {np.median(short):.3f} | {sum(s > 0.02 for s in short)}/{len(short)}"
             + f" | {r['epochs']} |"
@@ -211,10 +244,12 @@ def run_synthetic(
     basis: str = "data",
     engine: str = "adam",
     slab_df: float = 1.0,
+    overlap_max: float = SCORE_OVERLAP_MAX,
 ) -> dict:
     """One fit on ``graded`` or ``paper`` synthetic data: recovery of the planted truth."""
-    kwargs = _prior(overlap, learn, shared, basis, slab_df)
+    kwargs = _prior(overlap, learn, shared, basis, slab_df, overlap_max)
     out = {"data": data, "overlap": overlap, "learn": learn, "seed": seed, "shared": shared}
+    out["overlap_max"] = overlap_max
     out["engine"], out["slab_df"] = engine, slab_df
     out["basis"] = basis
     if data == "graded":
@@ -256,6 +291,10 @@ def _rho(r: dict) -> str:
         shared = f" ({r.get('basis', 'genes')}){shared}"
     if r.get("slab_df", 1.0) != 1.0:
         shared += f", slab df {r['slab_df']:g}"
+    if r.get("overlap_max", 1.0) != 1.0:
+        shared += f", at most {r['overlap_max']:g}"
+    if r.get("variant"):  # score_prior_directions.py
+        shared += f", {r['variant']}"
     if r.get("learn"):
         return f"learned from {r['overlap']}: {r['rho']:.3f}{shared}"
     return f"{r['overlap']}{shared}"
@@ -264,7 +303,7 @@ def _rho(r: dict) -> str:
 def main() -> None:
     """Parse the command line; fit, score or tabulate."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", choices=["c8", "graded", "paper"], default="c8")
+    parser.add_argument("--data", choices=["c8", "c8all", "graded", "paper"], default="c8")
     parser.add_argument("--overlap", type=float, nargs="+", default=[0.0])
     parser.add_argument("--n-dense", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -282,6 +321,13 @@ def main() -> None:
     parser.add_argument(
         "--slab-df", type=float, default=1.0, help="SpexLVM(slab_df=...); 1 is the default"
     )
+    parser.add_argument(
+        "--overlap-max",
+        type=float,
+        nargs="+",
+        default=[SCORE_OVERLAP_MAX],
+        help="SpexLVM(score_overlap_max=...): rho's bound, one fit per value",
+    )
     parser.add_argument("--baseline", action="store_true")
     parser.add_argument("--table", metavar="LOG")
     args = parser.parse_args()
@@ -292,35 +338,37 @@ def main() -> None:
     if args.baseline:
         print(json.dumps({"baseline": baseline()}), flush=True)
         return
-    if args.data != "c8":
-        for overlap in args.overlap:
-            for seed in args.seeds:
-                row = run_synthetic(
-                    args.data,
-                    overlap,
-                    seed,
-                    args.learn,
-                    args.shared_scale,
-                    args.basis,
-                    args.engine,
-                    args.slab_df,
-                )
-                print(json.dumps(row), flush=True)
+    if args.data in ("graded", "paper"):
+        grid = itertools.product(args.overlap, args.overlap_max, args.seeds)
+        for overlap, largest, seed in grid:
+            row = run_synthetic(
+                args.data,
+                overlap,
+                seed,
+                args.learn,
+                args.shared_scale,
+                args.basis,
+                args.engine,
+                args.slab_df,
+                largest,
+            )
+            print(json.dumps(row), flush=True)
         return
-    for n_dense in args.n_dense:
-        for overlap in args.overlap:
-            for seed in args.seeds:
-                row = run(
-                    overlap,
-                    n_dense,
-                    seed,
-                    args.engine,
-                    args.learn,
-                    args.shared_scale,
-                    args.basis,
-                    args.slab_df,
-                )
-                print(json.dumps(row), flush=True)
+    grid = itertools.product(args.n_dense, args.overlap, args.overlap_max, args.seeds)
+    for n_dense, overlap, largest, seed in grid:
+        row = run(
+            overlap,
+            n_dense,
+            seed,
+            args.engine,
+            args.learn,
+            args.shared_scale,
+            args.basis,
+            args.slab_df,
+            largest,
+            all_c8=args.data == "c8all",
+        )
+        print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

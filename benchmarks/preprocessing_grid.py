@@ -81,6 +81,7 @@ def run(
     basis: str | None = None,
     learn: bool | None = None,
     slab_df: float | None = None,
+    overlap_max: float | None = None,
 ) -> dict:
     """One fit and the baseline on the same genes: a dict of AUROCs."""
     adata, sets = load(data, genes)
@@ -102,6 +103,8 @@ def run(
         model_kwargs["learn_score_overlap"] = learn
     if slab_df is not None:
         model_kwargs["slab_df"] = slab_df
+    if overlap_max is not None:
+        model_kwargs["score_overlap_max"] = overlap_max
     spexlvm.tl.fit(
         adata,
         sets,
@@ -121,6 +124,7 @@ def run(
     out["shared"] = bool(uns["params"].get("shared_local_scale", False))
     out["learn"] = bool(uns["params"].get("learn_score_overlap", False))
     out["slab_df"] = 1.0 if slab_df is None else float(slab_df)
+    out["overlap_max"] = float(uns["params"].get("score_overlap_max", 1.0))
     names = list(uns["factor_names"])
     out["auroc"], out["score_genes"] = {}, {}
     for name, group in PAIRS[data].items():
@@ -141,6 +145,8 @@ def table(path: str) -> None:
             rho += f" ({r.get('basis', 'genes')})"
         rho += ", shared scale" if r.get("shared") else ""
         rho += f", slab df {r['slab_df']:g}" if r.get("slab_df", 1.0) != 1.0 else ""
+        rho += f", at most {r['overlap_max']:g}" if r.get("overlap_max", 1.0) != 1.0 else ""
+        rho += f", {r['variant']}" if r.get("variant") else ""  # score_prior_directions.py
         key = (r["data"], r["genes"], r["filter"], r["n_dense"], rho)
         cells[(*key, r.get("engine", "adam"))].append(r)
     for data in PAIRS:
@@ -206,6 +212,12 @@ def main() -> None:
     parser.add_argument(
         "--slab-df", type=float, default=None, help="SpexLVM(slab_df=...) (default: the model's)"
     )
+    parser.add_argument(
+        "--overlap-max",
+        type=float,
+        default=None,
+        help="SpexLVM(score_overlap_max=...) (default: the model's)",
+    )
     parser.add_argument("--table", metavar="LOG")
     args = parser.parse_args()
     if args.table:
@@ -228,6 +240,7 @@ def main() -> None:
                     args.basis,
                     args.learn,
                     args.slab_df,
+                    args.overlap_max,
                 )
                 print(json.dumps(row), flush=True)
 

@@ -1,0 +1,140 @@
+"""What a fit says after how many epochs: named factors' AUROCs along one long Adam fit.
+
+One fit per case with early stopping off for ``--epochs`` epochs (full batch on these data:
+one optimisation step per epoch); the module's state is kept at each of ``--marks`` and
+the outputs are computed from it afterwards, as :func:`spexlvm.tl.write_results` writes
+them (factors oriented). Printed per mark: the learned weight ``rho`` of the scores'
+prior correlation, the number of active factors and
+
+- ``pbmc_reactome`` (pbmc68k_reduced ``.raw``, every Reactome set with >= 10 genes found)
+  and ``mesc`` (6,000 most variable genes, hallmark + Reactome sets with 40-300 genes
+  found): the AUROCs of issue 14's named factors against their cell types;
+- ``c8`` and ``c8all`` (``overlap_choice.py``'s choice data: hallmark + the C8 signatures
+  of four blood cell types, or every C8 signature with >= 10 genes found): the median
+  shortfall of the scored signatures' AUROCs below ``sc.tl.score_genes``' and how many
+  are more than 0.02 below.
+
+The epoch at which the default stopping rule would have stopped the fit is printed first
+(``null``: it would not have stopped). ``--overlap-max`` bounds ``rho``
+(``SpexLVM(score_overlap_max=...)``).
+
+Usage::
+
+    python benchmarks/training_length.py --case pbmc_reactome --n-dense 0 --epochs 4000 \\
+        --marks 250 500 750 1000 1500 2000 3000 4000
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+
+import numpy as np
+from _common import quiet
+from convergence import PAIRS, PassiveConvergence, outputs
+from lightning.pytorch.callbacks import Callback
+from sklearn.metrics import roc_auc_score
+
+import spexlvm
+
+REACTOME_PAIRS = {
+    **PAIRS["pbmc_reactome"],
+    "REACTOME_INNATE_IMMUNE_SYSTEM": "CD14+ Monocyte",
+    "REACTOME_NEUTROPHIL_DEGRANULATION": "CD14+ Monocyte",
+}
+
+
+class Snapshots(Callback):
+    """The module's state at the given epochs."""
+
+    def __init__(self, marks: list[int]):
+        self.marks, self.states = set(marks), {}
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        epoch = trainer.current_epoch + 1
+        if epoch in self.marks:
+            self.states[epoch] = copy.deepcopy(pl_module.module.state_dict())
+
+
+def load(case: str):
+    """AnnData, gene sets, ``tl.fit`` keywords, and the scorer of one state."""
+    if case in ("c8", "c8all"):
+        import overlap_choice
+
+        adata, sets, pairs = overlap_choice.data(all_c8=case == "c8all")
+        base = overlap_choice.baseline()
+        labels = adata.obs["bulk_labels"].astype(str).to_numpy()
+
+        def score(model, adata):
+            spexlvm.tl.write_results(model, adata)
+            names = list(adata.uns["spexlvm"]["factor_names"])
+            x = adata.obsm["X_spexlvm"]
+            short = np.array(
+                [
+                    base[n] - roc_auc_score(labels == t, x[:, names.index(n)])
+                    for n, t in pairs.items()
+                ]
+            )
+            return {
+                "median_shortfall": round(float(np.median(short)), 4),
+                "below_0.02": f"{int((short > 0.02).sum())}/{short.size}",
+            }
+
+        return adata, sets, {"min_genes": overlap_choice.MIN_GENES}, score
+    from preprocessing_grid import load as load_data
+
+    data, label = ("pbmc", "bulk_labels") if case == "pbmc_reactome" else ("mesc", "stage")
+    adata, sets = load_data(data, "all" if case == "pbmc_reactome" else "6000")
+    bounds = {"min_genes": 10} if case == "pbmc_reactome" else {"min_genes": 40, "max_genes": 300}
+    if case == "pbmc_reactome":
+        PAIRS["pbmc_reactome"] = REACTOME_PAIRS
+
+    def score(model, adata):
+        res = outputs(model, adata, case, label)
+        return {
+            "n_active": int(res["active"].sum()),
+            "auroc": {k.split("_", 1)[1][:28]: round(v, 3) for k, v in res["auroc"].items()},
+        }
+
+    return adata, sets, bounds, score
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", choices=["pbmc_reactome", "mesc", "c8", "c8all"])
+    parser.add_argument("--n-dense", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=3000)
+    parser.add_argument("--marks", type=int, nargs="+", default=[250, 500, 1000, 1500, 3000])
+    parser.add_argument("--overlap-max", type=float, default=None)
+    args = parser.parse_args()
+    quiet()
+    adata, sets, kwargs, score = load(args.case)
+    snaps, probe = Snapshots(args.marks), PassiveConvergence()
+    model_kwargs = {} if args.overlap_max is None else {"score_overlap_max": args.overlap_max}
+    model = spexlvm.tl.fit(
+        adata,
+        sets,
+        n_dense=args.n_dense,
+        seed=args.seed,
+        max_epochs=args.epochs,
+        early_stopping=False,
+        progress_bar=False,
+        callbacks=[snaps, probe],
+        return_model=True,
+        model_kwargs=model_kwargs,
+        **kwargs,
+    )
+    head = {"case": args.case, "n_dense": args.n_dense, "seed": args.seed}
+    print(json.dumps({**head, "would_stop": probe.would_stop}), flush=True)
+    for epoch in sorted(snaps.states):
+        model.module.load_state_dict(snaps.states[epoch])
+        model._orient_factors()
+        rho = round(float(model.module.score_overlap().detach()), 4)
+        row = {**head, "epoch": epoch, "rho": rho, **score(model, adata)}
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
