@@ -12,7 +12,9 @@ Reads the fits that ``decoys.py --save DIR`` writes (``pbmc_c8_seed*``, ``synthe
 - ``statistic``: ``log(r2_set)`` with the log factor scale (the package's), or
   ``r2_set`` without the set's most explained gene ("trimmed", a candidate not adopted),
   or the package's two with a third, ``log(1 + n_effect)`` (the count of the set's genes
-  with an effect; Bonferroni over three);
+  with an effect; Bonferroni over three), or the log of the mean squared correlation of
+  the factor's scores with the set's genes (``marginal``: whether the score tracks its
+  set, whatever the loadings; with the scale, as the package's pair);
 - ``gate``: ``min_effect_genes``.
 
 More rows per fit are the rule without decoys (``tl.active_factors`` on a fit without
@@ -41,7 +43,15 @@ from _common import quiet
 from scipy.stats import false_discovery_control
 
 from spexlvm.tl import _calls, _pruning
-from spexlvm.tl._utils import get_annotation, get_loadings
+from spexlvm.tl._utils import (
+    dense_chunks,
+    fit_layer,
+    get_annotation,
+    get_layer,
+    get_loadings,
+    get_scores,
+    get_uns_entry,
+)
 
 KNOWN = {
     "REACTOME_MHC_CLASS_II_ANTIGEN_PRESENTATION": "MHC II",
@@ -58,6 +68,7 @@ RULES = [  # (spread by size, statistic, gate)
     (True, False, 2),  # adopted
     (True, True, 2),
     (True, "count", 2),
+    (True, "marginal", 2),
 ]
 
 
@@ -65,6 +76,7 @@ STATISTIC = {
     False: "r2_set + scale",
     True: "trimmed r2_set + scale",
     "count": "r2_set + scale + n_effect",
+    "marginal": "marginal r2 + scale",
 }
 
 
@@ -82,6 +94,22 @@ def trimmed_r2(adata) -> np.ndarray:
         if rest.size:
             out[k] = explained[rest, k].sum() / max(var[rest].sum(), 1e-300)
     return out
+
+
+def marginal_r2(adata) -> np.ndarray:
+    """Mean over the set's genes of the squared correlation of each gene with the score."""
+    mask, _ = get_annotation(adata, "spexlvm")
+    n = mask.shape[1]
+    z = get_scores(adata, "spexlvm")[:, :n].astype(np.float64)
+    z = z - z.mean(0)
+    mean = np.asarray(get_uns_entry(adata, "gene_mean", "spexlvm"), dtype=np.float64)
+    x = get_layer(adata, fit_layer(adata, "spexlvm"))
+    cross = np.zeros((n, x.shape[1]))
+    for rows, block in dense_chunks(x, 4096):
+        cross += z[rows].T @ np.where(np.isfinite(block), block - mean, 0.0)
+    sd = np.sqrt(_calls.gene_variance(adata))
+    corr = cross / x.shape[0] / np.maximum(z.std(0)[:, None] * sd[None, :], 1e-300)
+    return (corr.T**2 * mask).sum(0) / np.maximum(mask.sum(0), 1)
 
 
 def null(stat, size, decoy, by_size: bool) -> np.ndarray:
@@ -102,19 +130,18 @@ def evaluate(path: str, changed: bool = False) -> list[str]:
     log_r2 = np.log(np.maximum(stats["r2_set"].to_numpy(), 1e-300))
     log_trim = np.log(np.maximum(trimmed_r2(adata), 1e-300))
     log_trim[size <= 1] = np.nan
+    log_marginal = np.log(np.maximum(marginal_r2(adata), 1e-300))
     n_effect = stats["n_effect"].to_numpy()
     names = list(stats.index)
     name = os.path.basename(path).removesuffix(".h5ad")
     lines = []
     for by_size, trimmed, gate in RULES if decoy.sum() >= _calls.MIN_DECOYS else []:
-        first = log_trim if trimmed else log_r2
-        p = np.minimum(
-            1.0,
-            2.0
-            * np.minimum(
-                null(first, size, decoy, by_size), null(np.log(scale), size, decoy, by_size)
-            ),
-        )
+        first = {True: log_trim, "marginal": log_marginal}.get(trimmed, log_r2)
+        statistics = [first, np.log(scale)]
+        if trimmed == "count":  # a third statistic (Bonferroni over three)
+            statistics.append(np.log1p(n_effect.astype(np.float64)))
+        p = np.min([null(stat, size, decoy, by_size) for stat in statistics], axis=0)
+        p = np.minimum(1.0, len(statistics) * p)
         active = (p < 0.05) & (n_effect >= np.minimum(gate, size))
         sig = false_discovery_control(np.where(active, p, 1.0), method="bh") < 0.05
         calls = {
