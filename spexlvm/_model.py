@@ -200,7 +200,9 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         receptor set inside the adaptive immune system then tracked its neighbours).
     score_overlap_max
         Upper bound of the learned ``rho``, in (0, 1] (``rho = score_overlap_max *
-        sigmoid(logit)``). Default 1: no bound. Learned freely, ``rho`` creeps towards 1
+        sigmoid(logit)``). Default 1: no bound. A learned ``rho`` whose start
+        ``score_overlap`` lies at or above the bound starts at half the bound; a fixed one
+        must lie below it. Learned freely, ``rho`` creeps towards 1
         on data with many overlapping sets (PBMC with every Reactome set, mESC, PBMC with
         every C8 signature: 0.997-0.9997 after 2,500-4,000 epochs), the factors move with
         it and the fit does not settle within ``max_epochs``, so what it reports depends
@@ -274,10 +276,20 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         if not 0.0 < score_overlap_max <= 1.0:
             raise ValueError(f"score_overlap_max must lie in (0, 1], got {score_overlap_max!r}.")
         if score_overlap >= score_overlap_max:
-            raise ValueError(
-                f"score_overlap={score_overlap!r} (where rho starts) must be below "
-                f"score_overlap_max={score_overlap_max!r} (its bound)."
+            if not learn_score_overlap:
+                raise ValueError(
+                    f"score_overlap={score_overlap!r} (rho, fixed) must be below "
+                    f"score_overlap_max={score_overlap_max!r} (its bound): lower one of them."
+                )
+            # only where the learned rho starts: below its bound
+            logger.info(
+                "score_overlap=%g lies at or above score_overlap_max=%g: the learned rho "
+                "starts at %g.",
+                score_overlap,
+                score_overlap_max,
+                score_overlap_max / 2,
             )
+            score_overlap = score_overlap_max / 2
         if score_overlap_basis not in ("data", "exclusive", "genes"):
             raise ValueError(
                 "score_overlap_basis must be 'data', 'exclusive' or 'genes', got "

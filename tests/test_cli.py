@@ -122,7 +122,11 @@ def test_fit_score_overlap(inputs, tmp_path):
     assert main([*args, "--score-overlap-max", "0.5"]) == 0  # the bound reaches the model
     params = ad.read_h5ad(out).uns["spexlvm"]["params"]
     assert params["score_overlap_max"] == 0.5 and 0.0 < params["score_overlap"] <= 0.5
-    assert main([*args, "--score-overlap-max", "0.2"]) != 0  # below where rho starts
+    assert main([*args, "--score-overlap-max", "0.2"]) == 0  # the learned rho starts below
+    params = ad.read_h5ad(out).uns["spexlvm"]["params"]
+    assert 0.0 < params["score_overlap"] <= 0.2
+    fixed = [*args, "--no-learn-score-overlap", "--score-overlap", "0.5"]
+    assert main([*fixed, "--score-overlap-max", "0.4"]) != 0  # a fixed rho above its bound
 
 
 def test_fit_backed_with_checkpoints(inputs, tmp_path):
