@@ -42,6 +42,7 @@ import numpy as np
 from _common import quiet
 from scipy.stats import false_discovery_control
 
+from spexlvm._utils import column_correlation
 from spexlvm.tl import _calls, _pruning
 from spexlvm.tl._utils import (
     dense_chunks,
@@ -50,7 +51,6 @@ from spexlvm.tl._utils import (
     get_layer,
     get_loadings,
     get_scores,
-    get_uns_entry,
 )
 
 KNOWN = {
@@ -100,16 +100,11 @@ def marginal_r2(adata) -> np.ndarray:
     """Mean over the set's genes of the squared correlation of each gene with the score."""
     mask, _ = get_annotation(adata, "spexlvm")
     n = mask.shape[1]
-    z = get_scores(adata, "spexlvm")[:, :n].astype(np.float64)
-    z = z - z.mean(0)
-    mean = np.asarray(get_uns_entry(adata, "gene_mean", "spexlvm"), dtype=np.float64)
+    z = get_scores(adata, "spexlvm")[:, :n]
     x = get_layer(adata, fit_layer(adata, "spexlvm"))
-    cross = np.zeros((n, x.shape[1]))
-    for rows, block in dense_chunks(x, 4096):
-        cross += z[rows].T @ np.where(np.isfinite(block), block - mean, 0.0)
-    sd = np.sqrt(_calls.gene_variance(adata))
-    corr = cross / x.shape[0] / np.maximum(z.std(0)[:, None] * sd[None, :], 1e-300)
-    return (corr.T**2 * mask).sum(0) / np.maximum(mask.sum(0), 1)
+    y = np.vstack([np.where(np.isfinite(b), b, 0.0) for _, b in dense_chunks(x, 4096)])
+    corr = column_correlation(y, z, constant=0.0)  # genes x factors
+    return (corr**2 * mask).sum(0) / np.maximum(mask.sum(0), 1)
 
 
 def null(stat, size, decoy, by_size: bool) -> np.ndarray:

@@ -95,8 +95,9 @@ def load(case: str):
     return adata, {"n_dense": 1}, "stage"
 
 
-def outputs(model, adata, case: str, label: str) -> dict:
-    """What the tools read, for the model's current state."""
+def outputs(model, adata, case: str, label: str, pairs: dict[str, str] | None = None) -> dict:
+    """What the tools read, for the model's current state (AUROCs of ``pairs``, factor ->
+    label; default the case's :data:`PAIRS`)."""
     spexlvm.tl.write_results(model, adata)
     res = {"scores": adata.obsm["X_spexlvm"].copy(), "loadings": adata.varm["spexlvm_loadings"]}
     res["active"] = spexlvm.tl.active_factors(adata)["active"].to_numpy()
@@ -104,7 +105,7 @@ def outputs(model, adata, case: str, label: str) -> dict:
     res["names"] = names
     res["r2"] = np.asarray(adata.uns["spexlvm"]["r2"])
     res["auroc"] = {}
-    for factor, group in PAIRS.get(case, {}).items():
+    for factor, group in (PAIRS.get(case, {}) if pairs is None else pairs).items():
         if factor in names:
             labels = adata.obs[label].astype(str).str.contains(group, regex=False)
             res["auroc"][factor] = roc_auc_score(labels, res["scores"][:, names.index(factor)])

@@ -55,14 +55,12 @@ MIN_GENES = 10
 def signatures() -> tuple[dict[str, list[str]], dict[str, str]]:
     """The C8 signatures of the four cell types and the label each should mark."""
     sets, pairs = {}, {}
-    with open(C8) as fh:
-        for line in fh:
-            name, _, *genes = line.rstrip("\n").split("\t")
-            if re.search(r"NKT|_T_CELL|T_LYMPHOCYTE|NK_T_", name):
-                continue  # mixed T / NK signatures: no single label
-            for key, label in TYPES.items():
-                if key in name:
-                    sets[name], pairs[name] = genes, label
+    for name, genes in spexlvm.pp.read_gmt(C8).items():
+        if re.search(r"NKT|_T_CELL|T_LYMPHOCYTE|NK_T_", name):
+            continue  # mixed T / NK signatures: no single label
+        for key, label in TYPES.items():
+            if key in name:
+                sets[name], pairs[name] = genes, label
     return sets, pairs
 
 
@@ -78,11 +76,9 @@ def data(all_c8: bool = False):
     found = {k: v for k, v in sigs.items() if len(set(v) & set(adata.var_names)) >= MIN_GENES}
     pairs = {k: pairs[k] for k in found}
     if all_c8:
-        with open(C8) as fh:
-            for line in fh:
-                name, _, *genes = line.rstrip("\n").split("\t")
-                if len(set(genes) & set(adata.var_names)) >= MIN_GENES:
-                    found[name] = genes
+        for name, genes in spexlvm.pp.read_gmt(C8).items():
+            if len(set(genes) & set(adata.var_names)) >= MIN_GENES:
+                found[name] = genes
     return adata, {**spexlvm.datasets.gene_sets("hallmark"), **found}, pairs
 
 
@@ -95,6 +91,17 @@ def baseline() -> dict[str, float]:
         genes = [g for g in sets[name] if g in adata.var_names]
         out[name] = score_genes_auroc(adata, genes, labels, label)
     return out
+
+
+def signature_aurocs(adata, pairs: dict[str, str]) -> dict[str, float]:
+    """The AUROC of each signature's factor (written results) against its cell type."""
+    names = list(adata.uns["spexlvm"]["factor_names"])
+    labels = adata.obs["bulk_labels"].astype(str).to_numpy()
+    scores = adata.obsm["X_spexlvm"]
+    return {
+        name: float(roc_auc_score(labels == label, scores[:, names.index(name)]))
+        for name, label in pairs.items()
+    }
 
 
 def _prior(
@@ -147,12 +154,7 @@ def run(
     out["wall_s"] = time.perf_counter() - start
     out["epochs"] = int(adata.uns["spexlvm"]["params"]["n_epochs"])
     names = list(adata.uns["spexlvm"]["factor_names"])
-    labels = adata.obs["bulk_labels"].astype(str).to_numpy()
-    scores = adata.obsm["X_spexlvm"]
-    out["auroc"] = {
-        name: float(roc_auc_score(labels == label, scores[:, names.index(name)]))
-        for name, label in pairs.items()
-    }
+    out["auroc"] = signature_aurocs(adata, pairs)
     r2 = dict(zip(names, adata.uns["spexlvm"]["r2"], strict=True))
     out["r2_dense"] = float(r2.get("dense_1", 0.0))
     out["rho"] = float(adata.uns["spexlvm"]["params"]["score_overlap"])

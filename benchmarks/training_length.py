@@ -34,7 +34,6 @@ import numpy as np
 from _common import quiet
 from convergence import PAIRS, PassiveConvergence, outputs
 from lightning.pytorch.callbacks import Callback
-from sklearn.metrics import roc_auc_score
 
 import spexlvm
 
@@ -64,18 +63,11 @@ def load(case: str):
 
         adata, sets, pairs = overlap_choice.data(all_c8=case == "c8all")
         base = overlap_choice.baseline()
-        labels = adata.obs["bulk_labels"].astype(str).to_numpy()
 
         def score(model, adata):
             spexlvm.tl.write_results(model, adata)
-            names = list(adata.uns["spexlvm"]["factor_names"])
-            x = adata.obsm["X_spexlvm"]
-            short = np.array(
-                [
-                    base[n] - roc_auc_score(labels == t, x[:, names.index(n)])
-                    for n, t in pairs.items()
-                ]
-            )
+            auroc = overlap_choice.signature_aurocs(adata, pairs)
+            short = np.array([base[n] - v for n, v in auroc.items()])
             return {
                 "median_shortfall": round(float(np.median(short)), 4),
                 "below_0.02": f"{int((short > 0.02).sum())}/{short.size}",
@@ -87,11 +79,10 @@ def load(case: str):
     data, label = ("pbmc", "bulk_labels") if case == "pbmc_reactome" else ("mesc", "stage")
     adata, sets = load_data(data, "all" if case == "pbmc_reactome" else "6000")
     bounds = {"min_genes": 10} if case == "pbmc_reactome" else {"min_genes": 40, "max_genes": 300}
-    if case == "pbmc_reactome":
-        PAIRS["pbmc_reactome"] = REACTOME_PAIRS
+    pairs = REACTOME_PAIRS if case == "pbmc_reactome" else PAIRS[case]
 
     def score(model, adata):
-        res = outputs(model, adata, case, label)
+        res = outputs(model, adata, case, label, pairs)
         return {
             "n_active": int(res["active"].sum()),
             "auroc": {k.split("_", 1)[1][:28]: round(v, 3) for k, v in res["auroc"].items()},

@@ -133,7 +133,10 @@ def _expected_softplus(mean: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
 
 
 def overlap_logit(rho: float, largest: float = 1.0) -> float:
-    """The logit that gives ``rho = largest * sigmoid(logit)`` (``rho`` at least 1e-4)."""
+    """The logit that gives ``rho = largest * sigmoid(logit)``.
+
+    ``rho / largest`` is clipped to ``[1e-4, 1 - 1e-6]``, so that the logit is finite.
+    """
     share = min(max(rho / largest, 1e-4), 1.0 - 1e-6)
     return math.log(share / (1.0 - share))
 
