@@ -6,14 +6,22 @@ size (``--case paper``: 10,000 x 8,000, K = 100):
 
 - ``trace``: one fit of ``--passes`` passes with early stopping off; after every pass the
   negative ELBO per matrix entry (``elbo_train``, exact at the start of the pass), its gain
-  over the previous pass and the F1 of the loadings.
+  over the previous pass, the F1 of the loadings and the two parts of the default stopping
+  rule (``LoadingsConvergence``): the largest change of a factor's loadings and of a
+  factor's relative scale since the previous pass.
 - ``stops``: ``tl.fit(engine="cavi", max_epochs=p, early_stopping=False)`` for every ``p``
   of ``--stops``; each fit's F1, active calls (``tl.active_factors``) and scores against
   the fit with the most passes: calls that flip, smallest |r| over the factors active
   there.
 
-``LoadingsConvergence(elbo_tol=1e-4)`` (``spexlvm.train._run.CAVI_ELBO_TOL``) was chosen
-on ``--case a --seed 0``; see benchmarks/RESULTS.md.
+The trace also prints where the ELBO's rule would stop the fit (``patience`` 3, not before
+pass 3), for absolute tolerances per entry (``LoadingsConvergence(elbo_tol=)``) and
+relative ones (``elbo_rtol=``: the pass's gain against everything gained since the first
+pass), and where the loadings' rule alone would (with and without its scale part).
+``elbo_tol=1e-4`` was chosen on ``--case a --seed 0`` (2026-12-02); ``1e-5``
+(``spexlvm.train._run.CAVI_ELBO_TOL`` since 2026-12-03) on the C8 signatures on PBMC
+(``training_length.py --engine cavi --rules ...``) with this trace of case a as a check;
+see benchmarks/RESULTS.md.
 
 Usage::
 
@@ -30,6 +38,7 @@ import scvi
 from _common import f1_clock, quiet
 
 import spexlvm
+from spexlvm.train import LoadingsConvergence
 
 CASES = {"a": (2000, 1000, 20, 0.2), "paper": (10_000, 8000, 100, 0.0)}
 
@@ -39,9 +48,24 @@ def data(case: str, seed: int):
     return spexlvm.datasets.synthetic(n, g, k, noise=0.2, extra=extra, seed=seed), k
 
 
+class _RuleParts(LoadingsConvergence):
+    """The default coordinate-ascent stopping rule's two parts per pass, never stopping."""
+
+    def __init__(self):
+        super().__init__(tol=0.02, window=1, patience=10**9, min_epochs=10**9, smoothing=0.0)
+        self.parts: list[tuple[float, float]] = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        super().on_train_epoch_end(trainer, pl_module)
+        parts = self.change_parts(pl_module.module)
+        if parts is not None:
+            self.parts.append(tuple(float(p.max()) for p in parts))
+
+
 def trace(case: str, seed: int, passes: int) -> None:
     adata, k = data(case, seed)
     clock = f1_clock(np.asarray(adata.varm["mask_true"])[:, :k], score_start=True)
+    parts = _RuleParts()
     spexlvm.SpexLVM.setup_anndata(adata)
     scvi.settings.seed = seed
     model = spexlvm.SpexLVM(adata)
@@ -49,18 +73,65 @@ def trace(case: str, seed: int, passes: int) -> None:
         max_epochs=passes,
         early_stopping=False,
         engine="cavi",
-        callbacks=[clock],
+        callbacks=[clock, parts],
         enable_progress_bar=False,
     )
     neg_elbo = np.asarray(model.history_["elbo_train"]).ravel()
     print(
         "| pass | -ELBO per entry (start of pass) | gain over the previous pass "
-        "| F1 after the pass |"
+        "| F1 after the pass | loadings' largest change | factor scale's largest change |"
     )
-    print("| --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for i, value in enumerate(neg_elbo):
         gain = f"{neg_elbo[i - 1] - value:.2e}" if i else ""
-        print(f"| {i + 1} | {value:.6f} | {gain} | {clock.f1[i + 1]:.4f} |")
+        # the rule compares a pass with the one before: nothing to compare after the first
+        load, scale = (f"{x:.4f}" for x in parts.parts[i - 1]) if i else ("", "")
+        print(f"| {i + 1} | {value:.6f} | {gain} | {clock.f1[i + 1]:.4f} | {load} | {scale} |")
+    print(
+        f"\nThe rule counts a pass as settled when the loadings' change is below {parts.tol} "
+        f"and the scale's below {parts.scale_tol} (`tol`, `scale_tol`)."
+    )
+    print("\n| rule | tolerance | stops after pass |\n| --- | --- | --- |")
+    never = f"not within {len(neg_elbo)}"
+    for kind, grid in (("elbo_tol", ABSOLUTE), ("elbo_rtol", RELATIVE)):
+        for tol in grid:
+            stop = stopping_pass(neg_elbo, **{kind: tol})
+            print(f"| {kind} | {tol:g} | {stop or never} |")
+    for name, with_scale in (("loadings + scale", True), ("loadings", False)):
+        stop = loadings_stop(parts, with_scale=with_scale)
+        print(f"| {name} (no ELBO rule) | {parts.tol:g} | {stop or never} |")
+
+
+def loadings_stop(parts: _RuleParts, *, with_scale: bool, patience: int = 3, min_epochs: int = 3):
+    """The pass after which the loadings' rule alone (with or without the scales) stops."""
+    settled = 0
+    for epoch, (load, scale) in enumerate(parts.parts, start=2):
+        ok = load < parts.tol and (scale < parts.scale_tol or not with_scale)
+        settled = settled + 1 if ok else 0
+        if settled >= patience and epoch >= min_epochs:
+            return epoch
+    return None
+
+
+#: The tolerances whose stopping pass the trace prints.
+ABSOLUTE = (3e-4, 2e-4, 1e-4, 5e-5, 1e-5)
+RELATIVE = (1e-3, 5e-4, 3e-4, 2e-4, 1e-4)
+
+
+def stopping_pass(neg_elbo, *, elbo_tol=None, elbo_rtol=None, patience=3, min_epochs=3):
+    """The pass after which ``LoadingsConvergence``'s ELBO rule would stop a fit."""
+    from types import SimpleNamespace
+
+    from spexlvm.train import LoadingsConvergence
+
+    rule = LoadingsConvergence(
+        patience=patience, min_epochs=min_epochs, elbo_tol=elbo_tol, elbo_rtol=elbo_rtol
+    )
+    for epoch, value in enumerate(neg_elbo, start=1):
+        rule._elbo_step(SimpleNamespace(pass_neg_elbo=float(value)))
+        if rule._elbo_settled >= patience and epoch >= min_epochs:
+            return epoch
+    return None
 
 
 def stops(case: str, seed: int, passes: list[int]) -> None:

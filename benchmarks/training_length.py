@@ -16,7 +16,10 @@ prior correlation, the number of active factors and
 
 The epoch at which the default stopping rule would have stopped the fit is printed first
 (``null``: it would not have stopped). ``--overlap-max`` bounds ``rho``
-(``SpexLVM(score_overlap_max=...)``).
+(``SpexLVM(score_overlap_max=...)``). ``--engine cavi`` fits by coordinate ascent (an
+epoch is a pass; the rule is that engine's default) and ``--rules`` also reports where
+candidate rules (``CAVI_RULES``: changes to the default's settings) would stop, with the
+outputs at each rule's stop (rows ``"epoch": "stop: RULE"``).
 
 Usage::
 
@@ -91,6 +94,48 @@ def load(case: str):
     return adata, sets, bounds, score
 
 
+class NamedRule(PassiveConvergence):
+    """A passive stopping rule under a name (its own checkpoint key)."""
+
+    def __init__(self, name: str, **kwargs):
+        super().__init__(**kwargs)
+        self.name = name
+
+    @property
+    def state_key(self) -> str:
+        return f"{type(self).__qualname__}[{self.name}]"
+
+
+def cavi_rule() -> dict:
+    """The settings of coordinate ascent's default stopping rule (``train._run.schedule``)."""
+    from spexlvm.train._run import schedule
+
+    rule = schedule(
+        1000,
+        1000,
+        max_epochs=None,
+        lr=None,
+        plan_kwargs=None,
+        n_annotated=1,
+        n_free=0,
+        early_stopping=True,
+        tol=0.02,
+        patience=3,
+        engine="cavi",
+    ).convergence
+    names = ("tol", "window", "patience", "min_epochs", "smoothing", "floor", "scale_tol")
+    return {**{n: getattr(rule, n) for n in names}, "elbo_tol": rule.elbo_tol}
+
+
+#: Candidate stopping rules of coordinate ascent (``--rules``): changes to its default.
+CAVI_RULES = {
+    "elbo_rtol=2e-4": {"elbo_tol": None, "elbo_rtol": 2e-4},
+    "elbo_tol=1e-5": {"elbo_tol": 1e-5},
+    "loadings+scale": {"elbo_tol": None},
+    "loadings": {"elbo_tol": None, "scale_tol": float("inf")},
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", choices=["pbmc_reactome", "mesc", "c8", "c8all"])
@@ -99,10 +144,23 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3000)
     parser.add_argument("--marks", type=int, nargs="+", default=[250, 500, 1000, 1500, 3000])
     parser.add_argument("--overlap-max", type=float, default=None)
+    parser.add_argument("--engine", choices=["adam", "cavi"], default="adam")
+    parser.add_argument(
+        "--rules",
+        nargs="*",
+        default=[],
+        choices=list(CAVI_RULES),
+        help="with --engine cavi: candidate stopping rules to report besides the default",
+    )
     args = parser.parse_args()
     quiet()
     adata, sets, kwargs, score = load(args.case)
     snaps, probe = Snapshots(args.marks), PassiveConvergence()
+    rules = {}
+    if args.engine == "cavi":
+        probe = PassiveConvergence(**cavi_rule())
+        rules = {n: NamedRule(n, **{**cavi_rule(), **CAVI_RULES[n]}) for n in args.rules}
+        kwargs = {**kwargs, "engine": "cavi"}
     model_kwargs = {} if args.overlap_max is None else {"score_overlap_max": args.overlap_max}
     model = spexlvm.tl.fit(
         adata,
@@ -112,15 +170,22 @@ def main() -> None:
         max_epochs=args.epochs,
         early_stopping=False,
         progress_bar=False,
-        callbacks=[snaps, probe],
+        callbacks=[snaps, probe, *rules.values()],
         return_model=True,
         model_kwargs=model_kwargs,
         **kwargs,
     )
     head = {"case": args.case, "n_dense": args.n_dense, "seed": args.seed}
+    head["engine"] = args.engine
     print(json.dumps({**head, "would_stop": probe.would_stop}), flush=True)
-    for epoch in sorted(snaps.states):
-        model.module.load_state_dict(snaps.states[epoch])
+    states = {f"stop: {name}": rule for name, rule in {"default": probe, **rules}.items()}
+    for name, rule in rules.items():
+        print(json.dumps({**head, "rule": name, "would_stop": rule.would_stop}), flush=True)
+    marks = {epoch: snaps.states[epoch] for epoch in sorted(snaps.states)}
+    if args.engine == "cavi":  # the outputs where each rule would have stopped
+        marks.update({n: r.snapshot for n, r in states.items() if r.snapshot is not None})
+    for epoch, state in marks.items():
+        model.module.load_state_dict(state)
         model._orient_factors()
         rho = round(float(model.module.score_overlap().detach()), 4)
         row = {**head, "epoch": epoch, "rho": rho, **score(model, adata)}

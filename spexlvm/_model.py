@@ -620,7 +620,7 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             (see ``benchmarks/RESULTS.md``, "Coordinate ascent"); ``max_epochs`` then counts
             passes (default 200), ``lr`` is the scales' step size, and early stopping also
             ends the fit once ``patience`` passes in a row raised the exact ELBO by less
-            than ``1e-4`` per matrix entry (``LoadingsConvergence(elbo_tol=)``).
+            than ``1e-5`` per matrix entry (``LoadingsConvergence(elbo_tol=)``).
         **trainer_kwargs
             Passed to :class:`~scvi.train.Trainer` (and on to Lightning).
 

@@ -390,6 +390,42 @@ def test_convergence_rule_stops_on_the_elbo_with_elbo_tol():
     assert drive(LoadingsConvergence(**kwargs)) is None  # the drift alone never settles
     with pytest.raises(ValueError, match="elbo_tol"):
         LoadingsConvergence(elbo_tol=-1.0)
+    # relative: the fit has gained about 0.5 by pass 4, so 2e-4 of it is about 1e-4: the
+    # same stop; 1e-5 of it (5e-6) is never met by the 2e-5 gains
+    rule = LoadingsConvergence(elbo_rtol=2e-4, **kwargs)
+    assert drive(rule) == 9
+    assert rule.stopped_by_elbo and rule._first_elbo == 1.0
+    assert drive(LoadingsConvergence(elbo_rtol=1e-5, **kwargs)) is None
+    # both: a pass must meet both
+    assert drive(LoadingsConvergence(elbo_tol=1e-4, elbo_rtol=1e-5, **kwargs)) is None
+    with pytest.raises(ValueError, match="elbo_rtol"):
+        LoadingsConvergence(elbo_rtol=-1.0)
+
+
+def test_relative_elbo_rule_does_not_depend_on_the_scale():
+    """``elbo_rtol`` stops a trace at the same pass whatever the ELBO's units: the same
+    trace times 100 (a fit whose prior terms weigh more per entry) stops where it did,
+    where an absolute tolerance stops it much later."""
+    from types import SimpleNamespace
+
+    from spexlvm.train import LoadingsConvergence
+
+    trace = np.concatenate([[2.0, 0.8, 0.55, 0.505], 0.5 - 1e-4 * np.arange(1, 40) ** 0.5])
+
+    def stop(values, **kw):
+        rule = LoadingsConvergence(patience=3, min_epochs=3, **kw)
+        for epoch, value in enumerate(values, start=1):
+            rule._elbo_step(SimpleNamespace(pass_neg_elbo=float(value)))
+            if rule._elbo_settled >= 3 and epoch >= 3:
+                return epoch
+        return None
+
+    relative = stop(trace, elbo_rtol=2e-4)
+    assert relative is not None
+    assert stop(100 * trace, elbo_rtol=2e-4) == relative
+    absolute = stop(trace, elbo_tol=3e-5)
+    assert absolute is not None
+    assert stop(100 * trace, elbo_tol=3e-5) is None  # the gains are 100x larger
 
 
 def test_convergence_rule_ignores_jitter_but_not_drift():

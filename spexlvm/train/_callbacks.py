@@ -146,6 +146,12 @@ class LoadingsConvergence(StatefulCallback, Callback):
         keep shrinking by a few percent per pass while the bound, and what the tools
         read, no longer change. ``None``: the loadings alone decide (the gradient
         engine, whose per-epoch ELBO is a minibatch estimate).
+    elbo_rtol
+        As ``elbo_tol``, but relative: an epoch counts as settled by the ELBO when it
+        gained less than this fraction of everything the fit gained since the first
+        epoch's ELBO. Free of the data's scale (an absolute tolerance per entry is
+        crossed early on data where the loadings' prior terms weigh little against the
+        data, and late where they weigh much). With both set, an epoch must meet both.
     """
 
     def __init__(
@@ -158,10 +164,13 @@ class LoadingsConvergence(StatefulCallback, Callback):
         floor: float = 0.1,
         scale_tol: float | None = None,
         elbo_tol: float | None = None,
+        elbo_rtol: float | None = None,
     ):
         super().__init__()
         if elbo_tol is not None and not elbo_tol >= 0:
             raise ValueError(f"elbo_tol must be >= 0, got {elbo_tol}.")
+        if elbo_rtol is not None and not elbo_rtol >= 0:
+            raise ValueError(f"elbo_rtol must be >= 0, got {elbo_rtol}.")
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must lie in [0, 1), got {smoothing}.")
         self.tol = tol
@@ -177,6 +186,8 @@ class LoadingsConvergence(StatefulCallback, Callback):
         self._scale_snapshots: deque[torch.Tensor] = deque(maxlen=self.window + 1)
         self._settled = 0
         self.elbo_tol = None if elbo_tol is None else float(elbo_tol)
+        self.elbo_rtol = None if elbo_rtol is None else float(elbo_rtol)
+        self._first_elbo: float | None = None
         self._last_elbo: float | None = None
         self._elbo_settled = 0
         #: Whether the ELBO's rule (not the loadings') stopped the fit.
@@ -242,6 +253,18 @@ class LoadingsConvergence(StatefulCallback, Callback):
         The larger of the loadings' change and the scale's change times
         ``tol / scale_tol``, so that one threshold, ``tol``, decides for both.
         """
+        parts = self.change_parts(module)
+        if parts is None:
+            return None
+        loadings, scale = parts
+        return torch.maximum(loadings, scale * (self.tol / self.scale_tol))
+
+    def change_parts(self, module) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The loadings' and the scale's change per factor across the window, apart.
+
+        What :meth:`factor_changes` combines (the scale's on its own tolerance,
+        ``scale_tol``); ``None`` until a window has passed.
+        """
         if len(self._snapshots) <= self.window:
             return None
         current, previous = self._snapshots[-1], self._snapshots[0]
@@ -254,22 +277,48 @@ class LoadingsConvergence(StatefulCallback, Callback):
         # relative change of the relative scale (below `floor`: on the floor's scale), on
         # the loadings' tolerance scale
         scale = (now - before).abs() / torch.maximum(now, before).clamp_min(self.floor)
-        return torch.maximum(loadings, scale * (self.tol / self.scale_tol))
+        return loadings, scale
+
+    @property
+    def _uses_elbo(self) -> bool:
+        return self.elbo_tol is not None or self.elbo_rtol is not None
+
+    def _elbo_threshold(self, value: float) -> float:
+        """The gain below which the epoch that reached ``value`` counts as settled."""
+        limits = []
+        if self.elbo_tol is not None:
+            limits.append(self.elbo_tol)
+        if self.elbo_rtol is not None:
+            limits.append(self.elbo_rtol * max(self._first_elbo - value, 0.0))
+        return min(limits)
 
     def _elbo_step(self, pl_module) -> None:
-        """Count the epoch as settled by the ELBO when it improved by less than ``elbo_tol``.
+        """Count the epoch as settled by the ELBO when it improved by less than the tolerance.
 
         Reads the exact negative ELBO per entry of the pass that the coordinate-ascent plan
         keeps (``pass_neg_elbo``); a plan without it (the gradient engine, whose epoch ELBO
         is a minibatch estimate) leaves the rule to the loadings.
         """
         value = getattr(pl_module, "pass_neg_elbo", None)
-        if self.elbo_tol is None or value is None:
+        if not self._uses_elbo or value is None:
             return
+        value = float(value)
+        if self._first_elbo is None:
+            self._first_elbo = value
         if self._last_elbo is not None:
             gain = self._last_elbo - value
-            self._elbo_settled = self._elbo_settled + 1 if gain < self.elbo_tol else 0
+            settled = gain < self._elbo_threshold(value)
+            self._elbo_settled = self._elbo_settled + 1 if settled else 0
         self._last_elbo = value
+
+    def _elbo_reason(self) -> str:
+        """Why the ELBO's rule stopped the fit, in words."""
+        parts = []
+        if self.elbo_tol is not None:
+            parts.append(f"less than {self.elbo_tol:.2g} per entry")
+        if self.elbo_rtol is not None:
+            parts.append(f"less than {self.elbo_rtol:.2g} of its gain since the first epoch")
+        return f"the ELBO gained {' and '.join(parts)} in each of the last {self.patience} epochs"
 
     def on_train_epoch_end(self, trainer, pl_module):
         """Measure every factor's change and stop when all have settled."""
@@ -288,15 +337,12 @@ class LoadingsConvergence(StatefulCallback, Callback):
         pl_module.log("loadings_change", change, prog_bar=True)
         self._settled = self._settled + 1 if change < self.tol else 0
         epoch = trainer.current_epoch + 1
-        by_elbo = self.elbo_tol is not None and self._elbo_settled >= self.patience
+        by_elbo = self._uses_elbo and self._elbo_settled >= self.patience
         if (self._settled >= self.patience or by_elbo) and epoch >= self.min_epochs:
             self.stopped_epoch = epoch
             self.stopped_by_elbo = self._settled < self.patience
             if self.stopped_by_elbo:
-                why = (
-                    f"the ELBO gained less than {self.elbo_tol:.2g} per entry in each of the "
-                    f"last {self.patience} passes"
-                )
+                why = self._elbo_reason()
             else:
                 why = "every factor settled"
             logger.info(
