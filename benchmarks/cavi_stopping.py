@@ -1,8 +1,10 @@
 """Where coordinate ascent can stop: the exact ELBO and the outputs pass by pass (issue 16).
 
 Two parts, on :func:`spexlvm.datasets.synthetic` case a (2,000 x 1,000, K = 20 + 4 random
-extra sets, 20% annotation noise; the data that chose the engine's settings) or the paper
-size (``--case paper``: 10,000 x 8,000, K = 100):
+extra sets, 20% annotation noise; the data that chose the engine's settings), ``--case
+mid`` (5,000 x 4,000, K = 50 + 10 extra sets) and ``mid_annotated`` (the same without
+extra sets; both choice data of the rule's scale part) or
+the paper size (``--case paper``: 10,000 x 8,000, K = 100):
 
 - ``trace``: one fit of ``--passes`` passes with early stopping off; after every pass the
   negative ELBO per matrix entry (``elbo_train``, exact at the start of the pass), its gain
@@ -40,7 +42,15 @@ from _common import f1_clock, quiet
 import spexlvm
 from spexlvm.train import LoadingsConvergence
 
-CASES = {"a": (2000, 1000, 20, 0.2), "paper": (10_000, 8000, 100, 0.0)}
+#: ``mid`` (5,000 x 4,000, K = 50, 20% extra sets) and ``mid_annotated`` (the same without
+#: extra sets): choice data between case a and the paper size, for the stopping rule's
+#: parts (added 2026-12-03; no issue measures them).
+CASES = {
+    "a": (2000, 1000, 20, 0.2),
+    "mid": (5000, 4000, 50, 0.2),
+    "mid_annotated": (5000, 4000, 50, 0.0),
+    "paper": (10_000, 8000, 100, 0.0),
+}
 
 
 def data(case: str, seed: int):

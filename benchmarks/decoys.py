@@ -25,6 +25,7 @@ significant. Only ``pbmc_c8`` chose defaults (see benchmarks/RESULTS.md). ``--sa
 writes every fitted AnnData to ``DIR/<part>_seed<k>.h5ad``; ``--load DIR`` reads those
 fits back instead of fitting (the calls are computed from the fitted AnnData alone, so a
 change to a call's rule is measured on the same fits; the fit time is then "-").
+``--engine adam|cavi`` fits with that engine instead of the package's default.
 
 Usage::
 
@@ -54,6 +55,13 @@ LOAD: str | None = None
 #: when the fit has decoys) or ``False`` (active sets, the rule before; ``--refine-gate
 #: active``)
 ONLY_SIGNIFICANT: bool | None = None
+#: ``SpexLVM.train(engine=...)`` of every fit (``--engine``; ``None``: the package's default).
+ENGINE: str | None = None
+
+
+def engine_kwargs() -> dict:
+    """``tl.fit``'s ``engine`` keyword when ``--engine`` was given."""
+    return {} if ENGINE is None else {"engine": ENGINE}
 
 
 def save(adata, name: str) -> None:
@@ -66,7 +74,14 @@ def save(adata, name: str) -> None:
 def fit_with_decoys(adata, sets: dict[str, list[str]], seed: int, **kwargs):
     """``tl.fit`` as every part fits: every set kept, one dense factor; the AnnData."""
     spexlvm.tl.fit(
-        adata, sets, n_dense=1, seed=seed, nested="keep", enable_progress_bar=False, **kwargs
+        adata,
+        sets,
+        n_dense=1,
+        seed=seed,
+        nested="keep",
+        enable_progress_bar=False,
+        **engine_kwargs(),
+        **kwargs,
     )
     return adata
 
@@ -231,6 +246,7 @@ def run_synthetic(seeds: list[int], sd: str = "mean_field", overlap: float | Non
             seed=seed,
             nested="keep",
             enable_progress_bar=False,
+            **engine_kwargs(),
             **kwargs,
         )
         if sd != "mean_field":  # the joint K x K posterior sd instead of the stored one
@@ -314,8 +330,12 @@ def main() -> None:
         default="auto",
         help="tl.refine's sets: significant ones with decoys (auto, the package's) or active",
     )
+    parser.add_argument(
+        "--engine", choices=["adam", "cavi"], default=None, help="SpexLVM.train(engine=...)"
+    )
     args = parser.parse_args()
-    global SAVE, LOAD, ONLY_SIGNIFICANT
+    global SAVE, LOAD, ONLY_SIGNIFICANT, ENGINE
+    ENGINE = args.engine
     SAVE, LOAD = args.save, args.load
     ONLY_SIGNIFICANT = None if args.refine_gate == "auto" else False
     quiet()

@@ -127,11 +127,13 @@ def cavi_rule() -> dict:
     return {**{n: getattr(rule, n) for n in names}, "elbo_tol": rule.elbo_tol}
 
 
-#: Candidate stopping rules of coordinate ascent (``--rules``): changes to its default.
+#: Candidate stopping rules of coordinate ascent (``--rules``): changes to its default
+#: (since 2026-12-03: the loadings alone, or the ELBO's gain below 1e-5 per entry).
 CAVI_RULES = {
-    "elbo_rtol=2e-4": {"elbo_tol": None, "elbo_rtol": 2e-4},
-    "elbo_tol=1e-5": {"elbo_tol": 1e-5},
-    "loadings+scale": {"elbo_tol": None},
+    "before (elbo_tol=1e-4, scale part)": {"elbo_tol": 1e-4, "scale_tol": 0.05},
+    "elbo_rtol=2e-4": {"elbo_tol": None, "elbo_rtol": 2e-4, "scale_tol": 0.05},
+    "elbo_tol=1e-5, scale part": {"elbo_tol": 1e-5, "scale_tol": 0.05},
+    "loadings+scale": {"elbo_tol": None, "scale_tol": 0.05},
     "loadings": {"elbo_tol": None, "scale_tol": float("inf")},
 }
 

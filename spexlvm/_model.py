@@ -618,9 +618,10 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             and noise in closed form, the horseshoe scales by a few Adam steps on their
             prior terms. Its passes to convergence do not grow with the number of cells
             (see ``benchmarks/RESULTS.md``, "Coordinate ascent"); ``max_epochs`` then counts
-            passes (default 200), ``lr`` is the scales' step size, and early stopping also
-            ends the fit once ``patience`` passes in a row raised the exact ELBO by less
-            than ``1e-5`` per matrix entry (``LoadingsConvergence(elbo_tol=)``).
+            passes (default 200), ``lr`` is the scales' step size, early stopping reads the
+            loadings alone (not the factor scales) and also ends the fit once ``patience``
+            passes in a row raised the exact ELBO by less than ``1e-5`` per matrix entry
+            (``LoadingsConvergence(elbo_tol=)``).
         **trainer_kwargs
             Passed to :class:`~scvi.train.Trainer` (and on to Lightning).
 

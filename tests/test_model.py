@@ -402,6 +402,61 @@ def test_convergence_rule_stops_on_the_elbo_with_elbo_tol():
         LoadingsConvergence(elbo_rtol=-1.0)
 
 
+def test_cavi_rule_reads_the_loadings_not_the_factor_scales():
+    """Coordinate ascent's default rule: loadings that stopped moving end the fit even while
+    a factor's scale drifts by 8% per pass and the ELBO still gains 1e-3 per pass; the
+    same rule with the scales' part (the gradient engine's) does not stop."""
+    from types import SimpleNamespace
+
+    from spexlvm.train._run import CAVI_ELBO_TOL, schedule
+
+    def cavi_rule(**changes):
+        rule = schedule(
+            1000,
+            1000,
+            max_epochs=None,
+            lr=None,
+            plan_kwargs=None,
+            n_annotated=4,
+            n_free=0,
+            early_stopping=True,
+            tol=0.02,
+            patience=3,
+            engine="cavi",
+        ).convergence
+        for name, value in changes.items():
+            setattr(rule, name, value)
+        return rule
+
+    w = torch.randn(50, 4, generator=torch.Generator().manual_seed(1))
+
+    def drive(rule, passes=20):
+        module = SimpleNamespace(
+            w_loc=w,
+            w_log_sd=torch.full_like(w, -3.0),
+            phi_loc=torch.zeros(4),
+            dense=torch.zeros(4, dtype=torch.bool),
+            _sd=torch.exp,
+        )
+        plan = SimpleNamespace(module=module, log=lambda *a, **k: None)
+        trainer = SimpleNamespace(current_epoch=0, should_stop=False)
+        for epoch in range(passes):
+            module.phi_loc = torch.tensor([0.0, 0.0, 0.0, -0.08 * epoch])  # one scale drifts
+            plan.pass_neg_elbo = 1.0 - 1e-3 * epoch
+            rule.on_train_batch_end(trainer, plan, None, None, epoch)
+            rule.on_train_epoch_end(trainer, plan)
+            if trainer.should_stop:
+                return epoch + 1
+            trainer.current_epoch += 1
+        return None
+
+    rule = cavi_rule()
+    assert rule.scale_tol == np.inf and rule.elbo_tol == CAVI_ELBO_TOL
+    assert drive(rule) == 4  # changes from pass 2 on: passes 2-4 settle
+    assert not rule.stopped_by_elbo
+    assert drive(cavi_rule(scale_tol=0.05)) is None
+
+
 def test_relative_elbo_rule_does_not_depend_on_the_scale():
     """``elbo_rtol`` stops a trace at the same pass whatever the ELBO's units: the same
     trace times 100 (a fit whose prior terms weigh more per entry) stops where it did,
