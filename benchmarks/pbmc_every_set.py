@@ -30,7 +30,8 @@ Usage::
 
 ``--stability SHARE`` also runs ``tl.stability`` on each fit (seeds 0, 1, 2 on SHARE of the
 cells, each refit projected onto all cells) and prints the pairs' factors' smallest
-correlations over the pairs of refits.
+correlations over the pairs of refits. ``--engine adam|cavi`` fits with that engine instead
+of the package's default.
 """
 
 from __future__ import annotations
@@ -99,7 +100,11 @@ def main() -> None:
     parser.add_argument("--nested", default="keep")
     parser.add_argument("--pairs", choices=list(MODES), default="paper")
     parser.add_argument("--stability", type=float, default=None, metavar="SHARE")
+    parser.add_argument(
+        "--engine", choices=["adam", "cavi"], default=None, help="SpexLVM.train(engine=...)"
+    )
     args = parser.parse_args()
+    engine = {} if args.engine is None else {"engine": args.engine}
     pairs = {name: group for part in MODES[args.pairs] for name, group in part.items()}
     quiet()
     print(machine())
@@ -128,6 +133,7 @@ def main() -> None:
                 seed=seed,
                 nested=args.nested,
                 enable_progress_bar=False,
+                **engine,
             )
             wall = time.perf_counter() - start
             uns = adata.uns["spexlvm"]

@@ -108,21 +108,9 @@ class NamedRule(PassiveConvergence):
 
 def cavi_rule() -> dict:
     """The settings of coordinate ascent's default stopping rule (``train._run.schedule``)."""
-    from spexlvm.train._run import schedule
+    from spexlvm.train._run import stopping_rule
 
-    rule = schedule(
-        1000,
-        1000,
-        max_epochs=None,
-        lr=None,
-        plan_kwargs=None,
-        n_annotated=1,
-        n_free=0,
-        early_stopping=True,
-        tol=0.02,
-        patience=3,
-        engine="cavi",
-    ).convergence
+    rule = stopping_rule("cavi")
     names = ("tol", "window", "patience", "min_epochs", "smoothing", "floor", "scale_tol")
     return {**{n: getattr(rule, n) for n in names}, "elbo_tol": rule.elbo_tol}
 

@@ -323,8 +323,12 @@ def test_set_mean_correlation_exclusive_compares_the_genes_not_shared():
 
 
 # ------------------------------------------------------------------ convergence rule
-def _drive(rule, steps_per_epoch, loadings, start=0):
-    """Feed loadings to the rule as if they were optimisation steps ``start, start + 1, ...``."""
+def _drive(rule, steps_per_epoch, loadings, start=0, *, neg_elbo=None, phi=None):
+    """Feed loadings to the rule as if they were optimisation steps ``start, start + 1, ...``.
+
+    ``neg_elbo`` and ``phi`` (one per epoch): the exact negative ELBO per entry that the
+    coordinate-ascent plan keeps, and the factors' log-scales.
+    """
     from types import SimpleNamespace
 
     k = loadings[0].shape[1]
@@ -338,7 +342,12 @@ def _drive(rule, steps_per_epoch, loadings, start=0):
     plan = SimpleNamespace(module=module, log=lambda *a, **k: None)
     trainer = SimpleNamespace(current_epoch=start // steps_per_epoch, should_stop=False)
     for step, w in enumerate(loadings, start=start):
+        epoch = step // steps_per_epoch - start // steps_per_epoch
         module.w_loc = w
+        if phi is not None:
+            module.phi_loc = phi[epoch]
+        if neg_elbo is not None:
+            plan.pass_neg_elbo = neg_elbo[epoch]
         rule.on_train_batch_end(trainer, plan, None, None, step)
         if (step + 1) % steps_per_epoch == 0:
             rule.on_train_epoch_end(trainer, plan)
@@ -352,7 +361,6 @@ def test_convergence_rule_stops_on_the_elbo_with_elbo_tol():
     """``elbo_tol`` (coordinate ascent): a fit whose loadings still drift by 5% per pass
     stops once the ELBO per entry gained less than ``elbo_tol`` in ``patience`` passes in
     a row; without it the drift keeps it going; a gain above the tolerance resets."""
-    from types import SimpleNamespace
 
     from spexlvm._trainingplan import LoadingsConvergence
 
@@ -363,24 +371,7 @@ def test_convergence_rule_stops_on_the_elbo_with_elbo_tol():
     neg_elbo += [0.4989 - 2e-5 * i for i in range(1, 22)]
 
     def drive(rule):
-        module = SimpleNamespace(
-            w_loc=None,
-            w_log_sd=torch.full_like(base, -3.0),
-            phi_loc=torch.zeros(4),
-            dense=torch.zeros(4, dtype=torch.bool),
-            _sd=torch.exp,
-        )
-        plan = SimpleNamespace(module=module, log=lambda *a, **k: None)
-        trainer = SimpleNamespace(current_epoch=0, should_stop=False)
-        for epoch, (w, value) in enumerate(zip(drift, neg_elbo, strict=True)):
-            module.w_loc = w
-            plan.pass_neg_elbo = value  # what the coordinate-ascent plan keeps per pass
-            rule.on_train_batch_end(trainer, plan, None, None, epoch)
-            rule.on_train_epoch_end(trainer, plan)
-            if trainer.should_stop:
-                return epoch + 1
-            trainer.current_epoch += 1
-        return None
+        return _drive(rule, 1, drift, neg_elbo=neg_elbo)
 
     kwargs = {"tol": 0.02, "window": 1, "patience": 3, "min_epochs": 3, "smoothing": 0.0}
     rule = LoadingsConvergence(elbo_tol=1e-4, **kwargs)
@@ -406,49 +397,21 @@ def test_cavi_rule_reads_the_loadings_not_the_factor_scales():
     """Coordinate ascent's default rule: loadings that stopped moving end the fit even while
     a factor's scale drifts by 8% per pass and the ELBO still gains 1e-3 per pass; the
     same rule with the scales' part (the gradient engine's) does not stop."""
-    from types import SimpleNamespace
 
-    from spexlvm.train._run import CAVI_ELBO_TOL, schedule
+    from spexlvm.train._run import CAVI_ELBO_TOL, stopping_rule
 
     def cavi_rule(**changes):
-        rule = schedule(
-            1000,
-            1000,
-            max_epochs=None,
-            lr=None,
-            plan_kwargs=None,
-            n_annotated=4,
-            n_free=0,
-            early_stopping=True,
-            tol=0.02,
-            patience=3,
-            engine="cavi",
-        ).convergence
+        rule = stopping_rule("cavi")
         for name, value in changes.items():
             setattr(rule, name, value)
         return rule
 
     w = torch.randn(50, 4, generator=torch.Generator().manual_seed(1))
+    phi = [torch.tensor([0.0, 0.0, 0.0, -0.08 * t]) for t in range(20)]  # one scale drifts
+    neg_elbo = [1.0 - 1e-3 * t for t in range(20)]
 
-    def drive(rule, passes=20):
-        module = SimpleNamespace(
-            w_loc=w,
-            w_log_sd=torch.full_like(w, -3.0),
-            phi_loc=torch.zeros(4),
-            dense=torch.zeros(4, dtype=torch.bool),
-            _sd=torch.exp,
-        )
-        plan = SimpleNamespace(module=module, log=lambda *a, **k: None)
-        trainer = SimpleNamespace(current_epoch=0, should_stop=False)
-        for epoch in range(passes):
-            module.phi_loc = torch.tensor([0.0, 0.0, 0.0, -0.08 * epoch])  # one scale drifts
-            plan.pass_neg_elbo = 1.0 - 1e-3 * epoch
-            rule.on_train_batch_end(trainer, plan, None, None, epoch)
-            rule.on_train_epoch_end(trainer, plan)
-            if trainer.should_stop:
-                return epoch + 1
-            trainer.current_epoch += 1
-        return None
+    def drive(rule):
+        return _drive(rule, 1, [w] * 20, neg_elbo=neg_elbo, phi=phi)
 
     rule = cavi_rule()
     assert rule.scale_tol == np.inf and rule.elbo_tol == CAVI_ELBO_TOL

@@ -242,6 +242,26 @@ def schedule(
     return Schedule(batch_size, steps_per_epoch, max_epochs, plan_kwargs, convergence)
 
 
+def stopping_rule(engine: str = "adam", *, tol: float = 0.02, patience: int = 3):
+    """The default stopping rule of ``engine`` for a full-batch fit (:func:`schedule`'s).
+
+    What benchmarks and tests compare candidate rules with; a fresh instance each call.
+    """
+    return schedule(
+        1000,
+        1000,
+        max_epochs=None,
+        lr=None,
+        plan_kwargs=None,
+        n_annotated=1,
+        n_free=0,
+        early_stopping=True,
+        tol=tol,
+        patience=patience,
+        engine=engine,
+    ).convergence
+
+
 class TrainingRun:
     """The machinery around one call of :meth:`SpexLVM.train`.
 
