@@ -215,7 +215,7 @@ def schedule(
                 min_epochs=min(max_epochs, 3),
                 smoothing=0.0,
                 # the loadings alone: with exact passes the factor scales of sets whose
-                # loadings no longer move keep drifting by 5-9% per pass while the
+                # loadings no longer move keep drifting by 5-10% per pass while the
                 # scores, loadings and calls stay put (benchmarks/RESULTS.md)
                 scale_tol=math.inf,
                 elbo_tol=CAVI_ELBO_TOL,
