@@ -10,6 +10,9 @@ scores (``obsm["X_true"]``) and the last negative ELBO per matrix entry of the f
 (``uns["spexlvm"]["history"]["elbo_train"]``; lower is better; exact for coordinate
 ascent, and for the Adam engine on these 1,000 cells one full-batch step per epoch).
 
+``--prior-confidence`` sets ``tl.fit(prior_confidence=...)`` (default 0.99: genes outside a
+factor's set get a slab of 0.01).
+
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/nested_swap.py --seed 2 --pair 4 5
@@ -31,7 +34,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--pair", type=int, nargs=2, default=[4, 5], metavar=("PARENT", "CHILD"))
     parser.add_argument("--passes", type=int, default=200)
+    parser.add_argument(
+        "--prior-confidence",
+        type=float,
+        default=None,
+        help="tl.fit(prior_confidence=...): the slab of genes outside a set is 1 minus it",
+    )
     args = parser.parse_args()
+    confidence = {}
+    if args.prior_confidence is not None:
+        confidence["prior_confidence"] = args.prior_confidence
     quiet()
     print(machine())
     parent, child = (k - 1 for k in args.pair)
@@ -58,6 +70,7 @@ def main() -> None:
             seed=args.seed,
             nested="keep",
             enable_progress_bar=False,
+            **confidence,
             **kwargs,
         )
         z, truth = adata.obsm["X_spexlvm"], adata.obsm["X_true"]

@@ -401,6 +401,18 @@ def test_fit_without_gene_sets_or_mask(small_data, run_fit):
         run_fit(adata)
 
 
+def test_fit_rejects_model_kwargs_that_are_its_own_arguments(small_data):
+    """``model_kwargs`` naming one of tl.fit's own arguments: a clear error (not Python's
+    "multiple values"), before anything is written."""
+    adata = small_data()
+    keys = set(adata.uns) | set(adata.obsm) | set(adata.varm)
+    with pytest.raises(ValueError, match=r"prior_confidence.*tl\.fit\(\.\.\., prior_confidence="):
+        spexlvm.tl.fit(adata, model_kwargs={"prior_confidence": 0.9, "slab_df": 2.0})
+    with pytest.raises(ValueError, match="n_dense, n_sparse"):
+        spexlvm.tl.fit(adata, model_kwargs={"n_sparse": 1, "n_dense": 1})
+    assert set(adata.uns) | set(adata.obsm) | set(adata.varm) == keys
+
+
 @pytest.mark.parametrize("value", [np.inf, -np.inf])
 def test_fit_rejects_inf(small_data, run_fit, value):
     adata = small_data()

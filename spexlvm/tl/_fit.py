@@ -158,6 +158,13 @@ def fit(
     (700, 50)
     """
     sync_verbosity()
+    clash = sorted({"n_sparse", "n_dense", "prior_confidence"} & set(model_kwargs or {}))
+    if clash:
+        raise ValueError(
+            f"model_kwargs sets {', '.join(clash)}, which tl.fit takes itself: pass "
+            + ", ".join(f"`tl.fit(..., {name}=...)`" for name in clash)
+            + " instead."
+        )
     if copy:
         if adata.isbacked:
             raise ValueError(
