@@ -41,6 +41,7 @@ from _common import f1_clock, quiet
 
 import spexlvm
 from spexlvm.train import LoadingsConvergence
+from spexlvm.train._run import stopping_rule
 
 #: ``mid`` (5,000 x 4,000, K = 50, 20% extra sets) and ``mid_annotated`` (the same without
 #: extra sets): choice data between case a and the paper size, for the stopping rule's
@@ -59,10 +60,23 @@ def data(case: str, seed: int):
 
 
 class _RuleParts(LoadingsConvergence):
-    """The default coordinate-ascent stopping rule's two parts per pass, never stopping."""
+    """Coordinate ascent's stopping rule's two parts per pass, never stopping.
+
+    The engine's settings (``stopping_rule("cavi")``), except that the scales' part is
+    measured on the tolerance it had before 2026-12-03 (``scale_tol`` 2.5 ``tol``), so that
+    the trace shows what it would have decided.
+    """
 
     def __init__(self):
-        super().__init__(tol=0.02, window=1, patience=10**9, min_epochs=10**9, smoothing=0.0)
+        rule = stopping_rule("cavi")
+        super().__init__(
+            tol=rule.tol,
+            window=rule.window,
+            patience=10**9,
+            min_epochs=10**9,
+            smoothing=rule.smoothing,
+            floor=rule.floor,
+        )
         self.parts: list[tuple[float, float]] = []
 
     def on_train_epoch_end(self, trainer, pl_module):
@@ -131,8 +145,6 @@ RELATIVE = (1e-3, 5e-4, 3e-4, 2e-4, 1e-4)
 def stopping_pass(neg_elbo, *, elbo_tol=None, elbo_rtol=None, patience=3, min_epochs=3):
     """The pass after which ``LoadingsConvergence``'s ELBO rule would stop a fit."""
     from types import SimpleNamespace
-
-    from spexlvm.train import LoadingsConvergence
 
     rule = LoadingsConvergence(
         patience=patience, min_epochs=min_epochs, elbo_tol=elbo_tol, elbo_rtol=elbo_rtol

@@ -111,8 +111,7 @@ def cavi_rule() -> dict:
     from spexlvm.train._run import stopping_rule
 
     rule = stopping_rule("cavi")
-    names = ("tol", "window", "patience", "min_epochs", "smoothing", "floor", "scale_tol")
-    return {**{n: getattr(rule, n) for n in names}, "elbo_tol": rule.elbo_tol}
+    return {name: getattr(rule, name) for name in rule._settings()}
 
 
 #: Candidate stopping rules of coordinate ascent (``--rules``): changes to its default

@@ -158,7 +158,9 @@ def fit(
     (700, 50)
     """
     sync_verbosity()
-    clash = sorted({"n_sparse", "n_dense", "prior_confidence"} & set(model_kwargs or {}))
+    # SpexLVM's arguments that tl.fit sets itself: model_kwargs must not name them again
+    own = {"n_sparse": n_sparse, "n_dense": n_dense, "prior_confidence": prior_confidence}
+    clash = sorted(own.keys() & set(model_kwargs or {}))
     if clash:
         raise ValueError(
             f"model_kwargs sets {', '.join(clash)}, which tl.fit takes itself: pass "
@@ -196,13 +198,7 @@ def fit(
         categorical_covariate_keys=categorical_covariate_keys,
         continuous_covariate_keys=continuous_covariate_keys,
     )
-    model = SpexLVM(
-        adata,
-        n_sparse=n_sparse,
-        n_dense=n_dense,
-        prior_confidence=prior_confidence,
-        **(model_kwargs or {}),
-    )
+    model = SpexLVM(adata, **own, **(model_kwargs or {}))
     train_kwargs.setdefault("enable_progress_bar", progress_bar)
     model.train(
         max_epochs=max_epochs, batch_size=batch_size, accelerator=accelerator, **train_kwargs
