@@ -1,8 +1,8 @@
 """Where the fit starts: the loadings, noise and covariate effects before training.
 
 Each annotated factor starts at its gene set's leading principal axis (on a sample of
-cells), the unannotated factors at the leading axes of what the gene sets leave, the
-covariate effects at a ridge regression (:func:`initial_loadings`);
+cells, each gene standardised), the unannotated factors at the leading axes of what the
+gene sets leave, the covariate effects at a ridge regression (:func:`initial_loadings`);
 :func:`covariate_encoding` turns the registered covariates into design columns.
 """
 
@@ -46,6 +46,23 @@ def masked_power_iteration(y: torch.Tensor, mask: torch.Tensor, n_iter: int = 15
     return v * sd * sign
 
 
+def standardised_set_axes(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each gene set's leading axis on standardised genes, as loadings of ``y``.
+
+    :func:`masked_power_iteration` of ``y`` with each gene divided by its standard
+    deviation (the axis of the set's correlation matrix, not its covariance matrix),
+    times each gene's standard deviation: a unit-variance score along the axis then
+    reproduces the set's leading variance in ``y``'s units. The likelihood weighs each
+    gene by its own noise precision, so a few high-variance genes that belong to
+    another programme should not choose a set's start; on the synthetic choice data
+    they did, and the factor of such a set started on the other programme
+    (``benchmarks/joint_init.py``). Constant genes stay at zero.
+    """
+    sd = y.std(0)
+    safe = torch.where(sd > 0, sd, torch.ones_like(sd))
+    return sd[:, None] * masked_power_iteration(y / safe, mask)
+
+
 @torch.no_grad()
 def initial_loadings(
     x: RowReader,
@@ -60,6 +77,8 @@ def initial_loadings(
     exclusive: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Start each annotated factor at its gene set's leading principal axis.
+
+    The axis is that of the set's standardised genes (:func:`standardised_set_axes`).
 
     Returns the loadings, the noise variances, the covariate effects (``None`` without
     covariates) and, with ``signs`` (genes x sets: +1 / -1 for members, 0 otherwise), the
@@ -94,7 +113,7 @@ def initial_loadings(
     parts = []
     residual = y
     if mask.shape[1]:
-        annotated = masked_power_iteration(y, torch.as_tensor(mask))
+        annotated = standardised_set_axes(y, torch.as_tensor(mask))
         parts.append(annotated)
         # what the annotated factors leave unexplained (least-squares fit of their scores)
         residual = y - (y @ torch.linalg.pinv(annotated).T) @ annotated.T
