@@ -17,6 +17,8 @@ Cases (choice data only):
   annotation noise, 10 decoys), every set kept; per seed the planted factors' absolute
   correlations with their own programme, the F1 of their loadings, the last negative
   ELBO per entry and the epochs.
+- ``axes``: no fit; for each graded seed, the absolute correlation of each planted set's
+  start (raw and standardised axes) with its own programme.
 - ``c8`` / ``c8all`` (``training_length.py``'s cases): the median shortfall of the scored
   signatures' AUROCs below ``sc.tl.score_genes``' at the default stop.
 
@@ -110,6 +112,35 @@ def graded_row(seed: int, engine: str) -> dict:
     }
 
 
+def axes_row(seed: int) -> dict:
+    """How well each planted set's start tracks its own programme, per start (no fit).
+
+    Both per-set axes on the graded data of ``seed`` (all cells, genes centred and scaled
+    by one common factor, as ``initial_loadings`` does; decoys do not change a set's own
+    axis): the absolute correlation with that set's programme of the cells' score on each
+    planted set's start, each gene weighted by its loading over its variance (the
+    likelihood's weighting when the noise is most of a gene's variance).
+    """
+    adata, sets, _ = graded_effects(seed)
+    genes = {g: i for i, g in enumerate(adata.var_names)}
+    mask = np.zeros((adata.n_vars, len(sets)), dtype=bool)
+    for k, members in enumerate(sets.values()):
+        mask[[genes[g] for g in members], k] = True
+    x = np.asarray(adata.X, dtype=np.float64)
+    y = torch.as_tensor((x - x.mean(0)) / np.sqrt(x.var(0).mean()), dtype=torch.float32)
+    truth = adata.obsm["X_true"]
+    row = {"seed": seed}
+    for name, axes in STARTS.items():
+        w = axes(y, torch.as_tensor(mask)).numpy()
+        # the score as the likelihood reads it: each gene weighted by loading / variance
+        proj = y.numpy() @ (w / y.numpy().var(0)[:, None])
+        row[name] = [
+            round(abs(float(np.corrcoef(truth[:, k], proj[:, k])[0, 1])), 2)
+            for k in range(len(sets))
+        ]
+    return row
+
+
 def c8_row(case: str, engine: str, n_dense: int, seed: int = 0) -> dict:
     from training_length import load
 
@@ -137,7 +168,7 @@ def c8_row(case: str, engine: str, n_dense: int, seed: int = 0) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=["graded", "c8", "c8all"], default="graded")
+    parser.add_argument("--case", choices=["graded", "axes", "c8", "c8all"], default="graded")
     parser.add_argument("--engine", choices=["adam", "cavi"], default="cavi")
     parser.add_argument("--sweeps", type=int, nargs="+", default=[0])
     parser.add_argument(
@@ -151,6 +182,10 @@ def main() -> None:
         args.seeds = list(range(12))
     quiet()
     print(machine())
+    if args.case == "axes":
+        for seed in args.seeds:
+            print(json.dumps({"case": "axes", **axes_row(seed)}), flush=True)
+        return
     for sweeps in args.sweeps:
         use_start(args.start, sweeps)
         head = {"case": args.case, "engine": args.engine, "sweeps": sweeps}
