@@ -1,0 +1,79 @@
+"""Signatures one engine calls significant and the other not: duplicates or lost power?
+
+Reads two sets of fits of the calls' choice data saved by ``decoys.py --parts pbmc_c8
+--save DIR`` (one per engine, same seeds) and, for every real C8 signature significant
+(``tl.gene_set_test``, BH 0.05) in the first fit but not in the second, prints the
+signature of the second fit that is significant there and whose factor's scores correlate
+most with the first fit's factor for it (its "twin"), that correlation, the two sets'
+Jaccard index, and the correlation of the signature's own factor between the two fits. A
+twin with a high correlation means the second fit carries the same programme under
+another, overlapping signature (a duplicate switched off or not called), not a lost one.
+
+Usage::
+
+    python benchmarks/decoys.py --parts pbmc_c8 --seeds 0 1 2 --engine adam --save A
+    python benchmarks/decoys.py --parts pbmc_c8 --seeds 0 1 2 --engine cavi --save C
+    python benchmarks/c8_twins.py A C --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import anndata as ad
+import numpy as np
+from _common import quiet
+
+from spexlvm.tl._significance import set_pvalues
+
+
+def _abs_corr(a: np.ndarray, b: np.ndarray) -> float:
+    return abs(float(np.corrcoef(a, b)[0, 1]))
+
+
+def compare(first: ad.AnnData, second: ad.AnnData) -> tuple[list[str], int, int]:
+    """Markdown rows for the first fit's significant signatures that the second does not
+    call, and the two fits' numbers of significant real signatures."""
+    names = [str(n) for n in first.uns["spexlvm_mask"]["names"]]
+    mask = np.asarray(first.varm["spexlvm_mask"], dtype=bool)
+    real = np.array([not n.startswith("DECOY") for n in names])
+    sig_a = (set_pvalues(first)[2] < 0.05) & real
+    sig_b = (set_pvalues(second)[2] < 0.05) & real
+    za, zb = first.obsm["X_spexlvm"], second.obsm["X_spexlvm"]
+    rows = []
+    for k in np.flatnonzero(sig_a & ~sig_b):
+        cand = np.flatnonzero(sig_b)
+        r = [_abs_corr(za[:, k], zb[:, j]) for j in cand]
+        j = int(cand[int(np.argmax(r))])
+        jaccard = (mask[:, k] & mask[:, j]).sum() / (mask[:, k] | mask[:, j]).sum()
+        rows.append(
+            f"| {names[k]} | {names[j]} | {max(r):.2f} | {jaccard:.2f} | "
+            f"{_abs_corr(za[:, k], zb[:, k]):.2f} |"
+        )
+    return rows, int(sig_a.sum()), int(sig_b.sum())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("first", help="directory of the first engine's saved fits")
+    parser.add_argument("second", help="directory of the second engine's saved fits")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    quiet()
+    for seed in args.seeds:
+        name = f"pbmc_c8_seed{seed}.h5ad"
+        first = ad.read_h5ad(os.path.join(args.first, name))
+        second = ad.read_h5ad(os.path.join(args.second, name))
+        rows, n_a, n_b = compare(first, second)
+        print(f"\nseed {seed}: significant real signatures {n_a} (first), {n_b} (second)\n")
+        print(
+            "| significant in the first only | twin in the second | twin \\|r\\| | Jaccard "
+            "| own factor \\|r\\| |"
+        )
+        print("| --- | --- | --- | --- | --- |")
+        print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
