@@ -58,7 +58,8 @@ def standardised_set_axes(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     they did, and the factor of such a set started on the other programme
     (``benchmarks/joint_init.py``). Constant genes stay at zero.
     """
-    sd = y.std(0)
+    # one sampled cell: no spread (torch's sample sd would be NaN)
+    sd = y.std(0) if y.shape[0] > 1 else torch.zeros(y.shape[1], dtype=y.dtype)
     safe = torch.where(sd > 0, sd, torch.ones_like(sd))
     return sd[:, None] * masked_power_iteration(y / safe, mask)
 

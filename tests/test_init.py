@@ -64,3 +64,11 @@ def test_coordinate_ascent_keeps_every_planted_programme_on_its_own_factor():
     z, truth = adata.obsm["X_spexlvm"], adata.obsm["X_true"]
     own = [_corr(truth[:, k], z[:, k]) for k in range(truth.shape[1])]
     assert min(own) > 0.85, np.round(own, 2)
+
+
+def test_one_sampled_cell_gives_a_finite_start():
+    """A single sampled cell (sd 0 for every gene): the start is zero, not NaN."""
+    y = torch.randn(1, 8)
+    mask = torch.ones(8, 2, dtype=torch.bool)
+    w = standardised_set_axes(y, mask)
+    assert torch.isfinite(w).all()
