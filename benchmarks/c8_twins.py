@@ -25,11 +25,8 @@ import anndata as ad
 import numpy as np
 from _common import quiet
 
+from spexlvm._utils import column_correlation
 from spexlvm.tl._significance import set_pvalues
-
-
-def _abs_corr(a: np.ndarray, b: np.ndarray) -> float:
-    return abs(float(np.corrcoef(a, b)[0, 1]))
 
 
 def compare(first: ad.AnnData, second: ad.AnnData) -> tuple[list[str], int, int]:
@@ -44,13 +41,11 @@ def compare(first: ad.AnnData, second: ad.AnnData) -> tuple[list[str], int, int]
     rows = []
     for k in np.flatnonzero(sig_a & ~sig_b):
         cand = np.flatnonzero(sig_b)
-        r = [_abs_corr(za[:, k], zb[:, j]) for j in cand]
+        r = np.abs(column_correlation(za[:, [k]], zb[:, cand]))[0]
         j = int(cand[int(np.argmax(r))])
         jaccard = (mask[:, k] & mask[:, j]).sum() / (mask[:, k] | mask[:, j]).sum()
-        rows.append(
-            f"| {names[k]} | {names[j]} | {max(r):.2f} | {jaccard:.2f} | "
-            f"{_abs_corr(za[:, k], zb[:, k]):.2f} |"
-        )
+        own = abs(float(column_correlation(za[:, [k]], zb[:, [k]])[0, 0]))
+        rows.append(f"| {names[k]} | {names[j]} | {r.max():.2f} | {jaccard:.2f} | {own:.2f} |")
     return rows, int(sig_a.sum()), int(sig_b.sum())
 
 

@@ -30,8 +30,7 @@ import joint_init
 import numpy as np
 from _common import machine, quiet
 
-import spexlvm
-from spexlvm.datasets._graded import graded_effects
+from spexlvm._utils import column_correlation
 
 
 def main() -> None:
@@ -73,34 +72,17 @@ def main() -> None:
     for label, kwargs in fits:
         # the first three start as before 2026-12-04 (joint_init.py --start raw)
         joint_init.use_start("standardised" if "standardised" in label else "raw")
-        adata, sets, true_r2 = graded_effects(args.seed)
-        decoys = spexlvm.pp.decoy_gene_sets(adata, sets, n=10, seed=args.seed)
-        spexlvm.tl.fit(
-            adata,
-            {**sets, **decoys},
-            seed=args.seed,
-            nested="keep",
-            enable_progress_bar=False,
-            **confidence,
-            **kwargs,
+        adata, true_r2 = joint_init.fit_graded(args.seed, **confidence, **kwargs)
+        summary = joint_init.planted_summary(adata, true_r2)
+        pair = [parent, child]
+        # r[t, f]: |r| of the pair's true programme t with the pair's factor f
+        r = np.abs(
+            column_correlation(adata.obsm["X_true"][:, pair], adata.obsm["X_spexlvm"][:, pair])
         )
-        z, truth = adata.obsm["X_spexlvm"], adata.obsm["X_true"]
-        r = {
-            (t, f): abs(float(np.corrcoef(truth[:, t], z[:, f])[0, 1]))
-            for t in (parent, child)
-            for f in (parent, child)
-        }
-        k = truth.shape[1]
-        own = [abs(float(np.corrcoef(truth[:, j], z[:, j])[0, 1])) for j in range(k)]
-        f1 = spexlvm.datasets.f1_score(
-            np.asarray(true_r2)[:, :k] > 0, adata.varm["spexlvm_loadings"][:, :k]
-        )
-        uns = adata.uns["spexlvm"]
-        neg_elbo = float(np.asarray(uns["history"]["elbo_train"]).ravel()[-1])
         print(
-            f"| {label} | {uns['params']['n_epochs']} | {r[parent, parent]:.3f} | "
-            f"{r[child, parent]:.3f} | {r[child, child]:.3f} | {r[parent, child]:.3f} | "
-            f"{np.median(own):.3f} | {f1:.3f} | {neg_elbo:.5f} |"
+            f"| {label} | {summary['epochs']} | {r[0, 0]:.3f} | {r[1, 0]:.3f} | "
+            f"{r[1, 1]:.3f} | {r[0, 1]:.3f} | {np.median(summary['own']):.3f} | "
+            f"{summary['F1']:.3f} | {summary['neg_elbo']:.5f} |"
         )
 
 
