@@ -14,6 +14,12 @@ Usage::
     python benchmarks/decoys.py --parts pbmc_c8 --seeds 0 1 2 --engine adam --save A
     python benchmarks/decoys.py --parts pbmc_c8 --seeds 0 1 2 --engine cavi --save C
     python benchmarks/c8_twins.py A C --seeds 0 1 2
+
+It then counts the distinct programmes each fit calls significant (:func:`programmes`):
+the significant real signatures of both fits are joined when their factors' cell scores
+correlate at ``|r| >= --same`` (within a fit or across the two), and every connected
+group is one programme. A fit that switches off a duplicate of a signature it calls
+loses a signature but no programme.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import os
 import anndata as ad
 import numpy as np
 from _common import quiet
+from scipy.sparse.csgraph import connected_components
 
 from spexlvm._utils import column_correlation
 from spexlvm.tl._significance import set_pvalues
@@ -49,13 +56,50 @@ def compare(first: ad.AnnData, second: ad.AnnData) -> tuple[list[str], int, int]
     return rows, int(sig_a.sum()), int(sig_b.sum())
 
 
+def programmes(first: ad.AnnData, second: ad.AnnData, same: float) -> tuple[int, int, int]:
+    """Distinct programmes among the two fits' significant real signatures.
+
+    Nodes are the real signatures significant (BH 0.05) in either fit; two nodes are
+    joined when their factors' scores correlate at ``|r| >= same``. Returns the number of
+    connected groups holding a node of the first fit, of the second, and in all.
+    """
+    names = [str(n) for n in first.uns["spexlvm_mask"]["names"]]
+    real = np.array([not n.startswith("DECOY") for n in names])
+    sig = [(set_pvalues(fit)[2] < 0.05) & real for fit in (first, second)]
+    # the annotated factors come first in the scores, the unannotated ones after them
+    scores = np.concatenate(
+        [
+            fit.obsm["X_spexlvm"][:, : len(names)][:, s]
+            for fit, s in zip((first, second), sig, strict=True)
+        ],
+        1,
+    )
+    owner = np.repeat([0, 1], [int(s.sum()) for s in sig])
+    if not len(owner):
+        return 0, 0, 0
+    linked = np.abs(np.nan_to_num(column_correlation(scores))) >= same
+    n_groups, group = connected_components(linked, directed=False)
+    return (
+        len(np.unique(group[owner == 0])),
+        len(np.unique(group[owner == 1])),
+        int(n_groups),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("first", help="directory of the first engine's saved fits")
     parser.add_argument("second", help="directory of the second engine's saved fits")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--same",
+        type=float,
+        default=0.8,
+        help="|r| of two factors' scores that makes one programme",
+    )
     args = parser.parse_args()
     quiet()
+    totals = np.zeros(5, dtype=int)
     for seed in args.seeds:
         name = f"pbmc_c8_seed{seed}.h5ad"
         first = ad.read_h5ad(os.path.join(args.first, name))
@@ -68,6 +112,18 @@ def main() -> None:
         )
         print("| --- | --- | --- | --- | --- |")
         print("\n".join(rows))
+        p_a, p_b, p_all = programmes(first, second, args.same)
+        totals += (n_a, n_b, p_a, p_b, p_all)
+        print(
+            f"\nseed {seed}: distinct programmes (|r| >= {args.same}) {p_a} (first), "
+            f"{p_b} (second), {p_all} in all"
+        )
+    n_a, n_b, p_a, p_b, p_all = totals
+    print(
+        f"\nall seeds: significant real signatures {n_a} / {n_b} (second / first "
+        f"{n_b / max(n_a, 1):.2f}); distinct programmes {p_a} / {p_b} of {p_all} "
+        f"(second / first {p_b / max(p_a, 1):.2f})"
+    )
 
 
 if __name__ == "__main__":

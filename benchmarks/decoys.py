@@ -114,6 +114,8 @@ def calls(adata, known: list[str]) -> tuple[dict[str, object], str]:
         "real significant": f"{sig[~decoy].sum()}/{(~decoy).sum()}",
         "refine calls on decoys": f"{on_decoy.sum()}/{len(ref)}",
         "of which added": f"{(on_decoy & (ref['change'] == 'added').to_numpy()).sum()}",
+        # per set: one falsely significant large decoy can draw most of the calls above
+        "decoys refined": f"{ref.loc[on_decoy, 'factor'].nunique()}/{decoy.sum()}",
     }
     for name in known:
         i = list(test.index).index(name)
