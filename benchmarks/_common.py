@@ -66,19 +66,37 @@ def machine(*packages: str) -> str:
     )
 
 
+def score_genes_score(adata, genes):
+    """Each cell's ``sc.tl.score_genes`` score (``random_state=0``) with ``genes``.
+
+    The score is written to a temporary ``obs`` column, removed afterwards; ``adata`` is
+    otherwise unchanged.
+    """
+    import scanpy as sc
+
+    sc.tl.score_genes(adata, list(genes), score_name="_score_genes", random_state=0)
+    return adata.obs.pop("_score_genes").to_numpy()
+
+
 def score_genes_auroc(adata, genes, labels, group: str) -> float:
     """AUROC of ``sc.tl.score_genes`` (``random_state=0``) with ``genes`` for ``group``.
 
-    ``labels``: each cell's group. The score is written to a temporary ``obs`` column,
-    removed afterwards; ``adata`` is otherwise unchanged.
+    ``labels``: each cell's group; ``adata`` is unchanged (:func:`score_genes_score`).
     """
     import numpy as np
-    import scanpy as sc
     from sklearn.metrics import roc_auc_score
 
-    sc.tl.score_genes(adata, list(genes), score_name="_score_genes", random_state=0)
-    score = adata.obs.pop("_score_genes").to_numpy()
+    score = score_genes_score(adata, genes)
     return float(roc_auc_score(np.asarray(labels) == group, score))
+
+
+def group_aurocs(score, labels) -> dict[str, float]:
+    """AUROC of ``score`` for every group of ``labels`` (each group against the rest)."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels)
+    return {str(g): round(float(roc_auc_score(labels == g, score)), 3) for g in np.unique(labels)}
 
 
 def f1_clock(mask_true, *, score_start: bool = False):

@@ -3,8 +3,10 @@
 One fit per (data, genes, set-size filter, ``n_dense``, seed) with ``tl.fit``'s defaults
 (every set kept, the scores' prior of ``score_overlap``), printed as one JSON line with
 the AUROC of each evaluated factor against its cell group and ``sc.tl.score_genes``' AUROC
-with the same genes found. These fits only MEASURE the defaults: nothing was chosen on
-them (``overlap_choice.py`` and ``dense_prior.py``'s choice data chose).
+with the same genes found; ``by_group`` (and ``score_genes_by_group``) give both scores'
+AUROCs for every cell group of the label, i.e. what a factor marks when it misses its
+own. These fits only MEASURE the defaults: nothing was chosen on them (``overlap_choice.py``
+and ``dense_prior.py``'s choice data chose).
 
 - ``pbmc``: pbmc68k_reduced ``.raw`` (765 genes), Reactome; MHC class II antigen
   presentation vs Dendritic, the B cell receptor vs CD19+ B, innate immune system and
@@ -30,7 +32,7 @@ from collections import defaultdict
 
 import numpy as np
 import scanpy as sc
-from _common import quiet, score_genes_auroc
+from _common import group_aurocs, quiet, score_genes_score
 from sklearn.metrics import roc_auc_score
 
 import spexlvm
@@ -89,10 +91,11 @@ def run(
     out = {"data": data, "genes": genes, "filter": size_filter, "n_dense": n_dense, "seed": seed}
     out["engine"] = engine
     out["shared"] = shared
-    base = {}
+    base, base_scores = {}, {}
     for name, group in PAIRS[data].items():
         found = [g for g in sets[name] if g in adata.var_names]
-        base[name] = score_genes_auroc(adata, found, labels, group)
+        base_scores[name] = score_genes_score(adata, found)
+        base[name] = float(roc_auc_score(labels == group, base_scores[name]))
     start = time.perf_counter()
     model_kwargs = {} if overlap is None else {"score_overlap": overlap}
     if shared:
@@ -127,11 +130,15 @@ def run(
     out["overlap_max"] = float(uns["params"].get("score_overlap_max", 1.0))
     names = list(uns["factor_names"])
     out["auroc"], out["score_genes"] = {}, {}
+    # what else each factor marks: its AUROC, and score_genes', for every cell group
+    out["by_group"], out["score_genes_by_group"] = {}, {}
     for name, group in PAIRS[data].items():
         if name in names:  # a set outside the size filter is no factor
             score = adata.obsm["X_spexlvm"][:, names.index(name)]
             out["auroc"][name] = float(roc_auc_score(labels == group, score))
             out["score_genes"][name] = base[name]
+            out["by_group"][name] = group_aurocs(score, labels)
+            out["score_genes_by_group"][name] = group_aurocs(base_scores[name], labels)
     return out
 
 
