@@ -33,6 +33,7 @@ from _common import quiet
 from scipy.sparse.csgraph import connected_components
 
 from spexlvm._utils import column_correlation
+from spexlvm.pp import is_decoy
 from spexlvm.tl._significance import set_pvalues
 
 
@@ -41,7 +42,7 @@ def compare(first: ad.AnnData, second: ad.AnnData) -> tuple[list[str], int, int]
     call, and the two fits' numbers of significant real signatures."""
     names = [str(n) for n in first.uns["spexlvm_mask"]["names"]]
     mask = np.asarray(first.varm["spexlvm_mask"], dtype=bool)
-    real = np.array([not n.startswith("DECOY") for n in names])
+    real = ~is_decoy(names)
     sig_a = (set_pvalues(first)[2] < 0.05) & real
     sig_b = (set_pvalues(second)[2] < 0.05) & real
     za, zb = first.obsm["X_spexlvm"], second.obsm["X_spexlvm"]
@@ -64,7 +65,7 @@ def programmes(first: ad.AnnData, second: ad.AnnData, same: float) -> tuple[int,
     connected groups holding a node of the first fit, of the second, and in all.
     """
     names = [str(n) for n in first.uns["spexlvm_mask"]["names"]]
-    real = np.array([not n.startswith("DECOY") for n in names])
+    real = ~is_decoy(names)
     sig = [(set_pvalues(fit)[2] < 0.05) & real for fit in (first, second)]
     # the annotated factors come first in the scores, the unannotated ones after them
     scores = np.concatenate(
