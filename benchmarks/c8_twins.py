@@ -37,14 +37,19 @@ from spexlvm.pp import is_decoy
 from spexlvm.tl._significance import set_pvalues
 
 
-def compare(first: ad.AnnData, second: ad.AnnData) -> tuple[list[str], int, int]:
+def significant_real(fit: ad.AnnData) -> np.ndarray:
+    """Which annotated factors are real signatures significant at BH 0.05."""
+    names = [str(n) for n in fit.uns["spexlvm_mask"]["names"]]
+    return (set_pvalues(fit)[2] < 0.05) & ~is_decoy(names)
+
+
+def compare(
+    first: ad.AnnData, second: ad.AnnData, sig_a: np.ndarray, sig_b: np.ndarray
+) -> list[str]:
     """Markdown rows for the first fit's significant signatures that the second does not
-    call, and the two fits' numbers of significant real signatures."""
+    call (``sig_a`` / ``sig_b``: :func:`significant_real` of the two fits)."""
     names = [str(n) for n in first.uns["spexlvm_mask"]["names"]]
     mask = np.asarray(first.varm["spexlvm_mask"], dtype=bool)
-    real = ~is_decoy(names)
-    sig_a = (set_pvalues(first)[2] < 0.05) & real
-    sig_b = (set_pvalues(second)[2] < 0.05) & real
     za, zb = first.obsm["X_spexlvm"], second.obsm["X_spexlvm"]
     rows = []
     for k in np.flatnonzero(sig_a & ~sig_b):
@@ -54,25 +59,21 @@ def compare(first: ad.AnnData, second: ad.AnnData) -> tuple[list[str], int, int]
         jaccard = (mask[:, k] & mask[:, j]).sum() / (mask[:, k] | mask[:, j]).sum()
         own = abs(float(column_correlation(za[:, [k]], zb[:, [k]])[0, 0]))
         rows.append(f"| {names[k]} | {names[j]} | {r.max():.2f} | {jaccard:.2f} | {own:.2f} |")
-    return rows, int(sig_a.sum()), int(sig_b.sum())
+    return rows
 
 
-def programmes(first: ad.AnnData, second: ad.AnnData, same: float) -> tuple[int, int, int]:
-    """Distinct programmes among the two fits' significant real signatures.
+def programmes(
+    fits: tuple[ad.AnnData, ad.AnnData], sig: tuple[np.ndarray, np.ndarray], same: float
+) -> tuple[int, int, int]:
+    """Distinct programmes among two fits' significant real signatures (``sig``).
 
-    Nodes are the real signatures significant (BH 0.05) in either fit; two nodes are
-    joined when their factors' scores correlate at ``|r| >= same``. Returns the number of
-    connected groups holding a node of the first fit, of the second, and in all.
+    Nodes are the real signatures significant in either fit; two nodes are joined when
+    their factors' scores correlate at ``|r| >= same``. Returns the number of connected
+    groups holding a node of the first fit, of the second, and in all.
     """
-    names = [str(n) for n in first.uns["spexlvm_mask"]["names"]]
-    real = ~is_decoy(names)
-    sig = [(set_pvalues(fit)[2] < 0.05) & real for fit in (first, second)]
     # the annotated factors come first in the scores, the unannotated ones after them
     scores = np.concatenate(
-        [
-            fit.obsm["X_spexlvm"][:, : len(names)][:, s]
-            for fit, s in zip((first, second), sig, strict=True)
-        ],
+        [fit.obsm["X_spexlvm"][:, : s.size][:, s] for fit, s in zip(fits, sig, strict=True)],
         1,
     )
     owner = np.repeat([0, 1], [int(s.sum()) for s in sig])
@@ -105,7 +106,9 @@ def main() -> None:
         name = f"pbmc_c8_seed{seed}.h5ad"
         first = ad.read_h5ad(os.path.join(args.first, name))
         second = ad.read_h5ad(os.path.join(args.second, name))
-        rows, n_a, n_b = compare(first, second)
+        sig = (significant_real(first), significant_real(second))
+        rows = compare(first, second, *sig)
+        n_a, n_b = (int(v.sum()) for v in sig)
         print(f"\nseed {seed}: significant real signatures {n_a} (first), {n_b} (second)\n")
         print(
             "| significant in the first only | twin in the second | twin \\|r\\| | Jaccard "
@@ -113,7 +116,7 @@ def main() -> None:
         )
         print("| --- | --- | --- | --- | --- |")
         print("\n".join(rows))
-        p_a, p_b, p_all = programmes(first, second, args.same)
+        p_a, p_b, p_all = programmes((first, second), sig, args.same)
         totals += (n_a, n_b, p_a, p_b, p_all)
         print(
             f"\nseed {seed}: distinct programmes (|r| >= {args.same}) {p_a} (first), "

@@ -99,7 +99,8 @@ def fitted(name: str, fit) -> tuple[object, str]:
 
 
 def calls(adata, known: list[str]) -> tuple[dict[str, object], str]:
-    """Decoy rates of the three calls and the known sets' calls, and :func:`shares`."""
+    """Decoy rates of the three calls and the known sets' calls, :func:`shares` and
+    :func:`refined_decoys`."""
     act = spexlvm.tl.active_factors(adata)
     test = spexlvm.tl.gene_set_test(adata)
     ref = spexlvm.tl.refine(adata, only_significant=ONLY_SIGNIFICANT)
@@ -120,7 +121,22 @@ def calls(adata, known: list[str]) -> tuple[dict[str, object], str]:
     for name in known:
         i = list(test.index).index(name)
         out[name] = f"{'A' if active[i] else '-'}{'S' if sig[i] else '-'}"
-    return out, shares(act, test, known)
+    return out, "\n".join([shares(act, test, known), *refined_decoys(act, test, ref)])
+
+
+def refined_decoys(act, test, ref) -> list[str]:
+    """One line per decoy that refine made calls on: its size, the genes its factor
+    moves (``n_effect``), its adjusted p-value and the calls (the genes added by name)."""
+    lines = []
+    for name, calls in ref[spexlvm.pp.is_decoy(ref["factor"].to_numpy())].groupby("factor"):
+        added = calls.loc[calls["change"] == "added", "gene"].tolist()
+        lines.append(
+            f"decoy refined: {name}, {test.loc[name, 'n_genes']} genes, n_effect "
+            f"{act.loc[name, 'n_effect']}, pval_adj {test.loc[name, 'pval_adj']:.1e}: "
+            f"{(calls['change'] == 'removed').sum()} removed, {len(added)} added "
+            f"{', '.join(added)}".rstrip()
+        )
+    return lines
 
 
 def shares(act, test, known: list[str]) -> str:

@@ -74,3 +74,4 @@ def test_one_sampled_cell_gives_a_finite_start():
     mask = torch.ones(8, 2, dtype=torch.bool)
     w = standardised_set_axes(y, mask)
     assert torch.isfinite(w).all()
+    assert torch.equal(w, torch.zeros_like(w))
