@@ -310,6 +310,52 @@ def test_refine_no_calls_on_factor_about_other_genes(decoy_fit):
         spexlvm.tl.refine(adata, min_set_share=1.5)
 
 
+def test_refine_no_calls_on_factor_keeping_few_of_its_set(decoy_fit):
+    """A factor whose set is mostly genes without an effect would rewrite the set."""
+    adata, _ = decoy_fit
+    adata = adata.copy()
+    names = list(adata.uns["spexlvm_mask"]["names"])
+    k = names.index("factor_1")
+    planted = [f"factor_{j + 1}" for j in range(6)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spexlvm.tl.refine(adata, only_active=False, only_significant=False)
+    kept = spexlvm.tl.kept_share(adata).to_dict()
+    assert list(kept) == names
+    # the planted factors keep most of their sets (20% annotation noise)
+    assert all(kept[n] > 0.6 for n in planted), kept
+    # random sets (decoys, the 2 extra sets) keep few of theirs: gated without activity
+    few = adata.uns["spexlvm"]["refine"]["n_few_kept"]
+    assert few == sum(v < 0.4 for v in kept.values()) >= len(kept) - len(planted) - 4
+    # factor_1's set now also holds three times as many genes without an effect in it
+    mask = np.asarray(adata.varm["spexlvm_mask"]).copy()
+    w = adata.varm["spexlvm_loadings"][:, k]
+    quiet = np.flatnonzero(~mask[:, k] & (np.abs(w) < 1e-3 * np.abs(w).max()))
+    extra = quiet[: 3 * int(mask[:, k].sum())]
+    assert len(extra) == 3 * mask[:, k].sum()
+    mask[extra, k] = True
+    adata.varm["spexlvm_mask"] = mask
+    with pytest.warns(UserWarning, match=r"keep few of their set's genes.*factor_1") as rec:
+        changes = spexlvm.tl.refine(adata, only_active=False, only_significant=False)
+    assert any(r.filename == __file__ for r in rec)  # the caller's line
+    stored = adata.uns["spexlvm"]["refine"]
+    assert spexlvm.tl.kept_share(adata)["factor_1"] < 0.4 and stored["min_kept_share"] == 0.4
+    assert stored["n_few_kept"] == few + 1
+    assert "factor_1" not in set(changes["factor"])
+    assert set(planted[1:]) <= set(changes["factor"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        every = spexlvm.tl.refine(
+            adata, only_active=False, only_significant=False, min_kept_share=0.0
+        )
+    removed = every[(every["factor"] == "factor_1") & (every["change"] == "removed")]
+    # without the gate refine "removes" most of what was added: the set is rewritten
+    assert len(set(removed["gene"]) & set(adata.var_names[extra])) > len(extra) / 2
+    assert adata.uns["spexlvm"]["refine"]["n_few_kept"] == 0
+    with pytest.raises(ValueError, match="min_kept_share"):
+        spexlvm.tl.refine(adata, min_kept_share=-0.1)
+
+
 def test_one_membership_mask_orientation_and_refine_agree():
     """With nested-set prior editing, orientation and refine both use the user's mask."""
     adata = synthetic(300, 200, 4, noise=0.0, seed=4)

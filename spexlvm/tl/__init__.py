@@ -12,7 +12,7 @@ from ._impute import impute
 from ._names import factor_name
 from ._project import project
 from ._pruning import active_factors
-from ._refine import refine, refined_gene_sets, write_gmt
+from ._refine import kept_share, refine, refined_gene_sets, write_gmt
 from ._significance import gene_set_test
 from ._stability import stability
 from ._variance import variance_explained
@@ -28,6 +28,7 @@ __all__ = [
     "gene_attribution",
     "gene_set_test",
     "impute",
+    "kept_share",
     "project",
     "refine",
     "refined_gene_sets",

@@ -67,6 +67,15 @@ MIN_GENE_R2 = 0.05
 #: signature of a blood cell type (0.50); it drops 3 of the 6 active signatures of cell
 #: types absent from blood (benchmarks/RESULTS.md).
 MIN_SET_SHARE = 0.4
+#: Default smallest ``kept_share`` of a factor on which :func:`spexlvm.tl.refine` calls
+#: genes: the data (the scores' regression, no shrinkage prior) give an effect to at least
+#: 40% of its set's genes in expectation. Below it the factor follows a few of the set's
+#: genes, and refine would rewrite the set rather than refine it. Chosen on scanpy's PBMCs
+#: with 50 C8 signatures drawn at random + 30 decoys (seeds 0-20, both engines): the least
+#: restrictive bar of 0.2 / 0.3 / 0.4 / 0.5 at which the decoys' share of refine's calls,
+#: pooled, is at most 5% with either engine (benchmarks/RESULTS.md, "refine: sets whose
+#: factor keeps few of their genes").
+MIN_KEPT_SHARE = 0.4
 #: Fewest decoy sets in a fit for their statistics to serve as the null.
 MIN_DECOYS = 10
 #: Fewest decoys for the decoy null to model its spread against the set size
