@@ -384,30 +384,49 @@ def _warn_off_set(names: np.ndarray, min_set_share: float) -> None:
 def _effect_thresholds(
     adata: AnnData, key: str, min_gene_r2: float, n_annotated: int
 ) -> np.ndarray:
-    """``t_gk``: the absolute loading at which factor ``k`` explains ``min_gene_r2`` of
-    gene ``g``'s variance (genes x annotated factors)."""
+    """Each loading's effect threshold ``t_gk`` (genes x annotated factors).
+
+    The absolute loading at which factor ``k`` explains ``min_gene_r2`` of gene ``g``'s
+    variance.
+    """
     return effect_threshold(
         gene_variance(adata, key), factor_variance(adata, key)[:n_annotated], min_gene_r2
     )
 
 
 def _data_effect_probability(adata: AnnData, key: str, t: np.ndarray) -> np.ndarray:
-    """``P(|b_gk| > t_gk)`` from each gene's regression on the factor scores: the data's own
-    evidence (no shrinkage prior) for an effect, whose complement scores removals."""
+    """``P(|b_gk| > t_gk)`` from each gene's regression on the factor scores.
+
+    The data's own evidence (no shrinkage prior) for an effect; its complement scores
+    removals.
+    """
     coef, se = score_regression(adata, key)
     n = t.shape[1]
     return relevance_probability(coef[:, :n], se[:, :n], t)
 
 
+@docs.dedent
 def kept_share(
     adata: AnnData, *, key: str = "spexlvm", min_gene_r2: float = MIN_GENE_R2
 ) -> pd.Series:
-    """Each annotated set's ``kept_share``, the statistic of :func:`refine`'s
-    ``min_kept_share``: the mean, over the set's genes, of the data's probability that
-    the set's factor explains at least ``min_gene_r2`` of the gene's variance.
+    """Each annotated set's ``kept_share``, the statistic of :func:`refine`'s ``min_kept_share``.
 
-    Near 1 the factor moves its whole set; near 0 it follows a few of the set's genes and
-    the rest have no effect. NaN for a set without genes. Indexed by set name.
+    The mean, over the set's genes, of the data's probability (each gene's regression on
+    the factor scores, no shrinkage prior) that the set's factor explains at least
+    ``min_gene_r2`` of the gene's variance. Near 1 the factor moves its whole set; near 0
+    it follows a few of the set's genes and the rest have no effect. NaN for a set
+    without genes.
+
+    Parameters
+    ----------
+    %(adata_fitted_data)s
+    %(key)s
+    min_gene_r2
+        Smallest share of a gene's variance that counts as an effect (as :func:`refine`).
+
+    Returns
+    -------
+    A Series indexed by set name (``factor``), one value per annotated factor.
     """
     mask, names = get_annotation(adata, key)
     t = _effect_thresholds(adata, key, min_gene_r2, mask.shape[1])
@@ -416,8 +435,10 @@ def kept_share(
 
 
 def _kept_shares(mask: np.ndarray, prob: np.ndarray) -> np.ndarray:
-    """Each set's ``kept_share``: the mean of ``prob`` (genes x sets, the probability of
-    an effect) over the set's genes in ``mask``; NaN for a set without genes."""
+    """Each set's ``kept_share``: the mean of ``prob`` over the set's genes in ``mask``.
+
+    ``prob``: genes x sets, the probability of an effect. NaN for a set without genes.
+    """
     size = mask.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(size > 0, (prob * mask).sum(axis=0) / size, np.nan)
