@@ -35,3 +35,9 @@ DENSE_PREFIX = "dense_"
 #: (:class:`~spexlvm.SpexLVM`'s ``score_overlap_max``): none. benchmarks/RESULTS.md, "The
 #: learned prior correlation creeps towards 1".
 SCORE_OVERLAP_MAX = 1.0
+
+#: The default inference engine of :meth:`SpexLVM.train <spexlvm.SpexLVM.train>`, ``tl.fit``
+#: and ``spexlvm fit``: coordinate ascent since 2026-12-04, when it met the rule written for
+#: the switch on fresh draws of the choice data (C8 signatures on PBMC, seeds 21-32;
+#: benchmarks/RESULTS.md, "Coordinate ascent as the default engine, a fifth look").
+DEFAULT_ENGINE = "cavi"

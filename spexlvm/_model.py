@@ -24,7 +24,14 @@ from scvi.data.fields import (
 from scvi.model.base import BaseModelClass, PyroSviTrainMixin
 from scvi.utils import setup_anndata_dsp
 
-from ._constants import DENSE_PREFIX, KEYS, REGISTRY_KEYS, SCORE_OVERLAP_MAX, SPARSE_PREFIX
+from ._constants import (
+    DEFAULT_ENGINE,
+    DENSE_PREFIX,
+    KEYS,
+    REGISTRY_KEYS,
+    SCORE_OVERLAP_MAX,
+    SPARSE_PREFIX,
+)
 from ._data import RowReader, SpexLVMDataModule, obs_fields
 from ._docs import docs
 from ._init import covariate_encoding, initial_loadings
@@ -549,17 +556,18 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
         checkpoint_interval: float = 300.0,
         resume: bool = True,
         block_size: int | None = None,
-        engine: str = "adam",
+        engine: str = DEFAULT_ENGINE,
         **trainer_kwargs,
     ):
-        """Train the model by minibatch stochastic variational inference.
+        """Train the model: variational inference over minibatches of cells.
 
         Parameters
         ----------
         max_epochs
-            Maximum number of passes through the data. Defaults to a value chosen from the
-            number of minibatches per epoch, so that the default fit gets about 1,500
-            optimisation steps (at least 100 epochs) before convergence stops it.
+            Maximum number of passes through the data. Defaults to 200 passes with the
+            default engine (``"cavi"``); with ``engine="adam"`` to a value chosen from the
+            number of minibatches per epoch, so that the fit gets about 1,500 optimisation
+            steps (at least 100 epochs) before convergence stops it.
         batch_size
             Cells per minibatch (over all processes with DDP). Defaults to all cells up to
             16,384 cells and 2^27 entries (``cells x genes``, 512 MB in float32), else to
@@ -611,17 +619,21 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             about 1 MB, whose order is shuffled every epoch, so that reading stays
             sequential (see :mod:`spexlvm._data`).
         engine
-            ``"adam"`` (default): minibatch stochastic gradient steps (Adam) on the
-            closed-form ELBO (:class:`~spexlvm.train.SpexLVMTrainingPlan`). ``"cavi"``:
-            coordinate ascent on the same ELBO, one exact update per pass through the data
-            (:class:`~spexlvm.train.CAVITrainingPlan`): the loadings, covariate effects
-            and noise in closed form, the horseshoe scales by a few Adam steps on their
-            prior terms. Its passes to convergence do not grow with the number of cells
-            (see ``benchmarks/RESULTS.md``, "Coordinate ascent"); ``max_epochs`` then counts
-            passes (default 200), ``lr`` is the scales' step size, early stopping reads the
-            loadings alone (not the factor scales) and also ends the fit once ``patience``
-            passes in a row raised the exact ELBO by less than ``1e-5`` per matrix entry
-            (``LoadingsConvergence(elbo_tol=)``).
+            ``"cavi"`` (default): coordinate ascent on the ELBO, one exact update per pass
+            through the data (:class:`~spexlvm.train.CAVITrainingPlan`): the loadings,
+            covariate effects and noise in closed form, the horseshoe scales by a few Adam
+            steps on their prior terms. Its passes to convergence do not grow with the
+            number of cells (see ``benchmarks/RESULTS.md``, "Coordinate ascent");
+            ``max_epochs`` then counts passes (default 200), ``lr`` is the scales' step
+            size, early stopping reads the loadings alone (not the factor scales) and also
+            ends the fit once ``patience`` passes in a row raised the exact ELBO by less
+            than ``1e-5`` per matrix entry (``LoadingsConvergence(elbo_tol=)``).
+            ``"adam"``: minibatch stochastic gradient steps (Adam) on the same closed-form
+            ELBO (:class:`~spexlvm.train.SpexLVMTrainingPlan`), the default until
+            2026-12-04. Coordinate ascent became the default when it met the rule written
+            for the switch on fresh draws of the choice data (``benchmarks/RESULTS.md``,
+            "Coordinate ascent as the default engine, a fifth look"); the Adam engine
+            stays for fits that need its warm-up settings or a stochastic optimiser.
         **trainer_kwargs
             Passed to :class:`~scvi.train.Trainer` (and on to Lightning).
 

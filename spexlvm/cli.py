@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._constants import SCORE_OVERLAP_MAX
+from ._constants import DEFAULT_ENGINE, SCORE_OVERLAP_MAX
 
 # the demo and the summary helpers spexlvm fit shares with it; run_demo and the demo's
 # constants are re-exported (they were defined here)
@@ -164,10 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--engine",
         choices=("adam", "cavi"),
-        default="adam",
+        default=DEFAULT_ENGINE,
         help=(
-            "Inference engine (engine of SpexLVM.train): adam (minibatch gradient steps, "
-            "default) or cavi (coordinate ascent, one exact update per pass through the data)."
+            "Inference engine (engine of SpexLVM.train): cavi (coordinate ascent, one exact "
+            "update per pass through the data; default) or adam (minibatch gradient steps)."
         ),
     )
     fit.add_argument(

@@ -22,7 +22,9 @@ import numpy as np
 
 #: The data and the settings shared by the child and the in-process reference fits.
 DATA = {"n_obs": 600, "n_vars": 200, "n_factors": 5, "noise": 0.2, "extra": 0.2, "seed": 4}
-TRAIN = {"batch_size": 150, "max_epochs": 30, "enable_progress_bar": False}
+#: The Adam engine's settings: these fits test its checkpoints and DDP (test_atlas.py);
+#: test_cavi.py overrides the engine for coordinate ascent's.
+TRAIN = {"batch_size": 150, "max_epochs": 30, "enable_progress_bar": False, "engine": "adam"}
 
 
 def make_model():

@@ -367,7 +367,7 @@ def test_cavi_kill_and_resume_matches_uninterrupted(tmp_path):
     info = json.loads((ckpt / "spexlvm_checkpoint.json").read_text())
     assert info["epochs"] == 4 and not info["finished"]
     _, resumed = child.make_model()
-    resumed.train(**child.TRAIN, engine="cavi", checkpoint_dir=ckpt, checkpoint_interval=0)
+    resumed.train(**{**child.TRAIN, "engine": "cavi"}, checkpoint_dir=ckpt, checkpoint_interval=0)
     _, full = child.fit_in_process(engine="cavi")
     w_resumed, w_full = resumed.get_loadings().to_numpy(), full.get_loadings().to_numpy()
     assert_close_to_scale(w_resumed, w_full, rel=1e-4, what="resumed vs uninterrupted loadings")

@@ -15,7 +15,7 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(abs(np.corrcoef(a, b)[0, 1]))
 
 
-def _fit_dense(dense_prior: str) -> dict[str, float]:
+def _fit_dense(dense_prior: str, engine: str) -> dict[str, float]:
     """Synthetic pathways + a technical effect on 90% of the genes whose score correlates
     0.6 with ``factor_1``'s; one dense factor."""
     adata = spexlvm.datasets.synthetic(
@@ -24,7 +24,7 @@ def _fit_dense(dense_prior: str) -> dict[str, float]:
     )  # fmt: skip
     spexlvm.tl.fit(
         adata, None, n_dense=1, seed=0, model_kwargs={"dense_prior": dense_prior},
-        enable_progress_bar=False,
+        enable_progress_bar=False, engine=engine,
     )  # fmt: skip
     scores, w = adata.obsm["X_spexlvm"], adata.varm["spexlvm_loadings"]
     genes = adata.varm["mask_true"][:, 0]
@@ -37,15 +37,21 @@ def _fit_dense(dense_prior: str) -> dict[str, float]:
     }
 
 
-def test_dense_factor_takes_technical_effect_not_pathway():
+@pytest.mark.parametrize(("engine", "margin"), [("adam", 0.05), ("cavi", 0.02)])
+def test_dense_factor_takes_technical_effect_not_pathway(engine, margin):
     """The default g-prior: the dense factor finds the planted technical effect, and
     ``factor_1``, whose signal runs along it, keeps (most of) its genes' loadings; with
-    spexlvm 0.1's prior (``"ard"``) the dense factor takes a larger part of them."""
-    new, old = _fit_dense("gprior"), _fit_dense("ard")
+    spexlvm 0.1's prior (``"ard"``) the dense factor takes a larger part of them.
+
+    The g-prior was chosen with the Adam engine. With coordinate ascent it gains less:
+    ``share`` 0.910 against ``"ard"``'s 0.868 (measured 2026-12-04), hence that engine's
+    smaller margin.
+    """
+    new, old = _fit_dense("gprior", engine), _fit_dense("ard", engine)
     assert new["dense"] > 0.95 and old["dense"] > 0.95, (new, old)
     assert new["f1"] >= 0.95, new
     assert new["share"] >= 0.85, new
-    assert new["share"] >= old["share"] + 0.05, (new, old)
+    assert new["share"] >= old["share"] + margin, (new, old)
     assert new["factor_1"] > old["factor_1"], (new, old)
 
 

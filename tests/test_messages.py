@@ -89,10 +89,43 @@ def test_not_converged_warns_and_is_recorded(small_adata):
 
 
 def test_converged_fit_records_it(small_adata):
+    """The Adam engine stops when every factor settled."""
     adata = small_adata.copy()
-    spexlvm.tl.fit(adata, progress_bar=False)
+    spexlvm.tl.fit(adata, progress_bar=False, engine="adam")
     uns = adata.uns["spexlvm"]
-    assert bool(uns["converged"])
+    assert bool(uns["converged"]) and uns["params"]["engine"] == "adam"
     changes = uns["history"]["loadings_change"]
     assert changes.size > 0 and changes[-1] < 0.02
     assert uns["params"]["n_epochs"] < 1500
+
+
+def test_converged_cavi_fit_records_why(small_adata):
+    """Coordinate ascent (the default) stops when the loadings settle or the exact ELBO
+    (per matrix entry, recorded each pass) gains less than its tolerance in ``patience``
+    passes in a row; the record shows which."""
+    from spexlvm.train._run import CAVI_ELBO_TOL
+
+    adata = small_adata.copy()
+    spexlvm.tl.fit(adata, progress_bar=False)
+    uns = adata.uns["spexlvm"]
+    assert bool(uns["converged"]) and uns["params"]["engine"] == "cavi"
+    changes = uns["history"]["loadings_change"]
+    gains = -np.diff(np.asarray(uns["history"]["elbo_train"], dtype=np.float64).ravel())
+    assert gains.size >= 3 and (gains >= -1e-6).all()  # coordinate ascent never loses
+    assert changes.size > 0
+    assert changes[-1] < 0.02 or (gains[-3:] < CAVI_ELBO_TOL).all()
+    assert uns["params"]["n_epochs"] < 200
+
+
+def test_unsettled_message_says_whether_the_last_change_was_below_tol():
+    """A fit that stops at max_epochs while its last change is already below ``tol`` (but
+    not yet for ``patience`` epochs in a row) is not told that it moved "above tol"."""
+    from spexlvm.train import LoadingsConvergence
+
+    rule = LoadingsConvergence(tol=0.02, patience=3)
+    rule.history, rule.slowest, rule._settled = [0.05, 0.019], [0, 1], 1
+    text = rule.unsettled_message(8, ["a", "b"])
+    assert "1.9%" in text and "below tol=0.02 in 1 of the 3 epochs in a row" in text
+    assert "'b'" in text and "above tol" not in text
+    rule.history = [0.019, 0.05]
+    assert "still moved by up to 5% over the last" in rule.unsettled_message(8, ["a", "b"])

@@ -234,9 +234,13 @@ def test_load_newer_version(saved, tmp_path):
 
 
 # --------------------------------------------------------------------------- training
-def test_divergence_is_a_clear_error(adata):
-    with pytest.raises(FloatingPointError, match=r"Training diverged.*Lower the learning rate"):
-        spexlvm.tl.fit(adata, lr=1e9, max_epochs=20, enable_progress_bar=False)
+@pytest.mark.parametrize(
+    ("engine", "advice"),
+    [("adam", "Lower the learning rate"), ("cavi", "Lower the scales' step size")],
+)
+def test_divergence_is_a_clear_error(adata, engine, advice):
+    with pytest.raises(FloatingPointError, match=rf"Training diverged.*{advice}"):
+        spexlvm.tl.fit(adata, lr=1e9, max_epochs=20, enable_progress_bar=False, engine=engine)
     # nothing half-written
     assert "X_spexlvm" not in adata.obsm and "spexlvm" not in adata.uns
 

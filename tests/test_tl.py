@@ -430,7 +430,11 @@ def test_gene_set_test(fitted):
     # the extra sets' loadings are tiny compared with the true factors'
     extra = df.loc[["extra_1", "extra_2", "extra_3"]]
     assert (extra["mean_in"] < 0.2 * true["mean_in"].min()).all()
-    assert (extra["r2_set"] < 0.02 * true["r2_set"].min()).all()  # measured <= 0.012
+    # measured: <= 0.012 of the smallest true factor's with the Adam engine, <= 0.041 with
+    # coordinate ascent (the default), whose extra_3 carries one gene's leftover variance
+    assert (extra["r2_set"] < 0.05 * true["r2_set"].min()).all()
+    act = spexlvm.tl.active_factors(adata)
+    assert not act.loc[["extra_1", "extra_2", "extra_3"], "active"].any()
     # without decoys, switched-off factors make no call
     assert (extra["pval"] == 1.0).all()
     assert (df["pval_adj"] >= df["pval"] - 1e-15).all()

@@ -128,8 +128,8 @@ def fit(
         accepted too. Log lines follow :attr:`scanpy.settings.verbosity` (set it to
         ``"info"`` to see what the fit does step by step).
     **train_kwargs
-        Further keyword arguments of :meth:`SpexLVM.train` (``engine``: ``"adam"`` or
-        ``"cavi"``, ``lr``, ``early_stopping``, ``checkpoint_dir``, ``strategy``,
+        Further keyword arguments of :meth:`SpexLVM.train` (``engine``: ``"cavi"``, the
+        default, or ``"adam"``, ``lr``, ``early_stopping``, ``checkpoint_dir``, ``strategy``,
         ``devices``, ...).
 
     Returns

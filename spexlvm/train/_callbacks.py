@@ -210,10 +210,18 @@ class LoadingsConvergence(StatefulCallback, Callback):
         """The warning of a fit that reached ``max_epochs`` before every factor settled."""
         if self.history:
             which = f" (most: {factor_names[self.slowest[-1]]!r})" if self.slowest else ""
-            moved = (
-                f"the factors still moved by up to {100 * self.history[-1]:.2g}% "
-                f"over the last {self.window} epoch(s){which}, above tol={self.tol}"
-            )
+            last = self.history[-1]
+            if last < self.tol:  # below tol, but not yet in `patience` epochs in a row
+                moved = (
+                    f"the factors moved by up to {100 * last:.2g}% over the last "
+                    f"{self.window} epoch(s){which}, below tol={self.tol} in "
+                    f"{self._settled} of the {self.patience} epochs in a row the rule needs"
+                )
+            else:
+                moved = (
+                    f"the factors still moved by up to {100 * last:.2g}% "
+                    f"over the last {self.window} epoch(s){which}, above tol={self.tol}"
+                )
         else:
             moved = (
                 f"it ran fewer epochs than the stopping rule needs to measure a change "

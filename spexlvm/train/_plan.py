@@ -24,7 +24,10 @@ _DIVERGED = "Training diverged at epoch {epoch}, step {step}: {what}. {advice}"
 _ADAM_ADVICE = (
     "Lower the learning rate (`lr=`, default 0.05) or check the input for extreme outliers."
 )
-_CAVI_ADVICE = "Check the input for extreme outliers, or use engine='adam'."
+_CAVI_ADVICE = (
+    "Lower the scales' step size (`lr=`, default 0.2), check the input for extreme "
+    "outliers, or use engine='adam'."
+)
 
 
 def _not_positive_definite(epoch: int, step: int, advice: str) -> FloatingPointError:
@@ -345,19 +348,33 @@ class CAVITrainingPlan(SpexLVMTrainingPlan):
             elbo = _cavi.elbo_from_statistics(self.module, total, self._global_terms)
         if not bool(torch.isfinite(elbo)):
             raise FloatingPointError(
-                f"Coordinate ascent diverged at epoch {self.current_epoch}: the ELBO became "
-                f"{float(elbo)}. Check the input for extreme outliers, or use engine='adam'."
+                _DIVERGED.format(
+                    epoch=self.current_epoch,
+                    step=batch_idx,
+                    what=f"the ELBO became {float(elbo)}",
+                    advice=_CAVI_ADVICE,
+                )
             )
         optimizer = self.optimizers() if self._trainer is not None else None
         optimizer = getattr(optimizer, "optimizer", optimizer)
-        _cavi.update(
-            self.module,
-            total,
-            optimizer,
-            self.scale_steps,
-            self.scale_rel_tol,
-            cache=self._global_terms,
-        )
+        try:
+            _cavi.update(
+                self.module,
+                total,
+                optimizer,
+                self.scale_steps,
+                self.scale_rel_tol,
+                cache=self._global_terms,
+            )
+        except torch.linalg.LinAlgError as err:  # a loadings system no longer definite
+            raise FloatingPointError(
+                _DIVERGED.format(
+                    epoch=self.current_epoch,
+                    step=batch_idx,
+                    what="a loadings update's system is no longer positive definite",
+                    advice=_CAVI_ADVICE,
+                )
+            ) from err
         self.training_step_outputs.append(-elbo.detach())
         self.pass_neg_elbo = -float(elbo) / self._n_entries
         return None

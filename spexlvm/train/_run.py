@@ -27,6 +27,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy, Strategy
 from lightning.pytorch.utilities import rank_zero_only
 
+from .._constants import DEFAULT_ENGINE
 from . import _checkpoint
 from ._callbacks import FitMonitor, LoadingsConvergence, PeriodicCheckpoint
 
@@ -179,7 +180,7 @@ def schedule(
     early_stopping: bool,
     tol: float,
     patience: int,
-    engine: str = "adam",
+    engine: str = DEFAULT_ENGINE,
 ) -> Schedule:
     """Epochs, warm-up and stopping rule of a fit of ``n_obs`` cells.
 
@@ -242,7 +243,7 @@ def schedule(
     return Schedule(batch_size, steps_per_epoch, max_epochs, plan_kwargs, convergence)
 
 
-def stopping_rule(engine: str = "adam", *, tol: float = 0.02, patience: int = 3):
+def stopping_rule(engine: str = DEFAULT_ENGINE, *, tol: float = 0.02, patience: int = 3):
     """The default stopping rule of ``engine`` for a full-batch fit (:func:`schedule`'s).
 
     What benchmarks and tests compare candidate rules with; a fresh instance each call.
