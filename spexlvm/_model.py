@@ -100,8 +100,9 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
     :func:`spexlvm.pp.add_gene_sets`), plus ``n_sparse`` unannotated sparse and ``n_dense``
     unannotated dense factors, in this order. The loadings have a regularised horseshoe
     prior whose slab widths encode the annotation (paper section 2; dense factors have a
-    Gaussian prior, below); inference is minibatch stochastic variational inference with a
-    closed-form ELBO.
+    Gaussian prior, below); inference is variational with a closed-form ELBO, by coordinate
+    ascent over minibatches of cells (default) or stochastic gradient steps
+    (:meth:`train`'s ``engine``).
 
     Dense factors are for what no gene set explains: effects spread over many genes, small
     on each (technical variation). Their loadings have a Gaussian g-prior scaled by each
