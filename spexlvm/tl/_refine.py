@@ -155,7 +155,7 @@ def refine(
     of an effect (the removal score below, ``1 -`` it), below ``min_kept_share``. Such a
     factor follows a handful of the set's genes, and refine would "remove" most of the
     set: on scanpy's PBMCs with C8 signatures a decoy the significance test lets through
-    by chance (2-3% of them) drew up to 132 removals this way, most of all decoys'
+    by chance (about 3% of them) drew up to 132 removals this way, most of all decoys'
     calls, while real signatures are refined about ten genes at a time. Real sets
     skipped for it get a warning and are counted (``n_few_kept``);
     :func:`kept_share` gives every set's.
