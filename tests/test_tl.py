@@ -508,6 +508,27 @@ def test_stability_subsample_keeps_every_batch():
     assert len(plain) == 200
 
 
+def test_stability_refits_with_the_fits_engine(monkeypatch):
+    """A fit made with ``engine="adam"`` is refitted with it, not with the default."""
+    from spexlvm.tl import _fit
+
+    adata = synthetic(120, 40, 2, seed=0)
+    spexlvm.tl.fit(adata, seed=0, engine="adam", max_epochs=5, progress_bar=False)
+    seen = []
+
+    def fake_fit(copy, **kwargs):
+        seen.append(kwargs.get("engine"))
+        copy.obsm["X_spexlvm"] = adata.obsm["X_spexlvm"]
+        copy.varm["spexlvm_loadings"] = adata.varm["spexlvm_loadings"]
+        copy.uns["spexlvm"] = adata.uns["spexlvm"]
+
+    monkeypatch.setattr(_fit, "fit", fake_fit)  # stability imports it at call time
+    spexlvm.tl.stability(adata, seeds=(0, 1))
+    assert seen == ["adam", "adam"]
+    spexlvm.tl.stability(adata, seeds=(0, 1), engine="cavi")  # fit_kwargs override it
+    assert seen[2:] == ["cavi", "cavi"]
+
+
 def test_stability_matching_and_errors(fitted):
     from spexlvm.tl._stability import _match
 

@@ -33,6 +33,7 @@ _FIT_PARAMS = (
     "batch_key",
     "categorical_covariate_keys",
     "continuous_covariate_keys",
+    "engine",
 )
 
 
@@ -94,7 +95,8 @@ def stability(
 
     Each seed refits a copy of ``adata`` with :func:`spexlvm.tl.fit`, using the original
     fit's settings from ``uns[key]["params"]`` (``n_sparse``, ``n_dense``,
-    ``prior_confidence``, ``layer``, ``mask_key``) unless ``fit_kwargs`` overrides them.
+    ``prior_confidence``, ``layer``, ``mask_key``, the known covariates and the ``engine``)
+    unless ``fit_kwargs`` overrides them.
     For every pair of seeds, the loadings and the scores of each factor are compared by
     their absolute Pearson correlation. Annotated factors are matched by name;
     unannotated (sparse, dense) factors, which have no name to hold them in place, are
@@ -153,8 +155,9 @@ def stability(
     for p in ("categorical_covariate_keys", "continuous_covariate_keys"):
         if p in kwargs:
             kwargs[p] = [str(k) for k in np.atleast_1d(kwargs[p])]
-    if "batch_key" in kwargs:
-        kwargs["batch_key"] = str(kwargs["batch_key"])
+    for p in ("batch_key", "engine"):
+        if p in kwargs:
+            kwargs[p] = str(kwargs[p])
     kwargs.update(fit_kwargs)
     kwargs.setdefault("enable_progress_bar", False)
     kwargs.pop("copy", None)
