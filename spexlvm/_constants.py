@@ -39,5 +39,6 @@ SCORE_OVERLAP_MAX = 1.0
 #: The default inference engine of :meth:`SpexLVM.train <spexlvm.SpexLVM.train>`, ``tl.fit``
 #: and ``spexlvm fit``: coordinate ascent since 2026-12-04, when it met the rule written for
 #: the switch on fresh draws of the choice data (C8 signatures on PBMC, seeds 21-32;
-#: benchmarks/RESULTS.md, "Coordinate ascent as the default engine, a fifth look").
+#: benchmarks/RESULTS.md, "Coordinate ascent as the default engine, a fourth and a fifth
+#: look").
 DEFAULT_ENGINE = "cavi"

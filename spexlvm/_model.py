@@ -633,8 +633,9 @@ class SpexLVM(PyroSviTrainMixin, BaseModelClass):
             ELBO (:class:`~spexlvm.train.SpexLVMTrainingPlan`), the default until
             2026-12-04. Coordinate ascent became the default when it met the rule written
             for the switch on fresh draws of the choice data (``benchmarks/RESULTS.md``,
-            "Coordinate ascent as the default engine, a fifth look"); the Adam engine
-            stays for fits that need its warm-up settings or a stochastic optimiser.
+            "Coordinate ascent as the default engine, a fourth and a fifth look"); the
+            Adam engine stays for fits that need its warm-up settings or a stochastic
+            optimiser.
         **trainer_kwargs
             Passed to :class:`~scvi.train.Trainer` (and on to Lightning).
 

@@ -73,8 +73,8 @@ MIN_SET_SHARE = 0.4
 #: genes, and refine would rewrite the set rather than refine it. Chosen on scanpy's PBMCs
 #: with 50 C8 signatures drawn at random + 30 decoys (seeds 0-20, both engines): the least
 #: restrictive bar of 0.2 / 0.3 / 0.4 / 0.5 at which the decoys' share of refine's calls,
-#: pooled, is at most 5% with either engine (benchmarks/RESULTS.md, "refine: sets whose
-#: factor keeps few of their genes").
+#: pooled, is at most 5% with either engine (benchmarks/RESULTS.md, "refine: no calls on a
+#: set whose factor keeps few of its genes").
 MIN_KEPT_SHARE = 0.4
 #: Fewest decoy sets in a fit for their statistics to serve as the null.
 MIN_DECOYS = 10
