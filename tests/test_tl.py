@@ -21,19 +21,28 @@ N_TRUE = 10
 FIT_FIRST = r"run spexlvm\.tl\.fit first"
 
 
-def _flip_metrics(adata, changes, n_factors):
-    """Precision / recall of the added (vs false negatives) and removed (vs false positives)."""
+def _call_metrics(adata, changes, truths):
+    """Precision / recall of refine's ``added`` and ``removed`` calls against ``truths``
+    (change -> genes x factors bool, the first factors ``factor_1``, ...)."""
     genes = {g: i for i, g in enumerate(adata.var_names)}
-    factors = {f"factor_{k + 1}": k for k in range(n_factors)}
     out = {}
-    for change, truth_key in (("added", "false_negatives"), ("removed", "false_positives")):
-        truth = adata.varm[truth_key][:, :n_factors]
+    for change, truth in truths.items():
+        factors = {f"factor_{k + 1}": k for k in range(truth.shape[1])}
         sub = changes[(changes["change"] == change) & changes["factor"].isin(factors)]
         call = np.zeros_like(truth)
         call[[genes[g] for g in sub["gene"]], [factors[f] for f in sub["factor"]]] = True
         tp = int((call & truth).sum())
         out[change] = (tp / max(int(call.sum()), 1), tp / int(truth.sum()))
     return out
+
+
+def _flip_metrics(adata, changes, n_factors):
+    """Precision / recall of the added (vs false negatives) and removed (vs false positives)."""
+    truths = {
+        "added": adata.varm["false_negatives"][:, :n_factors],
+        "removed": adata.varm["false_positives"][:, :n_factors],
+    }
+    return _call_metrics(adata, changes, truths)
 
 
 @pytest.fixture(scope="module")
@@ -598,16 +607,8 @@ def _effect_metrics(adata, changes, n_factors, min_gene_r2=0.05):
     r2 = w**2 * x.var(axis=0)[None, :] / np.asarray(adata.X).var(axis=0)[:, None]
     effect = r2 >= min_gene_r2
     annotated = adata.varm["spexlvm_mask"][:, :n_factors].astype(bool)
-    genes = {g: i for i, g in enumerate(adata.var_names)}
-    factors = {f"factor_{k + 1}": k for k in range(n_factors)}
-    out = {}
-    for change, truth in (("added", effect & ~annotated), ("removed", ~effect & annotated)):
-        sub = changes[(changes["change"] == change) & changes["factor"].isin(factors)]
-        call = np.zeros_like(truth)
-        call[[genes[g] for g in sub["gene"]], [factors[f] for f in sub["factor"]]] = True
-        tp = int((call & truth).sum())
-        out[change] = (tp / max(int(call.sum()), 1), tp / int(truth.sum()))
-    return out
+    truths = {"added": effect & ~annotated, "removed": ~effect & annotated}
+    return _call_metrics(adata, changes, truths)
 
 
 @pytest.mark.slow
