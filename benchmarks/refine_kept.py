@@ -29,15 +29,69 @@ from _common import machine, quiet
 
 import spexlvm
 from spexlvm.pp import is_decoy
+from spexlvm.tl._calls import shared_passes
 
 
-def calls_by_set(adata: ad.AnnData, bar: float) -> tuple[dict[str, int], np.ndarray]:
-    """Refine's calls per set at ``min_kept_share=bar`` and every factor's kept_share."""
-    with warnings.catch_warnings():
+def refine_counts(path: str, bars: list[float]) -> tuple[dict, dict, dict[float, dict]]:
+    """One saved fit: which sets are decoys, each set's kept_share, and refine's calls per
+    set at every bar. The data's passes (the scores' regression, the gene variances) are
+    made once for all bars (``shared_passes``)."""
+    adata = ad.read_h5ad(path)
+    names = np.asarray(adata.uns["spexlvm_mask"]["names"]).astype(str)
+    decoy = dict(zip(names, is_decoy(names), strict=True))
+    with shared_passes(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the skipped real sets' warnings
-        ref = spexlvm.tl.refine(adata, min_kept_share=bar)
-    kept = spexlvm.tl.kept_share(adata).to_numpy()
-    return ref["factor"].value_counts().to_dict(), kept
+        kept = spexlvm.tl.kept_share(adata).to_dict()
+        counts = {
+            bar: spexlvm.tl.refine(adata, min_kept_share=bar)["factor"].value_counts().to_dict()
+            for bar in bars
+        }
+    return decoy, kept, counts
+
+
+def report(label: str, fits: dict[str, tuple[dict, dict, dict]], bars: list[float]) -> None:
+    """The table by bar, the real sets' kept_share quantiles, the real sets losing their
+    calls at each bar and the decoys with calls at the smallest bar."""
+    print(f"\n{label}: {len(fits)} fits\n")
+    print(
+        "| min_kept_share | real sets with calls | real sets losing theirs | calls on "
+        "real sets | calls on decoys | decoys' share |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    lost_names: dict[float, list[str]] = {}
+    for bar in bars:
+        real_sets = real_calls = decoy_calls = 0
+        lost_names[bar] = []
+        for decoy, _, counts in fits.values():
+            real = {n for n in counts[bar] if not decoy[n]}
+            real_sets += len(real)
+            lost_names[bar].extend(sorted({n for n in counts[bars[0]] if not decoy[n]} - real))
+            real_calls += sum(counts[bar][n] for n in real)
+            decoy_calls += sum(c for n, c in counts[bar].items() if decoy[n])
+        total = real_calls + decoy_calls
+        print(
+            f"| {bar:g} | {real_sets} | {len(lost_names[bar])} | {real_calls} | {decoy_calls} | "
+            f"{decoy_calls / max(total, 1):.3f} ({decoy_calls}/{total}) |"
+        )
+    real_kept = [
+        kept[n] for decoy, kept, counts in fits.values() for n in counts[bars[0]] if not decoy[n]
+    ]
+    q = np.quantile(real_kept, [0.01, 0.05, 0.1, 0.25, 0.5]) if real_kept else []
+    print(
+        f"\nreal sets with calls at {bars[0]:g}: kept_share quantiles 1/5/10/25/50%: "
+        + " / ".join(f"{v:.3f}" for v in q)
+    )
+    for bar in bars[1:]:
+        if lost_names[bar]:
+            print(f"real sets losing their calls at {bar:g}: {', '.join(lost_names[bar])}")
+    print("decoys with calls at the smallest bar:")
+    lines = [
+        f"{os.path.basename(path)} {n}: {c} calls, kept_share {kept[n]:.3f}"
+        for path, (decoy, kept, counts) in fits.items()
+        for n, c in counts[bars[0]].items()
+        if decoy[n]
+    ]
+    print("\n".join(lines) or "(none)")
 
 
 def main() -> None:
@@ -55,58 +109,7 @@ def main() -> None:
             for d in dirs.split(",")
             for f in glob.glob(d if d.endswith(".h5ad") else os.path.join(d, "*.h5ad"))
         )
-        per_bar = {bar: [] for bar in bars}
-        decoy_lines, real_kept = [], []
-        for path in files:
-            adata = ad.read_h5ad(path)
-            names = np.asarray(adata.uns["spexlvm_mask"]["names"]).astype(str)
-            decoy = dict(zip(names, is_decoy(names), strict=True))
-            for bar in bars:
-                counts, kept = calls_by_set(adata, bar)
-                per_bar[bar].append((counts, decoy))
-                if bar == bars[0]:
-                    share = dict(zip(names, kept, strict=True))
-                    for name, n in counts.items():
-                        if decoy[name]:
-                            decoy_lines.append(
-                                f"{os.path.basename(path)} {name}: {n} calls, kept_share "
-                                f"{share[name]:.3f}"
-                            )
-                        else:
-                            real_kept.append(share[name])
-        print(f"\n{label}: {len(files)} fits\n")
-        print(
-            "| min_kept_share | real sets with calls | real sets losing theirs | calls on "
-            "real sets | calls on decoys | decoys' share |"
-        )
-        print("| --- | --- | --- | --- | --- | --- |")
-        base = [set(c) for c, _ in per_bar[bars[0]]]
-        lost_names = {}
-        for bar in bars:
-            real_sets = lost = real_calls = decoy_calls = 0
-            for (counts, decoy), before in zip(per_bar[bar], base, strict=True):
-                real = {n for n in counts if not decoy[n]}
-                real_sets += len(real)
-                gone = {n for n in before if not decoy[n]} - real
-                lost += len(gone)
-                lost_names.setdefault(bar, []).extend(sorted(gone))
-                real_calls += sum(counts[n] for n in real)
-                decoy_calls += sum(n for s, n in counts.items() if decoy[s])
-            total = real_calls + decoy_calls
-            print(
-                f"| {bar:g} | {real_sets} | {lost} | {real_calls} | {decoy_calls} | "
-                f"{decoy_calls / max(total, 1):.3f} ({decoy_calls}/{total}) |"
-            )
-        q = np.quantile(real_kept, [0.01, 0.05, 0.1, 0.25, 0.5]) if real_kept else []
-        print(
-            f"\nreal sets with calls at {bars[0]:g}: kept_share quantiles 1/5/10/25/50%: "
-            + " / ".join(f"{v:.3f}" for v in q)
-        )
-        for bar in bars[1:]:
-            if lost_names[bar]:
-                print(f"real sets losing their calls at {bar:g}: {', '.join(lost_names[bar])}")
-        print("decoys with calls at the smallest bar:")
-        print("\n".join(decoy_lines) or "(none)")
+        report(label, {path: refine_counts(path, bars) for path in files}, bars)
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ def test_converged_fit_records_it(small_adata):
 def test_converged_cavi_fit_records_why(small_adata):
     """Coordinate ascent (the default) stops when the loadings settle or the exact ELBO
     (per matrix entry, recorded each pass) gains less than its tolerance in ``patience``
-    passes in a row; the record shows which."""
+    passes in a row; the recorded history shows that one of the two held."""
     from spexlvm.train._run import CAVI_ELBO_TOL
 
     adata = small_adata.copy()

@@ -114,7 +114,9 @@ _SHARED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("_SHARED",
 
 @contextlib.contextmanager
 def shared_passes() -> Iterator[None]:
-    """Within the block, :func:`gene_variance` and :func:`set_statistics` are computed once.
+    """Within the block, each pass over the data of the calls is computed once.
+
+    :func:`gene_variance`, :func:`set_statistics` and :func:`score_regression`.
 
     A tool that calls other tools (``refine`` calls ``active_factors``; ``gene_set_test``
     both ``set_statistics`` and ``active_factors``; ``decoy_check`` all three) would
@@ -229,8 +231,13 @@ def score_regression(adata: AnnData, key: str = "spexlvm") -> tuple[np.ndarray, 
 
     Returns
     -------
-    ``(coef, se)``, genes x factors each, in input units.
+    ``(coef, se)``, genes x factors each, in input units (computed once within a
+    :func:`shared_passes` block).
     """
+    return _shared(("score_regression", id(adata), key), lambda: _score_regression(adata, key))
+
+
+def _score_regression(adata: AnnData, key: str) -> tuple[np.ndarray, np.ndarray]:
     scores = get_scores(adata, key).astype(np.float64)
     mean = np.asarray(get_uns_entry(adata, "gene_mean", key), dtype=np.float64)
     x = get_layer(adata, fit_layer(adata, key))

@@ -30,14 +30,13 @@ _CAVI_ADVICE = (
 )
 
 
-def _not_positive_definite(epoch: int, step: int, advice: str) -> FloatingPointError:
-    """The error of a cell-score precision matrix that stopped being positive definite."""
+def _not_positive_definite(
+    epoch: int, step: int, advice: str, what: str = "the cell-score precision matrix"
+) -> FloatingPointError:
+    """The error of a matrix (``what``) that stopped being positive definite."""
     return FloatingPointError(
         _DIVERGED.format(
-            epoch=epoch,
-            step=step,
-            what="the cell-score precision matrix is no longer positive definite",
-            advice=advice,
+            epoch=epoch, step=step, what=f"{what} is no longer positive definite", advice=advice
         )
     )
 
@@ -366,14 +365,9 @@ class CAVITrainingPlan(SpexLVMTrainingPlan):
                 self.scale_rel_tol,
                 cache=self._global_terms,
             )
-        except torch.linalg.LinAlgError as err:  # a loadings system no longer definite
-            raise FloatingPointError(
-                _DIVERGED.format(
-                    epoch=self.current_epoch,
-                    step=batch_idx,
-                    what="a loadings update's system is no longer positive definite",
-                    advice=_CAVI_ADVICE,
-                )
+        except torch.linalg.LinAlgError as err:
+            raise _not_positive_definite(
+                self.current_epoch, batch_idx, _CAVI_ADVICE, "a loadings update's system"
             ) from err
         self.training_step_outputs.append(-elbo.detach())
         self.pass_neg_elbo = -float(elbo) / self._n_entries
