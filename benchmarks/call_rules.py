@@ -14,8 +14,11 @@ Reads the fits that ``decoys.py --save DIR`` writes (``pbmc_c8_seed*``, ``synthe
   or the package's two with a third, ``log(1 + n_effect)`` (the count of the set's genes
   with an effect; Bonferroni over three), or the log of the mean squared correlation of
   the factor's scores with the set's genes (``marginal``: whether the score tracks its
-  set, whatever the loadings; with the scale, as the package's pair);
+  set, whatever the loadings; with the scale, as the package's pair), or the package's
+  two with the marginal statistic as a third (Bonferroni over three);
 - ``gate``: ``min_effect_genes``.
+
+The last column gives the known sets' calls and p-values (before Benjamini-Hochberg).
 
 More rows per fit are the rule without decoys (``tl.active_factors`` on a fit without
 them; here the decoys are only counted): ``r2_set * n_genes >= 1`` (before) with the gate
@@ -69,6 +72,7 @@ RULES = [  # (spread by size, statistic, gate)
     (True, True, 2),
     (True, "count", 2),
     (True, "marginal", 2),
+    (True, "r2 and marginal", 2),
 ]
 
 
@@ -77,6 +81,7 @@ STATISTIC = {
     True: "trimmed r2_set + scale",
     "count": "r2_set + scale + n_effect",
     "marginal": "marginal r2 + scale",
+    "r2 and marginal": "r2_set + scale + marginal r2",
 }
 
 
@@ -135,6 +140,8 @@ def evaluate(path: str, changed: bool = False) -> list[str]:
         statistics = [first, np.log(scale)]
         if trimmed == "count":  # a third statistic (Bonferroni over three)
             statistics.append(np.log1p(n_effect.astype(np.float64)))
+        if trimmed == "r2 and marginal":
+            statistics.append(log_marginal)
         p = np.min([null(stat, size, decoy, by_size) for stat in statistics], axis=0)
         p = np.minimum(1.0, len(statistics) * p)
         active = (p < 0.05) & (n_effect >= np.minimum(gate, size))
@@ -142,7 +149,11 @@ def evaluate(path: str, changed: bool = False) -> list[str]:
         calls = {
             n: ("A" if active[i] else "-") + ("S" if sig[i] else "-") for i, n in enumerate(names)
         }
-        known = " ".join(f"{short} {calls[n]}" for n, short in KNOWN.items() if n in calls)
+        known = " ".join(
+            f"{short} {calls[n]} (p {p[names.index(n)]:.1e})"
+            for n, short in KNOWN.items()
+            if n in calls
+        )
         lines.append(
             f"| {name} "
             f"| {'by size' if by_size else 'pooled'} "
