@@ -22,8 +22,10 @@ The last column gives the known sets' calls and p-values (before Benjamini-Hochb
 
 More rows per fit are the rule without decoys (``tl.active_factors`` on a fit without
 them; here the decoys are only counted): ``r2_set * n_genes >= 1`` (before) with the gate
-of 5, and ``>= 1 + n_genes / n_cells`` (the noise floor, now) with the gates of
-``NO_DECOY_GATES`` (5 is the package's).
+of 5, ``>= 1 + n_genes / n_cells`` (the noise floor, now) with the gates of
+``NO_DECOY_GATES`` (3 is the package's), and with the package's gate the smaller bars
+``min_set_genes + n_genes / n_cells`` of ``NO_DECOY_BARS`` (the package's
+``min_set_genes`` is 1).
 
 The package's rule is the row ``by size / r2_set + scale / gate 2`` (fits with at least
 20 decoys; the synthetic fits have 10, so there the spread is pooled whatever the row
@@ -61,7 +63,9 @@ KNOWN = {
     "REACTOME_SIGNALING_BY_THE_B_CELL_RECEPTOR_BCR": "BCR",
     "HALLMARK_G2M_CHECKPOINT": "G2M",
 }
-NO_DECOY_GATES = (5, 4, 3, 2)  # the rule without decoys: 5 is the package's
+NO_DECOY_GATES = (5, 4, 3, 2)  # the rule without decoys: 3 is the package's
+#: smaller ``min_set_genes`` than the package's 1.0, with the package's gate
+NO_DECOY_BARS = (0.75, 0.5)
 RULES = [  # (spread by size, statistic, gate)
     (False, False, 5),  # the rule before (issue 14's first decoy calibration)
     (True, False, 5),
@@ -177,6 +181,10 @@ def evaluate(path: str, changed: bool = False) -> list[str]:
     for label, bar, gate in (
         ("no decoys, >= 1", 1.0, 5),
         *(("no decoys, >= 1 + n/N", 1.0 + size / adata.n_obs, g) for g in NO_DECOY_GATES),
+        *(
+            (f"no decoys, >= {m:g} + n/N", m + size / adata.n_obs, _pruning.MIN_EFFECT_GENES)
+            for m in NO_DECOY_BARS
+        ),
     ):
         active = (r2_genes >= bar) & (n_effect >= np.minimum(gate, size))
         known = " ".join(

@@ -26,6 +26,9 @@ writes every fitted AnnData to ``DIR/<part>_seed<k>.h5ad``; ``--load DIR`` reads
 fits back instead of fitting (the calls are computed from the fitted AnnData alone, so a
 change to a call's rule is measured on the same fits; the fit time is then "-").
 ``--engine adam|cavi`` fits with that engine instead of the package's default.
+``--cells N`` fits the PBMC parts on ``N`` cells drawn at random with the seed (the few
+cells of a small experiment, as the mESCs' 182); the saved fits are then named
+``pbmc[_c8]_cells<N>_seed<k>``.
 
 Usage::
 
@@ -57,6 +60,8 @@ LOAD: str | None = None
 ONLY_SIGNIFICANT: bool | None = None
 #: ``SpexLVM.train(engine=...)`` of every fit (``--engine``; ``None``: the package's default).
 ENGINE: str | None = None
+#: Cells drawn at random (per seed) for the PBMC parts (``--cells``; ``None``: all 700).
+CELLS: int | None = None
 
 
 def engine_kwargs() -> dict:
@@ -188,18 +193,23 @@ def run_pbmc(seeds: list[int], c8: bool = False) -> None:
     reactome = spexlvm.datasets.gene_sets("reactome")
     sets.update({MHC: reactome[MHC], BCR: reactome[BCR]})
     what = "50 random C8 signatures" if c8 else "hallmark + MHC II + BCR"
-    print(f"\nPBMC (pbmc68k_reduced .raw), {what} + 30 decoys, n_dense=1\n")
+    cells = "" if CELLS is None else f", {CELLS} cells drawn per seed"
+    print(f"\nPBMC (pbmc68k_reduced .raw{cells}), {what} + 30 decoys, n_dense=1\n")
     header = None
     for seed in seeds:
 
         def fit(seed=seed, sets=sets):
             adata = spexlvm.datasets.pbmc68k_reduced()
+            if CELLS is not None:
+                pick = np.random.default_rng(seed).choice(adata.n_obs, CELLS, replace=False)
+                adata = adata[np.sort(pick)].copy()
             if c8:
                 sets = c8_signatures(adata, seed)
             decoys = spexlvm.pp.decoy_gene_sets(adata, sets, n=30, seed=seed)
             return fit_with_decoys(adata, {**sets, **decoys}, seed)
 
-        adata, fit_s = fitted(f"pbmc{'_c8' if c8 else ''}_seed{seed}", fit)
+        cells = "" if CELLS is None else f"_cells{CELLS}"
+        adata, fit_s = fitted(f"pbmc{'_c8' if c8 else ''}{cells}_seed{seed}", fit)
         out, stats = calls(adata, [] if c8 else [MHC, BCR])
         out["fit (s)"] = fit_s
         header = report(seed, out, stats, header)
@@ -351,9 +361,12 @@ def main() -> None:
     parser.add_argument(
         "--engine", choices=["adam", "cavi"], default=None, help="SpexLVM.train(engine=...)"
     )
+    parser.add_argument(
+        "--cells", type=int, default=None, help="PBMC parts: fit this many cells drawn per seed"
+    )
     args = parser.parse_args()
-    global SAVE, LOAD, ONLY_SIGNIFICANT, ENGINE
-    ENGINE = args.engine
+    global SAVE, LOAD, ONLY_SIGNIFICANT, ENGINE, CELLS
+    ENGINE, CELLS = args.engine, args.cells
     SAVE, LOAD = args.save, args.load
     ONLY_SIGNIFICANT = None if args.refine_gate == "auto" else False
     quiet()
