@@ -15,7 +15,8 @@ Reads the fits that ``decoys.py --save DIR`` writes (``pbmc_c8_seed*``, ``synthe
   with an effect; Bonferroni over three), or the log of the mean squared correlation of
   the factor's scores with the set's genes (``marginal``: whether the score tracks its
   set, whatever the loadings; with the scale, as the package's pair), or the package's
-  two with the marginal statistic as a third (Bonferroni over three);
+  two with the marginal statistic as a third (Bonferroni over three), or ``log(r2_set)``
+  alone (no scale, no Bonferroni);
 - ``gate``: ``min_effect_genes``.
 
 The last column gives the known sets' calls and p-values (before Benjamini-Hochberg).
@@ -77,6 +78,7 @@ RULES = [  # (spread by size, statistic, gate)
     (True, "count", 2),
     (True, "marginal", 2),
     (True, "r2 and marginal", 2),
+    (True, "r2 only", 2),
 ]
 
 
@@ -86,6 +88,7 @@ STATISTIC = {
     "count": "r2_set + scale + n_effect",
     "marginal": "marginal r2 + scale",
     "r2 and marginal": "r2_set + scale + marginal r2",
+    "r2 only": "r2_set alone",
 }
 
 
@@ -141,7 +144,7 @@ def evaluate(path: str, changed: bool = False) -> list[str]:
     lines = []
     for by_size, trimmed, gate in RULES if decoy.sum() >= _calls.MIN_DECOYS else []:
         first = {True: log_trim, "marginal": log_marginal}.get(trimmed, log_r2)
-        statistics = [first, np.log(scale)]
+        statistics = [first] if trimmed == "r2 only" else [first, np.log(scale)]
         if trimmed == "count":  # a third statistic (Bonferroni over three)
             statistics.append(np.log1p(n_effect.astype(np.float64)))
         if trimmed == "r2 and marginal":
