@@ -1,6 +1,6 @@
 """Decoy calibration of the calls of spexlvm.tl (active, significant, refine).
 
-Three parts (``--parts``):
+Parts (``--parts``):
 
 - ``pbmc``: scanpy's pbmc68k_reduced (``.raw``, log-normalised), hallmark sets + the
   Reactome MHC class II antigen presentation and BCR signalling sets + 30 decoys
@@ -26,14 +26,15 @@ Three parts (``--parts``):
 For each fit: the share of decoys called active (``tl.active_factors``) and significant
 (``tl.gene_set_test``, BH 0.05), the decoys' share of ``tl.refine``'s calls, and whether
 the sets known to be real (PBMC: MHC II, BCR; mESC: G2M checkpoint) are active and
-significant. Only ``pbmc_c8`` chose defaults (see benchmarks/RESULTS.md). ``--save DIR``
-writes every fitted AnnData to ``DIR/<part>_seed<k>.h5ad``; ``--load DIR`` reads those
-fits back instead of fitting (the calls are computed from the fitted AnnData alone, so a
-change to a call's rule is measured on the same fits; the fit time is then "-").
+significant. Only ``pbmc_c8`` and ``pbmc_overlap`` are choice data (see
+benchmarks/RESULTS.md). ``--save DIR`` writes every fitted AnnData to
+``DIR/<part>_seed<k>.h5ad``; ``--load DIR`` reads those fits back instead of fitting (the
+calls are computed from the fitted AnnData alone, so a change to a call's rule is measured
+on the same fits; the fit time is then "-").
 ``--engine adam|cavi`` fits with that engine instead of the package's default.
-``--cells N`` fits the PBMC parts on ``N`` cells drawn at random with the seed (the few
-cells of a small experiment, as the mESCs' 182); the saved fits are then named
-``pbmc[_c8]_cells<N>_seed<k>``.
+``--cells N`` fits the ``pbmc`` and ``pbmc_c8`` parts on ``N`` cells drawn at random with
+the seed (the few cells of a small experiment, as the mESCs' 182); the saved fits are then
+named ``pbmc[_c8]_cells<N>_seed<k>``.
 
 Usage::
 
@@ -65,7 +66,8 @@ LOAD: str | None = None
 ONLY_SIGNIFICANT: bool | None = None
 #: ``SpexLVM.train(engine=...)`` of every fit (``--engine``; ``None``: the package's default).
 ENGINE: str | None = None
-#: Cells drawn at random (per seed) for the PBMC parts (``--cells``; ``None``: all 700).
+#: Cells drawn at random (per seed) for the pbmc and pbmc_c8 parts (``--cells``; ``None``:
+#: all 700).
 CELLS: int | None = None
 
 
@@ -385,7 +387,10 @@ def main() -> None:
         "--engine", choices=["adam", "cavi"], default=None, help="SpexLVM.train(engine=...)"
     )
     parser.add_argument(
-        "--cells", type=int, default=None, help="PBMC parts: fit this many cells drawn per seed"
+        "--cells",
+        type=int,
+        default=None,
+        help="pbmc and pbmc_c8 parts: fit this many cells drawn per seed",
     )
     args = parser.parse_args()
     global SAVE, LOAD, ONLY_SIGNIFICANT, ENGINE, CELLS
