@@ -190,14 +190,20 @@ def table(path: str) -> None:
             )
 
 
-def main() -> None:
-    """Parse the command line; fit or tabulate."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_cell_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that pick the cells of the grid: ``--data``, ``--genes``, ``--filter``
+    (``args.filters``) and ``--seeds`` (shared with ``prune_refit.py``)."""
     parser.add_argument("--data", choices=list(PAIRS), default="pbmc")
     parser.add_argument("--genes", default="all", help="most variable genes kept, or 'all'")
     parser.add_argument("--filter", nargs="+", default=["10"], dest="filters")
-    parser.add_argument("--n-dense", type=int, nargs="+", default=[1])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+
+
+def main() -> None:
+    """Parse the command line; fit or tabulate."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_cell_arguments(parser)
+    parser.add_argument("--n-dense", type=int, nargs="+", default=[1])
     parser.add_argument(
         "--score-overlap", type=float, help="SpexLVM(score_overlap=...) (default: the model's)"
     )

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 from _common import quiet, score_genes_score
-from preprocessing_grid import LABEL, PAIRS, bounds, load
+from preprocessing_grid import LABEL, PAIRS, add_cell_arguments, bounds, load
 from sklearn.metrics import roc_auc_score
 
 import spexlvm
@@ -94,10 +94,7 @@ def run(data: str, genes: str, size_filter: str, seed: int) -> dict:
 def main() -> None:
     """Parse the command line and print one JSON line per fit pair."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", choices=list(PAIRS), default="pbmc")
-    parser.add_argument("--genes", default="all", help="most variable genes kept, or 'all'")
-    parser.add_argument("--filter", nargs="+", default=["10"], dest="filters")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    add_cell_arguments(parser)
     args = parser.parse_args()
     quiet()
     for size_filter in args.filters:
