@@ -211,10 +211,16 @@ def test_refine_no_calls_on_switched_off_factor(decoy_fit):
     changes = spexlvm.tl.refine(adata)
     assert not changes["factor"].isin(off).any()
     assert adata.uns["spexlvm"]["refine"]["n_skipped"] == len(off)
-    # the deprecated relative rule would "remove" the whole set of that factor
+    # the deprecated relative rule would "remove" the whole set of that factor, but for
+    # the kept-share gate, which reads the data's evidence under either rule
     with pytest.warns(FutureWarning):
-        old = spexlvm.tl.refine(adata, threshold=0.05, only_active=False, only_significant=False)
+        old = spexlvm.tl.refine(
+            adata, threshold=0.05, only_active=False, only_significant=False, min_kept_share=0
+        )
     assert (old["factor"] == off[0]).sum() > 0
+    with pytest.warns(FutureWarning):
+        gated = spexlvm.tl.refine(adata, threshold=0.05, only_active=False, only_significant=False)
+    assert (gated["factor"] == off[0]).sum() == 0
 
 
 def test_refine_with_decoys_calls_only_on_significant_sets(decoy_fit, monkeypatch):
@@ -342,6 +348,11 @@ def test_refine_no_calls_on_factor_keeping_few_of_its_set(decoy_fit):
     assert spexlvm.tl.kept_share(adata)["factor_1"] < 0.4 and stored["min_kept_share"] == 0.4
     assert stored["n_few_kept"] == few + 1
     assert "factor_1" not in set(changes["factor"])
+    # the deprecated relative rule gates on the same statistic (tl.kept_share)
+    with pytest.warns(FutureWarning):
+        old = spexlvm.tl.refine(adata, threshold=0.05, only_active=False, only_significant=False)
+    assert adata.uns["spexlvm"]["refine"]["n_few_kept"] == few + 1
+    assert "factor_1" not in set(old["factor"])
     assert set(planted[1:]) <= set(changes["factor"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -205,7 +205,8 @@ def refine(
         on other data (``benchmarks/RESULTS.md``).
     threshold
         Deprecated: the former threshold relative to each factor's largest loading. When
-        given, it replaces ``min_gene_r2`` (with a warning).
+        given, it replaces ``min_gene_r2`` in the calls (with a warning); the
+        ``min_kept_share`` gate still reads :func:`kept_share` (``min_gene_r2``).
 
     Returns
     -------
@@ -239,13 +240,14 @@ def refine(
     n_annotated = mask.shape[1]
     w = get_loadings(adata, key)[:, :n_annotated]
     sd = get_loadings(adata, key, sd=True)[:, :n_annotated]
+    t = _effect_thresholds(adata, key, min_gene_r2, n_annotated)
+    # the kept-share gate reads the data's probability of an effect (:func:`kept_share`)
+    # under either rule, so that it gates on the statistic that ``tl.kept_share`` reports
+    prob_data = _data_effect_probability(adata, key, t)
     if threshold is not None:
         prob = relevance_probability(w, sd, float(threshold))
-        prob_data = prob
     else:
-        t = _effect_thresholds(adata, key, min_gene_r2, n_annotated)
         prob = relevance_probability(w, sd, t)
-        prob_data = _data_effect_probability(adata, key, t)
     keep = np.ones(n_annotated, dtype=bool)
     off_set = np.zeros(n_annotated, dtype=bool)
     if only_significant is None:
