@@ -195,25 +195,31 @@ def c8_signatures(adata, seed: int, n: int = 50) -> dict[str, list[str]]:
     return {names[i]: found[names[i]] for i in sorted(pick)}
 
 
+def pbmc_data(seed: int, c8: bool = False) -> tuple[object, dict[str, list[str]]]:
+    """The ``pbmc`` (or ``pbmc_c8``) part's AnnData for ``seed`` (``--cells`` drawn) and its
+    gene sets with the 30 decoys."""
+    adata = spexlvm.datasets.pbmc68k_reduced()
+    if CELLS is not None:
+        pick = np.random.default_rng(seed).choice(adata.n_obs, CELLS, replace=False)
+        adata = adata[np.sort(pick)].copy()
+    if c8:
+        sets = c8_signatures(adata, seed)
+    else:
+        reactome = spexlvm.datasets.gene_sets("reactome")
+        sets = {**spexlvm.datasets.gene_sets("hallmark"), MHC: reactome[MHC], BCR: reactome[BCR]}
+    decoys = spexlvm.pp.decoy_gene_sets(adata, sets, n=30, seed=seed)
+    return adata, {**sets, **decoys}
+
+
 def run_pbmc(seeds: list[int], c8: bool = False) -> None:
-    sets = dict(spexlvm.datasets.gene_sets("hallmark"))
-    reactome = spexlvm.datasets.gene_sets("reactome")
-    sets.update({MHC: reactome[MHC], BCR: reactome[BCR]})
     what = "50 random C8 signatures" if c8 else "hallmark + MHC II + BCR"
     cells = "" if CELLS is None else f", {CELLS} cells drawn per seed"
     print(f"\nPBMC (pbmc68k_reduced .raw{cells}), {what} + 30 decoys, n_dense=1\n")
     header = None
     for seed in seeds:
 
-        def fit(seed=seed, sets=sets):
-            adata = spexlvm.datasets.pbmc68k_reduced()
-            if CELLS is not None:
-                pick = np.random.default_rng(seed).choice(adata.n_obs, CELLS, replace=False)
-                adata = adata[np.sort(pick)].copy()
-            if c8:
-                sets = c8_signatures(adata, seed)
-            decoys = spexlvm.pp.decoy_gene_sets(adata, sets, n=30, seed=seed)
-            return fit_with_decoys(adata, {**sets, **decoys}, seed)
+        def fit(seed=seed):
+            return fit_with_decoys(*pbmc_data(seed, c8), seed)
 
         cells = "" if CELLS is None else f"_cells{CELLS}"
         adata, fit_s = fitted(f"pbmc{'_c8' if c8 else ''}{cells}_seed{seed}", fit)
@@ -240,25 +246,40 @@ def run_pbmc_overlap(seeds: list[int]) -> None:
         header = report(seed, out, stats, header)
 
 
-def run_mesc(seeds: list[int]) -> None:
+#: ``tl.fit``'s ``max_epochs`` of the ``mesc`` part (as benchmarks/gene_set_competition.py)
+MESC_MAX_EPOCHS = 300
+
+
+def mesc_base():
+    """The ``mesc`` part's cells: spexlvm.datasets.mesc, 6,000 most variable genes."""
     base = spexlvm.datasets.mesc()
     sc.pp.highly_variable_genes(base, n_top_genes=6000, flavor="seurat")
-    base = base[:, base.var["highly_variable"]].copy()
+    return base[:, base.var["highly_variable"]].copy()
+
+
+def mesc_data(base, seed: int) -> tuple[object, dict[str, list[str]]]:
+    """A copy of :func:`mesc_base`'s AnnData and its gene sets for ``seed``: hallmark +
+    Reactome with 40-300 genes found (case-insensitive) and the 30 decoys."""
     sets = {**spexlvm.datasets.gene_sets("hallmark"), **spexlvm.datasets.gene_sets("reactome")}
+    adata = base.copy()
+    spexlvm.pp.add_gene_sets(
+        adata, sets, case_sensitive=False, min_genes=40, max_genes=300, nested="keep"
+    )
+    mask, names = spexlvm.pp.get_mask(adata)
+    genes = np.asarray(adata.var_names)
+    real = {str(n): genes[mask[:, k]].tolist() for k, n in enumerate(names)}
+    decoys = spexlvm.pp.decoy_gene_sets(adata, n=30, seed=seed)
+    return adata, {**real, **decoys}
+
+
+def run_mesc(seeds: list[int]) -> None:
+    base = mesc_base()
     print("\nmESC (6,000 HVG), hallmark + Reactome 40-300 genes + 30 decoys, n_dense=1\n")
     header = None
     for seed in seeds:
 
         def fit(seed=seed):
-            adata = base.copy()
-            spexlvm.pp.add_gene_sets(
-                adata, sets, case_sensitive=False, min_genes=40, max_genes=300, nested="keep"
-            )
-            mask, names = spexlvm.pp.get_mask(adata)
-            genes = np.asarray(adata.var_names)
-            real = {str(n): genes[mask[:, k]].tolist() for k, n in enumerate(names)}
-            decoys = spexlvm.pp.decoy_gene_sets(adata, n=30, seed=seed)
-            return fit_with_decoys(adata, {**real, **decoys}, seed, max_epochs=300)
+            return fit_with_decoys(*mesc_data(base, seed), seed, max_epochs=MESC_MAX_EPOCHS)
 
         adata, fit_s = fitted(f"mesc_seed{seed}", fit)
         out, stats = calls(adata, [G2M])
