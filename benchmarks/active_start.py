@@ -71,7 +71,8 @@ def fit_pair(
     make, sets: dict[str, list[str]], *, n_dense: int, seed: int, **fit_kwargs
 ) -> tuple[object, object, dict]:
     """The default fit and the active start of ``make()``'s AnnData; both fitted AnnDatas
-    and a dict of times, ELBOs and the number of active sets."""
+    (the second ``None`` when no set is active) and a dict of times, ELBOs and the number
+    of active sets."""
     info: dict[str, object] = {}
     default = make()
     start = time.perf_counter()
@@ -91,6 +92,8 @@ def fit_pair(
     annotated = [n for n in act.index[act["kind"].to_numpy() == "annotated"]]
     active = [n for n in annotated if bool(act.loc[n, "active"])]
     info["n_active"] = f"{len(active)}/{len(annotated)}"
+    if not active:  # nothing to start from: no active start
+        return default, None, info
     refit = make()
     part = spexlvm.tl.fit(
         refit,
@@ -124,7 +127,7 @@ def run_c8(n_dense: int, seed: int) -> dict:
         "seed": seed,
         **info,
         "default": signature_aurocs(default, pairs),
-        "active_start": signature_aurocs(started, pairs),
+        "active_start": {} if started is None else signature_aurocs(started, pairs),
     }
 
 
@@ -135,7 +138,8 @@ def run_pbmc_c8(seed: int) -> dict:
     default, started, info = fit_pair(adata.copy, sets, n_dense=1, seed=seed, nested="keep")
     out = {"part": "pbmc_c8", "seed": seed, **info}
     for name, fitted in (("default", default), ("active_start", started)):
-        out[name] = decoys.calls(fitted, [])[0]
+        if fitted is not None:
+            out[name] = decoys.calls(fitted, [])[0]
     return out
 
 
@@ -147,6 +151,8 @@ def run_graded(seed: int) -> dict:
     out = {"part": "graded", "seed": seed, **info}
     n_true = true_r2.shape[1]
     for name, fitted in (("default", default), ("active_start", started)):
+        if fitted is None:
+            continue
         names = list(fitted.uns["spexlvm"]["factor_names"])
         scores, planted = fitted.obsm["X_spexlvm"], fitted.obsm["X_true"]
         corr = [
@@ -175,7 +181,7 @@ def run_grid(data: str, genes: str, size_filter: str, n_dense: int, seed: int) -
         "seed": seed,
         **info,
         "default": aurocs(default, labels, data),
-        "active_start": aurocs(started, labels, data),
+        "active_start": {} if started is None else aurocs(started, labels, data),
     }
 
 
@@ -226,7 +232,7 @@ def table(path: str) -> None:
         these = [r for r in rows if r.get("part") == part]
         if not these:
             continue
-        keys = list(these[0]["default"])
+        keys = list(dict.fromkeys(k for r in these for k in r["default"]))
         print(f"\n| part | seed | start | {' | '.join(keys)} | active sets | ELBO | seconds |")
         print("|---" * (6 + len(keys)) + "|")
         for r in these:
@@ -236,7 +242,11 @@ def table(path: str) -> None:
                 else (f"{part}, {r['genes']} genes, >= {r['filter']}, n_dense={r['n_dense']}")
             )
             for start in ("default", "active_start"):
-                cells = " | ".join(str(r[start][k]) for k in keys)
+                if start + "_elbo" not in r:  # no active set
+                    blank = " | ".join("" for _ in keys)
+                    print(f"| {where} | {r['seed']} | no active set, no start | {blank} | | | |")
+                    continue
+                cells = " | ".join(str(r[start].get(k, "(filtered out)")) for k in keys)
                 active = r["n_active"] if start == "default" else ""
                 print(
                     f"| {where} | {r['seed']} | {start.replace('_', ' ')} | {cells} | {active} | "
