@@ -186,17 +186,14 @@ def run_grid(data: str, genes: str, size_filter: str, n_dense: int, seed: int) -
 
 
 def _c8_rows(rows: list[dict]) -> None:
-    from overlap_choice import TYPES, signatures
+    from overlap_choice import cell_type_header, signatures
 
     base = next(r for r in rows if "score_genes" in r)["score_genes"]
     _, pairs = signatures()
-    types = list(TYPES.values())
-    print(
-        "| n_dense | seed | start | "
-        + " | ".join(types)
-        + " | median shortfall | signatures > 0.02 below | ELBO | seconds |"
+    types = cell_type_header(
+        ["n_dense", "seed", "start"],
+        ["median shortfall", "signatures > 0.02 below", "ELBO", "seconds"],
     )
-    print("|---" * (7 + len(types)) + "|")
     print(
         "| | | `score_genes` | "
         + " | ".join(

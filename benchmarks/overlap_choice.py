@@ -161,6 +161,15 @@ def run(
     return out
 
 
+def cell_type_header(lead: list[str], tail: list[str]) -> list[str]:
+    """Print a markdown table header with a column per cell type between ``lead`` and
+    ``tail``; the cell types' labels."""
+    types = list(TYPES.values())
+    print("| " + " | ".join([*lead, *types, *tail]) + " |")
+    print("|---" * (len(lead) + len(types) + len(tail)) + "|")
+    return types
+
+
 def table(path: str) -> None:
     """Markdown table: per fit, median AUROC per cell type, shortfall against score_genes."""
     rows = [json.loads(line) for line in open(path) if line.startswith("{")]
@@ -197,13 +206,9 @@ def table(path: str) -> None:
         return
     base = next(r for r in rows if "baseline" in r)["baseline"]
     _, pairs = signatures()
-    types = list(TYPES.values())
-    print(
-        "| n_dense | rho | engine | seed | "
-        + " | ".join(types)
-        + " | median shortfall | sets > 0.02 below | epochs |"
+    types = cell_type_header(
+        ["n_dense", "rho", "engine", "seed"], ["median shortfall", "sets > 0.02 below", "epochs"]
     )
-    print("|---" * (7 + len(types)) + "|")
     line = "| | `score_genes` | | | "
     line += " | ".join(
         f"{np.median([v for k, v in base.items() if pairs[k] == t]):.3f}" for t in types
