@@ -21,6 +21,7 @@ Usage::
 
     python benchmarks/preprocessing_grid.py --data mesc --genes 6000 --filter 40-300 --seeds 0 1
     python benchmarks/preprocessing_grid.py --table LOG
+    python benchmarks/preprocessing_grid.py --table LOG --against myeloid
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ PAIRS = {
     "mesc": {"HALLMARK_G2M_CHECKPOINT": "G2M", "REACTOME_CELL_CYCLE": "G2M"},
 }
 LABEL = {"pbmc": "bulk_labels", "mesc": "stage"}
+#: Unions of cell groups that each evaluated factor is also scored against (``--against``
+#: of ``--table``): the monocyte pair's sets describe the myeloid cells as a whole.
+UNIONS = {"pbmc": {"myeloid": ("CD14+ Monocyte", "Dendritic")}, "mesc": {}}
 
 
 def load(data: str, genes: str):
@@ -139,12 +143,32 @@ def run(
             out["score_genes"][name] = base[name]
             out["by_group"][name] = group_aurocs(score, labels)
             out["score_genes_by_group"][name] = group_aurocs(base_scores[name], labels)
+    out["union"], out["score_genes_union"] = {}, {}
+    for union, groups in UNIONS[data].items():
+        member = np.isin(labels, groups)
+        out["union"][union] = {
+            name: float(roc_auc_score(member, adata.obsm["X_spexlvm"][:, names.index(name)]))
+            for name in out["auroc"]
+        }
+        out["score_genes_union"][union] = {
+            name: float(roc_auc_score(member, base_scores[name])) for name in out["auroc"]
+        }
     return out
 
 
-def table(path: str) -> None:
-    """Markdown: median (range) over seeds per cell; score_genes beside; shortfalls."""
+def table(path: str, against: str | None = None) -> None:
+    """Markdown: median (range) over seeds per cell; score_genes beside; shortfalls.
+
+    ``against``: a union of cell groups of :data:`UNIONS` instead of each set's own group
+    (rows written before the unions existed are skipped).
+    """
     rows = [json.loads(line) for line in open(path) if line.startswith("{")]
+    if against is not None:
+        rows = [
+            {**r, "auroc": r["union"][against], "score_genes": r["score_genes_union"][against]}
+            for r in rows
+            if against in r.get("union", {})
+        ]
     cells = defaultdict(list)
     for r in rows:
         rho = "learned" if r.get("learn") else f"{r['score_overlap']:.2g}"
@@ -232,9 +256,14 @@ def main() -> None:
         help="SpexLVM(score_overlap_max=...) (default: the model's)",
     )
     parser.add_argument("--table", metavar="LOG")
+    parser.add_argument(
+        "--against",
+        choices=sorted({u for unions in UNIONS.values() for u in unions}),
+        help="--table: score every factor against this union of cell groups",
+    )
     args = parser.parse_args()
     if args.table:
-        table(args.table)
+        table(args.table, args.against)
         return
     quiet()
     for size_filter in args.filters:
