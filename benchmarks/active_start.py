@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from _common import quiet
 from engine_optimum import exact_elbo
+from prune_refit import active_sets, refit_active
 
 import spexlvm
 from spexlvm.get._write import write_results
@@ -88,21 +89,12 @@ def fit_pair(
     info["default_s"] = round(time.perf_counter() - start, 1)
     info["default_elbo"] = round(exact_elbo(model)[0])
     start = time.perf_counter()
-    act = spexlvm.tl.active_factors(default)
-    annotated = [n for n in act.index[act["kind"].to_numpy() == "annotated"]]
-    active = [n for n in annotated if bool(act.loc[n, "active"])]
+    annotated, active = active_sets(spexlvm.tl.active_factors(default))
     info["n_active"] = f"{len(active)}/{len(annotated)}"
     if not active:  # nothing to start from: no active start
         return default, None, info
-    refit = make()
-    part = spexlvm.tl.fit(
-        refit,
-        {n: sets[n] for n in active},
-        n_dense=n_dense,
-        seed=seed,
-        enable_progress_bar=False,
-        return_model=True,
-        **{**fit_kwargs, "min_genes": 1, "max_genes": None},
+    part = refit_active(
+        make(), sets, active, n_dense=n_dense, seed=seed, return_model=True, **fit_kwargs
     )
     names = list(model.factor_names)
     transplant(model, part, [names.index(n) for n in annotated if n not in active])

@@ -53,10 +53,7 @@ def set_shares(adata, name: str, n: int = 3) -> str:
     mask, names = spexlvm.pp.get_mask(adata)
     in_set = mask[:, list(names).index(name)]
     var = _calls.gene_variance(adata)
-    r2 = _calls.realised_r2(
-        np.asarray(adata.varm["spexlvm_loadings"]), np.asarray(adata.obsm["X_spexlvm"]), var
-    )
-    share = (r2[in_set] * var[in_set, None]).sum(0) / var[in_set].sum()
+    share = (_calls.gene_r2(adata)[in_set] * var[in_set, None]).sum(0) / var[in_set].sum()
     factors = list(adata.uns["spexlvm"]["factor_names"])
     order = np.argsort(-share)[:n]
     return ", ".join(f"{factors[k].removeprefix('REACTOME_')} {share[k]:.3f}" for k in order)

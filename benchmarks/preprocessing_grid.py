@@ -136,9 +136,10 @@ def run(
     out["auroc"], out["score_genes"] = {}, {}
     # what else each factor marks: its AUROC, and score_genes', for every cell group
     out["by_group"], out["score_genes_by_group"] = {}, {}
+    scores = {}  # the evaluated factors' scores
     for name, group in PAIRS[data].items():
         if name in names:  # a set outside the size filter is no factor
-            score = adata.obsm["X_spexlvm"][:, names.index(name)]
+            score = scores[name] = adata.obsm["X_spexlvm"][:, names.index(name)]
             out["auroc"][name] = float(roc_auc_score(labels == group, score))
             out["score_genes"][name] = base[name]
             out["by_group"][name] = group_aurocs(score, labels)
@@ -146,12 +147,9 @@ def run(
     out["union"], out["score_genes_union"] = {}, {}
     for union, groups in UNIONS[data].items():
         member = np.isin(labels, groups)
-        out["union"][union] = {
-            name: float(roc_auc_score(member, adata.obsm["X_spexlvm"][:, names.index(name)]))
-            for name in out["auroc"]
-        }
+        out["union"][union] = {n: float(roc_auc_score(member, z)) for n, z in scores.items()}
         out["score_genes_union"][union] = {
-            name: float(roc_auc_score(member, base_scores[name])) for name in out["auroc"]
+            n: float(roc_auc_score(member, base_scores[n])) for n in scores
         }
     return out
 

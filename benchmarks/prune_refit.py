@@ -41,6 +41,23 @@ def aurocs(adata, labels: np.ndarray, data: str) -> dict[str, float]:
     }
 
 
+def active_sets(act) -> tuple[list[str], list[str]]:
+    """The annotated factors of a ``tl.active_factors`` table and those it calls active."""
+    annotated = act.index[act["kind"].to_numpy() == "annotated"].tolist()
+    return annotated, [name for name in annotated if bool(act.loc[name, "active"])]
+
+
+def refit_active(adata, sets: dict[str, list[str]], active: list[str], **fit_kwargs):
+    """``tl.fit`` of ``adata`` with only the ``active`` sets (every gene found counts: the
+    first fit's size filter already chose them); ``fit_kwargs`` as the first fit's."""
+    return spexlvm.tl.fit(
+        adata,
+        {name: sets[name] for name in active},
+        enable_progress_bar=False,
+        **{**fit_kwargs, "min_genes": 1, "max_genes": None},
+    )
+
+
 def run(data: str, genes: str, size_filter: str, seed: int) -> dict:
     """Both fits of one cell of the grid: a dict for one JSON line."""
     base, sets = load(data, genes)
@@ -65,8 +82,7 @@ def run(data: str, genes: str, size_filter: str, seed: int) -> dict:
     )
     out["full_s"] = round(time.perf_counter() - start, 1)
     act = spexlvm.tl.active_factors(full)
-    annotated = act.index[act["kind"].to_numpy() == "annotated"]
-    active = [name for name in annotated if name in sets and bool(act.loc[name, "active"])]
+    annotated, active = active_sets(act)
     out["n_sets"] = len(annotated)
     out["n_active"] = len(active)
     out["full"] = aurocs(full, labels, data)
@@ -76,14 +92,7 @@ def run(data: str, genes: str, size_filter: str, seed: int) -> dict:
     pruned = base.copy()
     start = time.perf_counter()
     if active:
-        spexlvm.tl.fit(
-            pruned,
-            {name: sets[name] for name in active},
-            n_dense=1,
-            seed=seed,
-            enable_progress_bar=False,
-            min_genes=1,
-        )
+        refit_active(pruned, sets, active, n_dense=1, seed=seed)
         out["refit"] = aurocs(pruned, labels, data)
     else:
         out["refit"] = {}
